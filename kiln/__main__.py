@@ -1,0 +1,5 @@
+"""Allow ``python -m kiln``."""
+
+from kiln.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: set up (scripts/bootstrap.sh), lint, type-check, check generated files, then
+# run the whole test suite in parallel. Extra arguments go to pytest (e.g. -m "not integration").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff";   ruff check .
+echo "== mypy";   mypy
+echo "== generated files"
+kiln matrix validate
+kiln docs --check
+echo "== pytest"
+python -m pytest -n "${KILN_TEST_JOBS:-auto}" --dist loadgroup "$@"
