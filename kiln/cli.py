@@ -9,6 +9,7 @@ an exit code (tracebacks only with ``--debug``).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -160,6 +161,11 @@ def cmd_docs(ctx: Context) -> int:
 # --------------------------------------------------------------------------------------------
 # parser
 
+# Subcommands that live in their own modules (one per stage). Each module defines
+# ``register(subparsers)`` that adds its parser(s) with ``set_defaults(func=...)``; the function
+# takes a ``Context`` and returns an exit code.
+SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -200,6 +206,9 @@ def _parser() -> argparse.ArgumentParser:
     pp.add_argument("--build-number", type=int, metavar="N",
                     help="build number N of tag bN (default: git rev-list --count HEAD)")
     pp.set_defaults(func=cmd_plan)
+
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return p
 
 

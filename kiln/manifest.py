@@ -1,0 +1,171 @@
+"""Per-asset records: what ``kiln build`` writes next to each archive, and what ``kiln release``
+merges into the release's ``manifest.json`` and ``kiln install`` ranks.
+
+One JSON file per built asset, ``<asset name>.json`` beside the asset (e.g.
+``ember-b42-bin-ubuntu-x64.tar.gz.json``), holding one ``AssetRecord``. Parsing happens here,
+once, with errors that name the file and the field; nothing past this module reads raw dicts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import IntegrityError, ReleaseError
+from kiln.matrix import Entry
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "AssetRecord",
+    "Verification",
+    "atomic_write_text",
+    "read_record",
+    "record_for",
+    "sha256_file",
+    "write_record",
+]
+
+MANIFEST_SCHEMA = 1
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification:
+    """The outcome of one verification method on one built entry."""
+
+    method: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssetRecord:
+    """One release asset and everything a release or an installer needs to know about it."""
+
+    name: str
+    kind: str  # "archive" | "wheel"
+    entry_id: str
+    os: str
+    arch: str
+    backend: str
+    backend_version: str | None
+    libc: str
+    libc_floor: str | None
+    min_os: str | None
+    cpu_baseline: str
+    cpu_dispatch: tuple[str, ...]
+    gpu_targets: tuple[str, ...]
+    min_driver: str | None
+    build_number: int
+    commit: str
+    size: int
+    sha256: str
+    verification: Verification
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["cpu_dispatch"] = list(self.cpu_dispatch)
+        out["gpu_targets"] = list(self.gpu_targets)
+        return out
+
+    @classmethod
+    def from_json(cls, data: object, *, source: str) -> AssetRecord:
+        """Parse one record; ``source`` names the file in errors."""
+        if not isinstance(data, Mapping):
+            raise ReleaseError(f"{source}: expected a JSON object")
+        want = {f.name for f in fields(cls)}
+        missing = sorted(want - set(data))
+        unknown = sorted(set(data) - want)
+        if missing or unknown:
+            raise ReleaseError(
+                f"{source}: asset record fields do not match (missing: {missing or 'none'}, "
+                f"unknown: {unknown or 'none'})",
+                hint="rebuild the asset with this version of kiln")
+        v = data["verification"]
+        if not isinstance(v, Mapping) or set(v) != {"method", "ok", "detail"}:
+            raise ReleaseError(f"{source}: field 'verification' must be "
+                               "{method, ok, detail}")
+        if not isinstance(data["sha256"], str) or not SHA256_RE.match(data["sha256"]):
+            raise ReleaseError(f"{source}: field 'sha256' is not a lower-case sha256 digest")
+        if not isinstance(data["size"], int) or data["size"] < 0:
+            raise ReleaseError(f"{source}: field 'size' must be a non-negative integer")
+        return cls(
+            name=str(data["name"]), kind=str(data["kind"]), entry_id=str(data["entry_id"]),
+            os=str(data["os"]), arch=str(data["arch"]), backend=str(data["backend"]),
+            backend_version=_opt(data["backend_version"]), libc=str(data["libc"]),
+            libc_floor=_opt(data["libc_floor"]), min_os=_opt(data["min_os"]),
+            cpu_baseline=str(data["cpu_baseline"]),
+            cpu_dispatch=tuple(str(x) for x in data["cpu_dispatch"]),
+            gpu_targets=tuple(str(x) for x in data["gpu_targets"]),
+            min_driver=_opt(data["min_driver"]), build_number=int(data["build_number"]),
+            commit=str(data["commit"]), size=int(data["size"]), sha256=str(data["sha256"]),
+            verification=Verification(method=str(v["method"]), ok=bool(v["ok"]),
+                                      detail=str(v["detail"])),
+        )
+
+
+def _opt(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def record_for(entry: Entry, asset: Path, *, kind: str, build_number: int, commit: str,
+               verification: Verification) -> AssetRecord:
+    return AssetRecord(
+        name=asset.name, kind=kind, entry_id=entry.id, os=entry.os, arch=entry.arch,
+        backend=entry.backend, backend_version=entry.backend_version, libc=entry.libc,
+        libc_floor=entry.libc_floor, min_os=entry.min_os, cpu_baseline=entry.cpu_baseline,
+        cpu_dispatch=entry.cpu_dispatch, gpu_targets=entry.gpu_targets,
+        min_driver=entry.min_driver, build_number=build_number, commit=commit,
+        size=asset.stat().st_size, sha256=sha256_file(asset), verification=verification,
+    )
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, fsync'ed, then renamed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_record(record: AssetRecord, directory: Path) -> Path:
+    path = directory / f"{record.name}.json"
+    atomic_write_text(path, json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_record(path: Path, *, check_asset: bool = True) -> AssetRecord:
+    """Read ``<asset>.json`` and, with ``check_asset``, check the asset beside it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ReleaseError(f"{path}: cannot read asset record: {exc}") from exc
+    record = AssetRecord.from_json(data, source=str(path))
+    if check_asset:
+        asset = path.with_name(record.name)
+        if not asset.is_file():
+            raise ReleaseError(f"{path}: the asset {record.name} is not beside its record")
+        if asset.stat().st_size != record.size or sha256_file(asset) != record.sha256:
+            raise IntegrityError(f"{asset}: size or sha256 differs from {path.name}",
+                                 hint="the asset was modified or truncated; rebuild it")
+    return record
