@@ -1,0 +1,131 @@
+"""Publish to a mirror directory (``file://PATH``), e.g. a folder served over HTTP.
+
+Layout: ``PATH/<tag>/`` holds one release (the files of the release directory), and
+``PATH/latest`` is a one-line text file naming the newest tag (a text file rather than a
+symlink, so the mirror can be copied to object storage or any web server as it is).
+
+Atomicity: the release is copied into ``PATH/.<tag>.partial-<pid>/`` (each file fsync'ed and
+re-hashed), the staging directory is fsync'ed and renamed to ``PATH/<tag>`` in one step, and
+``latest`` is rewritten (temp file + rename) last. A publish that fails or is killed leaves
+the previous releases and ``latest`` untouched; its staging directory is removed by the next
+run. A lock file keeps two publishers of one mirror apart. A tag already published with the
+same files is a success (a re-run); with different files it is an error: published releases
+are never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from kiln.errors import PublishError
+from kiln.manifest import atomic_write_text, sha256_file
+from kiln.publish import LocalRelease, PublishResult
+from kiln.release import TAG_RE
+
+__all__ = ["LATEST", "DirectoryPublisher"]
+
+LATEST = "latest"
+LOCK = ".kiln-publish.lock"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _number(tag: str) -> int:
+    m = TAG_RE.match(tag)
+    return int(m.group(1)) if m else -1
+
+
+class DirectoryPublisher:
+    def __init__(self, root: Path, *, log: Callable[[str], None] = lambda _m: None,
+                 lock_timeout: float = 600.0) -> None:
+        self.root = root
+        self.log = log
+        self.lock_timeout = lock_timeout
+
+    def _copy(self, release: LocalRelease, name: str, stage: Path) -> None:
+        dst = stage / name
+        with release.path(name).open("rb") as fin, dst.open("wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        if sha256_file(dst) != release.files[name]:
+            raise PublishError(f"{release.path(name)}: changed while it was copied to "
+                               f"{self.root}", hint="publish again from an unchanged release")
+
+    def _same(self, target: Path, release: LocalRelease) -> bool:
+        have = {p.name for p in target.iterdir()}
+        if have != set(release.files):
+            return False
+        return all(sha256_file(target / n) == d for n, d in release.files.items())
+
+    def _update_latest(self, tag: str) -> bool:
+        latest = self.root / LATEST
+        current = latest.read_text(encoding="utf-8").strip() if latest.is_file() else ""
+        if current and _number(current) > _number(tag):
+            return False  # publishing an older release does not move `latest` back
+        if current != tag:
+            atomic_write_text(latest, tag + "\n")
+            _fsync_dir(self.root)
+        return True
+
+    def publish(self, release: LocalRelease) -> PublishResult:
+        tag = release.tag
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PublishError(f"cannot create the mirror directory {self.root}: "
+                               f"{exc.strerror}") from exc
+        try:
+            with FileLock(str(self.root / LOCK), timeout=self.lock_timeout):
+                return self._publish_locked(release, tag)
+        except Timeout as exc:
+            raise PublishError(f"{self.root} is locked by another publish "
+                               f"({self.root / LOCK})",
+                               hint="wait for it to finish; remove the lock file only if no "
+                                    "publish is running") from exc
+
+    def _publish_locked(self, release: LocalRelease, tag: str) -> PublishResult:
+        for stale in self.root.glob(f".{tag}.partial-*"):
+            self.log(f"removing {stale.name}, left by an interrupted publish")
+            shutil.rmtree(stale)
+        target = self.root / tag
+        if target.exists():
+            if not self._same(target, release):
+                raise PublishError(
+                    f"{target} already holds a different release {tag}",
+                    hint="a published release is never changed; release under a new tag")
+            moved = self._update_latest(tag)
+            self.log(f"{tag} is already published in {self.root}"
+                     + ("" if moved else " (latest points at a newer release)"))
+            return PublishResult(destination=f"file://{self.root}", url=str(target),
+                                 uploaded=(), kept=tuple(sorted(release.files)),
+                                 already_published=True)
+        stage = self.root / f".{tag}.partial-{os.getpid()}"
+        stage.mkdir()
+        try:
+            for name in sorted(release.files):
+                self._copy(release, name, stage)
+                self.log(f"copied {name}")
+            _fsync_dir(stage)
+            stage.rename(target)
+            _fsync_dir(self.root)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage)
+        moved = self._update_latest(tag)
+        self.log(f"published {tag} to {target}"
+                 + ("; latest -> " + tag if moved else "; latest unchanged (newer exists)"))
+        return PublishResult(destination=f"file://{self.root}", url=str(target),
+                             uploaded=tuple(sorted(release.files)), kept=(),
+                             already_published=False)

@@ -1,0 +1,177 @@
+"""``kiln publish DIR --to file://MIRROR``: layout, idempotent re-runs, and faults (an error
+mid-copy, a killed process) that must leave the previous release and ``latest`` untouched."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_release_cli import Project, git, make_artifact, make_release_dir
+
+from kiln.publish import load_release
+from kiln.publish.directory import DirectoryPublisher
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("minisign") is None, reason="minisign is not installed"),
+]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".kiln-publish.lock"}
+
+
+def next_release(project: Project, tmp: Path) -> Path:
+    """Another commit and its release (b<N+1>)."""
+    (project.repo / "runtime" / "src" / "next.c").write_text("/* next */\n")
+    git(project.repo, project.env, "add", "-A")
+    git(project.repo, project.env, "commit", "-q", "-m", "next (#99)")
+    art = tmp / "art2"
+    make_artifact(art, "ubuntu-x64", number=project.number, commit=project.head)
+    out = tmp / "release2"
+    code, _, _ = project.kiln(["release", "--artifacts", str(art), "--out", str(out),
+                               "--allow-missing", "*"])
+    assert code == 0
+    return out
+
+
+def test_publish_layout_latest_and_rerun(tmp_path: Path) -> None:
+    project, release = make_release_dir(tmp_path)
+    mirror = tmp_path / "mirror"
+    tag = f"b{project.number}"
+    code, out, _ = project.kiln(["publish", str(release), "--to", f"file://{mirror}"])
+    assert code == 0 and f"published {tag}" in out
+    assert (mirror / "latest").read_text() == f"{tag}\n"
+    assert tree(mirror / tag) == tree(release)
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=mirror / tag,
+                   check=True, capture_output=True)
+    before = tree(mirror)
+    code, out, _ = project.kiln(["publish", str(release), "--to", f"file://{mirror}"])
+    assert code == 0 and "already published" in out
+    assert tree(mirror) == before
+
+
+def test_same_tag_with_other_content_is_refused(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    project, release = make_release_dir(tmp_path)
+    mirror = tmp_path / "mirror"
+    assert project.kiln(["publish", str(release), "--to", f"file://{mirror}"])[0] == 0
+    tag = f"b{project.number}"
+    victim = next((mirror / tag).glob("*.zip"))
+    victim.write_bytes(b"replaced")
+    before = tree(mirror)
+    code, _, err = project.kiln(["publish", str(release), "--to", f"file://{mirror}"], capsys)
+    assert code == 10 and "already holds a different release" in err
+    assert tree(mirror) == before
+
+
+def test_an_older_release_does_not_move_latest(tmp_path: Path) -> None:
+    project, first = make_release_dir(tmp_path)
+    old_tag = f"b{project.number}"
+    second = next_release(project, tmp_path)
+    mirror = tmp_path / "mirror"
+    assert project.kiln(["publish", str(second), "--to", f"file://{mirror}"])[0] == 0
+    new_tag = (mirror / "latest").read_text().strip()
+    assert new_tag != old_tag
+    assert project.kiln(["publish", str(first), "--to", f"file://{mirror}"])[0] == 0
+    assert (mirror / "latest").read_text().strip() == new_tag
+    assert (mirror / old_tag / "manifest.json").is_file()
+
+
+def test_a_tampered_release_directory_is_not_published(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    project, release = make_release_dir(tmp_path)
+    notes = release / "RELEASE_NOTES.md"
+    notes.write_text(notes.read_text() + "\nextra\n")
+    mirror = tmp_path / "mirror"
+    code, _, err = project.kiln(["publish", str(release), "--to", f"file://{mirror}"], capsys)
+    assert code == 12 and "RELEASE_NOTES.md: sha256 differs" in err
+    assert not mirror.exists()
+    # A re-signed SHA256SUMS from another key fails the signature check.
+    (release / "RELEASE_NOTES.md").write_text(notes.read_text().replace("\nextra\n", ""))
+    sig = release / "SHA256SUMS.minisig"
+    lines = sig.read_text().splitlines()
+    lines[1] = lines[1][:-4] + ("AAAA" if not lines[1].endswith("AAAA") else "BBBB")
+    sig.write_text("\n".join(lines) + "\n")
+    code, _, err = project.kiln(["publish", str(release), "--to", f"file://{mirror}"], capsys)
+    assert code == 12 and "does not verify" in err
+
+
+def test_error_mid_copy_leaves_the_previous_release(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    project, first = make_release_dir(tmp_path)
+    mirror = tmp_path / "mirror"
+    assert project.kiln(["publish", str(first), "--to", f"file://{mirror}"])[0] == 0
+    before = tree(mirror)
+    second = next_release(project, tmp_path)
+    release = load_release(second, env=project.env)
+    real_copy = DirectoryPublisher._copy
+    copied: list[str] = []
+
+    def failing_copy(self: DirectoryPublisher, rel: object, name: str, stage: Path) -> None:
+        if len(copied) == 3:
+            raise OSError(28, "No space left on device")
+        copied.append(name)
+        real_copy(self, rel, name, stage)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DirectoryPublisher, "_copy", failing_copy)
+    with pytest.raises(OSError, match="No space left"):
+        DirectoryPublisher(mirror).publish(release)
+    assert tree(mirror) == before
+    assert not [p for p in mirror.iterdir() if p.name.startswith(f".{release.tag}")]
+    monkeypatch.setattr(DirectoryPublisher, "_copy", real_copy)
+    DirectoryPublisher(mirror).publish(release)
+    assert (mirror / "latest").read_text() == f"{release.tag}\n"
+    assert tree(mirror / release.tag) == tree(second)
+
+
+KILL_AFTER_TWO = """
+import os, signal, sys
+from pathlib import Path
+from kiln.publish import load_release
+from kiln.publish.directory import DirectoryPublisher
+real = DirectoryPublisher._copy
+done = []
+def copy(self, rel, name, stage):
+    if len(done) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    done.append(name)
+    real(self, rel, name, stage)
+DirectoryPublisher._copy = copy
+release = load_release(Path(sys.argv[1]), env=dict(os.environ))
+DirectoryPublisher(Path(sys.argv[2])).publish(release)
+"""
+
+
+def test_killed_publish_leaves_no_trace_and_resumes(tmp_path: Path) -> None:
+    project, first = make_release_dir(tmp_path)
+    mirror = tmp_path / "mirror"
+    assert project.kiln(["publish", str(first), "--to", f"file://{mirror}"])[0] == 0
+    before = tree(mirror)
+    second = next_release(project, tmp_path)
+    env = {**project.env, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_TWO, str(second), str(mirror)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    after = tree(mirror)
+    # Nothing visible changed: only the hidden staging folder of the killed run is new.
+    assert {k: v for k, v in after.items() if not k.startswith(".")} == before
+    tag = json.loads((second / "manifest.json").read_text())["tag"]
+    assert not (mirror / tag).exists()
+    assert (mirror / "latest").read_text() == before["latest"].decode()
+    assert [p.name for p in mirror.glob(f".{tag}.partial-*")]  # the killed run's staging
+    code, out, _ = project.kiln(["publish", str(second), "--to", f"file://{mirror}"])
+    assert code == 0, out
+    assert "interrupted publish" in out
+    assert not list(mirror.glob(".*.partial-*"))
+    assert (mirror / "latest").read_text() == f"{tag}\n"
+    assert tree(mirror / tag) == tree(second)
+    assert os.path.isdir(mirror / before["latest"].decode().strip())

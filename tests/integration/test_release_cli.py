@@ -1,0 +1,381 @@
+"""``kiln release`` end to end on a throwaway git repository: real git, real minisign, synthetic
+archives with their records (the build stage is someone else's; its outputs are simulated
+byte for byte as ``kiln.manifest`` defines them). The helpers here are used by the publish
+tests too."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiln.cli import main
+from kiln.manifest import AssetRecord, Verification, record_for, write_record
+from kiln.matrix import load_matrix
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MATRIX = load_matrix(REPO / "matrix")
+LOCAL = [e.id for e in MATRIX.enabled if e.local]
+CI_ONLY = [e.id for e in MATRIX.enabled if not e.local]
+needs_minisign = pytest.mark.skipif(shutil.which("minisign") is None,
+                                    reason="minisign is not installed (scripts/apt-packages.txt)")
+
+
+def base_env(home: Path) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8",
+        "GIT_AUTHOR_NAME": "Rel Eng", "GIT_AUTHOR_EMAIL": "releng@example.invalid",
+        "GIT_COMMITTER_NAME": "Rel Eng", "GIT_COMMITTER_EMAIL": "releng@example.invalid",
+        "GIT_AUTHOR_DATE": "2026-01-02T03:04:05Z", "GIT_COMMITTER_DATE": "2026-01-02T03:04:05Z",
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+
+
+def git(repo: Path, env: Mapping[str, str], *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], env=dict(env), check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(root: Path, env: Mapping[str, str]) -> Path:
+    """A project checkout with the real matrix, template and settings, and three commits."""
+    repo = root / "project"
+    repo.mkdir(parents=True)
+    shutil.copytree(REPO / "matrix", repo / "matrix")
+    (repo / "release_notes").mkdir()
+    shutil.copy(REPO / "release_notes" / "release.md.j2", repo / "release_notes")
+    shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
+    (repo / "runtime" / "src").mkdir(parents=True)
+    (repo / "runtime" / "src" / "ember.c").write_text("int ember(void) { return 0; }\n")
+    git(repo, env, "init", "-q", "-b", "main")
+    git(repo, env, "add", "-A")
+    git(repo, env, "commit", "-q", "-m", "ember: first light")
+    (repo / "runtime" / "src" / "ember.c").write_text("int ember(void) { return 1; }\n")
+    git(repo, env, "commit", "-q", "-am", "ggml: faster q4_1 dot product (#12)")
+    (repo / "runtime" / "src" / "gguf.c").write_text("/* gguf */\n")
+    git(repo, env, "add", "-A")
+    git(repo, env, "commit", "-q", "-m", "gguf: read v3 headers (#34)")
+    return repo
+
+
+def make_key(directory: Path, password: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    key, pub = directory / "release.key", directory / "release.pub"
+    argv = ["minisign", "-G", "-f", "-s", str(key), "-p", str(pub)]
+    if password is None:
+        argv.append("-W")
+    subprocess.run(argv, input=None if password is None else f"{password}\n{password}\n",
+                   text=True, check=True, capture_output=True)
+    return key
+
+
+def _payload(seed: str, size: int) -> bytes:
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out.extend(hashlib.sha256(f"{seed}:{counter}".encode()).digest())
+        counter += 1
+    return bytes(out[:size])
+
+
+def make_artifact(directory: Path, entry_id: str, *, number: int, commit: str,
+                  size: int = 256, ok: bool = True) -> AssetRecord:
+    """A deterministic archive of ``size`` incompressible bytes and its record."""
+    entry = MATRIX.get(entry_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"ember-b{number}-bin-{entry_id}.{entry.archive}"
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        data = _payload(entry_id, size)
+        info = tarfile.TarInfo(f"ember-b{number}-bin-{entry_id}/lib/libember.bin")
+        info.size, info.mtime = len(data), 0
+        tar.addfile(info, io.BytesIO(data))
+    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    record = record_for(entry, path, kind="archive", build_number=number, commit=commit,
+                        verification=Verification(method=entry.verify, ok=ok,
+                                                  detail="synthetic test asset"))
+    write_record(record, directory)
+    return record
+
+
+@dataclass
+class Project:
+    root: Path
+    repo: Path
+    env: dict[str, str]
+    key: Path
+
+    @property
+    def head(self) -> str:
+        return git(self.repo, self.env, "rev-parse", "HEAD")
+
+    @property
+    def number(self) -> int:
+        return int(git(self.repo, self.env, "rev-list", "--count", "HEAD"))
+
+    def artifacts(self, entries: Sequence[str] = LOCAL, *, size: int = 256,
+                  name: str = "artifacts") -> Path:
+        d = self.root / name
+        for entry_id in entries:
+            # One folder per entry, as CI's artifact download may lay them out.
+            make_artifact(d / entry_id, entry_id, number=self.number, commit=self.head,
+                          size=size)
+        return d
+
+    def kiln(self, args: Sequence[str], capsys: pytest.CaptureFixture[str] | None = None,
+             env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+        out = io.StringIO()
+        code = main(list(args), env=dict(env if env is not None else self.env), stdout=out,
+                    cwd=self.repo)
+        err = capsys.readouterr().err if capsys is not None else ""
+        return code, out.getvalue(), err
+
+
+def make_project(root: Path, *, password: str | None = None) -> Project:
+    env = base_env(root / "home")
+    repo = make_repo(root, env)
+    key = make_key(root / "keys", password)
+    env["KILN_SIGNING_KEY"] = str(key)
+    if password is not None:
+        env["KILN_SIGNING_PASSWORD"] = password
+    return Project(root=root, repo=repo, env=env, key=key)
+
+
+def make_release_dir(root: Path, entries: Sequence[str] = ("macos-arm64", "ubuntu-x64",
+                                                            "win-cpu-x64"),
+                     *, size: int = 256) -> tuple[Project, Path]:
+    """A signed release directory of a few entries, the rest allowed missing."""
+    project = make_project(root)
+    art = project.artifacts(entries, size=size)
+    out = root / "release"
+    code, _, _ = project.kiln(["release", "--artifacts", str(art), "--out", str(out),
+                               "--allow-missing", "*"])
+    assert code == 0
+    return project, out
+
+
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    if shutil.which("minisign") is None:
+        pytest.skip("minisign is not installed (scripts/apt-packages.txt)")
+    return make_project(tmp_path)
+
+
+def test_ci_only_entries_are_missing_unless_allowed(project: Project,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    art = project.artifacts()
+    out = project.root / "release"
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out", str(out)], capsys)
+    assert code == 9
+    assert "5 enabled entries are missing" in err
+    for entry_id in CI_ONLY:
+        assert f"  - {entry_id}: not built here" in err
+    assert "--allow-missing " + " ".join(CI_ONLY) in err
+    assert not out.exists()
+    assert git(project.repo, project.env, "tag", "--list") == ""
+
+
+def test_release_is_complete_verifiable_and_tagged(project: Project,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    art = project.artifacts()
+    out = project.root / "release"
+    n, head = project.number, project.head
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out", str(out),
+                                 "--allow-missing", *CI_ONLY], capsys)
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assets = sorted(f"ember-b{n}-bin-{i}.{MATRIX.get(i).archive}" for i in LOCAL)
+    assert names == sorted([*assets, "RELEASE_NOTES.md", "SHA256SUMS", "SHA256SUMS.minisig",
+                            "manifest.json", "minisign.pub", "sbom.cdx.json"])
+    # What a user runs.
+    subprocess.run(["minisign", "-V", "-p", "minisign.pub", "-m", "SHA256SUMS"], cwd=out,
+                   check=True, capture_output=True)
+    subprocess.run(["minisign", "-V", "-p", str(project.key.with_suffix(".pub")), "-m",
+                    "SHA256SUMS"], cwd=out, check=True, capture_output=True)
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=out, check=True,
+                   capture_output=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tag"] == f"b{n}" and manifest["commit"] == head
+    assert [a["name"] for a in manifest["assets"]] == sorted(assets)
+    assert {m["entry_id"] for m in manifest["missing"]} == set(CI_ONLY)
+    assert all(a["url"].startswith("https://github.com/") for a in manifest["assets"])
+    notes = (out / "RELEASE_NOTES.md").read_text()
+    for a in manifest["assets"]:
+        assert f"]({a['url']})" in notes
+    assert "## Disabled builds" in notes
+    for e in MATRIX.disabled:
+        assert e.disabled is not None and f"]({e.disabled.tracking})" in notes
+    assert "gguf: read v3 headers ([#34](https://github.com/" in notes
+    assert "no separate CUDA runtime download" in notes
+    sbom = json.loads((out / "sbom.cdx.json").read_text())
+    files = [c["name"] for c in sbom["components"] if c["bom-ref"].startswith("source:")]
+    assert files == ["runtime/src/ember.c", "runtime/src/gguf.c"]
+    # The annotated tag and the kept notes.
+    assert git(project.repo, project.env, "cat-file", "-t", f"b{n}") == "tag"
+    assert git(project.repo, project.env, "rev-parse", f"b{n}^{{commit}}") == head
+    assert (project.repo / "release_notes" / f"b{n}.md").read_text() == notes
+    assert str(project.root) not in "".join(
+        (out / f).read_text() for f in ("manifest.json", "sbom.cdx.json", "RELEASE_NOTES.md"))
+
+
+def test_releasing_the_same_commit_twice_is_byte_identical(
+        project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    art = project.artifacts(size=4096)
+    outs = [project.root / "one", project.root / "two"]
+    for out in outs:
+        code, _, err = project.kiln(["release", "--artifacts", str(art), "--out", str(out),
+                                     "--allow-missing", "ubuntu-rocm-*", "*sycl*",
+                                     "win-hip-*"], capsys)
+        assert code == 0, err
+    first = {p.name: p.read_bytes() for p in outs[0].iterdir()}
+    second = {p.name: p.read_bytes() for p in outs[1].iterdir()}
+    assert first.keys() == second.keys()
+    differ = [name for name in first if first[name] != second[name]]
+    assert differ == []
+    # And into the same --out again: replaced atomically, still identical.
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out", str(outs[0]),
+                                 "--allow-missing", *CI_ONLY], capsys)
+    assert code == 0, err
+    assert {p.name: p.read_bytes() for p in outs[0].iterdir()} == first
+
+
+def test_a_dirty_tree_is_refused_unless_allowed(project: Project,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    art = project.artifacts(["ubuntu-x64"])
+    (project.repo / "runtime" / "src" / "ember.c").write_text("/* edited */\n")
+    args = ["release", "--artifacts", str(art), "--out", str(project.root / "r"),
+            "--allow-missing", "*", "--no-git-tag"]
+    code, _, err = project.kiln(args, capsys)
+    assert code == 9 and "uncommitted changes" in err and "--allow-dirty" in err
+    code, _, err = project.kiln([*args, "--allow-dirty"], capsys)
+    assert code == 0, err
+    assert git(project.repo, project.env, "tag", "--list") == ""
+
+
+def test_an_existing_tag_elsewhere_is_refused(project: Project,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    n = project.number
+    git(project.repo, project.env, "tag", "-a", f"b{n}", "-m", "old", "HEAD~1")
+    art = project.artifacts(["ubuntu-x64"])
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out",
+                                 str(project.root / "r"), "--allow-missing", "*"], capsys)
+    assert code == 9 and f"tag b{n} exists and points at" in err
+
+
+def test_notes_list_changes_since_the_previous_tag(project: Project,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    git(project.repo, project.env, "tag", "-a", "b2", "-m", "ember b2", "HEAD~1")
+    art = project.artifacts(["ubuntu-x64"])
+    out = project.root / "r"
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out", str(out),
+                                 "--allow-missing", "*"], capsys)
+    assert code == 0, err
+    notes = (out / "RELEASE_NOTES.md").read_text()
+    assert "Since b2 ([full comparison](" in notes and "/compare/b2...b3)" in notes
+    assert "gguf: read v3 headers" in notes and "faster q4\\_1" not in notes
+
+
+def test_tampered_artifact_is_an_integrity_error(project: Project,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    art = project.artifacts(["ubuntu-x64"])
+    asset = next(art.rglob("*.tar.gz"))
+    asset.write_bytes(asset.read_bytes()[:-1])
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out",
+                                 str(project.root / "r"), "--allow-missing", "*"], capsys)
+    assert code == 12 and "size or sha256 differs" in err
+
+
+def test_password_protected_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if shutil.which("minisign") is None:
+        pytest.skip("minisign is not installed")
+    project = make_project(tmp_path, password="correct horse")
+    art = project.artifacts(["ubuntu-x64"])
+    out = tmp_path / "r"
+    args = ["release", "--artifacts", str(art), "--out", str(out), "--allow-missing", "*",
+            "--no-git-tag"]
+    env = {k: v for k, v in project.env.items() if k != "KILN_SIGNING_PASSWORD"}
+    code, _, err = project.kiln(args, capsys, env=env)
+    assert code == 2 and "KILN_SIGNING_PASSWORD" in err
+    code, _, err = project.kiln(args, capsys, env={**env, "KILN_SIGNING_PASSWORD": "wrong"})
+    assert code == 2 and "wrong password" in err and "wrong\n" not in err
+    code, _, err = project.kiln(args, capsys)
+    assert code == 0, err
+    assert "correct horse" not in err
+    subprocess.run(["minisign", "-V", "-p", "minisign.pub", "-m", "SHA256SUMS"], cwd=out,
+                   check=True, capture_output=True)
+
+
+def test_a_signing_key_inside_the_repository_is_refused(
+        project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    inside = project.repo / "release.key"
+    shutil.copy(project.key, inside)
+    art = project.artifacts(["ubuntu-x64"])
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out",
+                                 str(project.root / "r"), "--allow-missing", "*",
+                                 "--signing-key", str(inside)], capsys)
+    assert code == 2 and "inside the repository" in err
+
+
+def test_without_artifacts_it_builds_through_build_jobs(
+        project: Project, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build stage's interface, faked: CPU entries build, GPU entries fail and are
+    therefore missing (allowed here)."""
+    calls: list[dict[str, Any]] = []
+
+    @dataclass(frozen=True)
+    class Result:
+        entry_id: str
+        ok: bool
+        error: str | None
+
+    @dataclass(frozen=True)
+    class Summary:
+        results: tuple[Result, ...]
+
+    def build_jobs(jobs: Sequence[Any], *, repo: Path, out: Path, env: Mapping[str, str],
+                   parallel: int, console: object, cache_dir: Path | None = None) -> Summary:
+        calls.append({"ids": [j.entry.id for j in jobs], "env": dict(env)})
+        results = []
+        for job in jobs:
+            if job.entry.backend == "cpu":
+                make_artifact(out, job.entry.id, number=job.build_number,
+                              commit=project.head)
+                results.append(Result(job.entry.id, True, None))
+            else:
+                results.append(Result(job.entry.id, False, f"{job.entry.backend}: not yet"))
+        return Summary(tuple(results))
+
+    fake = types.ModuleType("kiln.build")
+    fake.build_jobs = build_jobs  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "kiln.build", fake)
+    out = project.root / "r"
+    code, _, err = project.kiln(["release", "--out", str(out)], capsys)
+    assert code == 9 and "ubuntu-cuda-12.4-x64: build failed here: cuda: not yet" in err
+    code, _, err = project.kiln(["release", "--out", str(out), "--allow-missing",
+                                 *[e.id for e in MATRIX.enabled if e.backend != "cpu"]], capsys)
+    assert code == 0, err
+    assert calls[0]["ids"] == LOCAL
+    assert calls[0]["env"]["SOURCE_DATE_EPOCH"] == git(project.repo, project.env, "log", "-1",
+                                                       "--format=%ct")
+    assert "KILN_SIGNING_PASSWORD" not in calls[0]["env"]
+    notes = (out / "RELEASE_NOTES.md").read_text()
+    assert "`ubuntu-vulkan-x64`: build failed here: vulkan: not yet" in notes

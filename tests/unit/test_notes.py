@@ -1,0 +1,168 @@
+"""Release notes rendered from the real template with synthetic releases, and the SBOM."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from test_release import CI_ONLY, COMMIT, local_assets
+
+from kiln.errors import ReleaseError
+from kiln.matrix import Matrix, load_matrix
+from kiln.notes import (
+    MAX_CHANGES,
+    Change,
+    check_links,
+    markdown_subject,
+    notes_context,
+    render_notes,
+)
+from kiln.release import ReleaseManifest, gate, release_manifest
+from kiln.sbom import SourceFile, Toolchain, cyclonedx, toolchains_from_jobs
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO / "release_notes"
+REPO_URL = "https://github.com/ember-ml/ember"
+FILES = {"sums": "SHA256SUMS", "signature": "SHA256SUMS.minisig", "public_key": "minisign.pub",
+         "manifest": "manifest.json", "sbom": "sbom.cdx.json"}
+PUBKEY = "untrusted comment: minisign public key ABC\nRWTfakepublickeyAAAA\n"
+
+
+@pytest.fixture(scope="module")
+def matrix() -> Matrix:
+    return load_matrix(REPO / "matrix")
+
+
+@pytest.fixture
+def manifest(tmp_path: Path, matrix: Matrix) -> ReleaseManifest:
+    result = gate(matrix, local_assets(tmp_path, matrix), build_number=42, commit=COMMIT,
+                  allow_missing=frozenset(CI_ONLY))
+    return release_manifest(result, project="ember", tag="b42", build_number=42,
+                            commit=COMMIT, commit_epoch=1_700_000_000,
+                            base_url=f"{REPO_URL}/releases/download/b42")
+
+
+def render(manifest: ReleaseManifest, changes: list[Change] | None = None,
+           previous: str | None = "b40", templates: Path = TEMPLATES) -> str:
+    ctx = notes_context(manifest, repo_url=REPO_URL, changes=changes or [
+        Change(sha="1" * 40, subject="ggml: faster q4_1 dot product (#123)"),
+        Change(sha="2" * 40, subject="fix <tag> and a|pipe in *names* (#7)"),
+    ], previous=previous, public_key=PUBKEY, file_names=FILES)
+    return render_notes(templates, ctx)
+
+
+def test_every_asset_is_linked_and_grouped_by_os(manifest: ReleaseManifest) -> None:
+    text = render(manifest)
+    check_links(text, manifest)
+    for a in manifest.assets:
+        assert text.count(f"[{a.record.name}]({a.url})") >= 1
+    headings = re.findall(r"^### (\w+)$", text, flags=re.M)
+    assert headings == ["macOS", "Linux", "Android", "Windows"]
+
+
+def test_disabled_builds_with_reason_and_tracking_link(manifest: ReleaseManifest,
+                                                       matrix: Matrix) -> None:
+    text = render(manifest)
+    section = text.split("## Disabled builds", 1)[1].split("\n## ", 1)[0]
+    for e in matrix.disabled:
+        assert e.disabled is not None
+        assert f"`{e.id}`" in section
+        assert f"]({e.disabled.tracking})" in section
+        assert e.disabled.reason.split(".")[0][:60] in section
+    assert "[ggml-org/llama.cpp#21259](https://github.com/ggml-org/llama.cpp/pull/21259)" \
+        in section
+
+
+def test_missing_builds_are_listed(manifest: ReleaseManifest) -> None:
+    text = render(manifest)
+    section = text.split("## Not in this release", 1)[1].split("\n## ", 1)[0]
+    for entry_id in CI_ONLY:
+        assert f"`{entry_id}`" in section
+
+
+def test_cuda_section_explains_no_runtime_download(manifest: ReleaseManifest) -> None:
+    text = render(manifest)
+    assert "no separate CUDA runtime download" in text
+    cuda = [a for a in manifest.assets if a.record.backend == "cuda"]
+    assert len(cuda) == 4
+    section = text.split("no separate CUDA runtime download", 1)[1].split("\n## ", 1)[0]
+    for a in cuda:
+        assert f"]({a.url})" in section
+        assert f"{a.record.min_driver} or newer" in section
+
+
+def test_changes_link_pull_requests_and_escape_markdown(manifest: ReleaseManifest) -> None:
+    text = render(manifest)
+    assert f"([#123]({REPO_URL}/pull/123))" in text
+    assert r"fix \<tag\> and a\|pipe in \*names\*" in text
+    assert f"[`1111111111`]({REPO_URL}/commit/{'1' * 40})" in text
+    assert f"({REPO_URL}/compare/b40...b42)" in text
+
+
+def test_many_changes_are_cut_with_a_link(manifest: ReleaseManifest) -> None:
+    changes = [Change(sha=f"{i:040x}", subject=f"change {i}") for i in range(MAX_CHANGES + 5)]
+    text = render(manifest, changes)
+    assert "and 5 earlier changes" in text
+    assert f"change {MAX_CHANGES - 1}" in text and f"change {MAX_CHANGES}\n" not in text
+
+
+def test_first_release_has_no_compare_link(manifest: ReleaseManifest) -> None:
+    text = render(manifest, previous=None)
+    assert "First release." in text and "/compare/" not in text
+
+
+def test_markdown_subject() -> None:
+    assert markdown_subject("a_b (#5)", "https://g/o/r") == r"a\_b ([#5](https://g/o/r/pull/5))"
+
+
+def test_a_misspelt_variable_is_an_error(tmp_path: Path, manifest: ReleaseManifest) -> None:
+    (tmp_path / "release.md.j2").write_text("{{ notes.tga }}\n")
+    with pytest.raises(ReleaseError, match="tga"):
+        render(manifest, templates=tmp_path)
+
+
+def test_a_template_that_drops_an_asset_fails_the_check(tmp_path: Path,
+                                                        manifest: ReleaseManifest) -> None:
+    # A template that forgets the last OS group: the link check must catch it.
+    (tmp_path / "release.md.j2").write_text(
+        "{% for g in notes.groups[:-1] %}{% for a in g.assets %}[{{ a.name }}]({{ a.url }})\n"
+        "{% endfor %}{% endfor %}")
+    text = render(manifest, templates=tmp_path)
+    with pytest.raises(ReleaseError, match=r"do not link these assets: .*win-cpu-x64"):
+        check_links(text, manifest)
+
+
+def test_sbom_is_cyclonedx_and_deterministic() -> None:
+    args = dict(project="ember", tag="b42", commit=COMMIT, date="2023-11-14T22:13:20Z",
+                repo_url=REPO_URL,
+                sources=[SourceFile(path="runtime/src/b.c", sha256="b" * 64),
+                         SourceFile(path="runtime/src/a.c", sha256="a" * 64)],
+                toolchains=[Toolchain(name="nvcc 13.3", version="13.3",
+                                      used_by=("ubuntu-cuda-13.3-x64",))],
+                assets={"ember-b42-bin-ubuntu-x64.tar.gz": "c" * 64})
+    text = cyclonedx(**args)  # type: ignore[arg-type]
+    assert text == cyclonedx(**args)  # type: ignore[arg-type]
+    doc = json.loads(text)
+    assert doc["bomFormat"] == "CycloneDX" and doc["specVersion"] == "1.5"
+    assert doc["serialNumber"].startswith("urn:uuid:")
+    assert doc["metadata"]["timestamp"] == "2023-11-14T22:13:20Z"
+    names = [c["name"] for c in doc["components"]]
+    assert names == ["runtime/src/a.c", "runtime/src/b.c", "nvcc 13.3",
+                     "ember-b42-bin-ubuntu-x64.tar.gz"]
+    assert doc["dependencies"][0]["dependsOn"] == ["source:runtime/src/a.c",
+                                                   "source:runtime/src/b.c"]
+
+
+def test_toolchains_from_job_descriptions() -> None:
+    got = toolchains_from_jobs({
+        "ubuntu-x64": "zig cc (x86_64-linux-gnu.2.17)",
+        "ubuntu-cuda-13.3-x64": "zig cc (x86_64-linux-gnu.2.17) + nvcc 13.3",
+        "ubuntu-rocm-7.2-x64": "hipcc (ROCm 7.2)",
+    }, pins={"zig": "0.17.1"})
+    assert [(t.name, t.version, t.used_by) for t in got] == [
+        ("hipcc (ROCm 7.2)", "7.2", ("ubuntu-rocm-7.2-x64",)),
+        ("nvcc 13.3", "13.3", ("ubuntu-cuda-13.3-x64",)),
+        ("zig cc", "0.17.1", ("ubuntu-cuda-13.3-x64", "ubuntu-x64")),
+    ]
