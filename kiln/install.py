@@ -1,0 +1,1077 @@
+"""Choose the right ember build for a machine, download it, verify it, install it atomically.
+
+Ranking
+=======
+
+``rank(manifest, host)`` turns a release's ``manifest.json`` and the machine's facts
+(``kiln.host``) into an ordered list of candidates and a list of rejected entries, each with
+its reason. An archive is a *candidate* when every check passes:
+
+1. **OS**: built for the machine's OS (linux, macos, windows, android).
+2. **Architecture**: built for the machine's own architecture, or built for x86_64 on a
+   machine that runs x86_64 programs by emulation (Rosetta 2 on Apple Silicon, Windows 11 on
+   Arm). A process that itself runs under emulation (a Python or shell under Rosetta) does
+   not change the machine's architecture: the native build is still preferred.
+3. **C library** (Linux): a glibc build needs glibc, at least the build's floor (2.17 for
+   Ubuntu builds, 2.28 for openEuler builds); a musl machine has no glibc build.
+4. **OS version**: at least the build's ``min_os`` (macOS version, Windows major version,
+   Android API level).
+5. **CPU level**: the CPU meets the build's ``cpu_baseline`` (x86-64-v2 for macOS x86_64,
+   z13 for s390x, Apple M1 for macOS arm64). Faster kernels (AVX2, AVX-512, dotprod) are
+   chosen by ember at run time and are reported, not required.
+6. **Backend runtime** (GPU builds): the driver or runtime the backend loads is installed and
+   new enough: NVIDIA driver >= the bundle's ``min_driver`` (580.65 for CUDA 13.3, 550.54 for
+   CUDA 12.4) and, when ``nvidia-smi`` tells the compute capability, device code for the GPU
+   in the build (a ``sm_XY`` cubin of the same major version and a minor version not above
+   the GPU's, or ``compute_XY`` PTX at or below it); HIP: ROCm (Linux) or the HIP runtime DLL
+   of the AMD driver (Windows) of the same major version and at least the build's version,
+   and the GPU's gfx target in the build; SYCL: an Intel GPU and the Level Zero loader;
+   OpenVINO: the OpenVINO runtime and an Intel GPU; Vulkan: the Vulkan loader and a driver for
+   a GPU of this machine (software rasterisers such as lavapipe do not count); OpenCL: an
+   OpenCL driver and an Adreno GPU; CANN: the Ascend driver.
+
+Disabled entries and entries missing from the release are listed with their reason (and
+tracking link) and never chosen.
+
+Candidates are ordered by expected speed:
+
+* native builds before emulated ones;
+* then by backend tier: CUDA and CANN (vendor runtimes of a dedicated accelerator), HIP,
+  SYCL, OpenVINO, Vulkan, OpenCL, KleidiAI, CPU;
+* then the newer backend version first (CUDA 13.3 before 12.4);
+* then a build made for the machine's distribution (an ``openeuler-*`` build on openEuler);
+* then the release's own order.
+
+``--backend B`` keeps only builds of backend ``B`` (``cuda``, ``cuda-12.4``, ``cuda@12.4`` or
+an entry id) and turns the runtime check (6) into a warning, for machines whose driver is
+installed later (containers, images); checks 1 to 5 still apply, since such a build could not
+start at all.
+
+Installing
+==========
+
+``install`` resolves the release (``--from`` a mirror root with ``latest`` and ``<tag>/``, a
+release directory, or a URL template with ``{tag}``), downloads ``SHA256SUMS`` and its
+minisign signature and checks the signature against the pinned public key (and that its
+trusted comment names the tag asked for, so an old signed release cannot be replayed as a new
+one), then checks ``manifest.json`` against ``SHA256SUMS``, ranks, downloads the chosen
+archive into a cache (resuming a partial download with an HTTP range request, retrying a
+broken connection), checks its size and sha256, unpacks it into a staging directory beside
+the prefix (tar members through the ``data`` extraction filter; zip members checked for
+absolute paths and ``..``), writes ``.ember-install.json`` into it and renames it into place.
+The previous install is renamed aside first and restored if the final rename fails, so every
+failure leaves it as it was. Signatures are checked with ``py-minisign`` (a maintained pure
+Python implementation of minisign on top of ``cryptography``), so ``kiln install`` needs no
+``minisign`` program.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tarfile
+import time
+import urllib.parse
+import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from kiln.errors import ConfigError, InstallError, IntegrityError, KilnError
+from kiln.host import Host
+from kiln.manifest import AssetRecord, atomic_write_text, sha256_file
+from kiln.release import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+    ReleaseAsset,
+    ReleaseManifest,
+    parse_sums,
+)
+
+__all__ = [
+    "INSTALL_RECORD",
+    "TIERS",
+    "Candidate",
+    "Choice",
+    "InstallResult",
+    "Rejected",
+    "Release",
+    "fetch_release",
+    "install",
+    "parse_manifest",
+    "rank",
+    "read_install_record",
+    "uninstall",
+]
+
+# Backend tiers, fastest first (see the module docstring).
+TIERS: Mapping[str, int] = {"cuda": 0, "cann": 0, "hip": 1, "sycl": 2, "openvino": 3,
+                            "vulkan": 4, "opencl": 5, "kleidiai": 6, "cpu": 7}
+BACKEND_NAMES = {"cuda": "CUDA", "hip": "HIP", "sycl": "SYCL", "openvino": "OpenVINO",
+                 "vulkan": "Vulkan", "opencl": "OpenCL", "cann": "CANN",
+                 "kleidiai": "KleidiAI", "cpu": "CPU"}
+X86_LEVELS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
+ARM_LEVELS = ("armv8-a", "armv8.2-a", "apple-m1")
+Z_LEVELS = ("z13", "z14", "z15", "z16", "z17")
+FEATURE_NAMES = {"sse4.2": "SSE4.2", "avx2": "AVX2", "avx512": "AVX-512",
+                 "avxvnni": "AVX-VNNI", "neon": "NEON", "dotprod": "dotprod", "i8mm": "i8mm",
+                 "sve": "SVE", "vxe": "VXE"}
+# What an emulator runs: Rosetta 2 and Windows' Prism both provide SSE4.2 (x86-64-v2).
+EMULATED_X86_LEVEL = "x86-64-v2"
+INSTALL_RECORD = ".ember-install.json"
+CLI_NAMES = ("bin/ember-cli", "bin/ember-cli.exe", "ember-cli", "ember-cli.exe")
+
+
+def _v(text: str | None) -> tuple[int, ...]:
+    """A version as a tuple of ints: "580.65.06" -> (580, 65, 6); junk parts count as 0."""
+    if not text:
+        return ()
+    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.\-]", text.strip()))
+
+
+def _ge(have: str, need: str) -> bool:
+    h, n = _v(have), _v(need)
+    width = max(len(h), len(n))
+    return h + (0,) * (width - len(h)) >= n + (0,) * (width - len(n))
+
+
+# --------------------------------------------------------------------------------------------
+# the release manifest (one parsing function, shared with install_scripts)
+
+
+def parse_manifest(data: object, *, source: str) -> ReleaseManifest:
+    """``manifest.json`` as written by ``kiln release``. The single place that reads it, so a
+    change of format is one edit; a malformed manifest is an ``InstallError``."""
+    try:
+        return ReleaseManifest.from_json(data, source=source)
+    except KilnError as exc:
+        raise InstallError(f"the release manifest {source} cannot be read: {exc.message}",
+                           hint=exc.hint or "the release was made by another kiln version; "
+                                            "use that version, or a newer kiln") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# ranking
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    asset: ReleaseAsset
+    emulated: bool
+    why: str  # the reason it qualifies, for people: "driver 580.65.06 >= 580.65 needed by ..."
+    notes: tuple[str, ...] = ()
+    tier: int = 0
+
+    @property
+    def record(self) -> AssetRecord:
+        return self.asset.record
+
+    @property
+    def entry_id(self) -> str:
+        return self.asset.record.entry_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejected:
+    entry_id: str
+    # platform: another OS or architecture; unfit: this platform but a check failed;
+    # disabled / missing: not in the release; not-forced: left out by --backend
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    host: Host
+    tag: str
+    candidates: tuple[Candidate, ...]
+    rejected: tuple[Rejected, ...]
+    forced: str | None = None
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    def summary(self) -> str:
+        """One line: the choice, why, and the fallbacks."""
+        best = self.chosen
+        if best is None:
+            return "no build of this release runs on this machine"
+        text = f"{best.entry_id}: {best.why}"
+        rest = [c.entry_id for c in self.candidates[1:]]
+        if rest:
+            text += "; fallback " + ", ".join(rest)
+        return text
+
+    def explain(self) -> list[str]:
+        """The whole reasoning, one line each, for ``--dry-run``."""
+        lines = [f"machine: {self.host.summary}"]
+        lines += [f"  note: {n}" for n in self.host.notes]
+        if self.forced:
+            lines.append(f"--backend {self.forced}: only builds of that backend are "
+                         "considered; driver and runtime checks are warnings")
+        best = self.chosen
+        if best is None:
+            lines.append(f"release {self.tag}: no build runs on this machine")
+        else:
+            lines.append(f"choice: {best.entry_id}: {best.why}")
+            lines += [f"  note: {n}" for n in best.notes]
+        for c in self.candidates[1:]:
+            lines.append(f"fallback: {c.entry_id}: {c.why}")
+        unfit = [r for r in self.rejected if r.kind != "platform"]
+        for r in unfit:
+            label = {"unfit": "not usable", "disabled": "disabled", "missing": "not in release",
+                     "not-forced": "not asked for"}.get(r.kind, r.kind)
+            lines.append(f"{label}: {r.entry_id}: {r.reason}")
+        other = [r.entry_id for r in self.rejected if r.kind == "platform"]
+        if other:
+            lines.append(f"for other platforms: {len(other)} builds ({', '.join(other)})")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "host": self.host.to_json(),
+            "choice": self.chosen.entry_id if self.chosen else None,
+            "summary": self.summary(),
+            "forced": self.forced,
+            "candidates": [{"entry_id": c.entry_id, "asset": c.record.name, "why": c.why,
+                            "emulated": c.emulated, "notes": list(c.notes)}
+                           for c in self.candidates],
+            "rejected": [{"entry_id": r.entry_id, "kind": r.kind, "reason": r.reason}
+                         for r in self.rejected],
+        }
+
+
+class _Unfit(Exception):
+    """A check failed; the message is the reason shown to the user."""
+
+
+def _os_label(os_name: str) -> str:
+    return {"linux": "Linux", "macos": "macOS", "windows": "Windows",
+            "android": "Android"}.get(os_name, os_name)
+
+
+def _backend_label(r: AssetRecord) -> str:
+    name = BACKEND_NAMES.get(r.backend, r.backend)
+    return f"{name} {r.backend_version}" if r.backend_version else name
+
+
+def _check_platform(r: AssetRecord, host: Host) -> bool | None:
+    """``None`` when the build is for another platform, else whether it runs emulated."""
+    if r.os != host.os:
+        return None
+    if r.arch == host.arch:
+        return False
+    if r.arch == "x86_64" and host.can_emulate_x86_64:
+        return True
+    return None
+
+
+def _check_libc(r: AssetRecord, host: Host, notes: list[str]) -> str:
+    if r.os != "linux":
+        if r.os == "android":
+            return "static executable"
+        return ""
+    if r.libc == "glibc":
+        floor = r.libc_floor or "0"
+        if host.libc != "glibc":
+            version = f" {host.libc_version}" if host.libc_version else ""
+            raise _Unfit(f"needs glibc >= {floor}; this machine's C library is "
+                         f"{host.libc}{version}")
+        if host.libc_version is None:
+            notes.append(f"glibc version unknown; assumed >= {floor}")
+            return f"glibc >= {floor}"
+        if not _ge(host.libc_version, floor):
+            raise _Unfit(f"needs glibc >= {floor}; this machine has glibc {host.libc_version}")
+        return f"glibc {host.libc_version} >= {floor}"
+    if r.libc == "musl":
+        return "static musl executable"
+    return ""
+
+
+def _check_min_os(r: AssetRecord, host: Host, notes: list[str]) -> None:
+    if r.min_os is None or r.os == "linux":
+        return
+    label = {"macos": "macOS", "windows": "Windows", "android": "Android API"}[r.os] \
+        if r.os in ("macos", "windows", "android") else r.os
+    if host.os_version is None:
+        notes.append(f"{label} version unknown; assumed >= {r.min_os}")
+        return
+    if not _ge(host.os_version, r.min_os):
+        raise _Unfit(f"needs {label} {r.min_os} or newer; this machine runs "
+                     f"{label} {host.os_version}")
+
+
+def _check_cpu(r: AssetRecord, host: Host, emulated: bool, notes: list[str]) -> str:
+    base = r.cpu_baseline
+    level = EMULATED_X86_LEVEL if emulated else host.cpu.level
+    for order in (X86_LEVELS, ARM_LEVELS, Z_LEVELS):
+        if base in order:
+            if base == order[0] and order is not Z_LEVELS:
+                break  # every CPU of the architecture has it
+            if level is None:
+                notes.append(f"CPU level unknown; assumed to meet {base}")
+                break
+            if level not in order or order.index(level) < order.index(base):
+                missing = _missing_for(base, host)
+                raise _Unfit(f"needs a {base} CPU; this CPU is {level}"
+                             + (f" (no {missing})" if missing else ""))
+            break
+    if emulated:
+        return f"{base} code under emulation"
+    have = [f for f in r.cpu_dispatch if f in host.cpu.features]
+    lacking = [f for f in r.cpu_dispatch if f not in host.cpu.features]
+    if not r.cpu_dispatch:
+        return f"{level or base} CPU"
+    top = [f for f in have if f != "avxvnni"]
+    best = FEATURE_NAMES.get(top[-1], top[-1]) if top else "baseline"
+    if "avxvnni" in have:
+        best += "+VNNI"
+    text = f"{level or base} CPU, {best} kernels"
+    if "avx2" in lacking and host.arch == "x86_64" and host.cpu.level is not None:
+        text += " (no AVX2)"
+    return text
+
+
+def _missing_for(base: str, host: Host) -> str:
+    if base == "x86-64-v2":
+        return "SSE4.2/POPCNT"
+    if base == "x86-64-v3":
+        return "AVX2/FMA"
+    if base == "apple-m1":
+        return "Apple Silicon"
+    return ""
+
+
+def _covers(cap: str, targets: Sequence[str]) -> bool:
+    """Whether CUDA device code in ``targets`` runs on compute capability ``cap`` ("8.9")."""
+    m = re.match(r"^(\d+)\.(\d+)$", cap)
+    if m is None:
+        return True
+    major, minor = int(m.group(1)), int(m.group(2))
+    for t in targets:
+        tm = re.match(r"^(sm|compute)_(\d+?)(\d)[af]?$", t)
+        if tm is None:
+            continue
+        tmaj, tmin = int(tm.group(2)), int(tm.group(3))
+        if tm.group(1) == "sm" and tmaj == major and tmin <= minor:
+            return True  # a cubin runs on the same major version, same or newer minor
+        if tm.group(1) == "compute" and (tmaj, tmin) <= (major, minor):
+            return True  # PTX is compiled by the driver for any newer GPU
+    return False
+
+
+def _sm_range(targets: Sequence[str]) -> str:
+    sms = [t for t in targets if t.startswith("sm_")]
+    ptx = [t for t in targets if t.startswith("compute_")]
+    text = f"{sms[0]}..{sms[-1]}" if sms else "no cubins"
+    return text + (f" + PTX {ptx[-1]}" if ptx else "")
+
+
+def _check_runtime(r: AssetRecord, host: Host, notes: list[str]) -> str:
+    """Whether the backend's driver / runtime is here; the reason it qualifies."""
+    b = r.backend
+    label = _backend_label(r)
+    if b in ("cpu", "kleidiai"):
+        return ""
+    if b == "cuda":
+        if host.nvidia_driver is None:
+            where = ("nvidia-smi did not answer" if host.os == "windows" else
+                     "no /proc/driver/nvidia/version, no nvidia-smi")
+            raise _Unfit(f"no NVIDIA driver found ({where})")
+        need = r.min_driver
+        if need and not _ge(host.nvidia_driver, need):
+            raise _Unfit(f"driver {host.nvidia_driver} < {need} needed by {label}; update "
+                         "the NVIDIA driver to use it")
+        gpus = [g for g in host.gpus_of("nvidia") if g.arch]
+        if gpus and r.gpu_targets:
+            fit = [g for g in gpus if _covers(g.arch or "", r.gpu_targets)]
+            if not fit:
+                g = gpus[0]
+                raise _Unfit(f"GPU {g.name} (sm_{(g.arch or '').replace('.', '')}) has no "
+                             f"device code in this build ({_sm_range(r.gpu_targets)})")
+            gpu = f"; {fit[0].name} sm_{(fit[0].arch or '').replace('.', '')} covered"
+        else:
+            gpu = ""
+            if not gpus:
+                notes.append("GPU compute capability unknown; device code not checked")
+        return (f"driver {host.nvidia_driver} >= {need} needed by {label}" if need
+                else f"NVIDIA driver {host.nvidia_driver}") + gpu
+    if b == "hip":
+        amd = host.gpus_of("amd")
+        if not amd:
+            raise _Unfit("no AMD GPU found")
+        if host.os == "windows":
+            if host.hip_runtime is None:
+                raise _Unfit("no HIP runtime (amdhip64_7.dll) from the AMD driver")
+            have = "the AMD driver's HIP runtime"
+        else:
+            if host.rocm_version is None:
+                raise _Unfit("no ROCm installation found (/opt/rocm/.info/version)")
+            want = r.backend_version or "0"
+            if _v(host.rocm_version)[:1] != _v(want)[:1] or not _ge(host.rocm_version, want):
+                raise _Unfit(f"built for ROCm {want}; this machine has ROCm "
+                             f"{host.rocm_version} (install ROCm {_v(want)[0]}.x >= {want})")
+            have = f"ROCm {host.rocm_version}"
+        targets = [g.arch for g in amd if g.arch]
+        if targets and r.gpu_targets and not any(t in r.gpu_targets for t in targets):
+            raise _Unfit(f"GPU {targets[0]} is not among this build's targets "
+                         f"({', '.join(r.gpu_targets)})")
+        return f"{have} and {amd[0].name}"
+    if b in ("sycl", "openvino"):
+        intel = host.gpus_of("intel")
+        if not intel:
+            raise _Unfit(f"no Intel GPU found ({label} is used for Intel GPUs)")
+        if b == "sycl":
+            if host.level_zero is None:
+                raise _Unfit("no Level Zero loader (libze_loader / ze_loader.dll) from the "
+                             "Intel GPU driver")
+            return f"{intel[0].name} with Level Zero"
+        if host.openvino is None:
+            raise _Unfit("no OpenVINO runtime found (INTEL_OPENVINO_DIR, libopenvino_c)")
+        return f"{intel[0].name} with the OpenVINO runtime"
+    if b == "vulkan":
+        if host.vulkan_loader is None:
+            raise _Unfit("no Vulkan loader (" + ("vulkan-1.dll" if host.os == "windows" else
+                                                 "libvulkan.so.1") + ")")
+        if host.vulkan_gpu is None:
+            cpu = [i.name for i in host.vulkan_icds if i.cpu]
+            if cpu:
+                raise _Unfit(f"Vulkan drivers only for the CPU ({', '.join(cpu)}); no "
+                             "faster than the CPU build")
+            raise _Unfit("no Vulkan driver for a GPU of this machine")
+        return f"Vulkan on {host.vulkan_gpu}"
+    if b == "opencl":
+        adreno = [g for g in host.gpus_of("qualcomm") if "adreno" in g.name.lower()]
+        if not adreno:
+            raise _Unfit("no Adreno GPU (this build's OpenCL kernels are tuned for Adreno)")
+        if not host.opencl_icds:
+            raise _Unfit(f"{adreno[0].name} but no OpenCL driver (OpenCL.dll / ICD)")
+        return f"{adreno[0].name} with an OpenCL driver"
+    if b == "cann":
+        if host.ascend_driver is None:
+            raise _Unfit("no Ascend driver (/usr/local/Ascend/driver/version.info)")
+        return f"Ascend driver {host.ascend_driver}"
+    raise _Unfit(f"unknown backend '{b}'")
+
+
+def _matches_backend(r: AssetRecord, wanted: str) -> bool:
+    w = wanted.strip().lower()
+    if w == r.entry_id:
+        return True
+    forms = {r.backend}
+    if r.backend_version:
+        forms |= {f"{r.backend}-{r.backend_version}", f"{r.backend}@{r.backend_version}",
+                  f"{r.backend}{r.backend_version}"}
+    if r.backend == "hip":
+        forms |= {"rocm", f"rocm-{r.backend_version}"}
+    return w in forms
+
+
+def rank(manifest: ReleaseManifest, host: Host, *, backend: str | None = None) -> Choice:
+    """Candidates of ``manifest`` for ``host``, best first, and every rejection with its
+    reason (see the module docstring for the rule)."""
+    ranked: list[tuple[tuple[Any, ...], Candidate]] = []
+    rejected: list[Rejected] = []
+    for index, asset in enumerate(manifest.assets):
+        r = asset.record
+        if r.kind != "archive":
+            continue
+        emulated = _check_platform(r, host)
+        if emulated is None:
+            rejected.append(Rejected(entry_id=r.entry_id, kind="platform",
+                                     reason=f"built for {_os_label(r.os)} {r.arch}"))
+            continue
+        if backend is not None and not _matches_backend(r, backend):
+            rejected.append(Rejected(entry_id=r.entry_id, kind="not-forced",
+                                     reason=f"{_backend_label(r)}, not {backend}"))
+            continue
+        notes: list[str] = []
+        try:
+            libc = _check_libc(r, host, notes)
+            _check_min_os(r, host, notes)
+            cpu = _check_cpu(r, host, emulated, notes)
+            try:
+                runtime = _check_runtime(r, host, notes)
+            except _Unfit as exc:
+                if backend is None:
+                    raise
+                runtime = f"forced by --backend {backend}"
+                notes.append(f"{exc}: it may fail to start its {_backend_label(r)} backend "
+                             "and fall back to the CPU")
+        except _Unfit as exc:
+            rejected.append(Rejected(entry_id=r.entry_id, kind="unfit", reason=str(exc)))
+            continue
+        if emulated:
+            how = "Rosetta 2" if host.os == "macos" else "x64 emulation"
+            notes.append(f"runs under {how}: slower than a native {host.arch} build")
+        why = runtime or ", ".join(p for p in (f"{_backend_label(r)} build", libc, cpu) if p)
+        tier = TIERS.get(r.backend, len(TIERS))
+        distro_match = bool(host.distro) and r.entry_id.split("-", 1)[0] == host.distro
+        key = (emulated, tier, tuple(-x for x in _v(r.backend_version)), not distro_match,
+               index)
+        ranked.append((key, Candidate(asset=asset, emulated=emulated, why=why,
+                                      notes=tuple(notes), tier=tier)))
+    for d in manifest.disabled:
+        rejected.append(Rejected(entry_id=d.entry_id, kind="disabled",
+                                 reason=f"{d.reason} (tracking: {d.tracking})"))
+    for m in manifest.missing:
+        rejected.append(Rejected(entry_id=m.entry_id, kind="missing", reason=m.reason))
+    ranked.sort(key=lambda kc: kc[0])
+    return Choice(host=host, tag=manifest.tag, candidates=tuple(c for _k, c in ranked),
+                  rejected=tuple(rejected), forced=backend)
+
+
+def require_choice(choice: Choice) -> Candidate:
+    """The chosen candidate, or an ``InstallError`` that lists every reason."""
+    best = choice.chosen
+    if best is not None:
+        return best
+    if choice.forced:
+        offered = sorted({r.entry_id for r in choice.rejected if r.kind == "not-forced"})
+        raise InstallError(
+            f"--backend {choice.forced}: no build of that backend for this machine in "
+            f"{choice.tag}",
+            hint=("builds for this platform: " + ", ".join(offered)) if offered else
+            "leave out --backend to see what fits")
+    reasons = "\n".join(f"  - {r.entry_id}: {r.reason}" for r in choice.rejected
+                        if r.kind in ("unfit", "missing", "disabled"))
+    raise InstallError(
+        f"no build of {choice.tag} runs on this machine ({choice.host.summary})"
+        + (f"\n{reasons}" if reasons else ""),
+        hint="build ember from source (runtime/: cmake -S runtime -B build -G Ninja), or "
+             "pass --backend to force one")
+
+
+# --------------------------------------------------------------------------------------------
+# fetching
+
+
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+def _no_progress(_name: str, _done: int, _total: int | None) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fetcher:
+    """HTTP(S) and file:// downloads with resume. ``retries`` bounds reconnects after a
+    broken transfer; ``timeout`` is per connect / per read."""
+
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    progress: ProgressFn = field(default=_no_progress)
+    user_agent: str = "kiln-install"
+
+    def _local(self, url: str) -> Path | None:
+        if url.startswith("file://"):
+            return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+        if "://" not in url:
+            return Path(url)
+        return None
+
+    def get(self, url: str, *, limit: int = 16 << 20, missing_ok: bool = False) -> bytes | None:
+        """A small file, whole. ``None`` for a 404 when ``missing_ok``."""
+        local = self._local(url)
+        if local is not None:
+            if not local.is_file():
+                if missing_ok:
+                    return None
+                raise InstallError(f"{local}: no such file",
+                                   hint="check --from (a mirror or release directory)")
+            return local.read_bytes()
+        import requests
+
+        try:
+            resp = requests.get(url, timeout=self.timeout, stream=True,
+                                headers={"User-Agent": self.user_agent})
+        except requests.RequestException as exc:
+            raise InstallError(f"cannot download {url}: {_net_reason(exc)}",
+                               hint="check the URL given to --from and the network") from exc
+        with resp:
+            if resp.status_code == 404 and missing_ok:
+                return None
+            if resp.status_code != 200:
+                raise InstallError(f"cannot download {url}: HTTP {resp.status_code}",
+                                   hint="check --from and --tag")
+            data = bytearray()
+            try:
+                for chunk in resp.iter_content(1 << 16):
+                    data += chunk
+                    if len(data) > limit:
+                        raise InstallError(f"{url} is larger than {limit} bytes",
+                                           hint="check --from: this is not a release file")
+            except requests.RequestException as exc:
+                raise InstallError(f"download of {url} broke off: {_net_reason(exc)}",
+                                   hint="run the command again") from exc
+            return bytes(data)
+
+    def download(self, url: str, dest: Path, *, size: int) -> None:
+        """Fetch ``url`` into ``dest``, continuing a partial ``dest`` with a range request.
+        Stops at ``size`` bytes; a shorter result is an ``IntegrityError`` (truncated)."""
+        local = self._local(url)
+        if local is not None:
+            if not local.is_file():
+                raise InstallError(f"{local}: no such file")
+            shutil.copyfile(local, dest)
+        else:
+            self._http_download(url, dest, size=size)
+        got = dest.stat().st_size
+        if got != size:
+            with contextlib.suppress(OSError):
+                dest.unlink()
+            raise IntegrityError(
+                f"{dest.name}: downloaded {got} bytes, the release says {size}: the download "
+                "was truncated or the file on the server is not the released one",
+                hint="run again; if it persists, the mirror holds a damaged copy")
+
+    def _http_download(self, url: str, dest: Path, *, size: int) -> None:
+        import requests
+
+        attempt = 0
+        while True:
+            have = dest.stat().st_size if dest.exists() else 0
+            if have > size:
+                dest.unlink()
+                have = 0
+            if have == size:
+                return
+            headers = {"User-Agent": self.user_agent}
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            try:
+                with requests.get(url, stream=True, timeout=self.timeout,
+                                  headers=headers) as resp:
+                    if resp.status_code == 416:  # range not satisfiable: start over
+                        dest.unlink()
+                        continue
+                    if resp.status_code not in (200, 206):
+                        raise InstallError(f"cannot download {url}: HTTP {resp.status_code}",
+                                           hint="check --from and --tag")
+                    mode = "ab" if resp.status_code == 206 and have else "wb"
+                    done = have if mode == "ab" else 0
+                    with dest.open(mode) as fh:
+                        # Small chunks: what arrived before a broken connection is kept for
+                        # the range request that resumes it.
+                        for chunk in resp.iter_content(1 << 14):
+                            fh.write(chunk)
+                            done += len(chunk)
+                            self.progress(dest.name, done, size)
+                            if done > size:
+                                break
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                    return
+            except requests.RequestException as exc:
+                attempt += 1
+                have = dest.stat().st_size if dest.exists() else 0
+                if attempt > self.retries:
+                    raise InstallError(
+                        f"download of {url} failed after {attempt} attempts: "
+                        f"{_net_reason(exc)}; {have} of {size} bytes received",
+                        hint=f"run the same command again to resume ({dest} is kept)") \
+                        from exc
+                time.sleep(self.backoff * attempt)
+
+
+def _net_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "IncompleteRead", "Connection broken",
+                   "timed out", "Name or service not known", "Remote end closed"):
+        if marker in text:
+            return marker.lower() if marker != "IncompleteRead" else (
+                "the server closed the connection mid-transfer")
+    return type(exc).__name__ + (f": {text[:200]}" if text else "")
+
+
+# --------------------------------------------------------------------------------------------
+# the release: resolve, fetch, verify
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    """A release whose ``SHA256SUMS`` signature and manifest were checked."""
+
+    url: str  # the release directory, ending with "/"
+    tag: str
+    manifest: ReleaseManifest
+    sums: Mapping[str, str]
+    signed: bool  # False only with --insecure-skip-signature
+
+
+def _join(base: str, name: str) -> str:
+    if "://" not in base:
+        return str(Path(base) / name)
+    return base.rstrip("/") + "/" + urllib.parse.quote(name)
+
+
+def resolve_release_url(source: str, tag: str, fetcher: Fetcher) -> tuple[str, str | None]:
+    """The release directory for ``tag`` under ``source``, and the tag if known.
+
+    ``source`` is a URL template with ``{tag}``, a mirror root (``latest`` file and one
+    directory per tag, as ``kiln publish file://`` lays out) or one release's directory."""
+    if "{tag}" in source:
+        if tag == "latest":
+            raise ConfigError(f"--from {source} has a {{tag}} placeholder, so --tag latest "
+                              "cannot be resolved", hint="pass --tag bN")
+        return source.replace("{tag}", tag), tag
+    if tag != "latest":
+        direct = fetcher.get(_join(_join(source, tag), SUMS_NAME), missing_ok=True)
+        if direct is not None:
+            return _join(source, tag), tag
+        return source, tag  # a release directory itself; its tag is checked below
+    pointer = fetcher.get(_join(source, "latest"), missing_ok=True, limit=4096)
+    if pointer is not None:
+        name = pointer.decode("utf-8", errors="replace").strip()
+        if not re.fullmatch(r"b\d+", name):
+            raise InstallError(f"{_join(source, 'latest')} names {name[:40]!r}, not a tag bN",
+                               hint="check --from: the mirror's latest file is damaged")
+        return _join(source, name), name
+    return source, None
+
+
+def _pubkey(text: str) -> Any:
+    import minisign  # type: ignore[import-untyped]
+
+    raw = text.strip()
+    lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+    key = lines[-1] if lines else ""
+    try:
+        return minisign.PublicKey.from_base64(key)
+    except (minisign.Error, ValueError, binascii.Error) as exc:
+        raise ConfigError(f"the minisign public key {key[:20]!r}... cannot be read: {exc}",
+                          hint="pass --pubkey with the base64 key (RW...) or a minisign.pub "
+                               "file") from exc
+
+
+def verify_sums_signature(sums: bytes, signature: bytes, pubkey: str, *,
+                          tag: str | None) -> str:
+    """Check the minisign signature of ``SHA256SUMS``; return its trusted comment. With a
+    ``tag``, the trusted comment must name it (no replay of another release's files)."""
+    import minisign
+
+    key = _pubkey(pubkey)
+    try:
+        sig = minisign.Signature.from_bytes(signature)
+    except (minisign.Error, ValueError, binascii.Error, IndexError) as exc:
+        raise IntegrityError(f"{SIGNATURE_NAME} is not a minisign signature: {exc}",
+                             hint="the mirror is damaged or tampered with; do not install "
+                                  "from it") from exc
+    try:
+        key.verify(sums, sig)
+    except minisign.Error as exc:
+        raise IntegrityError(
+            f"{SIGNATURE_NAME} does not verify {SUMS_NAME} with the pinned public key "
+            f"({exc})",
+            hint="the release was changed after it was signed, or signed by another key: do "
+                 "not install it; check --pubkey") from exc
+    comment = str(sig.trusted_comment)
+    if tag is not None and tag not in comment.split():
+        raise IntegrityError(f"the signature's trusted comment {comment!r} does not name "
+                             f"{tag}",
+                             hint="the mirror serves the signed files of another release")
+    return comment
+
+
+def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher,
+                  insecure_skip_signature: bool = False) -> Release:
+    url, known_tag = resolve_release_url(source, tag, fetcher)
+    sums_bytes = fetcher.get(_join(url, SUMS_NAME))
+    assert sums_bytes is not None
+    signed = False
+    if not insecure_skip_signature:
+        if not pubkey:
+            raise ConfigError("no minisign public key to check the release with",
+                              hint="pass --pubkey KEY (or set KILN_INSTALL_PUBKEY) with the "
+                                   "project's published key; --insecure-skip-signature "
+                                   "skips the check")
+        sig = fetcher.get(_join(url, SIGNATURE_NAME), limit=64 << 10, missing_ok=True)
+        if sig is None:
+            raise IntegrityError(f"{_join(url, SIGNATURE_NAME)} is missing: the release is "
+                                 "not signed", hint="do not install from this mirror")
+        verify_sums_signature(sums_bytes, sig, pubkey, tag=known_tag)
+        signed = True
+    sums = parse_sums(sums_bytes.decode("utf-8", errors="replace"), source=SUMS_NAME)
+    raw = fetcher.get(_join(url, MANIFEST_NAME))
+    assert raw is not None
+    digest = _sha256(raw)
+    if sums.get(MANIFEST_NAME) != digest:
+        raise IntegrityError(f"{MANIFEST_NAME} does not match its sha256 in {SUMS_NAME}",
+                             hint="the mirror's manifest was changed after signing")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InstallError(f"{_join(url, MANIFEST_NAME)} is not JSON: {exc}") from exc
+    manifest = parse_manifest(data, source=_join(url, MANIFEST_NAME))
+    if tag != "latest" and manifest.tag != tag:
+        raise InstallError(f"{url} holds release {manifest.tag}, not {tag}",
+                           hint="check --from and --tag")
+    return Release(url=url, tag=manifest.tag, manifest=manifest, sums=sums, signed=signed)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# unpacking and installing
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallResult:
+    prefix: Path
+    entry_id: str
+    tag: str
+    asset: str
+    replaced: str | None  # "b41 ubuntu-x64" when an install was replaced
+    cli: Path
+
+
+def read_install_record(prefix: Path) -> dict[str, Any] | None:
+    path = prefix / INSTALL_RECORD
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _check_prefix(prefix: Path) -> dict[str, Any] | None:
+    """The current install's record; refuse a prefix that holds something else."""
+    if not prefix.exists():
+        return None
+    if not prefix.is_dir():
+        raise InstallError(f"--prefix {prefix} exists and is not a directory",
+                           hint="pass a new or empty directory")
+    record = read_install_record(prefix)
+    if record is None and any(prefix.iterdir()):
+        raise InstallError(f"--prefix {prefix} is not empty and was not made by kiln install "
+                           f"(no {INSTALL_RECORD})",
+                           hint="pass a new or empty directory; kiln replaces only its own "
+                                "installs")
+    return record
+
+
+def _safe_members_zip(zf: zipfile.ZipFile) -> None:
+    for name in zf.namelist():
+        p = Path(name)
+        if p.is_absolute() or ".." in p.parts or name.startswith(("/", "\\")) or ":" in name:
+            raise IntegrityError(f"archive member {name!r} would be written outside the "
+                                 "install directory", hint="do not install this archive")
+
+
+def unpack(archive: Path, dest: Path) -> Path:
+    """Unpack ``archive`` into the empty directory ``dest``; return the tree's root (the single
+    top-level directory when the archive wraps its tree in one)."""
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                _safe_members_zip(zf)
+                zf.extractall(dest)
+                for info in zf.infolist():
+                    mode = info.external_attr >> 16
+                    if mode & 0o111:
+                        (dest / info.filename).chmod(mode & 0o777)
+        else:
+            with tarfile.open(archive, "r:*") as tf:
+                tf.extractall(dest, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise InstallError(f"cannot unpack {archive.name}: {exc}",
+                           hint="the archive is damaged; run again to download it anew") \
+            from exc
+    entries = list(dest.iterdir())
+    # One top directory holding the tree (ember-bN-bin-ID/bin/...) is the root; a flat
+    # archive whose only folder is bin/ is not stripped.
+    top = entries[0] if len(entries) == 1 else None
+    if top is not None and top.is_dir() and top.name != "bin" and _find_cli(top) is not None:
+        return entries[0]
+    return dest
+
+
+def _find_cli(root: Path) -> Path | None:
+    for name in CLI_NAMES:
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+@contextlib.contextmanager
+def _lock(prefix: Path) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    lock = prefix.parent / f".{prefix.name}.lock"
+    try:
+        with FileLock(str(lock), timeout=60):
+            yield
+    except Timeout as exc:
+        raise InstallError(f"{prefix} is being installed by another process ({lock})",
+                           hint="wait for it to finish") from exc
+
+
+def _swap_into_place(tree: Path, prefix: Path) -> None:
+    """Rename ``tree`` to ``prefix``; the old ``prefix`` goes aside first and comes back if
+    the rename fails."""
+    old = prefix.with_name(f".{prefix.name}.old-{os.getpid()}")
+    if prefix.exists():
+        prefix.rename(old)
+    try:
+        tree.rename(prefix)
+    except OSError as exc:
+        if old.exists():
+            old.rename(prefix)
+        raise InstallError(f"cannot move the new install into {prefix}: {exc.strerror}",
+                           hint="check the permissions of its parent directory") from exc
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    if env.get("KILN_CACHE_DIR"):
+        return Path(env["KILN_CACHE_DIR"]) / "downloads"
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "kiln" / "downloads"
+    if env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / "kiln" / "cache" / "downloads"
+    home = env.get("HOME") or env.get("USERPROFILE") or "."
+    return Path(home) / ".cache" / "kiln" / "downloads"
+
+
+def default_prefix(env: Mapping[str, str]) -> Path:
+    if sys.platform == "win32" and env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / "ember"
+    home = env.get("HOME") or env.get("USERPROFILE")
+    if not home:
+        raise ConfigError("cannot tell where to install: HOME is not set",
+                          hint="pass --prefix DIR")
+    return Path(home) / ".ember"
+
+
+def download_asset(release: Release, candidate: Candidate, *, cache: Path,
+                   fetcher: Fetcher) -> Path:
+    """The chosen archive in the cache, size and sha256 checked against the signed sums."""
+    r = candidate.record
+    want = release.sums.get(r.name)
+    if want is None:
+        raise IntegrityError(f"{r.name} is not listed in {SUMS_NAME}",
+                             hint="the mirror's manifest and checksums disagree")
+    if want != r.sha256:
+        raise IntegrityError(f"{r.name}: sha256 in {MANIFEST_NAME} differs from {SUMS_NAME}")
+    cache.mkdir(parents=True, exist_ok=True)
+    final = cache / f"{want}-{r.name}"
+    if final.is_file() and sha256_file(final) == want:
+        return final
+    part = cache / f"{want}-{r.name}.part"
+    url = _join(release.url, r.name)
+    fetcher.download(url, part, size=r.size)
+    got = sha256_file(part)
+    if got != want:
+        part.unlink()
+        raise IntegrityError(
+            f"{r.name}: sha256 {got[:16]}... does not match {want[:16]}... in the signed "
+            f"{SUMS_NAME}", hint="the archive on the mirror was changed or damaged: do not "
+                                 "use it; report it to the mirror's owner")
+    part.replace(final)
+    return final
+
+
+def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path,
+            fetcher: Fetcher, host_summary: str = "") -> InstallResult:
+    """Download, verify, unpack and rename into ``prefix``; atomic (see the docstring)."""
+    prefix = prefix.absolute()
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(prefix):
+        previous = _check_prefix(prefix)
+        archive = download_asset(release, candidate, cache=cache, fetcher=fetcher)
+        stage = prefix.with_name(f".{prefix.name}.staging-{os.getpid()}")
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir()
+        try:
+            root = unpack(archive, stage)
+            cli = _find_cli(root)
+            if cli is None:
+                raise InstallError(f"{candidate.record.name} holds no ember-cli "
+                                   f"(looked for {', '.join(CLI_NAMES)})",
+                                   hint="the release's archive is malformed")
+            r = candidate.record
+            record = {"schema": 1, "tag": release.tag, "entry_id": r.entry_id,
+                      "asset": r.name, "sha256": r.sha256, "url": _join(release.url, r.name),
+                      "signed": release.signed, "installed_by": "kiln install",
+                      "host": host_summary,
+                      "files": sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                                      if not p.is_dir())}
+            atomic_write_text(root / INSTALL_RECORD,
+                              json.dumps(record, indent=2, sort_keys=True) + "\n")
+            _swap_into_place(root, prefix)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+    replaced = None
+    if previous is not None:
+        replaced = f"{previous.get('tag', '?')} {previous.get('entry_id', '?')}"
+    return InstallResult(prefix=prefix, entry_id=candidate.entry_id, tag=release.tag,
+                         asset=candidate.record.name, replaced=replaced,
+                         cli=prefix / cli.relative_to(root))
+
+
+def uninstall(prefix: Path) -> dict[str, Any]:
+    """Remove an install made by ``kiln install`` or ``install.sh``; refuse anything else."""
+    prefix = prefix.absolute()
+    record = read_install_record(prefix)
+    if record is None:
+        raise InstallError(f"nothing installed by kiln at {prefix} (no {INSTALL_RECORD})",
+                           hint="pass the --prefix used to install")
+    with _lock(prefix):
+        gone = prefix.with_name(f".{prefix.name}.removing-{os.getpid()}")
+        prefix.rename(gone)
+        shutil.rmtree(gone)
+    return record
+
+
+def progress_printer(stream: IO[str], *, terminal: bool) -> ProgressFn:
+    """Progress for downloads: a rewritten line on a terminal, nothing in logs."""
+    state = {"last": 0.0}
+
+    def show(name: str, done: int, total: int | None) -> None:
+        if not terminal:
+            return
+        now = time.monotonic()
+        if now - state["last"] < 0.1 and (total is None or done < total):
+            return
+        state["last"] = now
+        mib = done / (1 << 20)
+        text = f"\r  {name}: {mib:.1f} MiB"
+        if total:
+            text += f" of {total / (1 << 20):.1f} MiB ({100 * done // max(total, 1)}%)"
+        stream.write(text + ("\n" if total and done >= total else ""))
+        stream.flush()
+
+    return show
+
+
+def pubkey_from(value: str | None) -> str | None:
+    """``--pubkey``: the base64 key itself, or a path to a ``minisign.pub`` file."""
+    if not value:
+        return None
+    v = value.strip()
+    if re.fullmatch(r"RW[A-Za-z0-9+/=]{40,}", v):
+        return v
+    path = Path(v).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--pubkey {value}: neither a minisign key (RW...) nor a readable "
+                          f"file: {exc.strerror}") from exc
+
