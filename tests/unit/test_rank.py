@@ -69,7 +69,7 @@ TABLE: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
      ("ubuntu-cuda-13.3-x64: GPU NVIDIA GeForce GTX 1080 (sm_61) has no device code in this "
       "build (sm_75..sm_120 + PTX compute_120)", "GTX 1080 sm_61 covered")),
     ("wsl2-nvidia", "ubuntu-cuda-13.3-x64", ("ubuntu-cuda-12.4-x64", "ubuntu-x64"),
-     ("driver 581.15 >= 580.65 needed by CUDA 13.3",)),
+     ("driver 581.15 >= 580.88 needed by CUDA 13.3",)),
     ("centos7-old-glibc", "ubuntu-x64", (),
      ("glibc 2.17 >= 2.17", "openeuler-x64: needs glibc >= 2.28; this machine has glibc 2.17")),
     ("rhel6-too-old-glibc", None, (),
@@ -103,7 +103,7 @@ TABLE: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
      ("Adreno(TM) X1-85 GPU with an OpenCL driver",)),
     ("windows-x64-rtx-driver581", "win-cuda-13.3-x64",
      ("win-cuda-12.4-x64", "win-vulkan-x64", "win-cpu-x64"),
-     ("driver 581.15 >= 580.65 needed by CUDA 13.3",)),
+     ("driver 581.15 >= 580.88 needed by CUDA 13.3",)),
     ("s390x-z15", "ubuntu-s390x", (), ("z15 CPU",)),
     ("openeuler-x64", "openeuler-x64", ("ubuntu-x64",), ("glibc 2.34 >= 2.28",)),
     ("openeuler-ascend-910b", "openeuler-arm64", ("ubuntu-arm64",),
