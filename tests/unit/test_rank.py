@@ -69,7 +69,7 @@ TABLE: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
      ("ubuntu-cuda-13.3-x64: GPU NVIDIA GeForce GTX 1080 (sm_61) has no device code in this "
       "build (sm_75..sm_120 + PTX compute_120)", "GTX 1080 sm_61 covered")),
     ("wsl2-nvidia", "ubuntu-cuda-13.3-x64", ("ubuntu-cuda-12.4-x64", "ubuntu-x64"),
-     ("driver 581.15 >= 580.88 needed by CUDA 13.3",)),
+     ("driver 581.15 >= 580.65 needed by CUDA 13.3",)),
     ("centos7-old-glibc", "ubuntu-x64", (),
      ("glibc 2.17 >= 2.17", "openeuler-x64: needs glibc >= 2.28; this machine has glibc 2.17")),
     ("rhel6-too-old-glibc", None, (),
