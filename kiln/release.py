@@ -81,8 +81,9 @@ PUBLIC_KEY_NAME = "minisign.pub"
 SBOM_NAME = "sbom.cdx.json"
 NOTES_NAME = "RELEASE_NOTES.md"
 # Files of a release directory besides the assets themselves.
+INSTALL_SCRIPTS = ("install.sh", "install.ps1")
 RELEASE_FILES = (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME, PUBLIC_KEY_NAME, SBOM_NAME,
-                 NOTES_NAME)
+                 NOTES_NAME, *INSTALL_SCRIPTS)
 
 TAG_RE = re.compile(r"^b(\d+)$")
 GITHUB_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -539,6 +540,13 @@ def is_release_dir(path: Path) -> bool:
     return (path / MANIFEST_NAME).is_file() and (path / SUMS_NAME).is_file()
 
 
+def render_install_scripts(manifest: ReleaseManifest, pubkey: str,
+                           base_url: str) -> dict[str, str]:
+    from kiln.install_scripts import render
+
+    return render(manifest, pubkey, base_url)
+
+
 def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManifest,
              notes: str, sbom: str, signer: Signer) -> dict[str, str]:
     """Write the release directory ``out`` atomically; returns ``SHA256SUMS`` as a dict.
@@ -563,6 +571,8 @@ def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManife
             digests[a.record.name] = a.record.sha256
         texts = {MANIFEST_NAME: manifest.text(), SBOM_NAME: sbom, NOTES_NAME: notes,
                  PUBLIC_KEY_NAME: signer.public_key()}
+        # The installers pin this release's public key and default to its download URL.
+        texts.update(render_install_scripts(manifest, signer.public_key(), manifest.base_url))
         for name, text in texts.items():
             atomic_write_text(stage / name, text)
             digests[name] = sha256_file(stage / name)

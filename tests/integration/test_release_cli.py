@@ -204,7 +204,13 @@ def test_release_is_complete_verifiable_and_tagged(project: Project,
     names = sorted(p.name for p in out.iterdir())
     assets = sorted(f"ember-b{n}-bin-{i}.{MATRIX.get(i).archive}" for i in LOCAL)
     assert names == sorted([*assets, "RELEASE_NOTES.md", "SHA256SUMS", "SHA256SUMS.minisig",
-                            "manifest.json", "minisign.pub", "sbom.cdx.json"])
+                            "install.ps1", "install.sh", "manifest.json", "minisign.pub",
+                            "sbom.cdx.json"])
+    # The installers published with the release pin its key and name its tag.
+    pub_line = (out / "minisign.pub").read_text().splitlines()[1]
+    for script in ("install.sh", "install.ps1"):
+        text = (out / script).read_text()
+        assert pub_line in text and f"b{n}" in text
     # What a user runs.
     subprocess.run(["minisign", "-V", "-p", "minisign.pub", "-m", "SHA256SUMS"], cwd=out,
                    check=True, capture_output=True)

@@ -3,6 +3,7 @@ manifest, SHA256SUMS, project settings and the atomic release directory (fake si
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -81,7 +82,10 @@ class FakeSigner:
         self.fail = fail
 
     def public_key(self) -> str:
-        return "untrusted comment: fake\nRWQfakekey\n"
+        # A well-formed minisign public key (algorithm "Ed", key id, 32 key bytes) that signs
+        # nothing: the installers embed it, so it must parse.
+        key = base64.b64encode(b"Ed" + bytes(range(8)) + bytes(32)).decode()
+        return f"untrusted comment: fake\n{key}\n"
 
     def sign(self, path: Path, signature: Path, *, trusted_comment: str) -> None:
         if self.fail:
