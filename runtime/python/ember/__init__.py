@@ -1,0 +1,344 @@
+"""Python binding of ember, the C11 GGUF inference runtime, through ctypes.
+
+No compiler is needed: the package loads the shared library (``libember.so``,
+``libember.dylib`` or ``ember.dll``) from, in order,
+
+1. the file named by the ``EMBER_LIBRARY`` environment variable,
+2. ``ember/lib/`` next to this file (where wheels put it),
+3. the directory of this file.
+
+Example::
+
+    import ember
+    m = ember.Model("model.gguf")
+    ids = m.tokenize("Hello")
+    out = m.generate("Hello", 16, temperature=0)   # -> Generation(ids, text)
+
+Every call that fails raises :class:`EmberError` with the library's message. Models and
+contexts are independent objects in the C library, so several models can be used in one
+process; a Model is not safe to use from two threads at once.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["EmberError", "Generation", "Model", "library_path", "version"]
+
+_HERE = Path(__file__).resolve().parent
+
+
+class EmberError(RuntimeError):
+    """A failure reported by the ember library; ``status`` is the ember_status code."""
+
+    def __init__(self, message: str, status: int = -1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _library_names() -> list[str]:
+    if sys.platform == "win32":
+        return ["ember.dll", "libember.dll"]
+    if sys.platform == "darwin":
+        return ["libember.dylib", "libember.0.dylib"]
+    return ["libember.so", "libember.so.0"]
+
+
+def library_path() -> Path:
+    """The shared library this package would load (raises EmberError if none is found)."""
+    env = os.environ.get("EMBER_LIBRARY")
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise EmberError(f"EMBER_LIBRARY={env} does not name a file")
+        return p
+    for folder in (_HERE / "lib", _HERE):
+        for name in _library_names():
+            if (folder / name).is_file():
+                return folder / name
+    raise EmberError(
+        f"cannot find the ember shared library ({' or '.join(_library_names())}) "
+        f"in {_HERE / 'lib'}; "
+        "set EMBER_LIBRARY to its path"
+    )
+
+
+class _SamplerParams(ctypes.Structure):
+    _fields_ = [
+        ("temperature", ctypes.c_float),
+        ("top_k", ctypes.c_int32),
+        ("top_p", ctypes.c_float),
+        ("min_p", ctypes.c_float),
+        ("repeat_penalty", ctypes.c_float),
+        ("repeat_last_n", ctypes.c_int32),
+        ("seed", ctypes.c_uint64),
+    ]
+
+
+class _ContextParams(ctypes.Structure):
+    _fields_ = [
+        ("n_ctx", ctypes.c_uint32),
+        ("n_batch", ctypes.c_uint32),
+        ("n_threads", ctypes.c_int32),
+        ("kernel", ctypes.c_char_p),
+    ]
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def _load() -> ctypes.CDLL:
+    global _lib
+    if _lib is not None:
+        return _lib
+    lib = ctypes.CDLL(str(library_path()))
+    p, i32, u32, sz = ctypes.c_void_p, ctypes.c_int32, ctypes.c_uint32, ctypes.c_size_t
+    i32p = ctypes.POINTER(ctypes.c_int32)
+    sigs = {
+        "ember_version": ([], ctypes.c_char_p),
+        "ember_strerror": ([ctypes.c_int], ctypes.c_char_p),
+        "ember_kernel_name": ([], ctypes.c_char_p),
+        "ember_model_load": (
+            [ctypes.c_char_p, p, ctypes.POINTER(p), ctypes.c_char_p, sz],
+            ctypes.c_int,
+        ),
+        "ember_model_free": ([p], None),
+        "ember_model_last_error": ([p], ctypes.c_char_p),
+        "ember_model_n_vocab": ([p], i32),
+        "ember_model_n_ctx_train": ([p], i32),
+        "ember_model_meta_str": ([p, ctypes.c_char_p], ctypes.c_char_p),
+        "ember_tokenize": (
+            [p, ctypes.c_char_p, sz, ctypes.c_int, ctypes.c_int, i32p, sz, ctypes.POINTER(sz)],
+            ctypes.c_int,
+        ),
+        "ember_token_to_piece": ([p, i32, ctypes.c_int, ctypes.c_char_p, sz], i32),
+        "ember_token_is_eog": ([p, i32], ctypes.c_int),
+        "ember_context_default_params": ([], _ContextParams),
+        "ember_context_create": (
+            [p, ctypes.POINTER(_ContextParams), ctypes.POINTER(p)],
+            ctypes.c_int,
+        ),
+        "ember_context_free": ([p], None),
+        "ember_context_last_error": ([p], ctypes.c_char_p),
+        "ember_context_reset": ([p], None),
+        "ember_context_n_ctx": ([p], u32),
+        "ember_decode": ([p, i32p, sz], ctypes.c_int),
+        "ember_get_logits": ([p], ctypes.POINTER(ctypes.c_float)),
+        "ember_sampler_default_params": ([], _SamplerParams),
+        "ember_sampler_create": ([ctypes.POINTER(_SamplerParams), ctypes.POINTER(p)], ctypes.c_int),
+        "ember_sampler_free": ([p], None),
+        "ember_generate": (
+            [p, p, i32p, sz, sz, ctypes.c_int, i32p, ctypes.POINTER(sz)],
+            ctypes.c_int,
+        ),
+    }
+    for name, (args, res) in sigs.items():
+        fn = getattr(lib, name)
+        fn.argtypes = args
+        fn.restype = res
+    _lib = lib
+    return lib
+
+
+def version() -> str:
+    """Version string of the loaded library."""
+    return str(_load().ember_version().decode())
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Result of :meth:`Model.generate`: the prompt's ids, the generated ids and their text."""
+
+    prompt_ids: list[int]
+    ids: list[int]
+    text: str
+
+
+class Model:
+    """A loaded GGUF model with its own context (KV cache) of ``n_ctx`` tokens.
+
+    ``kernel`` picks the SIMD level ("scalar", "avx2", ...; default: the best this CPU runs);
+    every level gives the same results."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 512,
+        n_threads: int = 0,
+        kernel: str | None = None,
+    ) -> None:
+        lib = _load()
+        self._lib = lib
+        self._model = ctypes.c_void_p()
+        self._ctx = ctypes.c_void_p()
+        err = ctypes.create_string_buffer(1024)
+        st = lib.ember_model_load(
+            os.fsencode(os.fspath(path)), None, ctypes.byref(self._model), err, len(err)
+        )
+        if st != 0:
+            raise EmberError(
+                err.value.decode(errors="replace") or lib.ember_strerror(st).decode(), st
+            )
+        cp = lib.ember_context_default_params()
+        cp.n_ctx = n_ctx
+        cp.n_threads = n_threads
+        cp.kernel = kernel.encode() if kernel else None
+        st = lib.ember_context_create(self._model, ctypes.byref(cp), ctypes.byref(self._ctx))
+        if st != 0:
+            msg = lib.ember_model_last_error(self._model).decode(errors="replace")
+            lib.ember_model_free(self._model)
+            self._model = ctypes.c_void_p()
+            raise EmberError(msg or lib.ember_strerror(st).decode(), st)
+
+    def close(self) -> None:
+        """Free the context and the model (also done when the object is collected)."""
+        lib = getattr(self, "_lib", None)
+        if lib is None:
+            return
+        if getattr(self, "_ctx", None):
+            lib.ember_context_free(self._ctx)
+            self._ctx = ctypes.c_void_p()
+        if getattr(self, "_model", None):
+            lib.ember_model_free(self._model)
+            self._model = ctypes.c_void_p()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self) -> None:
+        if not self._model:
+            raise EmberError("the model is closed")
+
+    @property
+    def n_vocab(self) -> int:
+        self._check()
+        return int(self._lib.ember_model_n_vocab(self._model))
+
+    def meta(self, key: str) -> str | None:
+        """A string metadata value of the GGUF file, or None."""
+        self._check()
+        v = self._lib.ember_model_meta_str(self._model, key.encode())
+        return None if v is None else v.decode(errors="replace")
+
+    def tokenize(
+        self, text: str | bytes, *, add_special: bool = True, parse_special: bool = True
+    ) -> list[int]:
+        """Token ids of text, as llama.cpp's llama_tokenize gives them."""
+        self._check()
+        data = text.encode() if isinstance(text, str) else bytes(text)
+        n = ctypes.c_size_t()
+        cap = len(data) + 16
+        while True:
+            buf = (ctypes.c_int32 * cap)()
+            st = self._lib.ember_tokenize(
+                self._model,
+                data,
+                len(data),
+                int(add_special),
+                int(parse_special),
+                buf,
+                cap,
+                ctypes.byref(n),
+            )
+            if st != 0:
+                raise EmberError(
+                    self._lib.ember_model_last_error(self._model).decode(errors="replace"), st
+                )
+            if n.value <= cap:
+                return list(buf[: n.value])
+            cap = n.value
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token (special tokens render as empty)."""
+        self._check()
+        buf = ctypes.create_string_buffer(256)
+        k = self._lib.ember_token_to_piece(self._model, token, 0, buf, len(buf))
+        if k < 0:
+            raise EmberError(f"invalid token id {token}")
+        if k > len(buf):
+            buf = ctypes.create_string_buffer(k)
+            k = self._lib.ember_token_to_piece(self._model, token, 0, buf, len(buf))
+        return buf.raw[:k]
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return b"".join(self.token_bytes(i) for i in ids).decode(errors="replace")
+
+    def logits(self, ids: Sequence[int]) -> list[float]:
+        """Evaluate ids from an empty cache and return the last token's logits."""
+        self._check()
+        self._lib.ember_context_reset(self._ctx)
+        arr = (ctypes.c_int32 * len(ids))(*ids)
+        st = self._lib.ember_decode(self._ctx, arr, len(ids))
+        if st != 0:
+            raise EmberError(
+                self._lib.ember_context_last_error(self._ctx).decode(errors="replace"), st
+            )
+        ptr = self._lib.ember_get_logits(self._ctx)
+        return list(ptr[: self.n_vocab])
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        n_tokens: int,
+        *,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_k: int = 40,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        repeat_last_n: int = 64,
+        ignore_eos: bool = False,
+    ) -> Generation:
+        """Generate up to n_tokens after prompt (text, or token ids) from an empty cache."""
+        self._check()
+        prompt_ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+        if n_tokens < 0:
+            raise EmberError(f"n_tokens must be >= 0, got {n_tokens}")
+        sp = self._lib.ember_sampler_default_params()
+        sp.temperature = temperature
+        sp.seed = seed
+        sp.top_k = top_k
+        sp.top_p = top_p
+        sp.min_p = min_p
+        sp.repeat_penalty = repeat_penalty
+        sp.repeat_last_n = repeat_last_n
+        sampler = ctypes.c_void_p()
+        st = self._lib.ember_sampler_create(ctypes.byref(sp), ctypes.byref(sampler))
+        if st != 0:
+            raise EmberError("cannot create a sampler", st)
+        try:
+            self._lib.ember_context_reset(self._ctx)
+            parr = (ctypes.c_int32 * max(1, len(prompt_ids)))(*prompt_ids)
+            out = (ctypes.c_int32 * max(1, n_tokens))()
+            n = ctypes.c_size_t()
+            st = self._lib.ember_generate(
+                self._ctx,
+                sampler,
+                parr,
+                len(prompt_ids),
+                n_tokens,
+                int(ignore_eos),
+                out,
+                ctypes.byref(n),
+            )
+            if st != 0:
+                raise EmberError(
+                    self._lib.ember_context_last_error(self._ctx).decode(errors="replace"), st
+                )
+            ids = list(out[: n.value])
+        finally:
+            self._lib.ember_sampler_free(sampler)
+        return Generation(prompt_ids=prompt_ids, ids=ids, text=self.detokenize(ids))

@@ -1,0 +1,254 @@
+/* ember.c - the public API (ember.h): argument checks, per-handle error messages, and the
+ * batching of decode calls. The work is done in model.c, llama.c and sampler.c. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "platform.h"
+
+static void set_err(char *buf, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, EM_ERRLEN, fmt, ap);
+    va_end(ap);
+}
+
+const char *ember_strerror(ember_status status) {
+    switch (status) {
+    case EMBER_OK: return "success";
+    case EMBER_ERR_INVALID_ARGUMENT: return "invalid argument";
+    case EMBER_ERR_IO: return "I/O error";
+    case EMBER_ERR_FORMAT: return "invalid or corrupt model file";
+    case EMBER_ERR_UNSUPPORTED: return "unsupported model";
+    case EMBER_ERR_OUT_OF_MEMORY: return "out of memory";
+    case EMBER_ERR_CONTEXT_FULL: return "context full";
+    case EMBER_ERR_TOKENIZER: return "tokenizer error";
+    case EMBER_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown error";
+}
+
+const char *ember_version(void) { return EMBER_VERSION_STRING; }
+const char *ember_kernel_name(void) { return em_kernels_best()->name; }
+
+/* ---- model ---------------------------------------------------------------------------- */
+
+ember_status ember_model_load(const char *path, const ember_model_params *params, ember_model **out,
+                              char *err, size_t errlen) {
+    (void)params;
+    if (err && errlen) err[0] = 0;
+    if (!out) return EMBER_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!path) {
+        if (err && errlen) snprintf(err, errlen, "model path is NULL");
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    char msg[EM_ERRLEN];
+    ember_status st = em_model_load(path, out, msg, sizeof msg);
+    if (st != EMBER_OK && err && errlen) snprintf(err, errlen, "%s", msg);
+    return st;
+}
+
+void ember_model_free(ember_model *model) { em_model_free(model); }
+
+const char *ember_model_last_error(const ember_model *model) { return model ? model->last_error : "model is NULL"; }
+int32_t ember_model_n_vocab(const ember_model *model) { return model ? model->hp.n_vocab : 0; }
+int32_t ember_model_n_ctx_train(const ember_model *model) { return model ? model->hp.n_ctx_train : 0; }
+int32_t ember_model_n_embd(const ember_model *model) { return model ? model->hp.n_embd : 0; }
+int32_t ember_model_n_layer(const ember_model *model) { return model ? model->hp.n_layer : 0; }
+
+const char *ember_model_meta_str(const ember_model *model, const char *key) {
+    if (!model || !key) return NULL;
+    ember_model *m = (ember_model *)model; /* the cache of copies is logically const */
+    for (size_t i = 0; i < m->n_meta; i++)
+        if (strcmp(m->meta[i].key, key) == 0) return m->meta[i].value;
+    const em_gguf_kv *kv = em_gguf_find(m->gguf, key);
+    if (!kv || kv->type != EM_GGUF_STRING) return NULL;
+    em_meta_cache *grown = (em_meta_cache *)realloc(m->meta, (m->n_meta + 1) * sizeof(em_meta_cache));
+    if (!grown) return NULL;
+    m->meta = grown;
+    char *k = (char *)malloc(strlen(key) + 1);
+    char *v = (char *)malloc((size_t)kv->str_len + 1);
+    if (!k || !v) { free(k); free(v); return NULL; }
+    strcpy(k, key);
+    memcpy(v, kv->str, (size_t)kv->str_len);
+    v[kv->str_len] = 0;
+    m->meta[m->n_meta].key = k;
+    m->meta[m->n_meta].value = v;
+    m->n_meta++;
+    return v;
+}
+
+/* ---- tokenizer -------------------------------------------------------------------------- */
+
+ember_status ember_tokenize(ember_model *model, const char *text, size_t len, int add_special, int parse_special,
+                            int32_t *out, size_t cap, size_t *n_out) {
+    if (!model) return EMBER_ERR_INVALID_ARGUMENT;
+    if ((!text && len) || !n_out || (!out && cap)) {
+        set_err(model->last_error, "ember_tokenize: NULL text, output buffer or count");
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    if (em_tokenize(model->tok, text ? text : "", len, add_special, parse_special, out, cap, n_out) != 0) {
+        set_err(model->last_error, "ember_tokenize: the tokenizer failed on %zu bytes of text", len);
+        return EMBER_ERR_TOKENIZER;
+    }
+    return EMBER_OK;
+}
+
+int32_t ember_token_to_piece(ember_model *model, int32_t token, int special, char *buf, size_t cap) {
+    if (!model || (!buf && cap)) return -1;
+    if (token < 0 || token >= model->hp.n_vocab) {
+        set_err(model->last_error, "token id %d out of range [0, %d)", token, model->hp.n_vocab);
+        return -1;
+    }
+    return em_token_to_piece(model->tok, token, special, buf, cap);
+}
+
+int ember_token_is_eog(const ember_model *model, int32_t token) {
+    if (!model || token < 0 || token >= model->hp.n_vocab) return 0;
+    return em_tokenizer_is_eog(model->tok, token);
+}
+
+int32_t ember_token_bos(const ember_model *model) { return model ? model->bos_id : -1; }
+int32_t ember_token_eos(const ember_model *model) { return model ? model->eos_id : -1; }
+
+/* ---- context ------------------------------------------------------------------------------ */
+
+ember_context_params ember_context_default_params(void) {
+    ember_context_params p;
+    p.n_ctx = 512;
+    p.n_batch = 512;
+    p.n_threads = 0;
+    p.kernel = NULL;
+    return p;
+}
+
+ember_status ember_context_create(ember_model *model, const ember_context_params *params, ember_context **out) {
+    if (!out) return EMBER_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    if (!model) return EMBER_ERR_INVALID_ARGUMENT;
+    ember_context_params p = params ? *params : ember_context_default_params();
+    if (p.n_ctx == 0) p.n_ctx = 512;
+    if (p.n_batch == 0) p.n_batch = 512;
+    if (p.n_threads < 0 || p.n_threads > 1024) {
+        set_err(model->last_error, "thread count %d out of range [0, 1024]", p.n_threads);
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    if (p.n_threads == 0) p.n_threads = em_cpu_count();
+    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
+
+    const em_kernels *kern = em_kernels_select(p.kernel);
+    if (!kern) {
+        set_err(model->last_error, "kernel level '%s' is unknown or cannot run on this CPU (levels: scalar, sse42, avx2, avxvnni, avx512, neon, dotprod)",
+                p.kernel && p.kernel[0] ? p.kernel : "(from EMBER_KERNEL)");
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    ember_context *ctx = (ember_context *)calloc(1, sizeof *ctx);
+    if (!ctx) return EMBER_ERR_OUT_OF_MEMORY;
+    ctx->model = model;
+    ctx->kern = kern;
+    ctx->n_ctx = p.n_ctx;
+    ctx->n_batch = p.n_batch;
+    ctx->pool = em_pool_new(p.n_threads);
+    if (!ctx->pool) {
+        set_err(model->last_error, "cannot start %d threads", p.n_threads);
+        free(ctx);
+        return EMBER_ERR_INTERNAL;
+    }
+    ember_status st = em_context_init(ctx);
+    if (st != EMBER_OK) {
+        set_err(model->last_error, "out of memory allocating a context of %u tokens", p.n_ctx);
+        em_pool_free(ctx->pool);
+        free(ctx);
+        return st;
+    }
+    *out = ctx;
+    return EMBER_OK;
+}
+
+void ember_context_free(ember_context *ctx) {
+    if (!ctx) return;
+    em_context_release(ctx);
+    em_pool_free(ctx->pool);
+    free(ctx);
+}
+
+const char *ember_context_last_error(const ember_context *ctx) { return ctx ? ctx->last_error : "context is NULL"; }
+void ember_context_reset(ember_context *ctx) {
+    if (!ctx) return;
+    ctx->n_past = 0;
+    ctx->has_logits = 0;
+}
+uint32_t ember_context_n_ctx(const ember_context *ctx) { return ctx ? ctx->n_ctx : 0; }
+uint32_t ember_context_n_past(const ember_context *ctx) { return ctx ? ctx->n_past : 0; }
+const char *ember_context_backend(const ember_context *ctx) { (void)ctx; return "cpu"; }
+const char *ember_context_kernel(const ember_context *ctx) { return ctx ? ctx->kern->name : ""; }
+
+ember_status ember_decode(ember_context *ctx, const int32_t *tokens, size_t n) {
+    if (!ctx) return EMBER_ERR_INVALID_ARGUMENT;
+    if (n == 0) return EMBER_OK;
+    if (!tokens) {
+        set_err(ctx->last_error, "ember_decode: tokens is NULL");
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    const int32_t n_vocab = ctx->model->hp.n_vocab;
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab) {
+            set_err(ctx->last_error, "ember_decode: token %zu has id %d, outside the vocabulary [0, %d)", i, tokens[i], n_vocab);
+            return EMBER_ERR_INVALID_ARGUMENT;
+        }
+    if (n > (size_t)(ctx->n_ctx - ctx->n_past)) {
+        set_err(ctx->last_error, "context full: %u tokens held, %zu more do not fit in %u", ctx->n_past, n, ctx->n_ctx);
+        return EMBER_ERR_CONTEXT_FULL;
+    }
+    for (size_t done = 0; done < n;) {
+        uint32_t chunk = (uint32_t)(n - done < ctx->n_batch ? n - done : ctx->n_batch);
+        ember_status st = em_llama_eval(ctx, tokens + done, chunk);
+        if (st != EMBER_OK) {
+            set_err(ctx->last_error, "evaluation failed: %s", ember_strerror(st));
+            return st;
+        }
+        done += chunk;
+    }
+    return EMBER_OK;
+}
+
+const float *ember_get_logits(const ember_context *ctx) {
+    return ctx && ctx->has_logits ? ctx->logits : NULL;
+}
+
+/* ---- convenience -------------------------------------------------------------------------- */
+
+ember_status ember_generate(ember_context *ctx, ember_sampler *sampler, const int32_t *prompt, size_t n_prompt,
+                            size_t n_gen, int ignore_eos, int32_t *out, size_t *n_out) {
+    if (!ctx) return EMBER_ERR_INVALID_ARGUMENT;
+    if (!sampler || !n_out || (!out && n_gen) || (!prompt && n_prompt)) {
+        set_err(ctx->last_error, "ember_generate: NULL sampler, prompt or output");
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    *n_out = 0;
+    for (size_t i = 0; i < n_prompt; i++) ember_sampler_accept(sampler, prompt[i]);
+    ember_status st = ember_decode(ctx, prompt, n_prompt);
+    if (st != EMBER_OK) return st;
+    for (size_t i = 0; i < n_gen; i++) {
+        if (!ember_get_logits(ctx)) {
+            set_err(ctx->last_error, "ember_generate: nothing evaluated yet (empty prompt)");
+            return EMBER_ERR_INVALID_ARGUMENT;
+        }
+        int32_t id = ember_sampler_sample(sampler, ctx);
+        if (id < 0) {
+            set_err(ctx->last_error, "ember_generate: sampling failed");
+            return EMBER_ERR_INTERNAL;
+        }
+        out[(*n_out)++] = id;
+        ember_sampler_accept(sampler, id);
+        if (!ignore_eos && ember_token_is_eog(ctx->model, id)) break;
+        if (i + 1 < n_gen) {
+            st = ember_decode(ctx, &id, 1);
+            if (st != EMBER_OK) return st;
+        }
+    }
+    return EMBER_OK;
+}

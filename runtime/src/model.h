@@ -1,0 +1,123 @@
+/* model.h - internal state of ember, kept in three parts as llama2.c does: the config read
+ * from the file (em_hparams), the weights (pointers into the mapping), and the run state of a
+ * context (KV cache, scratch buffers, threads). */
+#ifndef EMBER_MODEL_H
+#define EMBER_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ember.h"
+#include "gguf.h"
+#include "kernels.h"
+#include "quants.h"
+#include "threadpool.h"
+#include "tokenizer.h"
+
+#define EM_ERRLEN 512
+
+typedef struct em_hparams {
+    int32_t n_vocab;
+    int32_t n_ctx_train;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;       /* n_embd / n_head */
+    int32_t n_ff;
+    int32_t n_rot;          /* rotated dims per head (== head_dim for llama) */
+    float rms_eps;
+    float rope_base;
+    float rope_freq_scale; /* 1 / scaling factor; 1 without scaling */
+    float yarn_ext_factor;
+    float yarn_attn_factor;
+    float yarn_beta_fast;
+    float yarn_beta_slow;
+    int32_t n_ctx_orig;     /* context the rope scaling was trained for */
+    float kq_scale;         /* 1 / sqrt(head_dim) */
+} em_hparams;
+
+typedef struct em_weight {
+    const void *data;
+    em_type type;
+    int64_t ne0, ne1;       /* row length, rows */
+    size_t row_bytes;
+    int plain_buffer;       /* 1: llama.cpp keeps it in the plain CPU buffer (never repacked) */
+} em_weight;
+
+typedef struct em_layer {
+    const float *attn_norm; /* (n_embd) */
+    em_weight wq;           /* (n_head*head_dim rows of n_embd) */
+    em_weight wk;           /* (n_head_kv*head_dim rows of n_embd) */
+    em_weight wv;           /* (n_head_kv*head_dim rows of n_embd) */
+    em_weight wo;           /* (n_embd rows of n_head*head_dim) */
+    const float *ffn_norm;  /* (n_embd) */
+    em_weight w_gate;       /* (n_ff rows of n_embd) */
+    em_weight w_up;         /* (n_ff rows of n_embd) */
+    em_weight w_down;       /* (n_embd rows of n_ff) */
+} em_layer;
+
+typedef struct em_meta_cache {
+    char *key;
+    char *value;
+} em_meta_cache;
+
+struct ember_model {
+    em_gguf *gguf;
+    em_hparams hp;
+    em_weight tok_embd;     /* (n_vocab rows of n_embd) */
+    const float *output_norm; /* (n_embd) */
+    em_weight output;       /* (n_vocab rows of n_embd); tok_embd when the file has no output.weight */
+    const float *rope_freqs;  /* (n_rot/2) or NULL: llama3-style frequency factors */
+    em_layer *layers;       /* (n_layer) */
+    em_tokenizer *tok;
+    int32_t bos_id, eos_id;
+    em_meta_cache *meta;    /* NUL-terminated copies handed out by ember_model_meta_str */
+    size_t n_meta;
+    char last_error[EM_ERRLEN];
+};
+
+struct ember_context {
+    ember_model *model;
+    const em_kernels *kern;  /* SIMD level chosen at creation; every level gives the same bits */
+    uint32_t n_ctx;
+    uint32_t n_batch;
+    em_pool *pool;
+    uint32_t n_past;        /* tokens in the KV cache */
+    uint16_t *k_cache;      /* fp16 (n_layer, n_ctx, n_head_kv*head_dim) */
+    uint16_t *v_cache;      /* fp16 (n_layer, n_head_kv*head_dim, n_ctx), transposed as llama.cpp keeps it */
+    /* scratch for one batch of up to n_batch tokens */
+    float *x;               /* (n_batch, n_embd) residual stream */
+    float *xb;              /* (n_batch, n_embd) normalised input of a block */
+    float *xb2;             /* (n_batch, n_embd) output of a block */
+    float *q;               /* (n_batch, n_head*head_dim) */
+    float *k;               /* (n_batch, n_head_kv*head_dim) */
+    float *v;               /* (n_batch, n_head_kv*head_dim) */
+    float *att;             /* (n_batch, n_head*head_dim) attention output per head */
+    float *hb;              /* (n_batch, n_ff) gate, then swiglu */
+    float *hb2;             /* (n_batch, n_ff) up */
+    uint16_t *q16;          /* (n_batch, n_head*head_dim) queries in fp16 */
+    uint8_t *act;           /* (n_batch, row bytes of the widest activation in any vec_dot type) */
+    size_t act_stride;
+    float *scores;          /* (n_threads, n_ctx) */
+    uint16_t *probs16;      /* (n_threads, n_ctx) */
+    float *logits;          /* (n_vocab) */
+    int has_logits;
+    char last_error[EM_ERRLEN];
+};
+
+/* model.c */
+ember_status em_model_load(const char *path, ember_model **out, char *err, size_t errlen);
+void em_model_free(ember_model *m);
+
+/* llama.c */
+ember_status em_context_init(ember_context *ctx);   /* allocates KV cache and scratch */
+void em_context_release(ember_context *ctx);
+/* Evaluate n (<= n_batch) tokens at positions n_past.., write the last token's logits. */
+ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n);
+
+/* scalar replicas of ggml's vectorised math (llama.c), exposed for the tests */
+float em_expf_vec(float x);
+void em_softmax_row(float *y, const float *x, int64_t n);
+
+#endif /* EMBER_MODEL_H */

@@ -1,0 +1,170 @@
+/* ember-bench - prompt processing (pp) and text generation (tg) speed, like llama-bench.
+ *
+ *   ember-bench -m MODEL [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] [--json]
+ *
+ * pp: one batch of N_PROMPT tokens from an empty cache; tg: N_GEN single-token steps from an
+ * empty cache. Token ids are fixed (not random), so runs are comparable. Each test runs REPS
+ * times after one warm-up; the mean is reported. Exit status: 0 ok, 1 bad usage, 2 load error,
+ * 3 run error.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ember.h"
+
+#if defined(_WIN32)
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#include <psapi.h>
+static double now_ms(void) {
+    LARGE_INTEGER f, c;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&c);
+    return (double)c.QuadPart * 1000.0 / (double)f.QuadPart;
+}
+static double peak_rss_mb(void) {
+    PROCESS_MEMORY_COUNTERS pmc;
+    if (GetProcessMemoryInfo(GetCurrentProcess(), &pmc, sizeof pmc)) return (double)pmc.PeakWorkingSetSize / 1048576.0;
+    return 0.0;
+}
+#else
+#include <sys/resource.h>
+#include <time.h>
+static double now_ms(void) {
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+static double peak_rss_mb(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0.0;
+#if defined(__APPLE__)
+    return (double)ru.ru_maxrss / 1048576.0;
+#else
+    return (double)ru.ru_maxrss / 1024.0;
+#endif
+}
+#endif
+
+static int parse_long(const char *flag, const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "ember-bench: %s: '%s' is not an integer in [%ld, %ld]\n", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: ember-bench -m MODEL [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] [--kernel K] [--json]\n");
+}
+
+int main(int argc, char **argv) {
+    const char *path = NULL;
+    const char *kernel = NULL;
+    long threads = 0, n_prompt = 512, n_gen = 128, reps = 1;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        if (!strcmp(a, "--json")) { json = 1; continue; }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "ember-bench: '%s' is an unknown option or lacks its value\n", a);
+            usage(stderr);
+            return 1;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) path = v;
+        else if (!strcmp(a, "--kernel")) kernel = v;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) rc = parse_long(a, v, 1, 1024, &threads);
+        else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) rc = parse_long(a, v, 0, 1 << 20, &n_prompt);
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) rc = parse_long(a, v, 0, 1 << 20, &n_gen);
+        else if (!strcmp(a, "-r") || !strcmp(a, "--repetitions")) rc = parse_long(a, v, 1, 1000, &reps);
+        else {
+            fprintf(stderr, "ember-bench: unknown option '%s'\n", a);
+            usage(stderr);
+            return 1;
+        }
+        if (rc) return 1;
+    }
+    if (!path) {
+        fprintf(stderr, "ember-bench: no model given (-m MODEL)\n");
+        return 1;
+    }
+
+    char err[1024];
+    ember_model *m = NULL;
+    ember_status st = ember_model_load(path, NULL, &m, err, sizeof err);
+    if (st != EMBER_OK) {
+        fprintf(stderr, "ember-bench: error: %s (%s)\n", err, ember_strerror(st));
+        return 2;
+    }
+    ember_context_params cp = ember_context_default_params();
+    cp.n_threads = (int32_t)threads;
+    cp.kernel = kernel;
+    long need = n_prompt > n_gen ? n_prompt : n_gen;
+    cp.n_ctx = (uint32_t)(need > 512 ? need : 512);
+    cp.n_batch = (uint32_t)(n_prompt > 0 ? n_prompt : 1);
+    ember_context *ctx = NULL;
+    st = ember_context_create(m, &cp, &ctx);
+    if (st != EMBER_OK || ember_context_n_ctx(ctx) < (uint32_t)need) {
+        fprintf(stderr, "ember-bench: error: cannot create a context of %ld tokens: %s\n", need,
+                st != EMBER_OK ? ember_model_last_error(m) : "larger than the model's training context");
+        ember_context_free(ctx);
+        ember_model_free(m);
+        return 2;
+    }
+    const int32_t n_vocab = ember_model_n_vocab(m);
+    int32_t *toks = (int32_t *)malloc((size_t)(need > 0 ? need : 1) * sizeof(int32_t));
+    if (!toks) { ember_context_free(ctx); ember_model_free(m); return 3; }
+    for (long i = 0; i < need; i++) toks[i] = (int32_t)((i * 7919 + 13) % n_vocab);
+
+    double pp_ms = 0.0, tg_ms = 0.0;
+    int failed = 0;
+    for (long r = -1; r < reps && !failed; r++) { /* r = -1: warm-up */
+        if (n_prompt > 0) {
+            ember_context_reset(ctx);
+            double t = now_ms();
+            failed |= ember_decode(ctx, toks, (size_t)n_prompt) != EMBER_OK;
+            if (r >= 0) pp_ms += now_ms() - t;
+        }
+        if (n_gen > 0) {
+            ember_context_reset(ctx);
+            double t = now_ms();
+            for (long i = 0; i < n_gen && !failed; i++) failed |= ember_decode(ctx, &toks[i], 1) != EMBER_OK;
+            if (r >= 0) tg_ms += now_ms() - t;
+        }
+        if (r == -1 && reps > 0) { pp_ms = tg_ms = 0.0; }
+    }
+    if (failed) {
+        fprintf(stderr, "ember-bench: error: %s\n", ember_context_last_error(ctx));
+        free(toks);
+        ember_context_free(ctx);
+        ember_model_free(m);
+        return 3;
+    }
+    double pp = pp_ms > 0 ? (double)n_prompt * (double)reps * 1000.0 / pp_ms : 0.0;
+    double tg = tg_ms > 0 ? (double)n_gen * (double)reps * 1000.0 / tg_ms : 0.0;
+    double rss = peak_rss_mb();
+    int nthreads = threads > 0 ? (int)threads : 0;
+    if (json) {
+        printf("{\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"peak_rss_mb\": %.1f, \"threads\": %d, \"kernel\": \"%s\", "
+               "\"n_prompt\": %ld, \"n_gen\": %ld, \"repetitions\": %ld, \"backend\": \"%s\", \"version\": \"%s\"}\n",
+               pp, tg, rss, nthreads, ember_context_kernel(ctx), n_prompt, n_gen, reps, ember_context_backend(ctx), ember_version());
+    } else {
+        printf("| model | threads | test | t/s |\n|---|---|---|---|\n");
+        if (n_prompt > 0) printf("| %s | %d | pp%ld | %.2f |\n", path, nthreads, n_prompt, pp);
+        if (n_gen > 0) printf("| %s | %d | tg%ld | %.2f |\n", path, nthreads, n_gen, tg);
+        printf("peak RSS: %.1f MiB, kernel: %s\n", rss, ember_context_kernel(ctx));
+    }
+    free(toks);
+    ember_context_free(ctx);
+    ember_model_free(m);
+    return 0;
+}
