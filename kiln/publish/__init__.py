@@ -101,10 +101,28 @@ def _github(target: str, options: PublishOptions) -> Publisher:
     return github_publisher(target, env=options.env, log=options.log)
 
 
+def _pypi_index(secure: bool) -> Callable[[str, PublishOptions], Publisher]:
+    def make(target: str, options: PublishOptions) -> Publisher:
+        from kiln.publish.pypi_index import pypi_index_publisher
+
+        return pypi_index_publisher(target, secure=secure, env=options.env, log=options.log)
+
+    return make
+
+
+def _conan(target: str, options: PublishOptions) -> Publisher:
+    from kiln.publish.conan import conan_publisher
+
+    return conan_publisher(target, env=options.env, log=options.log)
+
+
 # URL scheme -> factory taking the rest of the URL (after "scheme://").
 PUBLISHERS: dict[str, Callable[[str, PublishOptions], Publisher]] = {
     "file": _directory,
     "github": _github,
+    "pypi-index+http": _pypi_index(secure=False),
+    "pypi-index+https": _pypi_index(secure=True),
+    "conan": _conan,
 }
 
 

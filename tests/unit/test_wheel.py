@@ -1,0 +1,393 @@
+"""Wheels without programs: tags, versions and variants for the whole matrix, the contents and
+bytes of a wheel from a fake staged tree, RECORD, the Mach-O reader, how auditwheel's and
+delvewheel's answers are judged, the cibuildwheel project, and the Conan package selection
+(with the recipe's backend list kept in step with the variants)."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from kiln import wheel as kw
+from kiln.conan import backend_option, conan_version, package_for, select_packages
+from kiln.errors import ConfigError, VerifyError
+from kiln.manifest import AssetRecord, Verification
+from kiln.matrix import Entry, load_matrix
+from kiln.wheel import (
+    WheelFile,
+    check_macos,
+    host_entry,
+    no_wheel_reason,
+    parse_wheel_name,
+    read_macho,
+    record_text,
+    variant,
+    wheel_files,
+    wheel_target,
+    wheel_version,
+    write_cibuildwheel_project,
+    write_wheel,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+MATRIX = load_matrix(REPO / "matrix")
+EPOCH = 1767323045
+COMMIT = "b" * 40
+
+
+def entry(entry_id: str) -> Entry:
+    return MATRIX.get(entry_id)
+
+
+# --------------------------------------------------------------------------------------------
+# tags, versions, variants
+
+
+def test_the_promised_platform_tags_and_nothing_else() -> None:
+    tags = {wheel_target(e).platform_tags[0] for e in MATRIX.enabled  # type: ignore[union-attr]
+            if wheel_target(e) is not None}
+    assert tags == {
+        "manylinux_2_17_x86_64", "manylinux_2_17_aarch64", "manylinux_2_17_s390x",
+        "macosx_11_0_arm64", "macosx_10_15_x86_64", "win_amd64", "win_arm64",
+    }
+
+
+def test_every_entry_has_a_wheel_or_a_reason() -> None:
+    for e in MATRIX:
+        assert (wheel_target(e) is None) == (no_wheel_reason(e) is not None), e.id
+    assert "static musl" in (no_wheel_reason(entry("android-arm64")) or "")
+    assert "2.17" in (no_wheel_reason(entry("openeuler-x64")) or "")
+
+
+def test_wheel_file_names_are_unique_and_valid() -> None:
+    packaging_utils = pytest.importorskip("packaging.utils")
+    names = [t.filename(4242) for e in MATRIX if (t := wheel_target(e)) is not None]
+    assert len(names) == len(set(names))
+    for name in names:
+        dist, version, build, tags = packaging_utils.parse_wheel_filename(name)
+        ours = parse_wheel_name(name)
+        assert dist == ours.distribution == "ember" and build == ()
+        assert str(version) == ours.version  # already in PEP 440 normal form
+        assert {str(t) for t in tags} == {f"py3-none-{p}" for p in ours.platforms}
+
+
+def test_linux_wheels_carry_the_manylinux2014_alias() -> None:
+    t = wheel_target(entry("ubuntu-s390x"))
+    assert t is not None
+    assert t.filename(7) == "ember-0.0.7-py3-none-manylinux_2_17_s390x.manylinux2014_s390x.whl"
+    assert t.checker == "auditwheel" and t.index == ""
+
+
+@pytest.mark.parametrize(("entry_id", "expected"), [
+    ("ubuntu-x64", None),
+    ("ubuntu-cuda-12.4-x64", "cu124"),
+    ("win-cuda-13.3-x64", "cu133"),
+    ("ubuntu-rocm-7.2-x64", "rocm7.2"),
+    ("win-hip-radeon-x64", "rocm7.2"),
+    ("ubuntu-vulkan-arm64", "vulkan"),
+    ("ubuntu-sycl-fp32-x64", "sycl"),
+    ("ubuntu-sycl-fp16-x64", "syclfp16"),
+    ("win-openvino-2026.2-x64", "openvino"),
+    ("win-opencl-adreno-arm64", "opencl"),
+])
+def test_variants(entry_id: str, expected: str | None) -> None:
+    assert variant(entry(entry_id)) == expected
+    t = wheel_target(entry(entry_id))
+    assert t is not None and t.index == (expected or "")
+
+
+def test_versions_are_pep440_normal() -> None:
+    version = pytest.importorskip("packaging.version")
+    for e in MATRIX:
+        v = wheel_version(12, variant(e))
+        assert str(version.Version(v)) == v
+    assert wheel_version(12) == "0.0.12" and wheel_version(12, "cu124") == "0.0.12+cu124"
+    with pytest.raises(ConfigError):
+        wheel_version(-1)
+    with pytest.raises(ConfigError):
+        wheel_version(1, "CU-124")
+
+
+def test_parse_wheel_name() -> None:
+    n = parse_wheel_name("ember-0.0.3+cu124-py3-none-win_amd64.whl")
+    assert (n.public_version, n.local, n.python, n.platforms) == (
+        "0.0.3", "cu124", "py3", ("win_amd64",))
+    assert parse_wheel_name("ember-0.0.3-py3-none-any.whl").local is None
+    for bad in ("ember-0.0.3.tar.gz", "ember-py3-none.whl", "a/ember-1-py3-none-any.whl"):
+        with pytest.raises(ConfigError):
+            parse_wheel_name(bad)
+
+
+# --------------------------------------------------------------------------------------------
+# contents and bytes
+
+
+def fake_stage(root: Path, os_name: str = "linux") -> Path:
+    stage = root / "stage"
+    (stage / "lib").mkdir(parents=True)
+    (stage / "bin").mkdir()
+    (stage / "share" / "ember").mkdir(parents=True)
+    (stage / "share" / "ember" / "LICENSE").write_text("MIT License\n")
+    if os_name == "windows":
+        (stage / "bin" / "ember.dll").write_bytes(b"MZ fake dll")
+    elif os_name == "macos":
+        (stage / "lib" / "libember.0.1.0.dylib").write_bytes(macho())
+        (stage / "lib" / "libember.dylib").symlink_to("libember.0.1.0.dylib")
+    else:
+        (stage / "lib" / "libember.so.0.1.0").write_bytes(b"\x7fELF fake library")
+        (stage / "lib" / "libember.so.0").symlink_to("libember.so.0.1.0")
+        (stage / "lib" / "libember.so").symlink_to("libember.so.0")
+    return stage
+
+
+def fake_binding(root: Path) -> Path:
+    pkg = root / "python" / "ember"
+    (pkg / "__pycache__").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("'''binding'''\n")
+    (pkg / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"junk")
+    (pkg / "lib").mkdir()
+    (pkg / "lib" / "libember.so").write_bytes(b"a developer's own build")
+    return pkg
+
+
+def test_wheel_files_layout_and_record(tmp_path: Path) -> None:
+    files = wheel_files(entry("ubuntu-x64"), fake_stage(tmp_path), binding=fake_binding(tmp_path),
+                        build_number=5, commit=COMMIT)
+    names = [f.name for f in files]
+    assert names == ["ember/__init__.py", "ember/lib/libember.so",
+                     "ember-0.0.5.dist-info/LICENSE", "ember-0.0.5.dist-info/METADATA",
+                     "ember-0.0.5.dist-info/WHEEL", "ember-0.0.5.dist-info/RECORD"]
+    by_name = {f.name: f for f in files}
+    assert by_name["ember/lib/libember.so"].data == b"\x7fELF fake library"
+    assert by_name["ember/lib/libember.so"].executable
+    wheel_meta = by_name["ember-0.0.5.dist-info/WHEEL"].data.decode()
+    assert "Root-Is-Purelib: false" in wheel_meta
+    assert "Tag: py3-none-manylinux_2_17_x86_64\nTag: py3-none-manylinux2014_x86_64" in wheel_meta
+    meta = by_name["ember-0.0.5.dist-info/METADATA"].data.decode()
+    assert "Name: ember\nVersion: 0.0.5\n" in meta and COMMIT in meta
+    assert str(tmp_path) not in meta
+    record = by_name["ember-0.0.5.dist-info/RECORD"].data.decode().splitlines()
+    assert record[-1] == "ember-0.0.5.dist-info/RECORD,,"
+    for line in record[:-1]:
+        path, digest, size = line.split(",")
+        data = by_name[path].data
+        want = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        assert digest == f"sha256={want}" and int(size) == len(data)
+
+
+def test_windows_and_macos_libraries(tmp_path: Path) -> None:
+    win = wheel_files(entry("win-cpu-arm64"), fake_stage(tmp_path / "w", "windows"),
+                      binding=fake_binding(tmp_path / "w"), build_number=1, commit=COMMIT)
+    assert "ember/lib/ember.dll" in [f.name for f in win]
+    mac = wheel_files(entry("macos-x64"), fake_stage(tmp_path / "m", "macos"),
+                      binding=fake_binding(tmp_path / "m"), build_number=1, commit=COMMIT)
+    assert "ember/lib/libember.dylib" in [f.name for f in mac]
+
+
+def test_no_shared_library_is_a_build_error(tmp_path: Path) -> None:
+    stage = fake_stage(tmp_path)
+    for p in (stage / "lib").iterdir():
+        p.unlink()
+    with pytest.raises(kw.BuildError, match="no shared library"):
+        wheel_files(entry("ubuntu-x64"), stage, binding=fake_binding(tmp_path), build_number=1,
+                    commit=COMMIT)
+
+
+def test_an_entry_without_a_wheel_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="android-arm64"):
+        wheel_files(entry("android-arm64"), fake_stage(tmp_path), binding=fake_binding(tmp_path),
+                    build_number=1, commit=COMMIT)
+
+
+def test_write_wheel_is_reproducible(tmp_path: Path) -> None:
+    files = wheel_files(entry("ubuntu-arm64"), fake_stage(tmp_path),
+                        binding=fake_binding(tmp_path), build_number=3, commit=COMMIT)
+    a, b = tmp_path / "a.whl", tmp_path / "b.whl"
+    write_wheel(files, a, EPOCH)
+    write_wheel(list(files), b, EPOCH)
+    assert a.read_bytes() == b.read_bytes()
+    with zipfile.ZipFile(a) as zf:
+        infos = zf.infolist()
+        assert [i.filename for i in infos] == [f.name for f in files]
+        assert {i.date_time for i in infos} == {(2026, 1, 2, 3, 4, 4)}
+        assert {i.external_attr >> 16 for i in infos} == {0o100644, 0o100755}
+        assert all(i.create_system == 3 for i in infos)
+    # Before 1980 the zip format has no dates: clamped, not an error.
+    write_wheel(files, tmp_path / "old.whl", 0)
+    # A rewrite of a wheel (as after a repair) gives the same bytes.
+    kw.renormalize(a, tmp_path / "c.whl", EPOCH)
+    assert (tmp_path / "c.whl").read_bytes() == a.read_bytes()
+
+
+def test_record_text_lists_record_last() -> None:
+    files = [WheelFile(name="x/a.py", data=b"a"), WheelFile(name="x-1.dist-info/RECORD",
+                                                            data=b"old")]
+    text = record_text(files, "x-1.dist-info/RECORD")
+    assert text.splitlines()[-1] == "x-1.dist-info/RECORD,,"
+    assert len(text.splitlines()) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Mach-O, auditwheel, delvewheel
+
+
+def macho(cpu: int = 0x0100000C, minos: tuple[int, int, int] = (11, 0, 0),
+          dylibs: tuple[str, ...] = ("/usr/lib/libSystem.B.dylib",)) -> bytes:
+    cmds = b""
+    version = (minos[0] << 16) | (minos[1] << 8) | minos[2]
+    cmds += struct.pack("<6I", 0x32, 24, 1, version, version, 0)  # LC_BUILD_VERSION
+    for name in dylibs:
+        raw = name.encode() + b"\0"
+        size = (24 + len(raw) + 7) // 8 * 8
+        cmds += struct.pack("<6I", 0xC, size, 24, 2, 0x10000, 0x10000)
+        cmds += raw.ljust(size - 24, b"\0")
+    header = struct.pack("<8I", 0xFEEDFACF, cpu, 0, 6, 1 + len(dylibs), len(cmds), 0, 0)
+    return header + cmds
+
+
+def test_read_macho() -> None:
+    facts = read_macho(macho(minos=(10, 15, 0), cpu=0x01000007))
+    assert facts.arch == "x86_64" and facts.minos == (10, 15, 0)
+    assert facts.dylibs == ("/usr/lib/libSystem.B.dylib",)
+    with pytest.raises(VerifyError):
+        read_macho(b"\x7fELF" + b"\0" * 60)
+
+
+def _mac_files(data: bytes) -> list[WheelFile]:
+    return [WheelFile(name="ember/lib/libember.dylib", data=data, executable=True)]
+
+
+def test_check_macos() -> None:
+    target = wheel_target(entry("macos-arm64"))
+    assert target is not None
+    assert check_macos(_mac_files(macho()), target).ok
+    too_new = check_macos(_mac_files(macho(minos=(13, 0, 0))), target)
+    assert not too_new.ok and "newer than the tag's 11.0" in too_new.detail
+    foreign = check_macos(_mac_files(macho(dylibs=("/opt/homebrew/lib/libomp.dylib",))), target)
+    assert not foreign.ok and "delocate" in foreign.detail
+    wrong = check_macos(_mac_files(macho(cpu=0x01000007)), target)
+    assert not wrong.ok and "architecture x86_64" in wrong.detail
+
+
+def test_auditwheel_verdicts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    target = wheel_target(entry("ubuntu-arm64"))
+    assert target is not None
+    reports = {"ok": {"overall_tag": "manylinux_2_17_aarch64", "external_libs": {}},
+               "older": {"overall_tag": "manylinux_2_5_aarch64", "external_libs": {}},
+               "newer": {"overall_tag": "manylinux_2_28_aarch64", "external_libs": {}}}
+    for name, report in reports.items():
+        monkeypatch.setattr(kw, "auditwheel_report", lambda _w, _e, r=report: r)
+        check = kw._check_linux(tmp_path / "x.whl", target, tmp_path, EPOCH, {})
+        assert check.ok == (name != "newer"), name
+        assert not check.repaired
+
+
+def test_delvewheel_output() -> None:
+    none = ("Analyzing x.whl\n\nThe following DLLs will be copied into the wheel.\n    None\n\n"
+            "The following DLLs are assumed to be present in the end user's environment and "
+            "will not be copied into the wheel.\n    kernel32.dll\n")
+    assert kw._delvewheel_copies(none) == []
+    some = none.replace("    None\n", "    libwinpthread-1.dll (C:\\mingw\\bin)\n")
+    assert kw._delvewheel_copies(some) == ["libwinpthread-1.dll (C:\\mingw\\bin)"]
+    with pytest.raises(VerifyError):
+        kw._delvewheel_copies("something else")
+
+
+# --------------------------------------------------------------------------------------------
+# cibuildwheel
+
+
+def test_cibuildwheel_project(tmp_path: Path) -> None:
+    out = write_cibuildwheel_project(tmp_path / "build" / "cibw", repo=tmp_path)
+    pyproject = (out / "pyproject.toml").read_text()
+    assert 'build-backend = "kiln_wheel_backend"' in pyproject and 'backend-path = ["."]' in \
+        pyproject
+    backend = (out / "kiln_wheel_backend.py").read_text()
+    assert "'../..'" in backend and str(tmp_path) not in backend
+    ast.parse(backend)
+
+
+def test_host_entry() -> None:
+    e = host_entry(MATRIX.entries, {}, system="Linux", machine="x86_64")
+    assert e.id == "ubuntu-x64"
+    assert host_entry(MATRIX.entries, {}, system="Darwin", machine="arm64").id == "macos-arm64"
+    assert host_entry(MATRIX.entries, {}, system="Windows", machine="ARM64").id == \
+        "win-cpu-arm64"
+    chosen = host_entry(MATRIX.entries, {"KILN_WHEEL_ENTRY": "ubuntu-s390x"}, system="Linux",
+                        machine="x86_64")
+    assert chosen.id == "ubuntu-s390x"
+    with pytest.raises(ConfigError):
+        host_entry(MATRIX.entries, {"KILN_WHEEL_ENTRY": "nope"}, system="Linux",
+                   machine="x86_64")
+
+
+def test_pyproject_cibuildwheel_overrides_name_real_entries() -> None:
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    overrides = data["tool"]["cibuildwheel"]["overrides"]
+    for o in overrides:
+        e = entry(o["environment"]["KILN_WHEEL_ENTRY"])
+        t = wheel_target(e)
+        assert t is not None and e.backend == "cpu"
+        if "MACOSX_DEPLOYMENT_TARGET" in o["environment"]:
+            assert o["environment"]["MACOSX_DEPLOYMENT_TARGET"] == e.min_os
+
+
+# --------------------------------------------------------------------------------------------
+# Conan
+
+
+def record(entry_id: str, kind: str = "archive") -> AssetRecord:
+    e = entry(entry_id)
+    return AssetRecord(
+        name=f"ember-b1-bin-{entry_id}.{e.archive}", kind=kind, entry_id=e.id, os=e.os,
+        arch=e.arch, backend=e.backend, backend_version=e.backend_version, libc=e.libc,
+        libc_floor=e.libc_floor, min_os=e.min_os, cpu_baseline=e.cpu_baseline,
+        cpu_dispatch=e.cpu_dispatch, gpu_targets=e.gpu_targets, min_driver=e.min_driver,
+        build_number=1, commit=COMMIT, size=1, sha256="0" * 64,
+        verification=Verification(method="inspect", ok=True, detail=""))
+
+
+def test_conan_packages_one_per_settings() -> None:
+    ids = ["openeuler-x64", "ubuntu-x64", "android-arm64", "win-cpu-arm64",
+           "ubuntu-cuda-12.4-x64", "macos-arm64"]
+    pairs = [(record(i), entry(i)) for i in ids] + [(record("ubuntu-x64", "wheel"),
+                                                     entry("ubuntu-x64"))]
+    packages, skipped = select_packages(pairs)
+    got = {(p.os, p.arch, p.backend): p.record.entry_id for p in packages}
+    assert got == {("Linux", "x86_64", "cpu"): "ubuntu-x64",
+                   ("Linux", "x86_64", "cu124"): "ubuntu-cuda-12.4-x64",
+                   ("Windows", "armv8", "cpu"): "win-cpu-arm64",
+                   ("Macos", "armv8", "cpu"): "macos-arm64"}
+    assert any(s.startswith("openeuler-x64: same os, arch and backend as ubuntu-x64")
+               for s in skipped)
+    assert any(s.startswith("android-arm64") for s in skipped)
+    assert conan_version(42) == "0.0.42"
+    pkg = package_for(record("win-cpu-arm64"), entry("win-cpu-arm64"))
+    assert not isinstance(pkg, str)
+    assert pkg.settings_args() == ["-s", "os=Windows", "-s", "arch=armv8", "-s",
+                                   "build_type=Release", "-o", "ember/*:backend=cpu"]
+
+
+def _recipe_list(name: str) -> list[str]:
+    tree = ast.parse((REPO / "recipes" / "conanfile.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            value = ast.literal_eval(node.value)
+            return list(value) if isinstance(value, list) else list(value.values())
+    raise AssertionError(f"{name} not in recipes/conanfile.py")
+
+
+def test_recipe_backends_cover_every_entry() -> None:
+    backends = set(_recipe_list("BACKENDS"))
+    assert {backend_option(e) for e in MATRIX} <= backends
+    assert set(_recipe_list("CONAN_OS")) >= {"linux", "macos", "windows"}
+
