@@ -164,7 +164,8 @@ def cmd_docs(ctx: Context) -> int:
 # Subcommands that live in their own modules (one per stage). Each module defines
 # ``register(subparsers)`` that adds its parser(s) with ``set_defaults(func=...)``; the function
 # takes a ``Context`` and returns an exit code.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("kiln.cmd_ci", "kiln.cmd_release", "kiln.cmd_install")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "kiln.cmd_build", "kiln.cmd_ci", "kiln.cmd_release", "kiln.cmd_install")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ step summary), or a plain log. ``Console`` is built once at the CLI edge from th
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from typing import TextIO
 
 from rich import box
 from rich.console import Console as RichConsole
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-__all__ = ["Console", "Style"]
+__all__ = ["Console", "Progress", "Style"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,36 @@ class Style:
 
     colours: Mapping[str, str]
     justify: str = "left"
+
+
+class Progress:
+    """Progress of a known number of steps: a live bar on a terminal, silent elsewhere (plain
+    logs and GitHub Actions get the lines the caller prints with ``line``). Thread-safe."""
+
+    def __init__(self, console: Console, bar: RichProgress | None, total: int,
+                 title: str) -> None:
+        self._console = console
+        self._bar = bar
+        self._lock = threading.Lock()
+        self._task = bar.add_task(title, total=total) if bar is not None else None
+
+    def advance(self, steps: int = 1) -> None:
+        with self._lock:
+            if self._bar is not None and self._task is not None:
+                self._bar.advance(self._task, steps)
+
+    def describe(self, text: str) -> None:
+        with self._lock:
+            if self._bar is not None and self._task is not None:
+                self._bar.update(self._task, description=text)
+
+    def line(self, text: str) -> None:
+        """A line of output: above the bar on a terminal, a plain line elsewhere."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.console.print(text, markup=False, highlight=False)
+            else:
+                self._console.line(text)
 
 
 class Console:
@@ -68,6 +101,17 @@ class Console:
         finally:
             if self.github:
                 self.line("::endgroup::")
+
+    @contextmanager
+    def progress(self, title: str, total: int) -> Iterator[Progress]:
+        """A progress bar for ``total`` steps on a terminal (transient); nothing elsewhere."""
+        if not self.terminal:
+            yield Progress(self, None, total, title)
+            return
+        bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), console=self._rich, transient=True)
+        with bar:
+            yield Progress(self, bar, total, title)
 
     def table(self, title: str | None, headers: Sequence[str], rows: Sequence[Sequence[str]],
               styles: Mapping[str, Style] | None = None, caption: str | None = None,

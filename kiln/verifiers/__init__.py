@@ -1,0 +1,1 @@
+"""Verification methods, one module each; ``kiln.verify.VERIFIERS`` registers them."""

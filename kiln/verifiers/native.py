@@ -1,0 +1,56 @@
+"""``native``: run the build's ember-cli on this host and compare with the host build's ids.
+
+Only an entry for this host's architecture and OS can run natively (x86_64 Linux here); the
+build that is the reference itself (``recipes/verify.yaml`` run.reference) checks that it runs
+and generates the requested number of ids, which the other entries then must match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kiln.matrix import Entry
+from kiln.toolchains.recipe import VerifySpec
+from kiln.verifiers.base import (
+    Check,
+    ToolNeed,
+    VerifyContext,
+    VerifyReport,
+    exe_name,
+    log_line,
+    model_check,
+    run_and_compare,
+)
+from kiln.verifiers.inspect import compact, inspect_stage
+
+__all__ = ["NativeVerifier"]
+
+
+class NativeVerifier:
+    method = "native"
+
+    def needs(self, entry: Entry, spec: VerifySpec) -> Sequence[ToolNeed]:
+        return ()
+
+    def verify(self, ctx: VerifyContext) -> VerifyReport:
+        entry = ctx.entry
+        checks = inspect_stage(ctx)
+        for c in checks:
+            log_line(ctx, f"inspect {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        out = compact(checks, entry)
+        ids = None
+        if entry.os not in ("linux", "android") or entry.arch != ctx.host_arch:
+            out.append(Check(name="run", ok=False,
+                             detail=f"{entry.os} {entry.arch} cannot run natively on this "
+                                    f"{ctx.host_arch} Linux host (use qemu, wine or inspect)"))
+        else:
+            model, problem = model_check(ctx)
+            if problem is not None or model is None:
+                out.append(problem or Check(name="model", ok=False, detail="missing"))
+            else:
+                exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
+                check, ids = run_and_compare(ctx, how="ran natively", prefix=(), exe=exe,
+                                             model_arg=str(model), env=ctx.env)
+                out.append(check)
+        return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
+                            generated_ids=ids)

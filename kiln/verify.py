@@ -1,0 +1,63 @@
+"""Verify a staged build: run it where an emulator exists, inspect it where none does.
+
+One module per method in ``kiln/verifiers/`` behind the ``Verifier`` protocol, registered in
+``VERIFIERS``:
+
+- ``native``: runs the build's ``ember-cli`` on this host;
+- ``qemu``: runs it under qemu-user (aarch64, s390x; glibc builds with ``-L`` the Debian
+  cross sysroot, static musl builds without);
+- ``wine``: runs the Windows x86_64 build under wine;
+- ``inspect``: checks what cannot be run here (format and machine, macOS minimum version and
+  code signature, highest GLIBC_x.y symbol version, needed libraries against an allow-list,
+  no absolute paths of the build host).
+
+Every run-based method inspects first, then runs ``ember-cli -m MODEL -p PROMPT -n N --temp 0
+--json`` on the small model named in ``recipes/verify.yaml`` and compares ``generated_ids``
+with the host build's (the reference entry, ``ubuntu-x64``): s390x is big-endian, and the
+same little-endian GGUF must give the same tokens everywhere.
+"""
+
+from __future__ import annotations
+
+from kiln.errors import VerifyError
+from kiln.matrix import Entry
+from kiln.verifiers.base import (
+    VERIFY_VERSION,
+    Check,
+    CliRun,
+    ToolNeed,
+    Verifier,
+    VerifyContext,
+    VerifyReport,
+    compare_ids,
+    parse_cli_json,
+)
+from kiln.verifiers.inspect import InspectVerifier
+from kiln.verifiers.native import NativeVerifier
+from kiln.verifiers.qemu import QemuVerifier
+from kiln.verifiers.wine import WineVerifier
+
+__all__ = [
+    "VERIFIERS",
+    "VERIFY_VERSION",
+    "Check",
+    "CliRun",
+    "ToolNeed",
+    "Verifier",
+    "VerifyContext",
+    "VerifyReport",
+    "compare_ids",
+    "parse_cli_json",
+    "verifier_for",
+]
+
+VERIFIERS: dict[str, Verifier] = {
+    v.method: v for v in (NativeVerifier(), QemuVerifier(), WineVerifier(), InspectVerifier())
+}
+
+
+def verifier_for(entry: Entry) -> Verifier:
+    if entry.verify not in VERIFIERS:
+        raise VerifyError(f"'{entry.id}': verification method '{entry.verify}' is not "
+                          f"available in this kiln (have: {', '.join(sorted(VERIFIERS))})")
+    return VERIFIERS[entry.verify]
