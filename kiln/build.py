@@ -52,6 +52,7 @@ from kiln.run import require_tool, run
 from kiln.toolchains import TOOLCHAINS, Identity, Installed, ToolchainPaths, check_buildable
 from kiln.toolchains.recipe import Recipe, VerifySpec, load_recipe, load_verify_spec
 from kiln.verify import VERIFY_VERSION, VerifyContext, VerifyReport, verifier_for
+from kiln.wheel import build_wheel
 
 __all__ = [
     "BuildResult",
@@ -376,11 +377,21 @@ def _package(s: _Session, job: Job, staged: _Staged,
         record = record_for(entry, made, kind="archive", build_number=job.build_number,
                             commit=s.commit, verification=report.to_verification())
         made_record = write_record(record, tmp)
+        # The wheel comes from the same staged tree (no second compile); a failed wheel check
+        # fails the entry before anything of it reaches --out.
+        wheel = build_wheel(entry, staged.stage, binding=s.repo / "runtime" / "python" / "ember",
+                            out=tmp, build_number=job.build_number, commit=s.commit,
+                            source_date_epoch=s.epoch, verification=report.to_verification(),
+                            env=s.env, license_file=s.license_file)
         final = s.out / made.name
         final_record = s.out / made_record.name
-        # Old record first: a kill between the two renames leaves an archive without a record,
+        # Old record first: a kill between the two renames leaves an asset without a record,
         # never a record that describes other bytes.
         final_record.unlink(missing_ok=True)
+        if wheel is not None:
+            (s.out / wheel.record_path.name).unlink(missing_ok=True)
+            os.replace(wheel.path, s.out / wheel.path.name)
+            os.replace(wheel.record_path, s.out / wheel.record_path.name)
         os.replace(made, final)
         os.replace(made_record, final_record)
     finally:

@@ -52,6 +52,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--build-number", type=int, metavar="N",
                    help="build number N of tag bN (default: git rev-list --count HEAD)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--on-ci-runner", action="store_true",
+                   help="this is the entry's own CI runner (the generated release workflow "
+                        "passes it): allow ci-only entries")
     p.add_argument("--check-reproducible", action="store_true",
                    help="build everything again with empty build caches and compare sha256s")
     p.add_argument("--cache-dir", metavar="DIR",
@@ -114,7 +117,7 @@ def cmd_build(ctx: Context) -> int:
         build_number = vcs.build_number(repo, build_env(ctx.env))
     matrix = ctx.matrix()
     jobs = plan(matrix, a.selectors, build_number=build_number)
-    check_buildable([j.entry for j in jobs], repo / "recipes")
+    check_buildable([j.entry for j in jobs], repo / "recipes", on_ci_runner=a.on_ci_runner)
     cache_root = Path(a.cache_dir) if a.cache_dir else default_cache_dir(ctx.env)
     layout = CacheLayout.at(cache_root)
     out = Path(a.out)

@@ -43,11 +43,11 @@ def recipe_for(entry: Entry, recipes: Path) -> Recipe:
     return load_recipe(recipes, entry.backend)
 
 
-def _refusal(entry: Entry, recipes: Path) -> str | None:
+def _refusal(entry: Entry, recipes: Path, on_ci_runner: bool = False) -> str | None:
     if not entry.enabled:
         assert entry.disabled is not None
         return f"'{entry.id}' is disabled: {entry.disabled.reason}"
-    if not entry.local:
+    if not entry.local and not on_ci_runner:
         where = entry.runner + (f" in container {entry.container}" if entry.container else "")
         return f"'{entry.id}' is ci-only: builds on runner {where}, not on this host"
     if not recipe_path(recipes, entry.backend).is_file():
@@ -56,11 +56,18 @@ def _refusal(entry: Entry, recipes: Path) -> str | None:
     return None
 
 
-def check_buildable(entries: Sequence[Entry], recipes: Path) -> None:
-    """Raise ``SelectionError`` naming every entry that this kiln cannot build here."""
-    refused = [r for r in (_refusal(e, recipes) for e in entries) if r is not None]
+def check_buildable(entries: Sequence[Entry], recipes: Path, *,
+                    on_ci_runner: bool = False) -> None:
+    """Raise ``SelectionError`` naming every entry that this kiln cannot build here.
+
+    ``on_ci_runner``: the caller runs on the entry's own CI runner / container (the generated
+    release workflow passes ``--on-ci-runner``), so ci-only entries are not refused for where
+    they are; they still need a recipe for their backend."""
+    refused = [r for r in (_refusal(e, recipes, on_ci_runner) for e in entries)
+               if r is not None]
     for e in entries:
-        if e.enabled and e.local and recipe_path(recipes, e.backend).is_file():
+        if e.enabled and (e.local or on_ci_runner) and recipe_path(recipes,
+                                                                     e.backend).is_file():
             name = recipe_for(e, recipes).toolchain
             if name not in TOOLCHAINS:
                 refused.append(f"'{e.id}': recipes/{e.backend}.yaml names toolchain '{name}', "

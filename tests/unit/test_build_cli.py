@@ -125,3 +125,19 @@ def test_github_actions_step_summary(repo_root: Path, tmp_path: Path,
     assert code == 0
     text = summary.read_text()
     assert "### kiln build" in text and "| ubuntu-arm64 | ok | qemu |" in text
+
+
+def test_ci_only_entry_on_its_runner_is_refused_only_for_its_missing_recipe(
+        repo_root: Path) -> None:
+    from kiln.errors import SelectionError
+    from kiln.matrix import load_matrix
+    from kiln.toolchains import check_buildable
+
+    rocm = load_matrix(repo_root / "matrix").get("ubuntu-rocm-7.2-x64")
+    with pytest.raises(SelectionError) as here:
+        check_buildable([rocm], repo_root / "recipes")
+    assert "ci-only" in here.value.message
+    with pytest.raises(SelectionError) as runner:
+        check_buildable([rocm], repo_root / "recipes", on_ci_runner=True)
+    assert "ci-only" not in runner.value.message
+    assert "not buildable by this kiln yet (no recipes/hip.yaml)" in runner.value.message
