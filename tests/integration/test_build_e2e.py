@@ -116,8 +116,16 @@ def test_each_verification_method_for_real(four: dict[str, Any]) -> None:
 def test_archives_and_records(four: dict[str, Any]) -> None:
     out: Path = four["out"]
     names = sorted(p.name for p in out.iterdir() if p.is_file())
-    assert names == sorted([f"ember-b3-bin-{i}.{'zip' if i.startswith('win') else 'tar.gz'}"
-                            + suffix for i in FOUR for suffix in ("", ".json")])
+    archives = [f"ember-b3-bin-{i}.{'zip' if i.startswith('win') else 'tar.gz'}" for i in FOUR]
+    # Each entry's wheel comes from the same staged tree, with its record beside it.
+    wheels = ["ember-0.0.3-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+              "ember-0.0.3-py3-none-manylinux_2_17_s390x.manylinux2014_s390x.whl",
+              "ember-0.0.3-py3-none-win_amd64.whl",
+              "ember-0.0.3-py3-none-macosx_11_0_arm64.whl"]
+    assert names == sorted(a + suffix for a in (*archives, *wheels) for suffix in ("", ".json"))
+    for w in wheels:
+        record = read_record(out / f"{w}.json")
+        assert record.kind == "wheel" and record.verification.ok
     for i in FOUR:
         record = read_record(out / f"{four['by_id'][i]['asset'].rsplit('/', 1)[-1]}.json")
         assert record.entry_id == i and record.verification.ok and record.build_number == 3
