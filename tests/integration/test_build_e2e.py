@@ -21,10 +21,13 @@ import sys
 import tarfile
 import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from kiln.manifest import read_record
 
@@ -64,9 +67,30 @@ def snapshot(dest: Path) -> Path:
     return dest
 
 
+def _run_id() -> str:
+    """One id per pytest run, the same in every xdist worker."""
+    return os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid-{os.getpid()}"
+
+
+@contextmanager
+def _once_per_run(name: str) -> Iterator[bool]:
+    """Serialise a shared step across xdist workers; yields whether this run still has to do
+    it (the work directory is shared, so two workers must never snapshot or build at once)."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(WORK / f"{name}.lock")):
+        stamp = WORK / f"{name}.run"
+        todo = not (stamp.is_file() and stamp.read_text() == _run_id())
+        yield todo
+        if todo:
+            stamp.write_text(_run_id())
+
+
 @pytest.fixture(scope="module")
 def snap() -> Path:
-    return snapshot(WORK / "repo")
+    with _once_per_run("snap") as todo:
+        if todo:
+            snapshot(WORK / "repo")
+    return WORK / "repo"
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +112,15 @@ def kiln(args: list[str], repo: Path, cache: Path, *,
 @pytest.fixture(scope="module")
 def four(snap: Path, cache: Path) -> dict[str, Any]:
     out = WORK / "out-four"
-    shutil.rmtree(out, ignore_errors=True)
-    done = kiln([*FOUR, "--out", str(out), "--json", "--build-number", "3"], snap, cache)
-    assert done.returncode == 0, done.stdout + done.stderr
-    data: dict[str, Any] = json.loads(done.stdout)
+    saved = WORK / "four.json"
+    with _once_per_run("four") as todo:
+        if todo:
+            shutil.rmtree(out, ignore_errors=True)
+            done = kiln([*FOUR, "--out", str(out), "--json", "--build-number", "3"], snap,
+                        cache)
+            assert done.returncode == 0, done.stdout + done.stderr
+            saved.write_text(done.stdout)
+    data: dict[str, Any] = json.loads(saved.read_text())
     data["out"] = out
     data["by_id"] = {r["entry_id"]: r for r in data["results"]}
     return data

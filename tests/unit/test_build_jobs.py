@@ -128,6 +128,9 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(kiln.build, "_source_tree_hash", lambda repo, sub, env: "s" * 64)
     monkeypatch.setattr(kiln.build, "_tool_versions",
                         lambda env: (("cmake", "3.25.1"), ("ninja", "1.11.1")))
+    # Wheels are made from the staged tree by kiln.wheel (tested in test_wheel*.py and, wired
+    # into real builds, in tests/integration/test_build_e2e.py); these fake trees have no wheel.
+    monkeypatch.setattr(kiln.build, "build_wheel", lambda *args, **kwargs: None)
     toolchain = FakeToolchain()
     monkeypatch.setitem(kiln.build.TOOLCHAINS, "zig", toolchain)
     programs = FakePrograms()
