@@ -141,3 +141,15 @@ def test_ci_only_entry_on_its_runner_is_refused_only_for_its_missing_recipe(
         check_buildable([rocm], repo_root / "recipes", on_ci_runner=True)
     assert "ci-only" not in runner.value.message
     assert "not buildable by this kiln yet (no recipes/hip.yaml)" in runner.value.message
+
+
+def test_refusal_says_why_an_entry_cannot_be_built_here(repo_root: Path) -> None:
+    from kiln.matrix import load_matrix
+    from kiln.toolchains import refusal
+
+    m = load_matrix(repo_root / "matrix")
+    assert refusal(m.get("ubuntu-x64"), repo_root / "recipes") is None
+    why = refusal(m.get("ubuntu-rocm-7.2-x64"), repo_root / "recipes")
+    assert why is not None and "ci-only" in why
+    why = refusal(m.get("macos-arm64-kleidiai"), repo_root / "recipes")
+    assert why is not None and "disabled" in why
