@@ -31,6 +31,7 @@ __all__ = [
     "ToolchainPaths",
     "check_buildable",
     "recipe_for",
+    "refusal",
 ]
 
 
@@ -54,6 +55,17 @@ def _refusal(entry: Entry, recipes: Path, on_ci_runner: bool = False) -> str | N
         return (f"'{entry.id}': backend {entry.backend_label} is not buildable by this kiln "
                 f"yet (no recipes/{entry.backend}.yaml)")
     return None
+
+
+def refusal(entry: Entry, recipes: Path) -> str | None:
+    """Why this kiln cannot build ``entry`` on this host, or ``None`` when it can."""
+    why = _refusal(entry, recipes)
+    if why is None and recipe_path(recipes, entry.backend).is_file():
+        name = recipe_for(entry, recipes).toolchain
+        if name not in TOOLCHAINS:
+            why = (f"'{entry.id}': recipes/{entry.backend}.yaml names toolchain '{name}', "
+                   "which this kiln does not have")
+    return why
 
 
 def check_buildable(entries: Sequence[Entry], recipes: Path, *,
