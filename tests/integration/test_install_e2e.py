@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -104,7 +105,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 del srv.faults[path.name]
             self.wfile.write(body[:max(1, len(body) // 3)])
             self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)
+            # Let the client take the partial body, then end the stream with a FIN (not a
+            # reset, which can discard bytes already sent): a short read, as a dying server
+            # gives, so the installer must resume with a Range request.
+            time.sleep(0.3)
+            self.connection.shutdown(socket.SHUT_WR)
             self.close_connection = True
             return
         self.wfile.write(body)
