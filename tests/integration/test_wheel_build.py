@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from kiln.errors import CommandFailed
 from kiln.manifest import Verification, read_record, record_for, write_record
@@ -80,6 +81,15 @@ def stage_for(entry_id: str, cache: Path) -> Path:
     entry = MATRIX.get(entry_id)
     target = entry.zig_target
     root = cache / f"{entry.os}-{entry.arch}-{_sources_key(target)}"
+    # Tests on several xdist workers (wheels, index, Conan) ask for the same stages: one
+    # builds while the others wait, then reuse it.
+    with FileLock(str(root) + ".lock"):
+        return _build_stage(entry_id, root)
+
+
+def _build_stage(entry_id: str, root: Path) -> Path:
+    entry = MATRIX.get(entry_id)
+    target = entry.zig_target
     stage = root / "stage"
     if (root / "complete").is_file():
         return stage
