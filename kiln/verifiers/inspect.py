@@ -28,13 +28,14 @@ from pathlib import Path
 
 from kiln.matrix import Entry
 from kiln.toolchains.recipe import VerifySpec
-from kiln.verifiers.base import Check, ToolNeed, VerifyContext, VerifyReport
+from kiln.verifiers.base import Check, ToolNeed, VerifyContext, VerifyReport, log_line
 
 __all__ = [
     "BinaryFacts",
     "InspectVerifier",
     "check_facts",
     "check_host_paths",
+    "inspect_first",
     "inspect_stage",
     "read_facts",
 ]
@@ -317,6 +318,15 @@ class InspectVerifier:
         checks = inspect_stage(ctx)
         return VerifyReport(entry_id=ctx.entry.id, method=self.method,
                             checks=tuple(compact(checks, ctx.entry)))
+
+
+def inspect_first(ctx: VerifyContext) -> list[Check]:
+    """What the run verifiers (native, qemu, wine) start with: every inspect check, each
+    logged to the entry's log, then compacted for the report; run checks are appended."""
+    checks = inspect_stage(ctx)
+    for c in checks:
+        log_line(ctx, f"inspect {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+    return compact(checks, ctx.entry)
 
 
 def compact(checks: Sequence[Check], entry: Entry) -> list[Check]:

@@ -20,11 +20,10 @@ from kiln.verifiers.base import (
     VerifyContext,
     VerifyReport,
     exe_name,
-    log_line,
     model_check,
     run_and_compare,
 )
-from kiln.verifiers.inspect import compact, inspect_stage
+from kiln.verifiers.inspect import inspect_first
 
 __all__ = ["QemuVerifier"]
 
@@ -49,10 +48,7 @@ class QemuVerifier:
 
     def verify(self, ctx: VerifyContext) -> VerifyReport:
         entry = ctx.entry
-        checks = inspect_stage(ctx)
-        for c in checks:
-            log_line(ctx, f"inspect {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-        out = compact(checks, entry)
+        out = inspect_first(ctx)
         ids = None
         q = ctx.spec.qemu_for(entry.arch)
         model, problem = model_check(ctx)

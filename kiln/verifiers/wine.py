@@ -23,11 +23,10 @@ from kiln.verifiers.base import (
     VerifyContext,
     VerifyReport,
     exe_name,
-    log_line,
     model_check,
     run_and_compare,
 )
-from kiln.verifiers.inspect import compact, inspect_stage
+from kiln.verifiers.inspect import inspect_first
 
 __all__ = ["WineVerifier", "windows_path"]
 
@@ -45,10 +44,7 @@ class WineVerifier:
 
     def verify(self, ctx: VerifyContext) -> VerifyReport:
         entry = ctx.entry
-        checks = inspect_stage(ctx)
-        for c in checks:
-            log_line(ctx, f"inspect {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-        out = compact(checks, entry)
+        out = inspect_first(ctx)
         ids = None
         model, problem = model_check(ctx)
         if entry.os != "windows" or entry.arch != "x86_64":
