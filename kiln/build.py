@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 SOURCE_DIR = "runtime"
-RUN_METHODS = ("native", "qemu", "wine")
+RUN_METHODS = ("native", "qemu", "wine", "openvino-cpu", "lavapipe")
 HOST_TOOLS = ("cmake", "ninja", "ccache", "git")
 # What the build programs inherit from the caller's environment; everything else (CC, CFLAGS,
 # LDFLAGS, CMAKE_*, ZIG_*, CCACHE_*) is dropped so that builds are the same for everyone.
@@ -340,7 +340,7 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
                         model=s.model, reference_ids=None if ref is None else ref.ids,
                         reference_error=None if ref is None else ref.error,
                         host_paths=s.host_paths, wine_root=s.layout.wine,
-                        host_arch=s.host_arch)
+                        host_arch=s.host_arch, extra={"toolchains": str(s.layout.toolchains)})
     report = verifier.verify(ctx)
     _log(log, f"verification ({report.method}): {'ok' if report.ok else 'FAILED'}: "
               f"{report.detail}")
@@ -502,7 +502,7 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
                parallel: int, console: Console, cache_dir: Path | None = None,
                layout: CacheLayout | None = None, log_dir: Path | None = None,
                matrix: Matrix | None = None, python: str | None = None,
-               quiet: bool = False) -> BuildSummary:
+               quiet: bool = False, on_ci_runner: bool = False) -> BuildSummary:
     """Build, verify and package ``jobs``; see the module docstring.
 
     ``env`` is the caller's environment (parsed at the CLI edge): the build programs get a
@@ -510,6 +510,8 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     ``cache_dir`` (``check_reproducible`` builds with fresh caches that way). Raises before
     building anything for what cannot work (``SelectionError``, ``ToolMissing``,
     ``ConfigError``); afterwards each job's failure is in its ``BuildResult``.
+    ``on_ci_runner``: this is the entries' own CI runner (``kiln build --on-ci-runner``), so
+    ci-only entries are built, not refused.
     """
     t_start = time.monotonic()
     jobs = tuple(jobs)
@@ -523,7 +525,7 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     if not (source / "CMakeLists.txt").is_file():
         raise ConfigError(f"{source}/CMakeLists.txt not found",
                           hint="run kiln build in a checkout of the repository")
-    check_buildable([j.entry for j in jobs], recipes)
+    check_buildable([j.entry for j in jobs], recipes, on_ci_runner=on_ci_runner)
     spec = load_verify_spec(recipes)
     base_env = build_env(env)
     ref_id = spec.run.reference

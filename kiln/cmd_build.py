@@ -124,7 +124,7 @@ def cmd_build(ctx: Context) -> int:
     with _sigterm_as_interrupt():
         summary = build_jobs(jobs, repo=repo, out=out, env=ctx.env, parallel=a.jobs,
                              console=ctx.console, layout=layout, matrix=matrix,
-                             quiet=a.json)
+                             quiet=a.json, on_ci_runner=a.on_ci_runner)
         repro: tuple[ReproResult, ...] = ()
         if a.check_reproducible and summary.ok:
             if not a.json:

@@ -466,10 +466,15 @@ _RULES: tuple[_Rule, ...] = (
     (lambda e: e["verify"] == "openvino-cpu" and e["backend"] != "openvino",
      "verify", "the OpenVINO CPU plugin runs OpenVINO builds only (backend is {backend})",
      "use native"),
-    (lambda e: e["verify"] in ("lavapipe", "pocl", "openvino-cpu")
+    (lambda e: e["verify"] in ("pocl", "openvino-cpu")
      and (e["os"] != "linux" or e["arch"] != "x86_64"),
      "verify", "{verify} runs on the Linux x86_64 host only (this is {os}/{arch})",
      "use inspect"),
+    # lavapipe also runs Windows x86_64 Vulkan builds, under wine (kiln/verifiers/lavapipe.py)
+    (lambda e: e["verify"] == "lavapipe"
+     and (e["os"], e["arch"]) not in (("linux", "x86_64"), ("windows", "x86_64")),
+     "verify", "lavapipe runs Linux x86_64 builds, and Windows x86_64 ones under wine "
+     "(this is {os}/{arch})", "use inspect"),
     (lambda e: e["os"] == "windows" and e["archive"] != "zip",
      "archive", "Windows assets are zip archives", "set archive: zip"),
     (lambda e: e["os"] != "windows" and e["archive"] != "tar.gz",

@@ -7,6 +7,8 @@ One module per method in ``kiln/verifiers/`` behind the ``Verifier`` protocol, r
 - ``qemu``: runs it under qemu-user (aarch64, s390x; glibc builds with ``-L`` the Debian
   cross sysroot, static musl builds without);
 - ``wine``: runs the Windows x86_64 build under wine;
+- ``lavapipe``: runs a Vulkan build's ember-cli with ``--backend vulkan`` on Mesa's lavapipe
+  (Linux x86_64 directly, Windows x86_64 under wine, Linux aarch64 under qemu-aarch64);
 - ``inspect``: checks what cannot be run here (format and machine, macOS minimum version and
   code signature, highest GLIBC_x.y symbol version, needed libraries against an allow-list,
   no absolute paths of the build host).
@@ -33,7 +35,9 @@ from kiln.verifiers.base import (
     parse_cli_json,
 )
 from kiln.verifiers.inspect import InspectVerifier
+from kiln.verifiers.lavapipe import LavapipeVerifier
 from kiln.verifiers.native import NativeVerifier
+from kiln.verifiers.openvino_cpu import OpenvinoCpuVerifier
 from kiln.verifiers.qemu import QemuVerifier
 from kiln.verifiers.wine import WineVerifier
 
@@ -52,7 +56,8 @@ __all__ = [
 ]
 
 VERIFIERS: dict[str, Verifier] = {
-    v.method: v for v in (NativeVerifier(), QemuVerifier(), WineVerifier(), InspectVerifier())
+    v.method: v for v in (NativeVerifier(), QemuVerifier(), WineVerifier(), InspectVerifier(),
+                          OpenvinoCpuVerifier(), LavapipeVerifier())
 }
 
 

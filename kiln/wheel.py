@@ -21,8 +21,10 @@ Tags. The binding is plain Python over ctypes, so every wheel is ``py3-none-<pla
 Entries without a wheel (``no_wheel_reason`` says why): Android, whose build is a static musl
 executable with no shared library for a Python on Android (PEP 738's ``android_24_arm64_v8a``
 tag needs an NDK build of ``libember.so`` against bionic, which zig cannot make); and Linux
-builds above the manylinux2014 floor (openEuler's glibc 2.28): their manylinux_2_28 wheel would
-duplicate, and on newer systems shadow, the manylinux_2_17 wheel of the same architecture.
+CPU builds above the manylinux2014 floor (openEuler's glibc 2.28): their manylinux_2_28 wheel
+would duplicate, and on newer systems shadow, the manylinux_2_17 wheel of the same architecture.
+A GPU build above the floor (SYCL, linked in the glibc 2.39 oneAPI image) gets its own
+``manylinux_2_39`` wheel: its index path is its own, so it shadows nothing.
 
 Versions. ``0.0.<N>`` for tag ``b<N>``: ember has no release series of its own yet, the build
 number only grows, and PEP 440 sorts ``0.0.N`` numerically. GPU builds cannot be told apart by
@@ -175,7 +177,7 @@ def no_wheel_reason(entry: Entry) -> str | None:
     if entry.os == "linux":
         if entry.libc != "glibc":
             return f"no manylinux tag for libc {entry.libc}"
-        if entry.libc_floor != MANYLINUX_FLOOR:
+        if entry.libc_floor != MANYLINUX_FLOOR and entry.backend == "cpu":
             return (f"Linux wheels come from the glibc {MANYLINUX_FLOOR} builds "
                     f"(manylinux_2_17); a glibc {entry.libc_floor} wheel would duplicate them "
                     "and shadow them on newer systems")
@@ -227,9 +229,13 @@ def wheel_target(entry: Entry) -> WheelTarget | None:
         return None
     macos_min: tuple[int, int] | None = None
     if entry.os == "linux":
-        major, minor = MANYLINUX_FLOOR.split(".")
-        tags: tuple[str, ...] = (f"manylinux_{major}_{minor}_{entry.arch}",
-                                 f"manylinux2014_{entry.arch}")
+        # a GPU build above the floor (SYCL, built in a newer image) has an index path of its
+        # own, so its manylinux_<floor> wheel shadows nothing
+        floor = entry.libc_floor or MANYLINUX_FLOOR
+        major, minor = floor.split(".")
+        tags: tuple[str, ...] = (f"manylinux_{major}_{minor}_{entry.arch}",)
+        if floor == MANYLINUX_FLOOR:
+            tags += (f"manylinux2014_{entry.arch}",)
     elif entry.os == "macos":
         assert entry.min_os is not None
         macos_min = _macos_version(entry.min_os)

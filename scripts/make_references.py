@@ -22,9 +22,15 @@ logits; with ``--determinism`` it also compares, for a few models, 1 vs 2 thread
 plain reads and repacked vs plain weights (``use_extra_bufts``), and writes
 ``tests/runtime/data/determinism.json``.
 
+``--no-repack`` makes the same files with ``use_extra_bufts=false`` (plain ggml kernels, no
+Q4_0/Q4_K repacking) under ``references/no_repack/`` for the models where that changes the
+numbers: a runtime that implements ggml's plain vec_dot kernels but not the repacked layouts
+is tested against those.
+
 Usage::
 
     python scripts/make_references.py [--cache DIR] [--only STEM ...] [--determinism]
+    python scripts/make_references.py --no-repack
 """
 
 from __future__ import annotations
@@ -62,14 +68,18 @@ PEER = {
     "llama_cpp_version": "0.5.0-dev",
     "llama_cpp_build_number": None,
     "ggml_version": "0.25.3",
-    "build": ("CMAKE_ARGS='-DGGML_NATIVE=ON \"-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 "
-              "-mno-amx-bf16\" \"-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16\"' "
-              "pip wheel --no-deps llama-cpp-python==0.3.36 (from the sdist; gcc 12.2, "
-              "-march=native, OpenMP)"),
-    "build_note": ("AMX is compiled out: on the Sapphire-Rapids-class build host the AMX extra "
-                   "buffer type of this llama.cpp segfaults in ggml_backend_amx_mul_mat "
-                   "(ldtilecfg on an OpenMP worker thread; upstream llama.cpp issue #20824, "
-                   "PR #26954), and AMX kernels exist on few machines anyway."),
+    "build": (
+        "CMAKE_ARGS='-DGGML_NATIVE=ON \"-DCMAKE_C_FLAGS=-mno-amx-tile -mno-amx-int8 "
+        '-mno-amx-bf16" "-DCMAKE_CXX_FLAGS=-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"\' '
+        "pip wheel --no-deps llama-cpp-python==0.3.36 (from the sdist; gcc 12.2, "
+        "-march=native, OpenMP)"
+    ),
+    "build_note": (
+        "AMX is compiled out: on the Sapphire-Rapids-class build host the AMX extra "
+        "buffer type of this llama.cpp segfaults in ggml_backend_amx_mul_mat "
+        "(ldtilecfg on an OpenMP worker thread; upstream llama.cpp issue #20824, "
+        "PR #26954), and AMX kernels exist on few machines anyway."
+    ),
 }
 
 # What the CPU backend of this llama.cpp does with each weight type on x86-64 with AVX2/AVX512
@@ -84,10 +94,23 @@ KERNELS_NOTE = (
     "the weight type's vec_dot_type (Q8_0, Q8_1 or Q8_K; F16/BF16 for half types)."
 )
 
-REGENERATE = ("python scripts/models.py fetch && python scripts/models.py quantize && "
-              "python scripts/make_tiny_model.py && python scripts/make_references.py")
+REGENERATE = (
+    "python scripts/models.py fetch && python scripts/models.py quantize && "
+    "python scripts/make_tiny_model.py && python scripts/make_references.py"
+)
 
 N_PREDICT = 48
+
+# Models with tensors this llama.cpp repacks on x86-64 (Q4_0 -> q4_0_8x8, Q4_K -> q4_K_8x8):
+# the only ones whose numbers change with use_extra_bufts, hence the --no-repack set.
+REPACKED_STEMS = (
+    "smollm2-135m-q4_0",
+    "smollm2-135m-q4_k_m",
+    "tiny-gpt2-q4_0",
+    "tiny-gpt2-q4_k_m",
+    "tiny-spm-q4_0",
+    "tiny-spm-q4_k_m",
+)
 TOP_K = 40
 
 # Each prompt stresses one part of the tokenizer or the model; keep names stable, tests key
@@ -102,19 +125,29 @@ PROMPTS: dict[str, str] = {
         "        a, b = b, a + b\n"
         "    return a\n"
     ),
-    "unicode": ("Grüße aus Köln! Ça va? 日本語のテキストと中文句子。"
-                "Emoji: 🚀🔥👍🏽 naïve café — “quoted” …"),
-    "digits": ("Call 555-0123 or 1234567890; pi is 3.14159265358979 and the year 2025 "
-               "had 365 days, 8760 hours and 1,000,000 visitors."),
-    "chat": ("<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
-             "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
-             "<|im_start|>assistant\n"),
-    "whitespace": ("  two leading spaces\n\n\ttab\tseparated\tvalues\n"
-                   "    indented   runs   \n\n\nend "),
-    "punctuation": ("Wait... what?! (Yes; no.) [a/b] {c: d} <e> @f #g $h %i ^j &k *l ~m "
-                    "`n` 'o' \"p\" -- q_r+s=t|u\\v"),
-    "mixed_case": ("HTTPServer parses camelCase, PascalCase, snake_case and SCREAMING_CASE; "
-                   "McDonald's iPhone XML-RPC eBay."),
+    "unicode": (
+        "Grüße aus Köln! Ça va? 日本語のテキストと中文句子。Emoji: 🚀🔥👍🏽 naïve café — “quoted” …"
+    ),
+    "digits": (
+        "Call 555-0123 or 1234567890; pi is 3.14159265358979 and the year 2025 "
+        "had 365 days, 8760 hours and 1,000,000 visitors."
+    ),
+    "chat": (
+        "<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n"
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    ),
+    "whitespace": (
+        "  two leading spaces\n\n\ttab\tseparated\tvalues\n    indented   runs   \n\n\nend "
+    ),
+    "punctuation": (
+        "Wait... what?! (Yes; no.) [a/b] {c: d} <e> @f #g $h %i ^j &k *l ~m "
+        "`n` 'o' \"p\" -- q_r+s=t|u\\v"
+    ),
+    "mixed_case": (
+        "HTTPServer parses camelCase, PascalCase, snake_case and SCREAMING_CASE; "
+        "McDonald's iPhone XML-RPC eBay."
+    ),
     "paragraph": (
         "Once upon a time, in a small village by the sea, there lived an old fisherman who "
         "went out every morning before sunrise. He knew the winds and the tides better than "
@@ -216,8 +249,10 @@ class Peer:
         self.settings = settings
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = settings.n_gpu_layers
-        mparams.load_mode = {"mmap": llama_cpp.LLAMA_LOAD_MODE_MMAP,
-                             "none": llama_cpp.LLAMA_LOAD_MODE_NONE}[settings.load_mode]
+        mparams.load_mode = {
+            "mmap": llama_cpp.LLAMA_LOAD_MODE_MMAP,
+            "none": llama_cpp.LLAMA_LOAD_MODE_NONE,
+        }[settings.load_mode]
         mparams.lazy_mode = llama_cpp.LLAMA_LAZY_MODE_OFF
         mparams.use_extra_bufts = settings.use_extra_bufts
         with logs.capture() as load_log:
@@ -232,8 +267,10 @@ class Peer:
             cparams.n_threads_batch = settings.n_threads_batch
             cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             cparams.no_perf = True
-            if GGML_TYPE_NAMES[cparams.type_k] != settings.type_k or \
-                    GGML_TYPE_NAMES[cparams.type_v] != settings.type_v:
+            if (
+                GGML_TYPE_NAMES[cparams.type_k] != settings.type_k
+                or GGML_TYPE_NAMES[cparams.type_v] != settings.type_v
+            ):
                 raise RuntimeError("llama.cpp's default KV cache type is no longer F16")
             self.ctx = llama_cpp.llama_init_from_model(self.model, cparams)
             if not self.ctx:
@@ -258,8 +295,15 @@ class Peer:
         raw = text.encode("utf-8")
         cap = len(raw) + 16
         arr = (self.lib.llama_token * cap)()
-        n = self.lib.llama_tokenize(self.vocab, raw, len(raw), arr, cap,
-                                    self.settings.add_special, self.settings.parse_special)
+        n = self.lib.llama_tokenize(
+            self.vocab,
+            raw,
+            len(raw),
+            arr,
+            cap,
+            self.settings.add_special,
+            self.settings.parse_special,
+        )
         if n < 0:
             raise RuntimeError(f"tokenize needs {-n} slots")
         return list(arr[:n])
@@ -363,8 +407,9 @@ def cpu_description() -> dict[str, Any]:
     except OSError:
         pass
     info = llama_cpp.llama_print_system_info().decode()
-    features = [part.split("=")[0].strip() for part in info.split("|")
-                if part.strip().endswith("= 1")]
+    features = [
+        part.split("=")[0].strip() for part in info.split("|") if part.strip().endswith("= 1")
+    ]
     features = [f.removeprefix("CPU :").strip() for f in features]
     return {"cpu": model_name, "system_info": info.strip(), "compiled_features": features}
 
@@ -380,21 +425,33 @@ class ModelFile:
 
 def discover(cache: Path, only: list[str]) -> list[ModelFile]:
     """All SmolLM2 variants in the cache plus every tiny model, optionally filtered by stem."""
-    found = [ModelFile(cache / models.variant_name(models.BASE_NAME, t),
-                       models.variant_name(models.BASE_NAME, t), tiny=False)
-             for t in models.FTYPES]
+    found = [
+        ModelFile(
+            cache / models.variant_name(models.BASE_NAME, t),
+            models.variant_name(models.BASE_NAME, t),
+            tiny=False,
+        )
+        for t in models.FTYPES
+    ]
     found += [ModelFile(p, f"tiny/{p.name}", tiny=True) for p in sorted(TINY_DIR.glob("*.gguf"))]
     if only:
         found = [m for m in found if m.path.stem in only]
     missing = [str(m.path) for m in found if not m.path.exists()]
     if missing:
-        raise SystemExit("missing model files (run scripts/models.py fetch/quantize and "
-                         "scripts/make_tiny_model.py):\n  " + "\n  ".join(missing))
+        raise SystemExit(
+            "missing model files (run scripts/models.py fetch/quantize and "
+            "scripts/make_tiny_model.py):\n  " + "\n  ".join(missing)
+        )
     return found
 
 
-def reference_for(model: ModelFile, settings: Settings, logs: LogCapture,
-                  records: dict[str, dict[str, object]], cpu: dict[str, Any]) -> dict[str, Any]:
+def reference_for(
+    model: ModelFile,
+    settings: Settings,
+    logs: LogCapture,
+    records: dict[str, dict[str, object]],
+    cpu: dict[str, Any],
+) -> dict[str, Any]:
     """Build the whole JSON document for one model file."""
     sha = models.sha256_file(model.path)
     recorded = records.get(model.key, {})
@@ -403,8 +460,11 @@ def reference_for(model: ModelFile, settings: Settings, logs: LogCapture,
     peer = Peer(model.path, settings, logs)
     try:
         spm = peer.lib.llama_vocab_type(peer.vocab) == 1
-        prompts = [run_prompt(peer, name, text, full_logits=model.tiny)
-                   for name, text in PROMPTS.items() if not (spm and name in SPM_SKIP)]
+        prompts = [
+            run_prompt(peer, name, text, full_logits=model.tiny)
+            for name, text in PROMPTS.items()
+            if not (spm and name in SPM_SKIP)
+        ]
         header_model = {
             "file": model.path.name,
             "sha256": sha,
@@ -446,14 +506,14 @@ def run_all(peer: Peer) -> dict[str, tuple[list[int], FloatArray]]:
     return out
 
 
-def compare(a: dict[str, tuple[list[int], FloatArray]],
-            b: dict[str, tuple[list[int], FloatArray]]) -> dict[str, Any]:
+def compare(
+    a: dict[str, tuple[list[int], FloatArray]], b: dict[str, tuple[list[int], FloatArray]]
+) -> dict[str, Any]:
     """Per prompt: same ids? where do they part? how far apart are the first logits?"""
     out: dict[str, Any] = {}
     for name, (ga, fa) in a.items():
         gb, fb = b[name]
-        first_diff = next((i for i, (x, y) in enumerate(zip(ga, gb, strict=True)) if x != y),
-                          None)
+        first_diff = next((i for i, (x, y) in enumerate(zip(ga, gb, strict=True)) if x != y), None)
         out[name] = {
             "ids_identical": ga == gb,
             "first_divergent_step": first_diff,
@@ -495,15 +555,39 @@ def determinism(cache: Path, logs: LogCapture, stems: list[str]) -> dict[str, An
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="SmolLM2 model directory (default: $EMBER_MODELS or "
-                             "~/.cache/ember/models)")
-    parser.add_argument("--only", nargs="*", default=[], metavar="STEM",
-                        help="only these model stems, e.g. smollm2-135m-q4_0 tiny-gpt2-f32")
-    parser.add_argument("--determinism", nargs="*", metavar="STEM", default=None,
-                        help="also compare threads/mmap on these stems "
-                             "(default: smollm2-135m-q4_0 smollm2-135m-q4_k_m "
-                             "smollm2-135m-q8_0 tiny-gpt2-q4_0 tiny-spm-f32)")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="SmolLM2 model directory (default: $EMBER_MODELS or ~/.cache/ember/models)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        metavar="STEM",
+        help="only these model stems, e.g. smollm2-135m-q4_0 tiny-gpt2-f32",
+    )
+    parser.add_argument(
+        "--determinism",
+        nargs="*",
+        metavar="STEM",
+        default=None,
+        help="also compare threads/mmap/repacking on these stems "
+        "(default: smollm2-135m-q4_0 smollm2-135m-q4_k_m "
+        "smollm2-135m-q8_0 tiny-gpt2-q4_0 tiny-spm-f32)",
+    )
+    parser.add_argument(
+        "--determinism-only",
+        action="store_true",
+        help="skip the reference files, only run --determinism",
+    )
+    parser.add_argument(
+        "--no-repack",
+        action="store_true",
+        help="use_extra_bufts=false, written to references/no_repack/ "
+        f"(default models: {' '.join(REPACKED_STEMS)})",
+    )
     args = parser.parse_args(argv)
     cache: Path = args.cache or models.default_cache_dir()
 
@@ -512,20 +596,30 @@ def main(argv: list[str] | None = None) -> int:
     llama_cpp.llama_backend_init()
     logs = LogCapture()
     cpu = cpu_description()
-    settings = Settings()
+    settings = Settings(use_extra_bufts=not args.no_repack)
+    out_dir = REF_DIR / "no_repack" if args.no_repack else REF_DIR
+    regenerate = REGENERATE + (" --no-repack" if args.no_repack else "")
+    only = args.only or (list(REPACKED_STEMS) if args.no_repack else [])
     records = models.load_records()
-    for model in discover(cache, args.only):
+    for model in [] if args.determinism_only else discover(cache, only):
         t0 = time.monotonic()
         doc = reference_for(model, settings, logs, records, cpu)
-        out = REF_DIR / f"{model.path.stem}.json"
-        write_json(out, doc)
+        doc["regenerate"] = regenerate
+        write_json(out_dir / f"{model.path.stem}.json", doc)
         repeats = all(p["repeat_identical"] for p in doc["prompts"])
-        print(f"{model.path.name}: {len(doc['prompts'])} prompts, repeat identical={repeats}, "
-              f"{time.monotonic() - t0:.1f}s, kernels={doc['kernels']['repacked_tensors']}",
-              flush=True)
-    if args.determinism is not None:
-        stems = args.determinism or ["smollm2-135m-q4_0", "smollm2-135m-q4_k_m",
-                                     "smollm2-135m-q8_0", "tiny-gpt2-q4_0", "tiny-spm-f32"]
+        print(
+            f"{model.path.name}: {len(doc['prompts'])} prompts, repeat identical={repeats}, "
+            f"{time.monotonic() - t0:.1f}s, kernels={doc['kernels']['repacked_tensors']}",
+            flush=True,
+        )
+    if args.determinism is not None or args.determinism_only:
+        stems = args.determinism or [
+            "smollm2-135m-q4_0",
+            "smollm2-135m-q4_k_m",
+            "smollm2-135m-q8_0",
+            "tiny-gpt2-q4_0",
+            "tiny-spm-f32",
+        ]
         doc = {"peer": {**PEER, **cpu}, **determinism(cache, logs, stems)}
         # not under references/: every JSON there is read as one model's reference
         write_json(DETERMINISM_JSON, doc)

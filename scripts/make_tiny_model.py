@@ -203,8 +203,11 @@ def gpt2_byte_to_unicode() -> dict[int, str]:
     Printable Latin-1 bytes map to themselves; the other 68 bytes (controls, space, ...) map
     to U+0100 onwards in byte order, so every byte string has a whitespace-free spelling.
     """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-            *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
     table: dict[int, str] = {}
     extra = 0
     for b in range(256):
@@ -218,9 +221,7 @@ def gpt2_byte_to_unicode() -> dict[int, str]:
 
 # An approximation of the smollm pre-tokenizer (digits split one by one, then the GPT-2
 # pattern) in Python's ``re``, which lacks \p{L}: good enough to decide what may be merged.
-_PRETOKENIZE = re.compile(
-    r"\d|'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+"
-)
+_PRETOKENIZE = re.compile(r"\d|'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
 
 @dataclass
@@ -288,8 +289,7 @@ def gpt2_vocab() -> Vocab:
     """Specials first (ids 0-2, as in SmolLM2), then the 256 byte tokens, then merges."""
     b2u = gpt2_byte_to_unicode()
     byte_tokens = [b2u[b] for b in range(256)]
-    words = [tuple(b2u[b] for b in piece.encode("utf-8"))
-             for piece in _PRETOKENIZE.findall(CORPUS)]
+    words = [tuple(b2u[b] for b in piece.encode("utf-8")) for piece in _PRETOKENIZE.findall(CORPUS)]
     n_new = N_VOCAB - len(GPT2_SPECIALS) - len(byte_tokens)
     bpe = train_bpe(words, set(byte_tokens), n_new)
     tokens = GPT2_SPECIALS + byte_tokens + bpe.new_tokens
@@ -319,11 +319,16 @@ def spm_vocab() -> Vocab:
     n_new = N_VOCAB - len(SPM_SPECIALS) - len(byte_tokens) - len(alphabet)
     bpe = train_bpe(words, set(alphabet), n_new)
     tokens = SPM_SPECIALS + byte_tokens + bpe.new_tokens + alphabet
-    types = ([TT_UNKNOWN, TT_CONTROL, TT_CONTROL] + [TT_BYTE] * 256
-             + [TT_NORMAL] * (len(bpe.new_tokens) + len(alphabet)))
-    scores = ([0.0] * (len(SPM_SPECIALS) + 256)
-              + [-float(i) for i in range(len(bpe.new_tokens))]
-              + [-float(len(bpe.new_tokens) + i) for i in range(len(alphabet))])
+    types = (
+        [TT_UNKNOWN, TT_CONTROL, TT_CONTROL]
+        + [TT_BYTE] * 256
+        + [TT_NORMAL] * (len(bpe.new_tokens) + len(alphabet))
+    )
+    scores = (
+        [0.0] * (len(SPM_SPECIALS) + 256)
+        + [-float(i) for i in range(len(bpe.new_tokens))]
+        + [-float(len(bpe.new_tokens) + i) for i in range(len(alphabet))]
+    )
     return Vocab(tokens, types, scores, None)
 
 
@@ -366,8 +371,9 @@ def random_weights(rng: np.random.Generator, n_vocab: int, *, tied: bool) -> dic
     return w
 
 
-def write_model(path: Path, name: str, vocab: Vocab, weights: dict[str, FloatArray],
-                *, spm: bool) -> None:
+def write_model(
+    path: Path, name: str, vocab: Vocab, weights: dict[str, FloatArray], *, spm: bool
+) -> None:
     """Write one F32 GGUF atomically with llama-architecture metadata."""
     import gguf  # keep `--help` fast
 
@@ -423,13 +429,13 @@ def build(out_dir: Path) -> list[tuple[str, Path]]:
     made: list[tuple[str, Path]] = []
     gpt2 = gpt2_vocab()
     path = out_dir / "tiny-gpt2-f32.gguf"
-    write_model(path, "tiny-gpt2", gpt2, random_weights(rng, len(gpt2.tokens), tied=True),
-                spm=False)
+    write_model(
+        path, "tiny-gpt2", gpt2, random_weights(rng, len(gpt2.tokens), tied=True), spm=False
+    )
     made.append(("tiny-gpt2", path))
     spm = spm_vocab()
     path = out_dir / "tiny-spm-f32.gguf"
-    write_model(path, "tiny-spm", spm, random_weights(rng, len(spm.tokens), tied=False),
-                spm=True)
+    write_model(path, "tiny-spm", spm, random_weights(rng, len(spm.tokens), tied=False), spm=True)
     made.append(("tiny-spm", path))
     return made
 
@@ -438,10 +444,14 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder")
-    parser.add_argument("--no-quantize", action="store_true",
-                        help="only write the F32 models (no llama_cpp needed)")
-    parser.add_argument("--record", action="store_true",
-                        help="record sha256s and tensor types in tests/runtime/data/models.json")
+    parser.add_argument(
+        "--no-quantize", action="store_true", help="only write the F32 models (no llama_cpp needed)"
+    )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="record sha256s and tensor types in tests/runtime/data/models.json",
+    )
     args = parser.parse_args(argv)
     out_dir: Path = args.out
     made = build(out_dir)
@@ -458,8 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.no_quantize:
             continue
         sub = {k.removeprefix("tiny/"): v for k, v in records.items() if k.startswith("tiny/")}
-        problems += models.make_variants(f32, out_dir, base, None, types, sub,
-                                         record=args.record, force=True)
+        problems += models.make_variants(
+            f32, out_dir, base, None, types, sub, record=args.record, force=True
+        )
         for key, value in sub.items():
             records[f"tiny/{key}"] = value
     if args.record:

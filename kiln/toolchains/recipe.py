@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 RECIPE_KEYS = ("toolchain", "cmake", "cmake_os", "cflags", "ldflags", "ldflags_os", "mcpu")
-VERIFY_KEYS = ("run", "qemu", "allowed_libraries")
+VERIFY_KEYS = ("run", "qemu", "allowed_libraries", "backend_libraries")
 RUN_KEYS = ("models", "prompt", "n_predict", "threads", "timeout_s", "reference")
 QEMU_KEYS = ("program", "sysroot", "sysroot_package")
 
@@ -88,13 +88,17 @@ class VerifySpec:
     run: RunSpec
     qemu: tuple[tuple[str, QemuSpec], ...]
     allowed_libraries: tuple[tuple[str, tuple[str, ...]], ...]
+    # backend -> os -> libraries that backend's binaries may also need (a vendor runtime the
+    # user installs, e.g. SYCL's, which cannot be opened at run time like the others)
+    backend_libraries: tuple[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], ...] = ()
     sha256: str
 
     def qemu_for(self, arch: str) -> QemuSpec | None:
         return dict(self.qemu).get(arch)
 
-    def allowed_for(self, os_name: str) -> tuple[str, ...]:
-        return dict(self.allowed_libraries).get(os_name, ())
+    def allowed_for(self, os_name: str, backend: str | None = None) -> tuple[str, ...]:
+        extra = dict(dict(self.backend_libraries).get(backend or "", ())).get(os_name, ())
+        return dict(self.allowed_libraries).get(os_name, ()) + extra
 
 
 def recipe_path(recipes: Path, backend: str) -> Path:
@@ -203,9 +207,18 @@ def load_verify_spec(recipes: Path) -> VerifySpec:
                                          sysroot=str(spec["sysroot"]),
                                          sysroot_package=str(spec["sysroot_package"]))))
     allowed = data.get("allowed_libraries") or {}
+    per_backend = data.get("backend_libraries") or {}
+    if not isinstance(per_backend, dict) or not all(isinstance(v, dict)
+                                                    for v in per_backend.values()):
+        raise ConfigError(f"{path}: 'backend_libraries' maps a backend to {{os: [libraries]}}",
+                          hint="e.g. backend_libraries: {sycl: {linux: [libsycl.so.8]}}")
     return VerifySpec(
         run=spec_run, qemu=tuple(sorted(qemu)),
         allowed_libraries=tuple(sorted((str(k), _str_list(path, f"allowed_libraries.{k}", v))
                                        for k, v in allowed.items())),
+        backend_libraries=tuple(sorted(
+            (str(b), tuple(sorted((str(k), _str_list(path, f"backend_libraries.{b}.{k}", v))
+                                  for k, v in by_os.items())))
+            for b, by_os in per_backend.items())),
         sha256=digest,
     )

@@ -13,6 +13,12 @@ tests feed them fakes. What is checked, per file in bin/ and lib/:
 - Android (static musl): no program interpreter and no needed library;
 - needed libraries / imported DLLs: ember's own (present in the tree) or on the allow-list in
   ``recipes/verify.yaml``;
+- CUDA entries: the cubins and PTX embedded in the library (found by their own ELF / PTX
+  headers, ``kiln/toolchains/cuda_device.py``) are exactly the entry's ``gpu_targets``, once
+  each; no binary needs a CUDA runtime or toolkit library at link time, and the library names
+  the driver it opens at run time (``libcuda.so.1`` / ``nvcuda.dll``);
+- HIP entries: likewise, the one code-object bundle holds exactly the entry's gfx targets
+  and no ROCm library is needed at link time (``libamdhip64`` is opened at run time);
 - and for every file of the tree: no absolute path of the build host inside.
 """
 
@@ -27,13 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.matrix import Entry
+from kiln.toolchains import cuda_device, hip
 from kiln.toolchains.recipe import VerifySpec
+from kiln.verifiers import opencl_checks
 from kiln.verifiers.base import Check, ToolNeed, VerifyContext, VerifyReport, log_line
 
 __all__ = [
     "BinaryFacts",
     "InspectVerifier",
+    "check_cuda_device_code",
     "check_facts",
+    "check_gpu_runtime_links",
+    "check_hip_device_code",
     "check_host_paths",
     "inspect_first",
     "inspect_stage",
@@ -42,6 +53,16 @@ __all__ = [
 
 GLIBC_RE = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.(\d+))?$")
 FORMAT_FOR_OS = {"linux": "ELF", "android": "ELF", "macos": "MachO", "windows": "PE"}
+# Libraries a GPU build must not need at link time: the backends open their vendor's driver /
+# runtime with dlopen / LoadLibrary, so an archive runs (on the CPU) where none is installed.
+GPU_RUNTIME_LIBS = {
+    "cuda": ("libcuda.so*", "libcudart*", "libnvrtc*", "libcublas*", "nvcuda.dll",
+             "cudart*.dll", "nvrtc*.dll", "cublas*.dll"),
+    "hip": ("libamdhip64*", "libhiprtc*", "librocblas*", "amdhip64*.dll", "hiprtc*.dll"),
+}
+# The driver the backend opens at run time: its name must be in the library.
+GPU_DRIVER = {("cuda", "linux"): "libcuda.so.1", ("cuda", "windows"): "nvcuda.dll",
+              ("hip", "linux"): "libamdhip64.so", ("hip", "windows"): "amdhip64"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,6 +263,81 @@ def check_facts(facts: BinaryFacts, entry: Entry, *, allowed: Sequence[str],
     return out
 
 
+def check_gpu_runtime_links(facts: BinaryFacts, entry: Entry) -> Check | None:
+    """A GPU entry's binary needs no vendor runtime at link time (None for other backends)."""
+    patterns = GPU_RUNTIME_LIBS.get(entry.backend)
+    if patterns is None:
+        return None
+    bad = [lib for lib in facts.libraries
+           if any(fnmatch.fnmatch(lib.rsplit("/", 1)[-1].lower(), p.lower()) for p in patterns)]
+    return Check(name=f"{facts.path}: no {entry.backend} runtime at link time", ok=not bad,
+                 detail="links none of " + ", ".join(patterns) if not bad else
+                 f"links {', '.join(bad)}: the backend must open it at run time "
+                 "(runtime/src/gpu_dl.h), or the archive fails to load without it")
+
+
+def _range(names: Sequence[str]) -> str:
+    return f"{names[0]}..{names[-1]} ({len(names)})" if len(names) > 2 else ", ".join(names)
+
+
+def check_cuda_device_code(scanned: Sequence[tuple[str, cuda_device.DeviceCode]],
+                           entry: Entry, driver_named: Sequence[str] = ()) -> list[Check]:
+    """The device code found in each binary (``scanned``: (path, what scan_device_code found))
+    against the entry's ``gpu_targets``: one binary (the library) carries it, exactly that SM
+    list once each and its PTX; ``driver_named``: the binaries that name the driver."""
+    carriers = [(rel, dc) for rel, dc in scanned if dc.cubins or dc.ptx]
+    if not carriers:
+        return [Check(name="cuda device code", ok=False,
+                      detail="no cubin and no PTX in any binary of bin/ or lib/: the build did "
+                             "not embed runtime/cuda/ember_kernels.cu (EMBER_CUDA_BLOBS unset?)")]
+    out = []
+    for rel, dc in carriers:
+        problems = cuda_device.check_targets(dc, entry.gpu_targets)
+        out.append(Check(name=f"{rel}: cuda device code", ok=not problems,
+                         detail="; ".join(problems) if problems else
+                         f"cubins {_range(dc.cubins)} + PTX {', '.join(dc.ptx) or 'none'}, "
+                         "exactly the matrix's gpu_targets"))
+    if len(carriers) > 1:
+        out.append(Check(name="cuda device code", ok=False,
+                         detail="device code embedded more than once: "
+                                + ", ".join(rel for rel, _ in carriers)))
+    driver = GPU_DRIVER.get((entry.backend, entry.os))
+    if driver is not None:
+        holders = [rel for rel, _ in carriers if rel in driver_named]
+        out.append(Check(name="cuda driver", ok=bool(holders),
+                         detail=f"{', '.join(holders)} opens {driver} at run time" if holders
+                         else f"{driver} is named in no binary that carries device code"))
+    return out
+
+
+def check_hip_device_code(scanned: Sequence[tuple[str, hip.BundleScan]], entry: Entry,
+                          driver_named: Sequence[str] = ()) -> list[Check]:
+    """``check_cuda_device_code`` for HIP: the code-object bundle of the library holds
+    exactly the entry's gfx targets."""
+    carriers = [(rel, sc) for rel, sc in scanned if sc.bundles or sc.compressed]
+    if not carriers:
+        return [Check(name="hip device code", ok=False,
+                      detail="no offload bundle in any binary of bin/ or lib/: the build did "
+                             "not embed runtime/hip/ember_kernels.hip (EMBER_HIP_BLOBS unset?)")]
+    out = []
+    for rel, sc in carriers:
+        problems = hip.check_gfx_targets(sc, entry.gpu_targets)
+        out.append(Check(name=f"{rel}: hip device code", ok=not problems,
+                         detail="; ".join(problems) if problems else
+                         f"code objects {', '.join(sc.gfx)}, exactly the matrix's gpu_targets"))
+    if len(carriers) > 1:
+        out.append(Check(name="hip device code", ok=False,
+                         detail="device code embedded more than once: "
+                                + ", ".join(rel for rel, _ in carriers)))
+    driver = GPU_DRIVER.get((entry.backend, entry.os))
+    if driver is not None:
+        holders = [rel for rel, _ in carriers if rel in driver_named]
+        out.append(Check(name="hip runtime", ok=bool(holders),
+                         detail=f"{', '.join(holders)} opens {driver} at run time" if holders
+                         else f"{driver} is named in no binary that carries device code"))
+    return out
+
+
 def check_host_paths(files: Iterable[tuple[str, bytes]], host_paths: Sequence[str]) -> Check:
     """No absolute path of the build host in any file (UTF-8 or UTF-16LE, as PE strings)."""
     needles = []
@@ -272,9 +368,14 @@ def inspect_stage(ctx: VerifyContext) -> list[Check]:
     entry = ctx.entry
     files = _stage_files(ctx.stage)
     own = {p.name for p in ctx.stage.rglob("*") if p.parent.name in ("lib", "bin")}
-    allowed = ctx.spec.allowed_for(entry.os)
+    allowed = ctx.spec.allowed_for(entry.os, entry.backend)
     checks: list[Check] = []
     binaries = 0
+    scanned: list[tuple[str, cuda_device.DeviceCode]] = []
+    bundles: list[tuple[str, hip.BundleScan]] = []
+    driver_named: list[str] = []
+    opencl_bins: list[opencl_checks.OpenclBinary] = []
+    driver = GPU_DRIVER.get((entry.backend, entry.os), "")
     for path in files:
         rel = path.relative_to(ctx.stage).as_posix()
         if not rel.startswith(("bin/", "lib/")):
@@ -284,9 +385,28 @@ def inspect_stage(ctx: VerifyContext) -> list[Check]:
             continue
         binaries += 1
         checks.extend(check_facts(facts, entry, allowed=allowed, own=own))
+        links = check_gpu_runtime_links(facts, entry)
+        if links is not None:
+            checks.append(links)
+        if entry.backend in ("cuda", "hip"):
+            data = path.read_bytes()
+            if entry.backend == "cuda":
+                scanned.append((rel, cuda_device.scan_device_code(data)))
+            else:
+                bundles.append((rel, hip.scan_bundles(data)))
+            if driver and driver.encode() in data:
+                driver_named.append(rel)
+        if entry.backend == "opencl":
+            opencl_bins.append(opencl_checks.OpenclBinary(rel, path.read_bytes(), facts.libraries))
     if binaries == 0:
         checks.append(Check(name="binaries", ok=False,
                             detail="no ELF/PE/Mach-O file in bin/ or lib/"))
+    elif entry.backend == "cuda":
+        checks.extend(check_cuda_device_code(scanned, entry, driver_named))
+    elif entry.backend == "hip":
+        checks.extend(check_hip_device_code(bundles, entry, driver_named))
+    elif entry.backend == "opencl":
+        checks.extend(opencl_checks.check_opencl(opencl_bins, entry, opencl_checks.source_dir()))
     checks.append(check_host_paths(((p.relative_to(ctx.stage).as_posix(), p.read_bytes())
                                     for p in files), ctx.host_paths))
     return checks
@@ -305,6 +425,26 @@ def summarize(checks: Sequence[Check], entry: Entry) -> Check:
     if entry.os == "android":
         facts += ", static"
     facts += ", allowed libraries only, no host paths"
+    # the GPU evidence as it was seen (which file, which SMs, which driver), not restated
+    gpu = [(c.name.removesuffix(" device code") + ": " if c.name.endswith(" device code")
+            else "") + c.detail
+           for c in checks
+           if c.name.endswith((": cuda device code", ": hip device code", "cuda driver",
+                               "hip runtime"))]
+    if gpu:
+        facts += "; " + "; ".join(gpu) + f"; no {entry.backend} runtime library at link time"
+    if entry.backend == "opencl":
+        facts += "; " + opencl_checks.summary(checks)
+    if entry.backend in GPU_RUNTIME_LIBS:
+        # what the binaries do link, for the record: system libraries and ember's own only
+        linked = sorted({lib for c in checks if c.name.endswith(": libraries")
+                         and c.detail.startswith("needs ") and c.detail != "needs nothing"
+                         for lib in c.detail.removeprefix("needs ").split(", ")},
+                        key=str.lower)
+        crt = [lib for lib in linked if lib.lower().startswith("api-ms-win-crt-")]
+        if len(crt) > 1:  # the Universal CRT's API sets, one name for all of them
+            linked = [f"api-ms-win-crt-*.dll ({len(crt)})"] + [x for x in linked if x not in crt]
+        facts += "; links only " + (", ".join(linked) or "nothing")
     return Check(name="inspect", ok=True, detail=facts)
 
 

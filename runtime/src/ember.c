@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "model.h"
 #include "platform.h"
 
@@ -32,6 +33,7 @@ const char *ember_strerror(ember_status status) {
 
 const char *ember_version(void) { return EMBER_VERSION_STRING; }
 const char *ember_kernel_name(void) { return em_kernels_best()->name; }
+const char *ember_backends(void) { return em_backend_names(); }
 
 /* ---- model ---------------------------------------------------------------------------- */
 
@@ -122,7 +124,39 @@ ember_context_params ember_context_default_params(void) {
     p.n_batch = 512;
     p.n_threads = 0;
     p.kernel = NULL;
+    p.backend = NULL;
     return p;
+}
+
+/* Picks the backend (backend.h) and, for a GPU, initialises it. The CPU path needs nothing
+ * here (em_context_init follows). Errors go to the model's last_error. */
+static ember_status select_backend(ember_context *ctx, const char *want) {
+    ember_model *model = ctx->model;
+    if (!want || !want[0]) want = getenv("EMBER_BACKEND");
+    if (!want || !want[0]) want = "auto";
+    snprintf(ctx->device, sizeof ctx->device, "cpu");
+    if (!strcmp(want, "cpu")) return EMBER_OK;
+    const int is_auto = !strcmp(want, "auto");
+    ctx->backend_auto = is_auto;
+    char why[EM_ERRLEN];
+    for (int i = 0; i < em_n_gpu_backends; i++) {
+        const em_backend *b = em_gpu_backends[i];
+        if (!is_auto && strcmp(want, b->name)) continue;
+        why[0] = 0;
+        if (b->init(ctx, why, sizeof why) == 0) {
+            ctx->backend = b;
+            return EMBER_OK;
+        }
+        snprintf(ctx->device, sizeof ctx->device, "cpu");
+        if (!is_auto) {
+            set_err(model->last_error, "backend %s cannot run: %s", b->name, why);
+            return EMBER_ERR_UNSUPPORTED;
+        }
+        fprintf(stderr, "ember: %s: %s; using cpu\n", b->name, why);
+    }
+    if (is_auto) return EMBER_OK;
+    set_err(model->last_error, "backend '%s' is not in this build (it has: auto, %s)", want, em_backend_names());
+    return EMBER_ERR_INVALID_ARGUMENT;
 }
 
 ember_status ember_context_create(ember_model *model, const ember_context_params *params, ember_context **out) {
@@ -157,7 +191,13 @@ ember_status ember_context_create(ember_model *model, const ember_context_params
         free(ctx);
         return EMBER_ERR_INTERNAL;
     }
-    ember_status st = em_context_init(ctx);
+    ember_status st = select_backend(ctx, p.backend);
+    if (st != EMBER_OK) {
+        em_pool_free(ctx->pool);
+        free(ctx);
+        return st;
+    }
+    st = ctx->backend ? EMBER_OK : em_context_init(ctx);
     if (st != EMBER_OK) {
         set_err(model->last_error, "out of memory allocating a context of %u tokens", p.n_ctx);
         em_pool_free(ctx->pool);
@@ -170,6 +210,7 @@ ember_status ember_context_create(ember_model *model, const ember_context_params
 
 void ember_context_free(ember_context *ctx) {
     if (!ctx) return;
+    if (ctx->backend) ctx->backend->release(ctx);
     em_context_release(ctx);
     em_pool_free(ctx->pool);
     free(ctx);
@@ -183,7 +224,8 @@ void ember_context_reset(ember_context *ctx) {
 }
 uint32_t ember_context_n_ctx(const ember_context *ctx) { return ctx ? ctx->n_ctx : 0; }
 uint32_t ember_context_n_past(const ember_context *ctx) { return ctx ? ctx->n_past : 0; }
-const char *ember_context_backend(const ember_context *ctx) { (void)ctx; return "cpu"; }
+const char *ember_context_backend(const ember_context *ctx) { return ctx && ctx->backend ? ctx->backend->name : "cpu"; }
+const char *ember_context_device(const ember_context *ctx) { return ctx ? ctx->device : ""; }
 const char *ember_context_kernel(const ember_context *ctx) { return ctx ? ctx->kern->name : ""; }
 
 ember_status ember_decode(ember_context *ctx, const int32_t *tokens, size_t n) {
@@ -205,7 +247,19 @@ ember_status ember_decode(ember_context *ctx, const int32_t *tokens, size_t n) {
     }
     for (size_t done = 0; done < n;) {
         uint32_t chunk = (uint32_t)(n - done < ctx->n_batch ? n - done : ctx->n_batch);
-        ember_status st = em_llama_eval(ctx, tokens + done, chunk);
+        ember_status st;
+        if (ctx->backend) {
+            char why[EM_ERRLEN] = "";
+            st = ctx->backend->eval(ctx, tokens + done, chunk, why, sizeof why);
+            if (st != EMBER_OK) {
+                set_err(ctx->last_error, "evaluation failed on %s: %s", ctx->backend->name, why);
+                return st;
+            }
+            ctx->n_past += chunk;
+            ctx->has_logits = 1;
+        } else {
+            st = em_llama_eval(ctx, tokens + done, chunk);
+        }
         if (st != EMBER_OK) {
             set_err(ctx->last_error, "evaluation failed: %s", ember_strerror(st));
             return st;

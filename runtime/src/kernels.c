@@ -5,8 +5,105 @@
  */
 #include "kernels.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ---- scalar replicas of ggml's vector math (the forward pass's, llama.c) ---------------- */
+
+/* Sum of 16 lanes in the order of a 512-bit horizontal add: halves, quarters, pairs. */
+static float reduce16(const float a[16]) {
+    float t[8], u[4];
+    for (int i = 0; i < 8; i++) t[i] = a[i + 8] + a[i];
+    for (int i = 0; i < 4; i++) u[i] = t[i + 4] + t[i];
+    float w0 = u[2] + u[0], w1 = u[3] + u[1];
+    return w0 + w1;
+}
+
+/* One lane of ggml_v_expf (AVX-512): e^x = 2^n * p(b) with n = round(x / ln 2) and b the
+ * remainder, p a degree-5 polynomial; |n| > 192 saturates to 0 or inf. */
+float em_expf_vec(float x) {
+    const float shift = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, shift);
+    const float n = z - shift;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                         u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (isnan(n)) return n; /* NaN in, NaN out, as the vector code gives */
+    if (fabsf(n) > 192.0f) return n <= 0.0f ? 0.0f : INFINITY;
+    return ldexpf(j, (int)n);
+}
+
+/* Softmax of x[0..n) where x[i] is -inf for i >= nv (ggml_soft_max of a masked row): the
+ * exponentials of the masked entries are exactly zero and leave every sum unchanged, so only
+ * y[0..nv) is computed and written. */
+void em_softmax_masked(float *y, const float *x, int64_t n, int64_t nv) {
+    if (nv > n) nv = n;
+    float max = -INFINITY;
+    for (int64_t i = 0; i < nv; i++) max = x[i] > max ? x[i] : max;
+    double sum = 0.0;
+    int64_t i = 0;
+    for (; i + 15 < n && i < nv; i += 16) {
+        float t[16];
+        for (int l = 0; l < 16; l++) t[l] = i + l < nv ? em_expf_vec(x[i + l] - max) : 0.0f;
+        sum += (double)reduce16(t);
+        for (int l = 0; l < 16 && i + l < nv; l++) y[i + l] = t[l];
+    }
+    for (; i < nv; i++) {
+        float v = expf(x[i] - max);
+        sum += (double)v;
+        y[i] = v;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t k = 0; k < nv; k++) y[k] *= inv;
+}
+
+/* Softmax of one row in place semantics of ggml_soft_max (x already scaled and masked). */
+void em_softmax_row(float *y, const float *x, int64_t n) { em_softmax_masked(y, x, n, n); }
+
+/* ggml_vec_dot_f16 with 512-bit vectors. Elements of y from nz on are zero and skipped
+ * (a zero product leaves every partial sum unchanged). */
+float em_attn_dot_vec_ref(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz) {
+    float acc[4][16];
+    memset(acc, 0, sizeof acc);
+    const int64_t np = n & ~(int64_t)63;
+    const int64_t lim = nz < np ? nz : np;
+    for (int64_t i = 0; i < lim; i++)
+        acc[(i >> 4) & 3][i & 15] = fmaf(em_fp16_to_fp32(x[i]), em_fp16_to_fp32(y[i]), acc[(i >> 4) & 3][i & 15]);
+    for (int l = 0; l < 16; l++) {
+        acc[0][l] = acc[0][l] + acc[2][l];
+        acc[1][l] = acc[1][l] + acc[3][l];
+        acc[0][l] = acc[0][l] + acc[1][l];
+    }
+    double sum = (double)reduce16(acc[0]);
+    for (int64_t i = np; i < n && i < nz; i++)
+        sum += (double)(em_fp16_to_fp32(x[i]) * em_fp16_to_fp32(y[i]));
+    return (float)sum;
+}
+
+/* One output of tinyBLAS: a single 16-lane fused multiply-add accumulator (n % 16 == 0). */
+float em_attn_dot_gemm_ref(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz) {
+    float acc[16] = {0};
+    const int64_t lim = nz < n ? nz : n;
+    for (int64_t i = 0; i < lim; i++)
+        acc[i & 15] = fmaf(em_fp16_to_fp32(x[i]), em_fp16_to_fp32(y[i]), acc[i & 15]);
+    return reduce16(acc);
+}
+
+/* SwiGLU, g = silu(g) * u: ggml_v_expf for every complete group of 16, libm expf for the rest */
+void em_swiglu_ref(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 15 < n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            const float x = g[i + l];
+            g[i + l] = (x / (1.0f + em_expf_vec(0.0f - x))) * u[i + l];
+        }
+    for (; i < n; i++) {
+        const float x = g[i];
+        g[i] = (x / (1.0f + expf(-x))) * u[i];
+    }
+}
 
 /* ---- the scalar reference as table entries ------------------------------------------- */
 
@@ -16,6 +113,10 @@
     }                                                                                     \
     static void scalar_sgemm_##T(int64_t n, float *s, const void *x, const void *y) {     \
         em_vec_dot_kernel(EM_KERNEL_SGEMM, ID, n, s, x, y);                               \
+    }
+#define SCALAR_KERNEL(NAME, K, T, ID)                                                      \
+    static void scalar_##NAME##_##T(int64_t n, float *s, const void *x, const void *y) {   \
+        em_vec_dot_kernel(K, ID, n, s, x, y);                                              \
     }
 #define SCALAR_QUANT(T, ID)                                                               \
     static void scalar_quant_##T(const float *x, void *y, int64_t n) { em_quantize_row(ID, x, y, n); }
@@ -33,6 +134,15 @@ SCALAR_DOT(q3_K, EM_TYPE_Q3_K)
 SCALAR_DOT(q4_K, EM_TYPE_Q4_K)
 SCALAR_DOT(q5_K, EM_TYPE_Q5_K)
 SCALAR_DOT(q6_K, EM_TYPE_Q6_K)
+SCALAR_KERNEL(gemv, EM_KERNEL_REPACK_GEMV, q4_0, EM_TYPE_Q4_0)
+SCALAR_KERNEL(gemv, EM_KERNEL_REPACK_GEMV, q4_K, EM_TYPE_Q4_K)
+SCALAR_KERNEL(gemm, EM_KERNEL_REPACK_GEMM, q4_0, EM_TYPE_Q4_0)
+SCALAR_KERNEL(gemm, EM_KERNEL_REPACK_GEMM, q4_K, EM_TYPE_Q4_K)
+SCALAR_KERNEL(tiled, EM_KERNEL_TILED, q2_K, EM_TYPE_Q2_K)
+SCALAR_KERNEL(tiled, EM_KERNEL_TILED, q3_K, EM_TYPE_Q3_K)
+SCALAR_KERNEL(tiled, EM_KERNEL_TILED, q4_K, EM_TYPE_Q4_K)
+SCALAR_KERNEL(tiled, EM_KERNEL_TILED, q5_K, EM_TYPE_Q5_K)
+SCALAR_KERNEL(tiled, EM_KERNEL_TILED, q6_K, EM_TYPE_Q6_K)
 SCALAR_QUANT(f32, EM_TYPE_F32)
 SCALAR_QUANT(f16, EM_TYPE_F16)
 SCALAR_QUANT(bf16, EM_TYPE_BF16)
@@ -69,6 +179,11 @@ static const em_kernels k_scalar = {
         [EM_TYPE_Q2_K] = scalar_sgemm_q2_K, [EM_TYPE_Q3_K] = scalar_sgemm_q3_K, [EM_TYPE_Q4_K] = scalar_sgemm_q4_K,
         [EM_TYPE_Q5_K] = scalar_sgemm_q5_K, [EM_TYPE_Q6_K] = scalar_sgemm_q6_K,
     },
+    .repack_gemv = {[EM_TYPE_Q4_0] = scalar_gemv_q4_0, [EM_TYPE_Q4_K] = scalar_gemv_q4_K},
+    .repack_gemm = {[EM_TYPE_Q4_0] = scalar_gemm_q4_0, [EM_TYPE_Q4_K] = scalar_gemm_q4_K},
+    .tiled = {[EM_TYPE_Q2_K] = scalar_tiled_q2_K, [EM_TYPE_Q3_K] = scalar_tiled_q3_K, [EM_TYPE_Q4_K] = scalar_tiled_q4_K,
+              [EM_TYPE_Q5_K] = scalar_tiled_q5_K, [EM_TYPE_Q6_K] = scalar_tiled_q6_K},
+    EM_SCALAR_FORWARD_ENTRIES,
 };
 
 /* ---- levels -------------------------------------------------------------------------- */

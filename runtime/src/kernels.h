@@ -8,6 +8,8 @@
  *     const em_kernels *k = em_kernels_select(cli_flag);   (NULL flag: EMBER_KERNEL, else best)
  *     if (!k) error: unknown name, or the CPU / this build lacks the level
  *     k->quantize[vdt](x, act, n);  k->vec_dot[w->type](n, &s, row, act);
+ *     (and k->sgemm / repack_gemv / repack_gemm / tiled for the matmul paths of quants.h's
+ *     em_vec_dot_kernel, for the types they handle)
  *
  * Levels (x86-64, chosen by run-time CPU detection; the binary is built for the baseline):
  *   scalar   quants.c as is
@@ -49,6 +51,12 @@ typedef enum em_kernel_level {
 typedef void (*em_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
 /* activation conversion of n floats, as em_quantize_row */
 typedef void (*em_quantize_fn)(const float *x, void *y, int64_t n);
+/* 4 dots of one weight row x with activation rows y + c * y_stride */
+typedef void (*em_vec_dot4_fn)(int64_t n, float *s, const void *x, const void *y, size_t y_stride);
+/* 4 dots of the weight rows x + r * x_stride with one activation row y */
+typedef void (*em_vec_dot_r4_fn)(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+/* dot of fp16 rows x, y of n elements where y[i] == 0 for i >= nz */
+typedef float (*em_attn_dot_fn)(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz);
 
 typedef struct em_kernels {
     const char *name;                        /* "scalar", "avx2", ... (the EMBER_KERNEL names) */
@@ -61,7 +69,48 @@ typedef struct em_kernels {
      * batches of >= 2 rows. F32 and F16 need n % 16 == 0, BF16 n % 32 == 0 (else they give
      * vec_dot's bits, as llama.cpp falls back); other types are vec_dot. */
     em_vec_dot_fn sgemm[EM_TYPE_COUNT];
+    /* em_vec_dot_kernel(EM_KERNEL_REPACK_GEMV / EM_KERNEL_REPACK_GEMM / EM_KERNEL_TILED, t, ...)
+     * for the types those kernels handle (repack: Q4_0, Q4_K; tiled: Q2_K..Q6_K); NULL for the
+     * others (where em_vec_dot_kernel gives vec_dot's bits or -1). */
+    em_vec_dot_fn repack_gemv[EM_TYPE_COUNT];
+    em_vec_dot_fn repack_gemm[EM_TYPE_COUNT];
+    em_vec_dot_fn tiled[EM_TYPE_COUNT];
+    /* the forward pass's vector math (llama.c), each with the bits of its scalar replica below
+     * (em_attn_dot_vec_ref, ...; EM_SCALAR_FORWARD_ENTRIES in tables without SIMD forms):
+     * attention dots of fp16 rows x and y, y zero from element nz on: ggml_vec_dot_f16
+     * (4 x 16 lanes over blocks of 64) and tinyBLAS's one 16-lane accumulator */
+    em_attn_dot_fn attn_dot_vec;
+    em_attn_dot_fn attn_dot_gemm;
+    /* em_softmax_row of x[0..n) with x[i] = -inf for i >= nv; writes y[0..nv) only */
+    void (*attn_softmax)(float *y, const float *x, int64_t n, int64_t nv);
+    /* SwiGLU: g[i] = silu(g[i]) * u[i] */
+    void (*swiglu)(float *g, const float *u, int64_t n);
+    /* by weight type, where a level has it: s[c] = vec_dot(x, row c of y) for the 4
+     * activation rows at y + c * y_stride, with vec_dot's bits; NULL: 4 vec_dot calls */
+    em_vec_dot4_fn vec_dot4[EM_TYPE_COUNT];
+    /* by weight type, where a level has it: s[r] = vec_dot(row r of x, y) for the 4 weight
+     * rows at x + r * x_stride, with vec_dot's bits; NULL: 4 vec_dot calls */
+    em_vec_dot_r4_fn vec_dot_r4[EM_TYPE_COUNT];
 } em_kernels;
+
+/* The scalar replicas of the forward pass's vector math (kernels.c): the scalar table's
+ * entries, the fallback of a table without them, and the tests' reference.
+ *   em_expf_vec         one lane of ggml_v_expf (AVX-512 form)
+ *   em_softmax_row      ggml_soft_max of a row; em_softmax_masked: x[i] = -inf for i >= nv,
+ *                       only y[0..nv) written
+ *   em_attn_dot_vec_ref / _gemm_ref   the attn_dot_vec / attn_dot_gemm entries
+ *   em_swiglu_ref       the swiglu entry */
+float em_expf_vec(float x);
+void em_softmax_row(float *y, const float *x, int64_t n);
+void em_softmax_masked(float *y, const float *x, int64_t n, int64_t nv);
+float em_attn_dot_vec_ref(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz);
+float em_attn_dot_gemm_ref(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz);
+void em_swiglu_ref(float *g, const float *u, int64_t n);
+
+/* the forward-pass entries of a table that has no SIMD form of them */
+#define EM_SCALAR_FORWARD_ENTRIES                                                         \
+    .attn_dot_vec = em_attn_dot_vec_ref, .attn_dot_gemm = em_attn_dot_gemm_ref,           \
+    .attn_softmax = em_softmax_masked, .swiglu = em_swiglu_ref
 
 /* The table to use. force: a level name (the CLI flag), or NULL/"" to read the environment
  * variable EMBER_KERNEL, and if that is unset, empty or "auto", the best level this CPU runs.

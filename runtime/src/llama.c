@@ -7,8 +7,10 @@
  * projection -> residual. Then the final RMSNorm and the output projection (the token embedding
  * matrix when the model ties them) for the last token only.
  *
- * Where ggml's result depends on the order of a floating-point sum, this file follows the
- * order ggml's kernels use, written as portable scalar C (fmaf for a fused multiply-add):
+ * Where ggml's result depends on the order of a floating-point sum, ember follows the order
+ * ggml's kernels use, written as portable scalar C (fmaf for a fused multiply-add) in this file
+ * and in kernels.c (the attention dots, softmax and SwiGLU, which the SIMD levels of
+ * kernels.h reproduce bit for bit):
  *  - attention dot products of fp16 rows: 4 accumulators x 16 lanes over blocks of 64
  *    (ggml_vec_dot_f16) for one token; one 16-lane accumulator (llamafile's tinyBLAS) for a
  *    batch of >= 2 tokens, which is how ggml multiplies F16 matrices with more than one column;
@@ -19,89 +21,19 @@
  *  - RMSNorm: squares summed in double;
  *  - RoPE: the angle advanced by repeated float multiplication, the rotation contracted to
  *    fused multiply-adds the way GCC contracts ggml's C++ source.
- * Weight matrices go through quants.c (em_vec_dot / em_vec_dot_kernel), which reproduces each
- * of ggml's kernels; matmul() below picks the kernel llama.cpp would pick for the weight type,
- * the buffer the weight would live in, and the number of activation rows.
+ * Weight matrices go through the kernel table of the context's level (kernels.h; quants.c is
+ * the scalar reference), which reproduces each of ggml's kernels; mm_part_init() picks the
+ * kernel llama.cpp would pick for the weight type, the buffer the weight would live in, and the
+ * number of activation rows. Speed without changing a bit: a weight row is dotted with 4
+ * activation rows at once (vec_dot4) in a batch and 4 weight rows with one activation row
+ * (vec_dot_r4) in a token step; Q/K/V and gate/up share one thread-pool job each; small batches
+ * convert their activations in every thread instead of waiting on one another.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model.h"
-
-/* ---- scalar replicas of ggml's vector math ---------------------------------------------- */
-
-/* Sum of 16 lanes in the order of a 512-bit horizontal add: halves, quarters, pairs. */
-static float reduce16(const float a[16]) {
-    float t[8], u[4];
-    for (int i = 0; i < 8; i++) t[i] = a[i + 8] + a[i];
-    for (int i = 0; i < 4; i++) u[i] = t[i + 4] + t[i];
-    float w0 = u[2] + u[0], w1 = u[3] + u[1];
-    return w0 + w1;
-}
-
-/* One lane of ggml_v_expf (AVX-512): e^x = 2^n * p(b) with n = round(x / ln 2) and b the
- * remainder, p a degree-5 polynomial; |n| > 192 saturates to 0 or inf. */
-float em_expf_vec(float x) {
-    const float shift = 0x1.8p23f;
-    const float z = fmaf(x, 0x1.715476p+0f, shift);
-    const float n = z - shift;
-    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
-    const float u = b * b;
-    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                         u, fmaf(0x1.ffffecp-1f, b, 1.0f));
-    if (isnan(n)) return n; /* NaN in, NaN out, as the vector code gives */
-    if (fabsf(n) > 192.0f) return n <= 0.0f ? 0.0f : INFINITY;
-    return ldexpf(j, (int)n);
-}
-
-/* Softmax of one row in place semantics of ggml_soft_max (x already scaled and masked). */
-void em_softmax_row(float *y, const float *x, int64_t n) {
-    float max = -INFINITY;
-    for (int64_t i = 0; i < n; i++) max = x[i] > max ? x[i] : max;
-    double sum = 0.0;
-    int64_t i = 0;
-    for (; i + 15 < n; i += 16) {
-        for (int l = 0; l < 16; l++) y[i + l] = em_expf_vec(x[i + l] - max);
-        sum += (double)reduce16(y + i);
-    }
-    for (; i < n; i++) {
-        float v = expf(x[i] - max);
-        sum += (double)v;
-        y[i] = v;
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int64_t k = 0; k < n; k++) y[k] *= inv;
-}
-
-/* ggml_vec_dot_f16 with 512-bit vectors. Elements of y from nz on are zero and skipped
- * (a zero product leaves every partial sum unchanged). */
-static float dot_f16_vec(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz) {
-    float acc[4][16];
-    memset(acc, 0, sizeof acc);
-    const int64_t np = n & ~(int64_t)63;
-    const int64_t lim = nz < np ? nz : np;
-    for (int64_t i = 0; i < lim; i++)
-        acc[(i >> 4) & 3][i & 15] = fmaf(em_fp16_to_fp32(x[i]), em_fp16_to_fp32(y[i]), acc[(i >> 4) & 3][i & 15]);
-    for (int l = 0; l < 16; l++) {
-        acc[0][l] = acc[0][l] + acc[2][l];
-        acc[1][l] = acc[1][l] + acc[3][l];
-        acc[0][l] = acc[0][l] + acc[1][l];
-    }
-    double sum = (double)reduce16(acc[0]);
-    for (int64_t i = np; i < n && i < nz; i++)
-        sum += (double)(em_fp16_to_fp32(x[i]) * em_fp16_to_fp32(y[i]));
-    return (float)sum;
-}
-
-/* One output of tinyBLAS: a single 16-lane fused multiply-add accumulator (n % 16 == 0). */
-static float dot_f16_gemm(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz) {
-    float acc[16] = {0};
-    const int64_t lim = nz < n ? nz : n;
-    for (int64_t i = 0; i < lim; i++)
-        acc[i & 15] = fmaf(em_fp16_to_fp32(x[i]), em_fp16_to_fp32(y[i]), acc[i & 15]);
-    return reduce16(acc);
-}
 
 /* ---- building blocks ------------------------------------------------------------------ */
 
@@ -123,7 +55,7 @@ static float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) 
 }
 
 /* cos/sin pairs for every rotated pair of one position: (n_rot) floats. */
-static void rope_cache(const ember_model *m, int64_t pos, float *cache) {
+void em_rope_cache(const ember_model *m, int64_t pos, float *cache) {
     const em_hparams *hp = &m->hp;
     const int n_dims = hp->n_rot;
     const float theta_scale = powf(hp->rope_base, -2.0f / (float)n_dims);
@@ -163,90 +95,209 @@ static void rope_apply(float *x, const float *cache, int n_dims) {
 
 /* ---- parallel jobs -------------------------------------------------------------------- */
 
-typedef struct mm_job {
-    const em_kernels *kern;
+/* Activation rows up to which every thread converts the whole input itself (into its own
+ * slice of ctx->act_small), saving the barrier between conversion and dot products. */
+#define MM_SMALL_N 4
+#define MM_MAX_W 3
+
+/* one weight of a matmul job: y[t][r] = W[r] . x[t] */
+typedef struct mm_part {
     const em_weight *w;
-    const float *x;       /* (n, w->ne0) */
-    float *y;             /* (n, y_stride) */
-    int64_t y_stride;
-    int64_t n;
-    uint8_t *act;         /* (n, act_stride) x converted to the weight's vec_dot_type, or NULL */
-    size_t act_stride;
-    em_type act_type;
+    float *y;             /* (n, w->ne1) */
     em_kernel kern_head;  /* kernel for activation rows [0, n_head) */
     em_kernel kern_tail;  /* kernel for the rows after */
     int64_t n_head;
+} mm_part;
+
+/* up to MM_MAX_W weights of the same type and row length applied to the same input; their
+ * rows are split over the threads as one list */
+typedef struct mm_job {
+    const em_kernels *kern;
+    mm_part part[MM_MAX_W];
+    int n_part;
+    const float *x;       /* (n, ne0) */
+    int64_t n, ne0;
+    em_type type;
+    uint8_t *act;         /* (n, act_stride) x converted to the weights' vec_dot_type, or NULL */
+    size_t act_stride;
+    em_type act_type;
+    uint8_t *act_small;   /* (n_threads, MM_SMALL_N, act_stride): per-thread copies when small */
 } mm_job;
+
+static void convert_rows(const mm_job *j, int64_t t0, int64_t t1, uint8_t *out) {
+    em_quantize_fn q = j->kern->quantize[j->act_type];
+    for (int64_t t = t0; t < t1; t++) {
+        const float *x = j->x + t * j->ne0;
+        void *o = out + (size_t)(t - t0) * j->act_stride;
+        if (q) q(x, o, j->ne0);
+        else em_quantize_row(j->act_type, x, o, j->ne0);
+    }
+}
 
 static void mm_convert(void *arg, int ith, int nth) {
     mm_job *j = (mm_job *)arg;
     long long r0, r1;
     em_split_range(j->n, ith, nth, &r0, &r1);
-    em_quantize_fn q = j->kern->quantize[j->act_type];
-    for (long long t = r0; t < r1; t++) {
-        const float *x = j->x + t * j->w->ne0;
-        void *out = j->act + (size_t)t * j->act_stride;
-        if (q) q(x, out, j->w->ne0);
-        else em_quantize_row(j->act_type, x, out, j->w->ne0);
+    convert_rows(j, r0, r1, j->act + (size_t)r0 * j->act_stride);
+}
+
+/* rows [r0, r1) of one weight */
+static void mm_rows(const mm_job *j, const mm_part *p, const uint8_t *act, long long r0, long long r1) {
+    const em_weight *w = p->w;
+    const em_type type = j->type;
+    /* the fast table entries where the level has them; the scalar replicas otherwise */
+    em_vec_dot_fn vec = j->kern->vec_dot[type];
+    em_vec_dot_fn sgemm = j->kern->sgemm[type];
+    em_vec_dot_fn head_fn = NULL, tail_fn = NULL;
+    if (p->kern_head == EM_KERNEL_REPACK_GEMM) head_fn = j->kern->repack_gemm[type];
+    else if (p->kern_head == EM_KERNEL_TILED) head_fn = j->kern->tiled[type];
+    else if (p->kern_head == EM_KERNEL_SGEMM) head_fn = sgemm;
+    if (p->kern_tail == EM_KERNEL_REPACK_GEMV) tail_fn = j->kern->repack_gemv[type];
+    /* tokens [0, n4) go 4 at a time through vec_dot4 where their kernel gives vec_dot's bits
+     * (vec_dot itself, or sgemm of a quantized type, which is vec_dot) */
+    em_vec_dot4_fn dot4 = act ? j->kern->vec_dot4[type] : NULL;
+    int64_t n4 = 0;
+    if (dot4) {
+        const int quant = type != EM_TYPE_F32 && type != EM_TYPE_F16 && type != EM_TYPE_BF16;
+        const int head_ok = p->kern_head == EM_KERNEL_VEC_DOT || (p->kern_head == EM_KERNEL_SGEMM && quant);
+        const int tail_ok = p->kern_tail == EM_KERNEL_VEC_DOT || (p->kern_tail == EM_KERNEL_SGEMM && quant);
+        n4 = head_ok && tail_ok ? j->n : head_ok ? p->n_head : 0;
+        n4 -= n4 % 4;
+    }
+    const int64_t ys = w->ne1;
+    /* the tokens after n4 whose kernel is vec_dot go 4 weight rows at a time through
+     * vec_dot_r4 (which gives vec_dot's bits) */
+    em_vec_dot_r4_fn dotr4 = act ? j->kern->vec_dot_r4[type] : NULL;
+    int64_t t_r4 = j->n;   /* tokens [t_r4, n) take dotr4 */
+    if (dotr4) {
+        const int quant = type != EM_TYPE_F32 && type != EM_TYPE_F16 && type != EM_TYPE_BF16;
+        t_r4 = n4;
+        for (int64_t t = n4; t < j->n; t++) {
+            const em_kernel k = t < p->n_head ? p->kern_head : p->kern_tail;
+            if (!(k == EM_KERNEL_VEC_DOT || (k == EM_KERNEL_SGEMM && quant))) t_r4 = t + 1;
+        }
+        long long r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int64_t t = t_r4; t < j->n; t++) {
+                float s4[4];
+                dotr4(j->ne0, s4, row, w->row_bytes, act + (size_t)t * j->act_stride);
+                for (int c = 0; c < 4; c++) p->y[t * ys + r + c] = s4[c];
+            }
+        }
+        for (; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+            for (int64_t t = t_r4; t < j->n; t++) {
+                float s1;
+                vec(j->ne0, &s1, row, act + (size_t)t * j->act_stride);
+                p->y[t * ys + r] = s1;
+            }
+        }
+    }
+    for (long long r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
+        for (int64_t t = 0; t < n4; t += 4) {
+            float s4[4];
+            dot4(j->ne0, s4, row, act + (size_t)t * j->act_stride, j->act_stride);
+            for (int c = 0; c < 4; c++) p->y[(t + c) * ys + r] = s4[c];
+        }
+        for (int64_t t = n4; t < t_r4; t++) {
+            float s;
+            const void *a = act ? (const void *)(act + (size_t)t * j->act_stride) : (const void *)(j->x + t * j->ne0);
+            const int head = t < p->n_head;
+            const em_kernel k = head ? p->kern_head : p->kern_tail;
+            em_vec_dot_fn f = head ? head_fn : tail_fn;
+            if (k == EM_KERNEL_VEC_DOT) f = vec;
+            if (f) f(j->ne0, &s, row, a);
+            else if (k == EM_KERNEL_VEC_DOT || em_vec_dot_kernel(k, type, j->ne0, &s, row, a) != 0)
+                em_vec_dot(type, j->ne0, &s, row, a);
+            p->y[t * ys + r] = s;
+        }
     }
 }
 
 static void mm_compute(void *arg, int ith, int nth) {
     mm_job *j = (mm_job *)arg;
-    const em_weight *w = j->w;
+    const uint8_t *act = j->act;
+    if (j->act_small) {
+        uint8_t *mine = j->act_small + (size_t)ith * MM_SMALL_N * j->act_stride;
+        convert_rows(j, 0, j->n, mine);
+        act = mine;
+    }
+    long long total = 0;
+    for (int i = 0; i < j->n_part; i++) total += j->part[i].w->ne1;
     long long r0, r1;
-    em_split_range(w->ne1, ith, nth, &r0, &r1);
-    /* the fast table entries where the level has them; the scalar replicas otherwise */
-    em_vec_dot_fn vec = j->kern->vec_dot[w->type];
-    em_vec_dot_fn sgemm = j->kern->sgemm[w->type];
-    for (long long r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        for (int64_t t = 0; t < j->n; t++) {
-            float s;
-            const void *a = j->act ? (const void *)(j->act + (size_t)t * j->act_stride)
-                                   : (const void *)(j->x + t * w->ne0);
-            em_kernel k = t < j->n_head ? j->kern_head : j->kern_tail;
-            if (k == EM_KERNEL_SGEMM && sgemm) sgemm(w->ne0, &s, row, a);
-            else if (k != EM_KERNEL_VEC_DOT && em_vec_dot_kernel(k, w->type, w->ne0, &s, row, a) == 0) { /* done */ }
-            else if (vec) vec(w->ne0, &s, row, a);
-            else em_vec_dot(w->type, w->ne0, &s, row, a);
-            j->y[t * j->y_stride + r] = s;
-        }
+    em_split_range(total, ith, nth, &r0, &r1);
+    long long base = 0;
+    for (int i = 0; i < j->n_part; i++) {
+        const long long rows = j->part[i].w->ne1;
+        const long long a = r0 > base ? r0 - base : 0, b = r1 - base < rows ? r1 - base : rows;
+        if (a < b) mm_rows(j, &j->part[i], act, a, b);
+        base += rows;
     }
 }
 
-/* y[t][r] = W[r] . x[t] for n tokens, with the kernel llama.cpp's CPU backend would run:
- * the repacked kernels for the weights it repacks (gemm over groups of 4 rows, gemv for the
- * rest), the tiled K-quant matmul for >= 8 rows, llamafile's sgemm for >= 2 rows when the
- * weight has a multiple of 4 rows, else vec_dot. */
-static void matmul(ember_context *ctx, const em_weight *w, const float *x, float *y, int64_t n) {
+/* The kernel llama.cpp's CPU backend would run for w and n activation rows: the repacked
+ * kernels for the weights it repacks (gemm over groups of 4 rows, gemv for the rest), the
+ * tiled K-quant matmul for >= 8 rows, llamafile's sgemm for >= 2 rows when the weight has a
+ * multiple of 4 rows, else vec_dot. */
+static void mm_part_init(mm_part *p, const em_weight *w, float *y, int64_t n) {
+    p->w = w;
+    p->y = y;
+    p->kern_head = p->kern_tail = EM_KERNEL_VEC_DOT;
+    p->n_head = 0;
+    if (!w->plain_buffer && em_repack_applies(w->type, w->ne1)) {
+        p->kern_head = EM_KERNEL_REPACK_GEMM;
+        p->kern_tail = EM_KERNEL_REPACK_GEMV;
+        p->n_head = n >= 2 ? n - n % 4 : 0;
+    } else if (n >= 8 && w->type >= EM_TYPE_Q2_K && w->type <= EM_TYPE_Q6_K) {
+        p->kern_head = EM_KERNEL_TILED;
+        p->n_head = n;
+    } else if (n >= 2 && w->ne1 % 4 == 0) {
+        p->kern_head = EM_KERNEL_SGEMM;
+        p->n_head = n;
+    }
+}
+
+static void mm_run(ember_context *ctx, mm_job *j) {
+    j->act_type = em_type_traits_get(j->type)->vec_dot_type;
+    if (j->act_type != EM_TYPE_F32) {
+        j->act_stride = ctx->act_stride;
+        if (j->n <= MM_SMALL_N && em_pool_size(ctx->pool) > 1) {
+            j->act_small = ctx->act_small;
+        } else {
+            j->act = ctx->act;
+            em_pool_run(ctx->pool, mm_convert, j);
+        }
+    }
+    em_pool_run(ctx->pool, mm_compute, j);
+}
+
+/* y_i[t][r] = W_i[r] . x[t] for n tokens and the n_w weights w[i] (n_w <= MM_MAX_W); the
+ * weights that share a type and row length go through one job. */
+static void matmul_n(ember_context *ctx, const em_weight *const *w, float *const *y, int n_w, const float *x,
+                     int64_t n) {
     mm_job j;
     memset(&j, 0, sizeof j);
-    j.kern = ctx->kern;
-    j.w = w;
-    j.x = x;
-    j.y = y;
-    j.y_stride = w->ne1;
-    j.n = n;
-    j.kern_head = j.kern_tail = EM_KERNEL_VEC_DOT;
-    if (!w->plain_buffer && em_repack_applies(w->type, w->ne1)) {
-        j.kern_head = EM_KERNEL_REPACK_GEMM;
-        j.kern_tail = EM_KERNEL_REPACK_GEMV;
-        j.n_head = n >= 2 ? n - n % 4 : 0;
-    } else if (n >= 8 && w->type >= EM_TYPE_Q2_K && w->type <= EM_TYPE_Q6_K) {
-        j.kern_head = EM_KERNEL_TILED;
-        j.n_head = n;
-    } else if (n >= 2 && w->ne1 % 4 == 0) {
-        j.kern_head = EM_KERNEL_SGEMM;
-        j.n_head = n;
+    for (int i = 0; i < n_w; i++) {
+        if (j.n_part > 0 && (w[i]->type != j.type || w[i]->ne0 != j.ne0)) {
+            mm_run(ctx, &j);
+            memset(&j, 0, sizeof j);
+        }
+        if (j.n_part == 0) {
+            j.kern = ctx->kern;
+            j.x = x;
+            j.n = n;
+            j.ne0 = w[i]->ne0;
+            j.type = w[i]->type;
+        }
+        mm_part_init(&j.part[j.n_part++], w[i], y[i], n);
     }
-    j.act_type = em_type_traits_get(w->type)->vec_dot_type;
-    if (j.act_type != EM_TYPE_F32) {
-        j.act = ctx->act;
-        j.act_stride = ctx->act_stride;
-        em_pool_run(ctx->pool, mm_convert, &j);
-    }
-    em_pool_run(ctx->pool, mm_compute, &j);
+    if (j.n_part > 0) mm_run(ctx, &j);
+}
+
+static void matmul(ember_context *ctx, const em_weight *w, const float *x, float *y, int64_t n) {
+    matmul_n(ctx, &w, &y, 1, x, n);
 }
 
 typedef struct attn_job {
@@ -271,6 +322,11 @@ static void attn_compute(void *arg, int ith, int nth) {
     /* batches of two or more tokens are multiplied by tinyBLAS when the shapes allow it */
     const int kq_gemm = a->n >= 2 && n_kv % 4 == 0 && hd % 16 == 0;
     const int kqv_gemm = a->n >= 2 && hd % 4 == 0 && n_kv % 16 == 0;
+    const em_attn_dot_fn dot_vec = ctx->kern->attn_dot_vec ? ctx->kern->attn_dot_vec : em_attn_dot_vec_ref;
+    const em_attn_dot_fn dot_gemm = ctx->kern->attn_dot_gemm ? ctx->kern->attn_dot_gemm : em_attn_dot_gemm_ref;
+    void (*const softmax)(float *, const float *, int64_t, int64_t) =
+        ctx->kern->attn_softmax ? ctx->kern->attn_softmax : em_softmax_masked;
+    const em_quantize_fn to_f16 = ctx->kern->quantize[EM_TYPE_F16];
 
     long long w0, w1;
     em_split_range(a->n * hp->n_head, ith, nth, &w0, &w1);
@@ -279,37 +335,27 @@ static void attn_compute(void *arg, int ith, int nth) {
         const int64_t kvh = h / group;
         const int64_t pos = a->pos0 + t;
         const uint16_t *q = ctx->q16 + t * qd + h * hd;
-        for (int64_t j = 0; j < n_kv; j++) {
-            if (j > pos) { scores[j] = -INFINITY; continue; }
+        /* cells past pos are masked (-inf): they get probability 0 and are neither computed
+         * nor read */
+        const int64_t nv = pos + 1 < n_kv ? pos + 1 : n_kv;
+        for (int64_t j = 0; j < nv; j++) {
             const uint16_t *k = kc + (size_t)j * kvd + kvh * hd;
-            const float s = kq_gemm ? dot_f16_gemm(hd, k, q, hd) : dot_f16_vec(hd, k, q, hd);
+            const float s = kq_gemm ? dot_gemm(hd, k, q, hd) : dot_vec(hd, k, q, hd);
             scores[j] = s * hp->kq_scale + 0.0f;
         }
-        em_softmax_row(scores, scores, n_kv);
-        for (int64_t j = 0; j < n_kv; j++) p16[j] = em_fp32_to_fp16(scores[j]);
+        softmax(scores, scores, n_kv, nv);
+        to_f16(scores, p16, nv);
         /* probabilities past pos are exactly zero and are skipped */
         float *out = ctx->att + t * qd + h * hd;
         for (int64_t d = 0; d < hd; d++) {
             const uint16_t *vrow = vc + (size_t)(kvh * hd + d) * ctx->n_ctx;
-            out[d] = kqv_gemm ? dot_f16_gemm(n_kv, vrow, p16, pos + 1) : dot_f16_vec(n_kv, vrow, p16, pos + 1);
+            out[d] = kqv_gemm ? dot_gemm(n_kv, vrow, p16, pos + 1) : dot_vec(n_kv, vrow, p16, pos + 1);
         }
     }
 }
 
 /* ---- the forward pass ------------------------------------------------------------------ */
 
-static void swiglu(float *g, const float *u, int64_t n) {
-    int64_t i = 0;
-    for (; i + 15 < n; i += 16)
-        for (int l = 0; l < 16; l++) {
-            const float x = g[i + l];
-            g[i + l] = (x / (1.0f + em_expf_vec(0.0f - x))) * u[i + l];
-        }
-    for (; i < n; i++) {
-        const float x = g[i];
-        g[i] = (x / (1.0f + expf(-x))) * u[i];
-    }
-}
 
 ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n_tokens) {
     const ember_model *m = ctx->model;
@@ -330,25 +376,27 @@ ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n
                           x + t * E, E);
 
     float *cache = ctx->scores; /* rope tables, before attention needs the scratch */
+    const em_quantize_fn to_f16 = ctx->kern->quantize[EM_TYPE_F16];
+    void (*const silu_mul)(float *, const float *, int64_t) = ctx->kern->swiglu ? ctx->kern->swiglu : em_swiglu_ref;
     for (int il = 0; il < hp->n_layer; il++) {
         const em_layer *L = &m->layers[il];
         for (int64_t t = 0; t < n; t++) rmsnorm(ctx->xb + t * E, x + t * E, L->attn_norm, E, hp->rms_eps);
-        matmul(ctx, &L->wq, ctx->xb, ctx->q, n);
-        matmul(ctx, &L->wk, ctx->xb, ctx->k, n);
-        matmul(ctx, &L->wv, ctx->xb, ctx->v, n);
+        {
+            const em_weight *w3[3] = {&L->wq, &L->wk, &L->wv};
+            float *y3[3] = {ctx->q, ctx->k, ctx->v};
+            matmul_n(ctx, w3, y3, 3, ctx->xb, n);
+        }
 
         uint16_t *kc = ctx->k_cache + (size_t)il * ctx->n_ctx * kvd;
         uint16_t *vc = ctx->v_cache + (size_t)il * kvd * ctx->n_ctx;
         for (int64_t t = 0; t < n; t++) {
-            rope_cache(m, pos0 + t, cache);
+            em_rope_cache(m, pos0 + t, cache);
             for (int h = 0; h < hp->n_head; h++) rope_apply(ctx->q + t * qd + h * hd, cache, hp->n_rot);
             for (int h = 0; h < hp->n_head_kv; h++) rope_apply(ctx->k + t * kvd + h * hd, cache, hp->n_rot);
-            for (int64_t i = 0; i < qd; i++) ctx->q16[t * qd + i] = em_fp32_to_fp16(ctx->q[t * qd + i]);
             const int64_t pos = pos0 + t;
-            for (int64_t i = 0; i < kvd; i++) {
-                kc[(size_t)pos * kvd + i] = em_fp32_to_fp16(ctx->k[t * kvd + i]);
-                vc[(size_t)i * ctx->n_ctx + pos] = em_fp32_to_fp16(ctx->v[t * kvd + i]);
-            }
+            to_f16(ctx->q + t * qd, ctx->q16 + t * qd, qd);
+            to_f16(ctx->k + t * kvd, kc + (size_t)pos * kvd, kvd);
+            for (int64_t i = 0; i < kvd; i++) vc[(size_t)i * ctx->n_ctx + pos] = em_fp32_to_fp16(ctx->v[t * kvd + i]);
         }
 
         attn_job aj = {ctx, il, n, pos0, n_kv};
@@ -364,9 +412,12 @@ ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n
         for (int64_t i = 0; i < n * E; i++) x[i] = ctx->xb2[i] + x[i];
 
         for (int64_t t = 0; t < n; t++) rmsnorm(ctx->xb + t * E, x + t * E, L->ffn_norm, E, hp->rms_eps);
-        matmul(ctx, &L->w_gate, ctx->xb, ctx->hb, n);
-        matmul(ctx, &L->w_up, ctx->xb, ctx->hb2, n);
-        for (int64_t t = 0; t < n; t++) swiglu(ctx->hb + t * F, ctx->hb2 + t * F, F);
+        {
+            const em_weight *w2[2] = {&L->w_gate, &L->w_up};
+            float *y2[2] = {ctx->hb, ctx->hb2};
+            matmul_n(ctx, w2, y2, 2, ctx->xb, n);
+        }
+        for (int64_t t = 0; t < n; t++) silu_mul(ctx->hb + t * F, ctx->hb2 + t * F, F);
         matmul(ctx, &L->w_down, ctx->hb, ctx->xb2, n);
         for (int64_t i = 0; i < n * E; i++) x[i] = ctx->xb2[i] + x[i];
     }
@@ -401,12 +452,13 @@ ember_status em_context_init(ember_context *ctx) {
     ctx->hb2 = (float *)malloc(B * F * sizeof(float));
     ctx->q16 = (uint16_t *)malloc(B * qd * sizeof(uint16_t));
     ctx->act = (uint8_t *)malloc(B * ctx->act_stride);
+    ctx->act_small = (uint8_t *)malloc(T * MM_SMALL_N * ctx->act_stride);
     size_t per_thread = C > (size_t)hp->n_rot ? C : (size_t)hp->n_rot;
     ctx->scores = (float *)malloc(T * per_thread * sizeof(float));
     ctx->probs16 = (uint16_t *)malloc(T * per_thread * sizeof(uint16_t));
     ctx->logits = (float *)calloc((size_t)hp->n_vocab, sizeof(float));
     if (!ctx->k_cache || !ctx->v_cache || !ctx->x || !ctx->xb || !ctx->xb2 || !ctx->q || !ctx->k || !ctx->v ||
-        !ctx->att || !ctx->hb || !ctx->hb2 || !ctx->q16 || !ctx->act || !ctx->scores || !ctx->probs16 || !ctx->logits) {
+        !ctx->att || !ctx->hb || !ctx->hb2 || !ctx->q16 || !ctx->act || !ctx->act_small || !ctx->scores || !ctx->probs16 || !ctx->logits) {
         em_context_release(ctx);
         return EMBER_ERR_OUT_OF_MEMORY;
     }
@@ -417,9 +469,9 @@ void em_context_release(ember_context *ctx) {
     free(ctx->k_cache); free(ctx->v_cache);
     free(ctx->x); free(ctx->xb); free(ctx->xb2);
     free(ctx->q); free(ctx->k); free(ctx->v); free(ctx->att);
-    free(ctx->hb); free(ctx->hb2); free(ctx->q16); free(ctx->act);
+    free(ctx->hb); free(ctx->hb2); free(ctx->q16); free(ctx->act); free(ctx->act_small);
     free(ctx->scores); free(ctx->probs16); free(ctx->logits);
     ctx->k_cache = ctx->v_cache = NULL;
     ctx->x = ctx->xb = ctx->xb2 = ctx->q = ctx->k = ctx->v = ctx->att = ctx->hb = ctx->hb2 = NULL;
-    ctx->q16 = NULL; ctx->act = NULL; ctx->scores = NULL; ctx->probs16 = NULL; ctx->logits = NULL;
+    ctx->q16 = NULL; ctx->act = NULL; ctx->act_small = NULL; ctx->scores = NULL; ctx->probs16 = NULL; ctx->logits = NULL;
 }

@@ -99,10 +99,18 @@ struct ember_context {
     uint16_t *q16;          /* (n_batch, n_head*head_dim) queries in fp16 */
     uint8_t *act;           /* (n_batch, row bytes of the widest activation in any vec_dot type) */
     size_t act_stride;
+    uint8_t *act_small;     /* (n_threads, 4, act_stride): per-thread activations of small batches */
     float *scores;          /* (n_threads, n_ctx) */
     uint16_t *probs16;      /* (n_threads, n_ctx) */
     float *logits;          /* (n_vocab) */
     int has_logits;
+    /* a GPU backend (backend.h), or NULL for the CPU path above */
+    const struct em_backend *backend;
+    void *gpu;              /* the backend's device state */
+    int backend_auto;       /* 1 while "auto" tries the backend: it must then decline a device
+                               that is a CPU (a software driver, a CPU plugin), because ember's
+                               own CPU path is faster there; 0 when asked for by name */
+    char device[192];       /* the device actually used, as ember_context_device reports it */
     char last_error[EM_ERRLEN];
 };
 
@@ -116,8 +124,10 @@ void em_context_release(ember_context *ctx);
 /* Evaluate n (<= n_batch) tokens at positions n_past.., write the last token's logits. */
 ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n);
 
-/* scalar replicas of ggml's vectorised math (llama.c), exposed for the tests */
-float em_expf_vec(float x);
-void em_softmax_row(float *y, const float *x, int64_t n);
+/* cos/sin pairs of every rotated pair at one position, (n_rot) floats; the GPU backends
+ * upload the same table the CPU path uses */
+void em_rope_cache(const ember_model *m, int64_t pos, float *cache);
+
+/* em_expf_vec, em_softmax_row: scalar replicas of ggml's vector math, in kernels.h */
 
 #endif /* EMBER_MODEL_H */

@@ -110,6 +110,21 @@ static inline int32x4_t k4_mins(const uint8_t m[8], const int16_t *bsums) {
     return pair_madd(vreinterpretq_s16_u16(vmovl_u8(vld1_u8(m))), pairs);
 }
 
+/* Q2_K mins: lane k = min 2k * bsum 2k + min 2k+1 * bsum 2k+1 (lo: lanes 0-3, hi: 4-7) */
+static inline void q2k_mins(const em_block_q2_K *x, const int16_t *bsums, int32x4_t *lo, int32x4_t *hi) {
+    const uint8x16_t mins = vshrq_n_u8(vld1q_u8(x->scales), 4);
+    *lo = pair_madd(vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins))), vld1q_s16(bsums));
+    *hi = pair_madd(vreinterpretq_s16_u16(vmovl_high_u8(mins)), vld1q_s16(bsums + 8));
+}
+
+/* one super-block of the tiled K-quant matmul: r = isum * d_w, r = fma(-dmin_w, msum, r) for
+ * the types with mins, c = fma(r, d_a, c) */
+static inline float tiled_step(float c, int32_t isum, float dw, int has_min, float dmin, int32_t msum, float da) {
+    float r = (float)isum * dw;
+    if (has_min) r = fma1(-dmin, (float)msum, r);
+    return fma1(r, da, c);
+}
+
 /* ======================================================================================
  * Integer dots: neon and dotprod
  * ====================================================================================== */
@@ -409,6 +424,12 @@ FWD_QUANT(q5_1, EM_TYPE_Q5_1)
                      [EM_TYPE_Q8_1] = quant_q8_1_arm, [EM_TYPE_Q8_K] = quant_q8_K_arm},          \
         .sgemm = {[EM_TYPE_F32] = sgemm_f32_arm, [EM_TYPE_F16] = sgemm_f16_arm,                  \
                   [EM_TYPE_BF16] = sgemm_bf16_arm, ARM_QUANT_DOTS(SUF)},                         \
+        .repack_gemv = {[EM_TYPE_Q4_0] = repack_q4_0_##SUF, [EM_TYPE_Q4_K] = repack_q4_K_gemv_##SUF}, \
+        .repack_gemm = {[EM_TYPE_Q4_0] = repack_q4_0_##SUF, [EM_TYPE_Q4_K] = repack_q4_K_gemm_##SUF}, \
+        .tiled = {[EM_TYPE_Q2_K] = tiled_q2_K_##SUF, [EM_TYPE_Q3_K] = tiled_q3_K_##SUF,           \
+                  [EM_TYPE_Q4_K] = tiled_q4_K_##SUF, [EM_TYPE_Q5_K] = tiled_q5_K_##SUF,           \
+                  [EM_TYPE_Q6_K] = tiled_q6_K_##SUF},                                            \
+        EM_SCALAR_FORWARD_ENTRIES,                                                               \
     }
 #define ARM_QUANT_DOTS(SUF)                                                                      \
     [EM_TYPE_Q4_0] = dot_q4_0_##SUF, [EM_TYPE_Q4_1] = dot_q4_1_##SUF,                            \

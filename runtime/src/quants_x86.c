@@ -34,6 +34,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 /* small fixed-count loops over vector registers: unrolled, so that the registers stay registers */
@@ -41,6 +42,7 @@
 
 /* 8 bytes as an inline-asm memory operand */
 typedef struct { uint8_t b[8]; } em_m64;
+
 
 /* ======================================================================================
  * Scalar forwards, for table slots a level leaves to the reference
@@ -236,94 +238,83 @@ SK void dot_q5_1_sse42(int64_t n, float *s, const void *vx, const void *vy) {
     *s = sse_hsum8(acc[0], acc[1]) + summs;
 }
 
-/* byte selectors {k x8, k+1 x8} for the per-16 scales of a 32-element chunk */
-#define SSE_SEL0 _mm_set_epi64x(0x0101010101010101ll, 0)
-/* scale k (low 8 int16 lanes), scale k+1 (high 8) from 16 scale bytes, sign- or zero-extended */
-SF void sse_scales_u(__m128i sc8, __m128i sel, __m128i *lo, __m128i *hi) {
-    const __m128i b = _mm_shuffle_epi8(sc8, sel);
-    *lo = _mm_cvtepu8_epi16(b);
-    *hi = _mm_cvtepu8_epi16(_mm_srli_si128(b, 8));
-}
-SF void sse_scales_s(__m128i sc8, __m128i sel, __m128i *lo, __m128i *hi) {
-    const __m128i b = _mm_shuffle_epi8(sc8, sel);
-    *lo = _mm_cvtepi8_epi16(b);
-    *hi = _mm_cvtepi8_epi16(_mm_srli_si128(b, 8));
+/* ---- sse42 K-quants ---------------------------------------------------------------------
+ * As in quants_x86_avx2.inc: the integer part of a super-block as 8 int32 lanes (here lo:
+ * lanes 0-3, hi: lanes 4-7), shared by vec_dot, the tiled matmul and the repacked kernels. */
+
+/* int16 scale s[c] (low 8 int16) and s[c+1] (high 8 int16) of 16 scale bytes */
+SF void sse_scale_pair(__m128i sc8, int c, int is_signed, __m128i *lo, __m128i *hi) {
+    const __m128i b = _mm_shuffle_epi8(sc8, _mm_set_epi8((char)(c + 1), (char)(c + 1), (char)(c + 1), (char)(c + 1),
+                                                         (char)(c + 1), (char)(c + 1), (char)(c + 1), (char)(c + 1),
+                                                         (char)c, (char)c, (char)c, (char)c, (char)c, (char)c, (char)c, (char)c));
+    *lo = is_signed ? _mm_cvtepi8_epi16(b) : _mm_cvtepu8_epi16(b);
+    *hi = is_signed ? _mm_cvtepi8_epi16(_mm_srli_si128(b, 8)) : _mm_cvtepu8_epi16(_mm_srli_si128(b, 8));
 }
 
-SK void dot_q2_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
-    const em_block_q2_K *x = vx;
-    const em_block_q8_K *y = vy;
-    const __m128i m3 = _mm_set1_epi8(3), m4 = _mm_set1_epi8(0x0f);
-    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
-    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
-        const float d = y[ib].d * h2f_sw(x[ib].d);
-        const float dmin = -y[ib].d * h2f_sw(x[ib].dmin);
-        const __m128i raw = sse_load(x[ib].scales);
-        const __m128i sc8 = _mm_and_si128(raw, m4), mn8 = _mm_and_si128(_mm_srli_epi16(raw, 4), m4);
-        sse_acc8(acc, dmin, _mm_madd_epi16(_mm_cvtepu8_epi16(mn8), sse_load(y[ib].bsums)),
-                 _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(mn8, 8)), sse_load(y[ib].bsums + 8)));
-        __m128i slo = _mm_setzero_si128(), shi = _mm_setzero_si128(), sel = SSE_SEL0;
+/* Q2_K: sum of (scale & 15) * q * q8 */
+SF void sse_q2k_lanes(const em_block_q2_K *x, const int8_t *q8, __m128i *plo, __m128i *phi) {
+    const __m128i m3 = _mm_set1_epi8(3);
+    const __m128i sc8 = _mm_and_si128(sse_load(x->scales), _mm_set1_epi8(0x0f));
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    EM_UNROLL
+    for (int j = 0; j < 2; ++j) {
+        const __m128i bl = sse_load(x->qs + 32 * j), bh = sse_load(x->qs + 32 * j + 16);
         EM_UNROLL
-        for (int j = 0; j < 2; ++j) {
-            const __m128i bl = sse_load(x[ib].qs + 32 * j), bh = sse_load(x[ib].qs + 32 * j + 16);
-            const int8_t *q8 = y[ib].qs + 128 * j;
-            EM_UNROLL
-            for (int t = 0; t < 4; ++t) {
-                __m128i scl, sch;
-                sse_scales_u(sc8, sel, &scl, &sch);
-                sel = _mm_add_epi8(sel, _mm_set1_epi8(2));
-                const __m128i ql = _mm_and_si128(_mm_srli_epi16(bl, 2 * t), m3);
-                const __m128i qh = _mm_and_si128(_mm_srli_epi16(bh, 2 * t), m3);
-                slo = _mm_add_epi32(slo, _mm_madd_epi16(_mm_maddubs_epi16(ql, sse_load(q8 + 32 * t)), scl));
-                shi = _mm_add_epi32(shi, _mm_madd_epi16(_mm_maddubs_epi16(qh, sse_load(q8 + 32 * t + 16)), sch));
-            }
+        for (int t = 0; t < 4; ++t) {
+            const int c = 4 * j + t;
+            __m128i scl, sch;
+            sse_scale_pair(sc8, 2 * c, 0, &scl, &sch);
+            const __m128i ql = _mm_and_si128(_mm_srli_epi16(bl, 2 * t), m3);
+            const __m128i qh = _mm_and_si128(_mm_srli_epi16(bh, 2 * t), m3);
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_maddubs_epi16(ql, sse_load(q8 + 32 * c)), scl));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_maddubs_epi16(qh, sse_load(q8 + 32 * c + 16)), sch));
         }
-        sse_acc8(acc, d, slo, shi);
     }
-    *s = sse_hsum8(acc[0], acc[1]);
+    *plo = lo;
+    *phi = hi;
 }
 
-SK void dot_q3_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
-    const em_block_q3_K *x = vx;
-    const em_block_q8_K *y = vy;
+/* Q2_K mins: lane k = min 2k * bsum 2k + min 2k+1 * bsum 2k+1 */
+SF void sse_q2k_mins(const em_block_q2_K *x, const int16_t *bsums, __m128i *lo, __m128i *hi) {
+    const __m128i mn8 = _mm_and_si128(_mm_srli_epi16(sse_load(x->scales), 4), _mm_set1_epi8(0x0f));
+    *lo = _mm_madd_epi16(_mm_cvtepu8_epi16(mn8), sse_load(bsums));
+    *hi = _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_srli_si128(mn8, 8)), sse_load(bsums + 8));
+}
+
+/* Q3_K: sum of (scale - 32) * q * q8, q in -4..3 */
+SF void sse_q3k_lanes(const em_block_q3_K *x, const int8_t *q8, __m128i *plo, __m128i *phi) {
     const __m128i m3 = _mm_set1_epi8(3), four = _mm_set1_epi8(4), zero = _mm_setzero_si128();
-    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
-    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
-        const float d = y[ib].d * h2f_sw(x[ib].d);
-        uint32_t a[3];
-        memcpy(a, x[ib].scales, 12);
-        const uint32_t k4 = 0x0f0f0f0fu, k2 = 0x03030303u;
-        const __m128i sc8 = _mm_sub_epi8(
-            _mm_set_epi32((int)(((a[1] >> 4) & k4) | (((a[2] >> 6) & k2) << 4)),
-                          (int)(((a[0] >> 4) & k4) | (((a[2] >> 4) & k2) << 4)),
-                          (int)((a[1] & k4) | (((a[2] >> 2) & k2) << 4)),
-                          (int)((a[0] & k4) | ((a[2] & k2) << 4))),
-            _mm_set1_epi8(32));
-        const __m128i hml = sse_load(x[ib].hmask), hmh = sse_load(x[ib].hmask + 16);
-        __m128i slo = _mm_setzero_si128(), shi = _mm_setzero_si128(), sel = SSE_SEL0;
+    uint32_t a[3];
+    memcpy(a, x->scales, 12);
+    const uint32_t k4 = 0x0f0f0f0fu, k2 = 0x03030303u;
+    const __m128i sc8 = _mm_sub_epi8(_mm_set_epi32((int)(((a[1] >> 4) & k4) | (((a[2] >> 6) & k2) << 4)),
+                                                   (int)(((a[0] >> 4) & k4) | (((a[2] >> 4) & k2) << 4)),
+                                                   (int)((a[1] & k4) | (((a[2] >> 2) & k2) << 4)),
+                                                   (int)((a[0] & k4) | ((a[2] & k2) << 4))),
+                                     _mm_set1_epi8(32));
+    const __m128i hml = sse_load(x->hmask), hmh = sse_load(x->hmask + 16);
+    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+    EM_UNROLL
+    for (int j = 0; j < 2; ++j) {
+        const __m128i bl = sse_load(x->qs + 32 * j), bh = sse_load(x->qs + 32 * j + 16);
         EM_UNROLL
-        for (int j = 0; j < 2; ++j) {
-            const __m128i bl = sse_load(x[ib].qs + 32 * j), bh = sse_load(x[ib].qs + 32 * j + 16);
-            const int8_t *q8 = y[ib].qs + 128 * j;
-            EM_UNROLL
-            for (int t = 0; t < 4; ++t) {
-                const __m128i bit = _mm_set1_epi8((char)(1u << (4 * j + t)));
-                __m128i scl, sch;
-                sse_scales_s(sc8, sel, &scl, &sch);
-                sel = _mm_add_epi8(sel, _mm_set1_epi8(2));
-                const __m128i ql = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bl, 2 * t), m3),
-                                                _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hml, bit), zero), four));
-                const __m128i qh = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bh, 2 * t), m3),
-                                                _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hmh, bit), zero), four));
-                const __m128i pl = _mm_maddubs_epi16(_mm_abs_epi8(ql), _mm_sign_epi8(sse_load(q8 + 32 * t), ql));
-                const __m128i ph = _mm_maddubs_epi16(_mm_abs_epi8(qh), _mm_sign_epi8(sse_load(q8 + 32 * t + 16), qh));
-                slo = _mm_add_epi32(slo, _mm_madd_epi16(pl, scl));
-                shi = _mm_add_epi32(shi, _mm_madd_epi16(ph, sch));
-            }
+        for (int t = 0; t < 4; ++t) {
+            const int c = 4 * j + t;
+            const __m128i bit = _mm_set1_epi8((char)(1u << c));
+            __m128i scl, sch;
+            sse_scale_pair(sc8, 2 * c, 1, &scl, &sch);
+            const __m128i ql = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bl, 2 * t), m3),
+                                            _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hml, bit), zero), four));
+            const __m128i qh = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bh, 2 * t), m3),
+                                            _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hmh, bit), zero), four));
+            const __m128i pl = _mm_maddubs_epi16(_mm_abs_epi8(ql), _mm_sign_epi8(sse_load(q8 + 32 * c), ql));
+            const __m128i ph = _mm_maddubs_epi16(_mm_abs_epi8(qh), _mm_sign_epi8(sse_load(q8 + 32 * c + 16), qh));
+            lo = _mm_add_epi32(lo, _mm_madd_epi16(pl, scl));
+            hi = _mm_add_epi32(hi, _mm_madd_epi16(ph, sch));
         }
-        sse_acc8(acc, d, slo, shi);
     }
-    *s = sse_hsum8(acc[0], acc[1]);
+    *plo = lo;
+    *phi = hi;
 }
 
 /* Q4_K/Q5_K: 8 scales and 8 mins (get_scale_min_k4) */
@@ -347,17 +338,18 @@ SF __m128i sse_k4_mins(const uint8_t m[8], const int16_t *bsums) {
     return _mm_madd_epi16(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(m64)), pairs);
 }
 
-/* sum over the 8 chunks of 32 of sc[c] * (4-bit or 5-bit quant) * q8, in 8 int32 lanes.
- * h: Q5_K's qh (NULL for Q4_K) */
-SF void sse_k4_quants(const uint8_t *qs, const uint8_t *h, const uint8_t sc[8], const int8_t *q8,
-                      __m128i *slo, __m128i *shi) {
+/* Q4_K (h NULL) and Q5_K: sum of scale * q * q8 for each pair of chunks (elements 64j..64j+63)
+ * apart: lo[j], hi[j] */
+SF void sse_k4_lanes(const uint8_t *qs, const uint8_t *h, const uint8_t sc[8], const int8_t *q8,
+                     __m128i lo[4], __m128i hi[4]) {
     const __m128i m4 = _mm_set1_epi8(0x0f), b4 = _mm_set1_epi8(0x10);
     __m128i hl = _mm_setzero_si128(), hh = _mm_setzero_si128();
     if (h) { hl = sse_load(h); hh = sse_load(h + 16); }
-    __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
     EM_UNROLL
     for (int j = 0; j < 4; ++j) {
         const __m128i bl = sse_load(qs + 32 * j), bh = sse_load(qs + 32 * j + 16);
+        lo[j] = _mm_setzero_si128();
+        hi[j] = _mm_setzero_si128();
         EM_UNROLL
         for (int half = 0; half < 2; ++half) {
             const int c = 2 * j + half;
@@ -369,12 +361,77 @@ SF void sse_k4_quants(const uint8_t *qs, const uint8_t *h, const uint8_t sc[8], 
                 qh = _mm_or_si128(qh, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(hh, bit), bit), b4));
             }
             const __m128i scale = _mm_set1_epi16(sc[c]);
-            lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_maddubs_epi16(ql, sse_load(q8 + 32 * c)), scale));
-            hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_maddubs_epi16(qh, sse_load(q8 + 32 * c + 16)), scale));
+            lo[j] = _mm_add_epi32(lo[j], _mm_madd_epi16(_mm_maddubs_epi16(ql, sse_load(q8 + 32 * c)), scale));
+            hi[j] = _mm_add_epi32(hi[j], _mm_madd_epi16(_mm_maddubs_epi16(qh, sse_load(q8 + 32 * c + 16)), scale));
         }
     }
-    *slo = lo;
-    *shi = hi;
+}
+
+SF __m128i sse_sum4(const __m128i v[4]) { return _mm_add_epi32(_mm_add_epi32(v[0], v[1]), _mm_add_epi32(v[2], v[3])); }
+
+/* Q6_K: sum of scale * q * q8 with q the raw 6 bits (centered = 0) or q - 32 (centered = 1) */
+SF void sse_q6k_lanes(const em_block_q6_K *x, const int8_t *q8, int centered, __m128i *plo, __m128i *phi) {
+    const __m128i m4 = _mm_set1_epi8(0x0f), m30 = _mm_set1_epi8(0x30), c32 = _mm_set1_epi8(32);
+    const __m128i sc8 = sse_load(x->scales);
+    __m128i acc[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
+    EM_UNROLL
+    for (int j = 0; j < 2; ++j)
+        EM_UNROLL
+        for (int half = 0; half < 2; ++half) {   /* bytes 0-15, then 16-31 of each 32 */
+            const int o = 16 * half;
+            const __m128i l0 = sse_load(x->ql + 64 * j + o), l1 = sse_load(x->ql + 64 * j + 32 + o);
+            const __m128i h = sse_load(x->qh + 32 * j + o);
+            __m128i q[4];
+            q[0] = _mm_or_si128(_mm_and_si128(l0, m4), _mm_and_si128(_mm_slli_epi16(h, 4), m30));
+            q[1] = _mm_or_si128(_mm_and_si128(l1, m4), _mm_and_si128(_mm_slli_epi16(h, 2), m30));
+            q[2] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l0, 4), m4), _mm_and_si128(h, m30));
+            q[3] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l1, 4), m4), _mm_and_si128(_mm_srli_epi16(h, 2), m30));
+            EM_UNROLL
+            for (int t = 0; t < 4; ++t) {
+                __m128i scl, sch;
+                sse_scale_pair(sc8, 2 * (4 * j + t), 1, &scl, &sch);
+                const __m128i y8 = sse_load(q8 + 128 * j + 32 * t + o);
+                __m128i p;
+                if (centered) {
+                    const __m128i qc = _mm_sub_epi8(q[t], c32);
+                    p = _mm_maddubs_epi16(_mm_abs_epi8(qc), _mm_sign_epi8(y8, qc));
+                } else {
+                    p = _mm_maddubs_epi16(q[t], y8);
+                }
+                acc[half] = _mm_add_epi32(acc[half], _mm_madd_epi16(p, half ? sch : scl));
+            }
+        }
+    *plo = acc[0];
+    *phi = acc[1];
+}
+
+SK void dot_q2_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q2_K *x = vx;
+    const em_block_q8_K *y = vy;
+    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
+        const float d = y[ib].d * h2f_sw(x[ib].d);
+        const float dmin = -y[ib].d * h2f_sw(x[ib].dmin);
+        __m128i lo, hi;
+        sse_q2k_mins(&x[ib], y[ib].bsums, &lo, &hi);
+        sse_acc8(acc, dmin, lo, hi);
+        sse_q2k_lanes(&x[ib], y[ib].qs, &lo, &hi);
+        sse_acc8(acc, d, lo, hi);
+    }
+    *s = sse_hsum8(acc[0], acc[1]);
+}
+
+SK void dot_q3_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q3_K *x = vx;
+    const em_block_q8_K *y = vy;
+    __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
+        const float d = y[ib].d * h2f_sw(x[ib].d);
+        __m128i lo, hi;
+        sse_q3k_lanes(&x[ib], y[ib].qs, &lo, &hi);
+        sse_acc8(acc, d, lo, hi);
+    }
+    *s = sse_hsum8(acc[0], acc[1]);
 }
 
 SK void dot_q4_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
@@ -388,9 +445,9 @@ SK void dot_q4_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
         uint8_t sc[8], m[8];
         k4_scales_sw(x[ib].scales, sc, m);
         acc_m = sse_fma_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(sse_k4_mins(m, y[ib].bsums)), acc_m);
-        __m128i slo, shi;
-        sse_k4_quants(x[ib].qs, NULL, sc, y[ib].qs, &slo, &shi);
-        sse_acc8(acc, d, slo, shi);
+        __m128i lo[4], hi[4];
+        sse_k4_lanes(x[ib].qs, NULL, sc, y[ib].qs, lo, hi);
+        sse_acc8(acc, d, sse_sum4(lo), sse_sum4(hi));
     }
     const __m128 m2 = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
     *s = sse_hsum8(acc[0], acc[1]) + _mm_cvtss_f32(_mm_add_ss(m2, _mm_movehdup_ps(m2)));
@@ -407,9 +464,9 @@ SK void dot_q5_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
         uint8_t sc[8], m[8];
         k4_scales_sw(x[ib].scales, sc, m);
         summs = fmaf_exact(dmin, (float)sse_hsum_i32(sse_k4_mins(m, y[ib].bsums)), summs);
-        __m128i slo, shi;
-        sse_k4_quants(x[ib].qs, x[ib].qh, sc, y[ib].qs, &slo, &shi);
-        sse_acc8(acc, d, slo, shi);
+        __m128i lo[4], hi[4];
+        sse_k4_lanes(x[ib].qs, x[ib].qh, sc, y[ib].qs, lo, hi);
+        sse_acc8(acc, d, sse_sum4(lo), sse_sum4(hi));
     }
     *s = sse_hsum8(acc[0], acc[1]) + summs;
 }
@@ -417,46 +474,137 @@ SK void dot_q5_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
 SK void dot_q6_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
     const em_block_q6_K *x = vx;
     const em_block_q8_K *y = vy;
-    const __m128i m4 = _mm_set1_epi8(0x0f), m30 = _mm_set1_epi8(0x30);
     __m128 acc[2] = {_mm_setzero_ps(), _mm_setzero_ps()};
     for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
         const float d = y[ib].d * h2f_sw(x[ib].d);
         const __m128i sc8 = sse_load(x[ib].scales);
-        __m128i slo = _mm_setzero_si128(), shi = _mm_setzero_si128(), sel = SSE_SEL0;
-        EM_UNROLL
-        for (int j = 0; j < 2; ++j) {
-            const int8_t *q8 = y[ib].qs + 128 * j;
-            EM_UNROLL
-            for (int half = 0; half < 2; ++half) {   /* bytes 0-15, then 16-31 of each 32 */
-                const int o = 16 * half;
-                const __m128i l0 = sse_load(x[ib].ql + 64 * j + o), l1 = sse_load(x[ib].ql + 64 * j + 32 + o);
-                const __m128i h = sse_load(x[ib].qh + 32 * j + o);
-                __m128i q[4];
-                q[0] = _mm_or_si128(_mm_and_si128(l0, m4), _mm_and_si128(_mm_slli_epi16(h, 4), m30));
-                q[1] = _mm_or_si128(_mm_and_si128(l1, m4), _mm_and_si128(_mm_slli_epi16(h, 2), m30));
-                q[2] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l0, 4), m4), _mm_and_si128(h, m30));
-                q[3] = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(l1, 4), m4), _mm_and_si128(_mm_srli_epi16(h, 2), m30));
-                __m128i s2 = sel;
-                EM_UNROLL
-                for (int t = 0; t < 4; ++t) {
-                    __m128i scl, sch;
-                    sse_scales_s(sc8, s2, &scl, &sch);
-                    s2 = _mm_add_epi8(s2, _mm_set1_epi8(2));
-                    const __m128i p = _mm_madd_epi16(_mm_maddubs_epi16(q[t], sse_load(q8 + 32 * t + o)), half ? sch : scl);
-                    if (half) shi = _mm_add_epi32(shi, p);
-                    else slo = _mm_add_epi32(slo, p);
-                }
-            }
-            sel = _mm_add_epi8(sel, _mm_set1_epi8(8));
-        }
+        __m128i lo, hi;
+        sse_q6k_lanes(&x[ib], y[ib].qs, 0, &lo, &hi);
+        /* the -32 offset through the bsums, paired as lane k <-> sub-blocks 2k, 2k+1 */
         const __m128i offl = _mm_madd_epi16(sse_load(y[ib].bsums), _mm_cvtepi8_epi16(sc8));
         const __m128i offh = _mm_madd_epi16(sse_load(y[ib].bsums + 8), _mm_cvtepi8_epi16(_mm_srli_si128(sc8, 8)));
-        slo = _mm_sub_epi32(slo, _mm_slli_epi32(offl, 5));
-        shi = _mm_sub_epi32(shi, _mm_slli_epi32(offh, 5));
-        sse_acc8(acc, d, slo, shi);
+        sse_acc8(acc, d, _mm_sub_epi32(lo, _mm_slli_epi32(offl, 5)), _mm_sub_epi32(hi, _mm_slli_epi32(offh, 5)));
     }
     *s = sse_hsum8(acc[0], acc[1]);
 }
+
+/* ---- sse42 tiled K-quant matmul and repacked kernels (see quants_x86_avx2.inc) ---------- */
+
+static inline float tiled_step_sw(float c, int32_t isum, float dw, int has_min, float dmin, int32_t msum, float da) {
+    float r = (float)isum * dw;
+    if (has_min) r = fmaf_exact(-dmin, (float)msum, r);
+    return fmaf_exact(r, da, c);
+}
+
+SF int32_t sse_hsum_lh(__m128i lo, __m128i hi) { return sse_hsum_i32(_mm_add_epi32(lo, hi)); }
+
+SK void tiled_q2_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q2_K *x = vx;
+    const em_block_q8_K *y = vy;
+    float c = 0.0f;
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
+        __m128i lo, hi, mlo, mhi;
+        sse_q2k_lanes(&x[ib], y[ib].qs, &lo, &hi);
+        sse_q2k_mins(&x[ib], y[ib].bsums, &mlo, &mhi);
+        c = tiled_step_sw(c, sse_hsum_lh(lo, hi), h2f_sw(x[ib].d), 1, h2f_sw(x[ib].dmin), sse_hsum_lh(mlo, mhi), y[ib].d);
+    }
+    *s = c;
+}
+
+SK void tiled_q3_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q3_K *x = vx;
+    const em_block_q8_K *y = vy;
+    float c = 0.0f;
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
+        __m128i lo, hi;
+        sse_q3k_lanes(&x[ib], y[ib].qs, &lo, &hi);
+        c = tiled_step_sw(c, sse_hsum_lh(lo, hi), h2f_sw(x[ib].d), 0, 0.0f, 0, y[ib].d);
+    }
+    *s = c;
+}
+
+SF float sse_tiled_k45(float c, const uint8_t *qs, const uint8_t *qh, const uint8_t scales[12], em_fp16 d, em_fp16 dmin,
+                       const em_block_q8_K *y) {
+    uint8_t sc[8], m[8];
+    k4_scales_sw(scales, sc, m);
+    __m128i lo[4], hi[4];
+    sse_k4_lanes(qs, qh, sc, y->qs, lo, hi);
+    return tiled_step_sw(c, sse_hsum_lh(sse_sum4(lo), sse_sum4(hi)), h2f_sw(d), 1, h2f_sw(dmin),
+                         sse_hsum_i32(sse_k4_mins(m, y->bsums)), y->d);
+}
+
+SK void tiled_q4_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q4_K *x = vx;
+    const em_block_q8_K *y = vy;
+    float c = 0.0f;
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib)
+        c = sse_tiled_k45(c, x[ib].qs, NULL, x[ib].scales, x[ib].d, x[ib].dmin, &y[ib]);
+    *s = c;
+}
+
+SK void tiled_q5_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q5_K *x = vx;
+    const em_block_q8_K *y = vy;
+    float c = 0.0f;
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib)
+        c = sse_tiled_k45(c, x[ib].qs, x[ib].qh, x[ib].scales, x[ib].d, x[ib].dmin, &y[ib]);
+    *s = c;
+}
+
+SK void tiled_q6_K_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q6_K *x = vx;
+    const em_block_q8_K *y = vy;
+    float c = 0.0f;
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
+        __m128i lo, hi;
+        sse_q6k_lanes(&x[ib], y[ib].qs, 1, &lo, &hi);
+        c = tiled_step_sw(c, sse_hsum_lh(lo, hi), h2f_sw(x[ib].d), 0, 0.0f, 0, y[ib].d);
+    }
+    *s = c;
+}
+
+SK void repack_q4_0_sse42(int64_t n, float *s, const void *vx, const void *vy) {
+    const em_block_q4_0 *x = vx;
+    const em_block_q8_0 *y = vy;
+    const __m128i m4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    float c = 0.0f;
+    for (int64_t ib = 0; ib < n / EM_QK4_0; ++ib) {
+        const __m128i raw = sse_load(x[ib].qs);
+        const __m128i lo = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);
+        const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);
+        const int32_t isum = sse_hsum_lh(sse_dot_ss(lo, sse_load(y[ib].qs)), sse_dot_ss(hi, sse_load(y[ib].qs + 16)));
+        c = fmaf_exact((float)isum, h2f_sw(x[ib].d) * h2f_sw(y[ib].d), c);
+    }
+    *s = c;
+}
+
+SF void sse_repack_q4_K(int64_t n, float *s, const void *vx, const void *vy, int per64) {
+    const em_block_q4_K *x = vx;
+    const em_block_q8_K *y = vy;
+    float acc = 0.0f, accm = 0.0f;
+    for (int64_t ib = 0; ib < n / EM_QK_K; ++ib) {
+        const float d = h2f_sw(x[ib].d) * y[ib].d, dmin = h2f_sw(x[ib].dmin) * y[ib].d;
+        uint8_t sc[8], m[8];
+        k4_scales_sw(x[ib].scales, sc, m);
+        const __m128i mins = sse_k4_mins(m, y[ib].bsums);
+        __m128i lo[4], hi[4];
+        sse_k4_lanes(x[ib].qs, NULL, sc, y[ib].qs, lo, hi);
+        if (per64) {
+            int32_t mm[4];
+            _mm_storeu_si128((__m128i *)(void *)mm, mins);
+            for (int j = 0; j < 4; ++j) {
+                acc = fmaf_exact((float)sse_hsum_lh(lo[j], hi[j]), d, acc);
+                accm = fmaf_exact((float)mm[j], dmin, accm);
+            }
+        } else {
+            acc = fmaf_exact((float)sse_hsum_lh(sse_sum4(lo), sse_sum4(hi)), d, acc);
+            accm = fmaf_exact((float)sse_hsum_i32(mins), dmin, accm);
+        }
+    }
+    *s = acc - accm;
+}
+SK void repack_q4_K_gemv_sse42(int64_t n, float *s, const void *vx, const void *vy) { sse_repack_q4_K(n, s, vx, vy, 0); }
+SK void repack_q4_K_gemm_sse42(int64_t n, float *s, const void *vx, const void *vy) { sse_repack_q4_K(n, s, vx, vy, 1); }
 
 /* ---- sse42 float types ---------------------------------------------------------------- */
 
@@ -602,7 +750,6 @@ SK void sgemm_bf16_sse42(int64_t n, float *s, const void *vx, const void *vy) {
     *s = sse_hsum16(acc);
 }
 
-#undef SSE_SEL0
 
 /* ======================================================================================
  * avx2, avxvnni, avx512: the 256-bit kernels
@@ -762,6 +909,13 @@ static ZB_TARGET void sgemm_bf16_zb(int64_t n, float *s, const void *vx, const v
     [EM_TYPE_Q4_1] = fwd_quant_q4_1, [EM_TYPE_Q5_0] = fwd_quant_q5_0,                      \
     [EM_TYPE_Q5_1] = fwd_quant_q5_1
 
+#define REPACK_TILED(SUF)                                                                       \
+        .repack_gemv = {[EM_TYPE_Q4_0] = repack_q4_0_##SUF, [EM_TYPE_Q4_K] = repack_q4_K_gemv_##SUF}, \
+        .repack_gemm = {[EM_TYPE_Q4_0] = repack_q4_0_##SUF, [EM_TYPE_Q4_K] = repack_q4_K_gemm_##SUF}, \
+        .tiled = {[EM_TYPE_Q2_K] = tiled_q2_K_##SUF, [EM_TYPE_Q3_K] = tiled_q3_K_##SUF,           \
+                  [EM_TYPE_Q4_K] = tiled_q4_K_##SUF, [EM_TYPE_Q5_K] = tiled_q5_K_##SUF,           \
+                  [EM_TYPE_Q6_K] = tiled_q6_K_##SUF}
+
 static const em_kernels k_sse42 = {
     .name = "sse42",
     .level = EM_LEVEL_SSE42,
@@ -771,6 +925,8 @@ static const em_kernels k_sse42 = {
                  [EM_TYPE_Q8_0] = fwd_quant_q8_0, [EM_TYPE_Q8_1] = fwd_quant_q8_1, [EM_TYPE_Q8_K] = fwd_quant_q8_K},
     .sgemm = {[EM_TYPE_F32] = sgemm_f32_sse42, [EM_TYPE_F16] = sgemm_f16_sse42, [EM_TYPE_BF16] = sgemm_bf16_sse42,
               QUANT_DOTS(sse42)},
+    REPACK_TILED(sse42),
+    EM_SCALAR_FORWARD_ENTRIES,
 };
 
 #define YMM_TABLE(SUF, LEVEL, F32, F16, BF16, SG32, SG16, SGB16)                               \
@@ -782,6 +938,15 @@ static const em_kernels k_sse42 = {
                      [EM_TYPE_Q8_0] = quant_q8_0_##SUF, [EM_TYPE_Q8_1] = quant_q8_1_##SUF,      \
                      [EM_TYPE_Q8_K] = quant_q8_K_##SUF},                                     \
         .sgemm = {[EM_TYPE_F32] = SG32, [EM_TYPE_F16] = SG16, [EM_TYPE_BF16] = SGB16, QUANT_DOTS(SUF)}, \
+        REPACK_TILED(SUF),                                                                   \
+        .attn_dot_vec = attn_dot_vec_##SUF,                                                  \
+        .attn_dot_gemm = attn_dot_gemm_##SUF,                                                \
+        .attn_softmax = attn_softmax_##SUF,                                                  \
+        .swiglu = swiglu_##SUF,                                                              \
+        .vec_dot4 = {[EM_TYPE_Q4_0] = dot4_q4_0_##SUF, [EM_TYPE_Q4_1] = dot4_q4_1_##SUF,       \
+                     [EM_TYPE_Q8_0] = dot4_q8_0_##SUF},                                      \
+        .vec_dot_r4 = {[EM_TYPE_Q4_0] = dotr4_q4_0_##SUF, [EM_TYPE_Q4_1] = dotr4_q4_1_##SUF,   \
+                       [EM_TYPE_Q8_0] = dotr4_q8_0_##SUF},                                   \
     }
 
 static const em_kernels k_avx2 = YMM_TABLE(avx2, EM_LEVEL_AVX2, dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2,

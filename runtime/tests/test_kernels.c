@@ -1,7 +1,8 @@
 /* test_kernels.c - every SIMD kernel level gives the scalar reference's bits (a CTest program).
  *
  * For each level this CPU runs (levels it lacks are skipped with a note), and for every
- * weight type's vec_dot, the sgemm dots and every activation quantizer: random rows of many
+ * weight type's vec_dot, the sgemm dots, the repacked (Q4_0, Q4_K) and tiled (Q2_K..Q6_K)
+ * matmul kernels and every activation quantizer: random rows of many
  * lengths (odd ones, lengths with tails, the model sizes 576 and 1536), plus rows made to hit
  * the edges (largest quants, -128 weight bytes, subnormal and huge fp16 scales, bf16
  * subnormals, rounding ties, all-zero blocks), compared with the scalar table bit for bit.
@@ -50,6 +51,12 @@ static float rng_unit(uint64_t *st) { return (float)(int32_t)rng_next(st) * 0x1p
 
 static uint32_t fbits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static float ffrom(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* a NaN's sign is the CPU's default (x86 negative, ARM positive): one NaN for the digest */
+static void digest_float(float v) {
+    const uint32_t b = isnan(v) ? 0x7fc00000u : fbits(v);
+    digest(&b, 4);
+}
 
 /* How rows are filled. */
 typedef enum {
@@ -229,12 +236,29 @@ static void test_vec_dots(const em_kernels *k, const em_kernels *ref) {
                     k->vec_dot[t](n, &got, wx, ay);
                     ref->sgemm[t](n, &want_g, wx, ay);
                     k->sgemm[t](n, &got_g, wx, ay);
+                    /* the other matmul kernels of llama.cpp, for the types they handle */
+                    const em_vec_dot_fn *others[3][2] = {{ref->repack_gemv, k->repack_gemv},
+                                                         {ref->repack_gemm, k->repack_gemm},
+                                                         {ref->tiled, k->tiled}};
+                    static const char *const other_names[3] = {"repack_gemv", "repack_gemm", "tiled"};
+                    for (int o = 0; o < 3; ++o) {
+                        if (!others[o][0][t] && !others[o][1][t]) continue;
+                        ++g_checks;
+                        if (!others[o][0][t] || !others[o][1][t]) {
+                            if (++bad <= 3) fprintf(stderr, "FAIL %s %s: %s present in one table only\n", k->name, tr->name, other_names[o]);
+                            continue;
+                        }
+                        float w1, w2;
+                        others[o][0][t](n, &w1, wx, ay);
+                        others[o][1][t](n, &w2, wx, ay);
+                        if (k == ref) digest_float(w1);
+                        if (!same_bits(w1, w2) && ++bad <= 3)
+                            fprintf(stderr, "FAIL %s %s %s n=%lld %s rep %d: %a vs scalar %a\n", k->name, tr->name,
+                                    other_names[o], (long long)n, k_fill_names[kind], rep, (double)w2, (double)w1);
+                    }
                     if (k == ref) {
-                        /* a NaN's sign is the CPU's default (x86 negative, ARM positive) */
-                        const uint32_t bw = isnan(want) ? 0x7fc00000u : fbits(want);
-                        const uint32_t bg = isnan(want_g) ? 0x7fc00000u : fbits(want_g);
-                        digest(&bw, 4);
-                        digest(&bg, 4);
+                        digest_float(want);
+                        digest_float(want_g);
                     }
                     ++g_checks;
                     if (!same_bits(want, got) || !same_bits(want_g, got_g)) {
@@ -352,6 +376,114 @@ static void test_pipeline(const em_kernels *k, const em_kernels *ref) {
     free(a2);
 }
 
+/* the forward pass's other entries: vec_dot4 (one weight row, 4 activation rows) against 4
+ * vec_dot calls, and the attention dots, masked softmax and SwiGLU against the scalar
+ * replicas (NULL entries fall back to those, so they are equal by construction) */
+static void test_forward_entries(const em_kernels *k, const em_kernels *ref) {
+    float *scratch = xmalloc(MAXN * sizeof(float));
+    uint8_t *w = xmalloc(MAXN * 4 + 64);
+    const size_t stride = MAXN * 4 + 64;
+    uint8_t *a = xmalloc(4 * stride);
+    int64_t lens[64];
+    for (size_t ti = 0; ti < sizeof k_weight_types / sizeof k_weight_types[0]; ++ti) {
+        const em_type t = k_weight_types[ti];
+        if (!k->vec_dot4[t] && !k->vec_dot_r4[t]) continue;
+        const em_type_traits *tr = em_type_traits_get((uint32_t)t);
+        const int nl = lengths_for(tr->block_size, lens);
+        for (int li = 0; li < nl; ++li)
+            for (int kind = 0; kind < FILL_COUNT; ++kind) {
+                const int64_t n = lens[li];
+                const uint64_t seed = 7777u * (uint64_t)(ti + 1) + 31u * (uint64_t)n + (uint64_t)kind;
+                gen_weights(seed, t, w, n, (fill_kind)kind);
+                for (int c = 0; c < 4; ++c)
+                    gen_activation(seed * 17 + (uint64_t)c, tr->vec_dot_type, a + (size_t)c * stride, n,
+                                   (fill_kind)kind, scratch);
+                float got[4], got_r[4];
+                if (k->vec_dot4[t]) k->vec_dot4[t](n, got, w, a, stride);
+                for (int c = 0; c < 4 && k->vec_dot4[t]; ++c) {
+                    float want;
+                    ref->vec_dot[t](n, &want, w, a + (size_t)c * stride);
+                    CHECK(same_bits(want, got[c]), "%s vec_dot4 %s n=%lld %s col %d: %a vs %a", k->name, tr->name,
+                          (long long)n, k_fill_names[kind], c, (double)got[c], (double)want);
+                }
+                /* vec_dot_r4: the 4 activation rows' buffers stand for 4 weight rows */
+                if (k->vec_dot_r4[t]) {
+                    for (int c = 0; c < 4; ++c) gen_weights(seed * 5 + (uint64_t)c, t, a + (size_t)c * stride, n,
+                                                            (fill_kind)kind);
+                    gen_activation(seed * 3, tr->vec_dot_type, w + MAXN * 2, n, (fill_kind)kind, scratch);
+                    k->vec_dot_r4[t](n, got_r, a, stride, w + MAXN * 2);
+                    for (int c = 0; c < 4; ++c) {
+                        float want;
+                        ref->vec_dot[t](n, &want, a + (size_t)c * stride, w + MAXN * 2);
+                        CHECK(same_bits(want, got_r[c]), "%s vec_dot_r4 %s n=%lld %s row %d: %a vs %a", k->name,
+                              tr->name, (long long)n, k_fill_names[kind], c, (double)got_r[c], (double)want);
+                    }
+                }
+            }
+    }
+    /* fp16 rows of attention: head sizes and cache lengths, all prefix lengths nz */
+    static const int64_t ns[] = {16, 48, 64, 80, 128, 256, 272};
+    uint16_t *x16 = xmalloc(512 * sizeof(uint16_t)), *y16 = xmalloc(512 * sizeof(uint16_t));
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni) {
+        const int64_t n = ns[ni];
+        uint64_t st = 4242u + (uint64_t)n;
+        for (int64_t i = 0; i < n; ++i) {
+            x16[i] = em_fp32_to_fp16(rng_unit(&st) * 4.0f);
+            y16[i] = em_fp32_to_fp16(rng_unit(&st) * (i % 7 == 0 ? -0.0f : 1.0f));
+        }
+        for (int64_t nz = 0; nz <= n; nz += (nz < 40 ? 1 : 13)) {
+            CHECK(same_bits(ref->attn_dot_vec(n, x16, y16, nz), k->attn_dot_vec(n, x16, y16, nz)),
+                  "%s attn_dot_vec n=%lld nz=%lld", k->name, (long long)n, (long long)nz);
+            CHECK(same_bits(ref->attn_dot_gemm(n, x16, y16, nz), k->attn_dot_gemm(n, x16, y16, nz)),
+                  "%s attn_dot_gemm n=%lld nz=%lld", k->name, (long long)n, (long long)nz);
+        }
+    }
+    /* softmax of scaled scores (and rows with huge spreads: exponent saturation, subnormals) */
+    float *sx = xmalloc(600 * sizeof(float)), *s1 = xmalloc(600 * sizeof(float)), *s2 = xmalloc(600 * sizeof(float));
+    static const int64_t sn[] = {1, 15, 16, 17, 40, 256, 512, 520};
+    for (size_t ni = 0; ni < sizeof sn / sizeof sn[0]; ++ni)
+        for (int spread = 0; spread < 3; ++spread) {
+            const int64_t n = sn[ni];
+            uint64_t st = 99u + (uint64_t)n * 3u + (uint64_t)spread;
+            const float scale = spread == 0 ? 3.0f : spread == 1 ? 90.0f : 300.0f;
+            for (int64_t i = 0; i < n; ++i) sx[i] = rng_unit(&st) * scale;
+            for (int64_t nv = 1; nv <= n; nv += (nv < 20 ? 1 : 37)) {
+                ref->attn_softmax(s1, sx, n, nv);
+                k->attn_softmax(s2, sx, n, nv);
+                int same = 1;
+                for (int64_t i = 0; i < nv; ++i) same &= same_bits(s1[i], s2[i]);
+                CHECK(same, "%s attn_softmax n=%lld nv=%lld spread %d", k->name, (long long)n, (long long)nv, spread);
+            }
+        }
+    /* SwiGLU over model sizes and tails, gate values up to saturation of the exponential */
+    static const int64_t gn[] = {7, 16, 33, 1536};
+    for (size_t ni = 0; ni < sizeof gn / sizeof gn[0]; ++ni) {
+        const int64_t n = gn[ni];
+        uint64_t st = 555u + (uint64_t)n;
+        for (int64_t i = 0; i < n; ++i) {
+            scratch[i] = rng_unit(&st) * (i % 5 == 0 ? 200.0f : 8.0f);
+            scratch[MAXN / 2 + i] = rng_unit(&st);
+        }
+        float *g1 = xmalloc((size_t)n * sizeof(float)), *g2 = xmalloc((size_t)n * sizeof(float));
+        memcpy(g1, scratch, (size_t)n * sizeof(float));
+        memcpy(g2, scratch, (size_t)n * sizeof(float));
+        ref->swiglu(g1, scratch + MAXN / 2, n);
+        k->swiglu(g2, scratch + MAXN / 2, n);
+        int same = 1;
+        for (int64_t i = 0; i < n; ++i) same &= same_bits(g1[i], g2[i]) || (isnan(g1[i]) && isnan(g2[i]));
+        CHECK(same, "%s swiglu n=%lld", k->name, (long long)n);
+        if (k == ref)
+            for (int64_t i = 0; i < n; ++i) digest_float(g1[i]);
+        free(g1);
+        free(g2);
+    }
+    free(sx); free(s1); free(s2);
+    free(x16); free(y16);
+    free(scratch);
+    free(w);
+    free(a);
+}
+
 static void test_selection(void) {
     const em_kernels *best = em_kernels_best();
     CHECK(best != NULL, "em_kernels_best");
@@ -408,6 +540,7 @@ int main(void) {
             test_vec_dots(variants[v], ref);
             test_quantizers(variants[v], ref);
             test_pipeline(variants[v], ref);
+            test_forward_entries(variants[v], ref);
             printf("level %-8s %s (%ld comparisons)%s\n", name, g_failures == before ? "bit-exact" : "MISMATCH",
                    g_checks - checks_before, v ? " [base variant, without the optional extras]" : "");
         }

@@ -1,6 +1,6 @@
 /* ember-bench - prompt processing (pp) and text generation (tg) speed, like llama-bench.
  *
- *   ember-bench -m MODEL [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] [--json]
+ *   ember-bench -m MODEL [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] [--backend B] [--json]
  *
  * pp: one batch of N_PROMPT tokens from an empty cache; tg: N_GEN single-token steps from an
  * empty cache. Token ids are fixed (not random), so runs are comparable. Each test runs REPS
@@ -61,12 +61,14 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: ember-bench -m MODEL [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] [--kernel K] [--json]\n");
+    fprintf(f, "usage: ember-bench -m MODEL [-t THREADS] [-p N_PROMPT] [-n N_GEN] [-r REPS] [--kernel K]\n"
+               "                   [--backend B: auto, %s] [--json]\n", ember_backends());
 }
 
 int main(int argc, char **argv) {
     const char *path = NULL;
     const char *kernel = NULL;
+    const char *backend = NULL;
     long threads = 0, n_prompt = 512, n_gen = 128, reps = 1;
     int json = 0;
     for (int i = 1; i < argc; i++) {
@@ -82,6 +84,7 @@ int main(int argc, char **argv) {
         int rc = 0;
         if (!strcmp(a, "-m") || !strcmp(a, "--model")) path = v;
         else if (!strcmp(a, "--kernel")) kernel = v;
+        else if (!strcmp(a, "--backend")) backend = v;
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) rc = parse_long(a, v, 1, 1024, &threads);
         else if (!strcmp(a, "-p") || !strcmp(a, "--n-prompt")) rc = parse_long(a, v, 0, 1 << 20, &n_prompt);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-gen")) rc = parse_long(a, v, 0, 1 << 20, &n_gen);
@@ -108,6 +111,7 @@ int main(int argc, char **argv) {
     ember_context_params cp = ember_context_default_params();
     cp.n_threads = (int32_t)threads;
     cp.kernel = kernel;
+    cp.backend = backend;
     long need = n_prompt > n_gen ? n_prompt : n_gen;
     cp.n_ctx = (uint32_t)(need > 512 ? need : 512);
     cp.n_batch = (uint32_t)(n_prompt > 0 ? n_prompt : 1);
@@ -155,13 +159,16 @@ int main(int argc, char **argv) {
     int nthreads = threads > 0 ? (int)threads : 0;
     if (json) {
         printf("{\"pp_tok_s\": %.3f, \"tg_tok_s\": %.3f, \"peak_rss_mb\": %.1f, \"threads\": %d, \"kernel\": \"%s\", "
-               "\"n_prompt\": %ld, \"n_gen\": %ld, \"repetitions\": %ld, \"backend\": \"%s\", \"version\": \"%s\"}\n",
-               pp, tg, rss, nthreads, ember_context_kernel(ctx), n_prompt, n_gen, reps, ember_context_backend(ctx), ember_version());
+               "\"n_prompt\": %ld, \"n_gen\": %ld, \"repetitions\": %ld, \"backend\": \"%s\", \"device\": \"%s\", "
+               "\"version\": \"%s\"}\n",
+               pp, tg, rss, nthreads, ember_context_kernel(ctx), n_prompt, n_gen, reps, ember_context_backend(ctx),
+               ember_context_device(ctx), ember_version());
     } else {
         printf("| model | threads | test | t/s |\n|---|---|---|---|\n");
         if (n_prompt > 0) printf("| %s | %d | pp%ld | %.2f |\n", path, nthreads, n_prompt, pp);
         if (n_gen > 0) printf("| %s | %d | tg%ld | %.2f |\n", path, nthreads, n_gen, tg);
-        printf("peak RSS: %.1f MiB, kernel: %s\n", rss, ember_context_kernel(ctx));
+        printf("peak RSS: %.1f MiB, kernel: %s, backend: %s (%s)\n", rss, ember_context_kernel(ctx),
+               ember_context_backend(ctx), ember_context_device(ctx));
     }
     free(toks);
     ember_context_free(ctx);

@@ -2,7 +2,7 @@
  *
  *   ember-cli -m MODEL (-p PROMPT | -f FILE) [-n N] [--temp T] [--seed S] [-t THREADS]
  *             [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N]
- *             [-c N_CTX] [--ignore-eos] [--json] [--logits-out FILE] [--backend auto|cpu]
+ *             [-c N_CTX] [--ignore-eos] [--json] [--logits-out FILE] [--backend B]
  *
  * Exit status: 0 success, 1 bad usage, 2 model or input cannot be loaded, 3 generation failed.
  */
@@ -69,11 +69,12 @@ static void usage(FILE *f) {
             "      --no-special        do not parse special tokens in the prompt\n"
             "      --json              print one JSON object\n"
             "      --logits-out FILE   write the first step's logits (float32 little-endian)\n"
-            "      --backend B         auto or cpu (default auto)\n"
+            "      --backend B         auto, or one this build has: %s;\n"
+            "                          auto: the first GPU that starts, else cpu (default auto)\n"
             "      --kernel K          SIMD level: scalar, sse42, avx2, avxvnni, avx512, neon, dotprod\n"
             "                          (default: $EMBER_KERNEL, else the best this CPU runs)\n"
             "  -h, --help\n"
-            "  --version\n");
+            "  --version\n", ember_backends());
 }
 
 static int parse_long(const char *flag, const char *s, long lo, long hi, long *out) {
@@ -116,11 +117,27 @@ static int parse_u64(const char *flag, const char *s, uint64_t *out) {
     return 0;
 }
 
+/* 1 if name is "auto" or one of the library's ember_backends() ("cpu, cuda") */
+static int backend_built_in(const char *name) {
+    if (!strcmp(name, "auto")) return 1;
+    const char *list = ember_backends();
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        if (!end) break;
+        p = end + 1;
+        while (*p == ' ') p++;
+    }
+    return 0;
+}
+
 /* 0 ok, 1 help/version printed, -1 error */
 static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 32;
-    o->backend = "auto";
+    o->backend = NULL; /* the library: $EMBER_BACKEND, else auto */
     o->sp = ember_sampler_default_params();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -142,12 +159,13 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--logits-out")) o->logits_out = v;
         else if (!strcmp(a, "--kernel")) o->kernel = v;
         else if (!strcmp(a, "--backend")) {
-            if (strcmp(v, "auto") && strcmp(v, "cpu")) {
-                fprintf(stderr, "ember-cli: --backend: '%s' is not available (this build has: auto, cpu)\n", v);
+            if (!backend_built_in(v)) {
+                fprintf(stderr, "ember-cli: --backend: '%s' is not in this build (it has: auto, %s)\n", v, ember_backends());
                 return -1;
             }
             o->backend = v;
-        } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) rc = parse_long(a, v, 0, 1 << 20, &o->n_predict);
+        }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) rc = parse_long(a, v, 0, 1 << 20, &o->n_predict);
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) rc = parse_long(a, v, 1, 1024, &o->threads);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) rc = parse_long(a, v, 1, 1 << 24, &o->n_ctx);
         else if (!strcmp(a, "--temp")) rc = parse_float(a, v, 0.0, 100.0, &o->sp.temperature);
@@ -320,6 +338,7 @@ int main(int argc, char **argv) {
     cp.n_threads = (int32_t)o.threads;
     if (o.n_ctx) cp.n_ctx = (uint32_t)o.n_ctx;
     cp.kernel = o.kernel;
+    cp.backend = o.backend;
     st = ember_context_create(model, &cp, &ctx);
     if (st != EMBER_OK) {
         fprintf(stderr, "ember-cli: error: cannot create a context: %s (%s)\n", ember_model_last_error(model), ember_strerror(st));
@@ -395,7 +414,8 @@ int main(int argc, char **argv) {
         fprintf(f, ", \"text\": ");
         json_str(f, text.p ? text.p : "", text.n);
         fprintf(f, ", \"stopped_at_eog\": %s", stopped_eog ? "true" : "false");
-        fprintf(f, ", \"backend\": \"%s\", \"kernel\": \"%s\"", ember_context_backend(ctx), ember_context_kernel(ctx));
+        fprintf(f, ", \"backend\": \"%s\", \"kernel\": \"%s\", \"device\": ", ember_context_backend(ctx), ember_context_kernel(ctx));
+        json_str(f, ember_context_device(ctx), strlen(ember_context_device(ctx)));
         fprintf(f, ", \"threads\": %ld", o.threads);
         fprintf(f, ", \"load_ms\": %.3f, \"prompt_ms\": %.3f, \"gen_ms\": %.3f", load_ms, prompt_ms, gen_ms);
         fprintf(f, ", \"prompt_tok_s\": %.3f, \"gen_tok_s\": %.3f",

@@ -34,11 +34,19 @@ def test_bad_selector_exits_4_with_a_suggestion(repo_root: Path, tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
-def test_gpu_entry_is_refused_not_faked(repo_root: Path, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_entry_without_a_recipe_is_refused_not_faked(repo_root: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A backend kiln has no recipe for is refused up front, before anything is built."""
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(repo_root / "matrix", project / "matrix")
+    shutil.copytree(repo_root / "recipes", project / "recipes")
+    (project / "pyproject.toml").write_text((repo_root / "pyproject.toml").read_text())
+    (project / "recipes" / "vulkan.yaml").unlink()
     code, _, err = run_cli(["build", "ubuntu-x64", "ubuntu-vulkan-x64", "--build-number", "1",
-                            "--out", str(tmp_path / "out")], repo_root, capsys)
-    assert code == 4
+                            "--out", str(tmp_path / "out")], project, capsys)
+    assert code == 4, err
     assert "'ubuntu-vulkan-x64': backend vulkan 1.3 is not buildable by this kiln yet" in err
     assert "backend=cpu" in err  # the hint
     assert not (tmp_path / "out").exists()
@@ -128,7 +136,9 @@ def test_github_actions_step_summary(repo_root: Path, tmp_path: Path,
 
 
 def test_ci_only_entry_on_its_runner_is_refused_only_for_its_missing_recipe(
-        repo_root: Path) -> None:
+        repo_root: Path, tmp_path: Path) -> None:
+    import shutil
+
     from kiln.errors import SelectionError
     from kiln.matrix import load_matrix
     from kiln.toolchains import check_buildable
@@ -137,8 +147,12 @@ def test_ci_only_entry_on_its_runner_is_refused_only_for_its_missing_recipe(
     with pytest.raises(SelectionError) as here:
         check_buildable([rocm], repo_root / "recipes")
     assert "ci-only" in here.value.message
+    check_buildable([rocm], repo_root / "recipes", on_ci_runner=True)  # recipes/hip.yaml
+    recipes = tmp_path / "recipes"
+    shutil.copytree(repo_root / "recipes", recipes)
+    (recipes / "hip.yaml").unlink()
     with pytest.raises(SelectionError) as runner:
-        check_buildable([rocm], repo_root / "recipes", on_ci_runner=True)
+        check_buildable([rocm], recipes, on_ci_runner=True)
     assert "ci-only" not in runner.value.message
     assert "not buildable by this kiln yet (no recipes/hip.yaml)" in runner.value.message
 

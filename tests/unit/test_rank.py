@@ -222,4 +222,6 @@ def test_docs_state_the_matrix_driver_minimums() -> None:
         if e.backend == "cuda" and e.os == "linux":
             assert f"{e.min_driver} for CUDA {e.backend_version}" in text, e.id
         if e.libc_floor:
-            assert f"{e.libc_floor} for `{e.id.split('-')[0]}-*`" in text, e.id
+            family = e.id.split("-")[0]
+            assert (f"{e.libc_floor} for `{family}-*`" in text
+                    or f"{e.libc_floor} for `{family}-{e.backend}-*`" in text), e.id

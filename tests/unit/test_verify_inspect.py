@@ -86,6 +86,23 @@ def test_unknown_library_fails(repo_root: Path) -> None:
     assert len(bad) == 1 and "libstdc++.so.6" in bad[0].detail
 
 
+def test_sycl_runtime_is_allowed_for_sycl_entries_only(repo_root: Path) -> None:
+    """SYCL links Intel's runtime (icpx -fsycl); verify.yaml allows it for that backend only."""
+    spec = load_verify_spec(repo_root / "recipes")
+    facts = elf(machine="x86_64", libraries=("libember.so.0", "libc.so.6", "libsycl.so.8"),
+                interpreter="/lib64/ld-linux-x86-64.so.2")
+    sycl = entry(repo_root, "ubuntu-sycl-fp32-x64")
+    cpu = entry(repo_root, "ubuntu-x64")
+    ok = check_facts(facts, sycl, allowed=spec.allowed_for("linux", sycl.backend),
+                     own={"libember.so.0"})
+    assert [c for c in ok if not c.ok and c.name.endswith("libraries")] == []
+    bad = check_facts(facts, cpu, allowed=spec.allowed_for("linux", cpu.backend),
+                      own={"libember.so.0"})
+    assert any("libsycl.so.8" in c.detail for c in bad if not c.ok)
+    assert "sycl8.dll" in spec.allowed_for("windows", "sycl")
+    assert "sycl8.dll" not in spec.allowed_for("windows", "vulkan")
+
+
 def test_android_must_be_static(repo_root: Path) -> None:
     android = entry(repo_root, "android-arm64")
     static = elf(libraries=(), glibc_versions=(), interpreter=None)

@@ -55,6 +55,7 @@ def test_the_promised_platform_tags_and_nothing_else() -> None:
     assert tags == {
         "manylinux_2_17_x86_64", "manylinux_2_17_aarch64", "manylinux_2_17_s390x",
         "macosx_11_0_arm64", "macosx_10_15_x86_64", "win_amd64", "win_arm64",
+        "manylinux_2_39_x86_64",  # the SYCL builds, linked in the glibc 2.39 oneAPI image
     }
 
 

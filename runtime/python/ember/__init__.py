@@ -86,6 +86,7 @@ class _ContextParams(ctypes.Structure):
         ("n_batch", ctypes.c_uint32),
         ("n_threads", ctypes.c_int32),
         ("kernel", ctypes.c_char_p),
+        ("backend", ctypes.c_char_p),
     ]
 
 
@@ -127,6 +128,8 @@ def _load() -> ctypes.CDLL:
         "ember_context_last_error": ([p], ctypes.c_char_p),
         "ember_context_reset": ([p], None),
         "ember_context_n_ctx": ([p], u32),
+        "ember_context_backend": ([p], ctypes.c_char_p),
+        "ember_context_device": ([p], ctypes.c_char_p),
         "ember_decode": ([p, i32p, sz], ctypes.c_int),
         "ember_get_logits": ([p], ctypes.POINTER(ctypes.c_float)),
         "ember_sampler_default_params": ([], _SamplerParams),
@@ -163,7 +166,8 @@ class Model:
     """A loaded GGUF model with its own context (KV cache) of ``n_ctx`` tokens.
 
     ``kernel`` picks the SIMD level ("scalar", "avx2", ...; default: the best this CPU runs);
-    every level gives the same results."""
+    every level gives the same results. ``backend`` is "auto" (default: a GPU backend of this
+    build when one starts, else the CPU), "cpu", "cuda" or "hip"."""
 
     def __init__(
         self,
@@ -172,6 +176,7 @@ class Model:
         n_ctx: int = 512,
         n_threads: int = 0,
         kernel: str | None = None,
+        backend: str | None = None,
     ) -> None:
         lib = _load()
         self._lib = lib
@@ -189,6 +194,7 @@ class Model:
         cp.n_ctx = n_ctx
         cp.n_threads = n_threads
         cp.kernel = kernel.encode() if kernel else None
+        cp.backend = backend.encode() if backend else None
         st = lib.ember_context_create(self._model, ctypes.byref(cp), ctypes.byref(self._ctx))
         if st != 0:
             msg = lib.ember_model_last_error(self._model).decode(errors="replace")
@@ -220,6 +226,18 @@ class Model:
     def _check(self) -> None:
         if not self._model:
             raise EmberError("the model is closed")
+
+    @property
+    def backend(self) -> str:
+        """The backend the context computes with ("cpu", "cuda", "hip")."""
+        self._check()
+        return str(self._lib.ember_context_backend(self._ctx).decode())
+
+    @property
+    def device(self) -> str:
+        """The device actually used ("cpu" or the GPU's name)."""
+        self._check()
+        return str(self._lib.ember_context_device(self._ctx).decode(errors="replace"))
 
     @property
     def n_vocab(self) -> int:

@@ -1,0 +1,183 @@
+"""CUDA entries: zig for the host code (exactly as the cpu backend) + a pinned device compiler.
+
+ember's CUDA backend has no link-time dependency on a toolkit (it opens the driver with
+dlopen / LoadLibrary), so the host side is the zig cross build of ``kiln/toolchains/zig.py``
+with ``EMBER_CUDA=ON``. Before CMake runs, ``configure`` compiles
+``runtime/cuda/ember_kernels.cu`` for the entry's ``gpu_targets`` (matrix/backends.yaml) into
+cubins + PTX and writes ``<work>/cuda/ember_cuda_blobs.c``, which CMake compiles into the
+library (``-DEMBER_CUDA_BLOBS=...``). Device code is OS-independent: the Linux and Windows
+entries of one CUDA version embed the same bytes.
+
+Device compilers, installed by kiln from PyPI into ``<cache>/toolchains/cuda-<version>``
+(pip ``--target``, under a lock, renamed into place when complete), never into the user's
+environment:
+
+- 13.3: the full ``nvcc`` wheel set (``CUDA_PINS["13.3"]``); nvcc preprocesses with the host's
+  ``gcc`` (``-E`` only: no host code is compiled by nvcc);
+- 12.4: NVRTC + ptxas (``CUDA_PINS["12.4"]``), because 12.4 is the last toolkit that targets
+  Maxwell, Pascal and Volta (sm_50..sm_70), which CUDA 13 dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from filelock import FileLock
+
+from kiln.errors import CommandFailed, ConfigError
+from kiln.plan import Job
+from kiln.run import run
+from kiln.toolchains import cuda_device
+from kiln.toolchains.base import Configured, Identity, Installed, ToolchainPaths
+from kiln.toolchains.recipe import Recipe
+from kiln.toolchains.zig import ZigToolchain
+
+__all__ = ["CUDA_PINS", "CudaToolchain", "install_command"]
+
+CUDA_PINS: dict[str, tuple[str, ...]] = {
+    "13.3": ("nvidia-cuda-nvcc==13.3.73", "nvidia-cuda-crt==13.3.73", "nvidia-nvvm==13.3.73",
+             "nvidia-cuda-runtime==13.3.29", "nvidia-cuda-cccl==13.3.5.0.6",
+             "nvidia-cuda-cuobjdump==13.3.73"),
+    "12.4": ("nvidia-cuda-nvrtc-cu12==12.4.127", "nvidia-cuda-nvcc-cu12==12.4.131"),
+}
+DEVICE_COMPILER = {"13.3": "nvcc 13.3.73", "12.4": "NVRTC 12.4.127 + ptxas 12.4.131"}
+KERNELS = Path("runtime") / "cuda" / "ember_kernels.cu"
+COMPLETE = ".kiln-complete"
+# Bump when how device code is made or embedded changes: it is part of every CUDA build key.
+EMBED_SCHEME = 2
+
+
+def _dest(paths: ToolchainPaths, version: str) -> Path:
+    return paths.root / f"cuda-{version}"
+
+
+def install_command(paths: ToolchainPaths, version: str) -> str:
+    """The exact command that installs the device compiler of ``version`` where kiln looks."""
+    return (f"{sys.executable} -m pip install --no-deps --target {_dest(paths, version)} "
+            + " ".join(CUDA_PINS[version]))
+
+
+def _tools(root: Path, version: str) -> dict[str, Path]:
+    if version == "13.3":
+        return {"nvcc": root / "nvidia" / "cu13" / "bin" / "nvcc",
+                "cuobjdump": root / "nvidia" / "cu13" / "bin" / "cuobjdump"}
+    return {"nvrtc": root / "nvidia" / "cuda_nvrtc" / "lib" / "libnvrtc.so.12",
+            "ptxas": root / "nvidia" / "cuda_nvcc" / "bin" / "ptxas"}
+
+
+def _installed_by_hand(dest: Path, version: str) -> bool:
+    """``install_command`` was run by hand: every pinned wheel and every tool is in ``dest``."""
+    if not all(p.exists() for p in _tools(dest, version).values()):
+        return False
+    for pin in CUDA_PINS[version]:
+        name, _, ver = pin.partition("==")
+        if not (dest / f"{name.replace('-', '_')}-{ver}.dist-info").is_dir():
+            return False
+    return True
+
+
+def install_cuda(paths: ToolchainPaths, version: str, *, env: Mapping[str, str],
+                 log_file: Path | None = None) -> Path:
+    """Install the pinned device compiler of ``version`` once; return its root."""
+    if version not in CUDA_PINS:
+        raise ConfigError(f"kiln has no device compiler pinned for CUDA {version}",
+                          hint=f"known: {', '.join(sorted(CUDA_PINS))} (kiln/toolchains/cuda.py)")
+    dest = _dest(paths, version)
+    if (dest / COMPLETE).is_file():
+        return dest
+    paths.lock_dir().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(paths.lock_dir() / f"cuda-{version}.lock")):
+        if (dest / COMPLETE).is_file():
+            return dest
+        if _installed_by_hand(dest, version):
+            (dest / COMPLETE).write_text("\n".join(CUDA_PINS[version]) + "\n", encoding="utf-8")
+            return dest
+        for stale in paths.root.glob(f".cuda-{version}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = paths.root / f".cuda-{version}.tmp-{os.getpid()}"
+        try:
+            try:
+                run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-input",
+                     "--disable-pip-version-check", "--no-warn-script-location",
+                     "--target", str(tmp), *CUDA_PINS[version]],
+                    env=env, log_file=log_file, what=f"pip install CUDA {version} device compiler")
+            except CommandFailed as exc:
+                raise CommandFailed(exc.message, output=exc.output,
+                                    hint="kiln installs it from PyPI; by hand: "
+                                         + install_command(paths, version)) from exc
+            missing = [str(p) for p in _tools(tmp, version).values() if not p.exists()]
+            if missing:
+                raise ConfigError(f"CUDA {version} wheels lack {', '.join(missing)}",
+                                  hint="report this: the wheel layout changed")
+            (tmp / COMPLETE).write_text("\n".join(CUDA_PINS[version]) + "\n", encoding="utf-8")
+            if dest.exists():
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def compile_device_code(root: Path, version: str, source: Path, targets: tuple[str, ...],
+                        out_c: Path, work: Path) -> None:
+    """Compile ``source`` for ``targets`` with the CUDA ``version`` toolchain at ``root`` and
+    write the C source that embeds the result."""
+    tools = _tools(root, version)
+    if version == "13.3":
+        blobs = cuda_device.compile_nvcc(tools["nvcc"], source, targets, work)
+    else:
+        blobs = cuda_device.compile_nvrtc(tools["nvrtc"], tools["ptxas"], source, targets, work)
+    problems = cuda_device.check_targets(
+        cuda_device.scan_device_code(b"".join(b.data for b in blobs)), targets)
+    if problems:
+        raise ConfigError("device code does not match the matrix: " + "; ".join(problems))
+    out_c.parent.mkdir(parents=True, exist_ok=True)
+    cuda_device.emit_c(blobs, out_c, toolchain=DEVICE_COMPILER[version])
+
+
+class CudaToolchain:
+    """Registered as ``cuda`` (recipes/cuda.yaml): zig for the host, nvcc/NVRTC for devices."""
+
+    name = "cuda"
+    version = ZigToolchain.version
+
+    def __init__(self) -> None:
+        self._zig = ZigToolchain()
+
+    def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
+                log_file: Path | None = None) -> Installed:
+        installed = self._zig.install(paths, python=python, env=env, log_file=log_file)
+        # the device compilers are per CUDA version: installed by configure() for its job
+        return replace(installed, name=self.name)
+
+    def identity(self, job: Job, recipe: Recipe) -> Identity:
+        ident = self._zig.identity(job, recipe)
+        ver = job.entry.backend_version or ""
+        pins = ",".join(CUDA_PINS.get(ver, ()))
+        return replace(ident, toolchain="zig+cuda",
+                       version=f"{ident.version}+[{pins}]+embed{EMBED_SCHEME}")
+
+    def configure(self, installed: Installed, job: Job, recipe: Recipe, *, recipes: Path,
+                  paths: ToolchainPaths, source: Path, build: Path,
+                  work: Path) -> Configured:
+        ver = job.entry.backend_version or ""
+        root = install_cuda(paths, ver, env=os.environ)
+        # inside the build tree: -ffile-prefix-map={build} keeps its path out of the objects
+        blobs_c = build / "ember_cuda_blobs.c"
+        kernels = source / "cuda" / "ember_kernels.cu"
+        if not kernels.is_file():  # source may be the repository or runtime/
+            kernels = source / KERNELS
+        compile_device_code(root, ver, kernels, tuple(job.entry.gpu_targets), blobs_c,
+                            work / "cuda" / "obj")
+        configured = self._zig.configure(installed, job, recipe, recipes=recipes, paths=paths,
+                                         source=source, build=build, work=work)
+        options = dict(configured.cmake_options)
+        options["EMBER_CUDA_BLOBS"] = str(blobs_c)
+        return replace(configured,
+                       compiler_check=f"{configured.compiler_check}:cuda-{ver}",
+                       cmake_options=tuple(sorted(options.items())))
