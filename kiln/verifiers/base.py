@@ -6,7 +6,7 @@ registers them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -172,6 +172,24 @@ def parse_cli_json(stdout: str) -> CliRun:
     raise VerifyError("ember-cli printed no JSON object",
                       hint="it must print one line {\"prompt_ids\": ..., \"generated_ids\": ...}"
                            " with --json")
+
+
+def backend_device_check(stdout: str, accept: Callable[[str, str], bool], expected: str) -> Check:
+    """Whether ``ember-cli --json`` ran where a backend verifier wants it: ``accept(backend,
+    device)`` judges the last JSON object's fields; ``expected`` says what was wanted."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        backend, device = str(data.get("backend", "")), str(data.get("device", ""))
+        ok = accept(backend, device)
+        return Check(name="device", ok=ok, detail=f"backend {backend}, device {device}"
+                     + ("" if ok else f" (expected {expected})"))
+    return Check(name="device", ok=False, detail="ember-cli printed no JSON object")
 
 
 def run_cli(ctx: VerifyContext, argv: Sequence[str], *, env: Mapping[str, str],

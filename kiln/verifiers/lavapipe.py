@@ -21,7 +21,6 @@ Where each build runs:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from kiln.verifiers.base import (
     ToolNeed,
     VerifyContext,
     VerifyReport,
+    backend_device_check,
     cli_args,
     compare_ids,
     exe_name,
@@ -65,20 +65,9 @@ def manifest_for(arch: str, icd_dir: Path = ICD_DIR) -> Path:
 
 def device_check(stdout: str) -> Check:
     """Whether ember-cli's JSON says it computed with the Vulkan backend on lavapipe."""
-    for line in reversed(stdout.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        backend, device = str(data.get("backend", "")), str(data.get("device", ""))
-        ok = backend == "vulkan" and "llvmpipe" in device
-        return Check(name="device", ok=ok,
-                     detail=f"backend {backend}, device {device}" + (
-                         "" if ok else " (expected backend vulkan on lavapipe's llvmpipe)"))
-    return Check(name="device", ok=False, detail="ember-cli printed no JSON object")
+    return backend_device_check(
+        stdout, lambda backend, device: backend == "vulkan" and "llvmpipe" in device,
+        "backend vulkan on lavapipe's llvmpipe")
 
 
 def _how(entry: Entry) -> str:

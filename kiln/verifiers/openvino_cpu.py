@@ -11,7 +11,6 @@ so that CPUs with AMX or AVX512-BF16 do not compute in bf16).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from kiln.verifiers.base import (
     ToolNeed,
     VerifyContext,
     VerifyReport,
+    backend_device_check,
     cli_args,
     compare_ids,
     exe_name,
@@ -42,20 +42,10 @@ HOW = "ran on OpenVINO's CPU plugin"
 
 def device_check(stdout: str) -> Check:
     """Whether ember-cli's JSON says it computed with OpenVINO on the CPU plugin in f32."""
-    for line in reversed(stdout.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        backend, device = str(data.get("backend", "")), str(data.get("device", ""))
-        ok = backend == "openvino" and "CPU plugin" in device and device.endswith(", f32)")
-        return Check(name="device", ok=ok,
-                     detail=f"backend {backend}, device {device}" + (
-                         "" if ok else " (expected backend openvino on the CPU plugin in f32)"))
-    return Check(name="device", ok=False, detail="ember-cli printed no JSON object")
+    return backend_device_check(
+        stdout, lambda backend, device: (backend == "openvino" and "CPU plugin" in device
+                                         and device.endswith(", f32)")),
+        "backend openvino on the CPU plugin in f32")
 
 
 class OpenvinoCpuVerifier:
