@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, EmberBuild, build_cache_dir, run_cli
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[2]
 REFS = ROOT / "tests" / "runtime" / "data" / "references"
@@ -196,8 +197,13 @@ def _wrapper(folder: Path, name: str, args: str) -> Path:
     """A shell script standing for `python -m ziglang <args>` (CMake wants one program)."""
     folder.mkdir(parents=True, exist_ok=True)
     p = folder / name
-    p.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m ziglang {args} "$@"\n')
-    p.chmod(0o755)
+    text = f'#!/bin/sh\nexec "{sys.executable}" -m ziglang {args} "$@"\n'
+    if not p.is_file() or p.read_text() != text:
+        # atomically: another pytest worker may be running the old file right now
+        tmp = folder / f".{name}.{os.getpid()}"
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        os.replace(tmp, p)
     return p
 
 
@@ -211,34 +217,39 @@ def cli_builds(request: pytest.FixtureRequest) -> dict[str, Path]:
     env = dict(os.environ, ZIG_GLOBAL_CACHE_DIR=str(cache / "zig-cache"))
     out = {}
     for arch, (target, proc) in CLI_TARGETS.items():
-        cc = _wrapper(cache / "zig-wrappers", f"cc-{target}", f"cc -target {target} -mcpu=baseline")
-        ar = _wrapper(cache / "zig-wrappers", "ar", "ar")
+        tools = cache / "zig-wrappers-levels"
+        cc = _wrapper(tools, f"cc-{target}", f"cc -target {target} -mcpu=baseline")
+        ar = _wrapper(tools, "ar", "ar")
         build = cache / f"levels-{target}"
-        for cmd in (
-            [
-                "cmake",
-                "-S",
-                str(ROOT / "runtime"),
-                "-B",
-                str(build),
-                "-G",
-                "Ninja",
-                f"-DCMAKE_C_COMPILER={cc}",
-                f"-DCMAKE_AR={ar}",
-                "-DCMAKE_RANLIB=/bin/true",
-                "-DCMAKE_SYSTEM_NAME=Linux",
-                f"-DCMAKE_SYSTEM_PROCESSOR={proc}",
-                "-DEMBER_WERROR=ON",
-                "-DCMAKE_BUILD_TYPE=Release",
-                # one static executable: runs under qemu-user without a musl loader
-                "-DEMBER_BUILD_SHARED=OFF",
-                "-DEMBER_BUILD_TESTS=OFF",
-                "-DCMAKE_EXE_LINKER_FLAGS=-static",
-            ],
-            ["cmake", "--build", str(build), "--target", "ember-cli"],
-        ):
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT)
-            assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        # every xdist worker runs this module fixture: one builds, the others wait and reuse
+        with FileLock(str(build) + ".lock"):
+            for cmd in (
+                [
+                    "cmake",
+                    "-S",
+                    str(ROOT / "runtime"),
+                    "-B",
+                    str(build),
+                    "-G",
+                    "Ninja",
+                    f"-DCMAKE_C_COMPILER={cc}",
+                    f"-DCMAKE_AR={ar}",
+                    "-DCMAKE_RANLIB=/bin/true",
+                    "-DCMAKE_SYSTEM_NAME=Linux",
+                    f"-DCMAKE_SYSTEM_PROCESSOR={proc}",
+                    "-DEMBER_WERROR=ON",
+                    "-DCMAKE_BUILD_TYPE=Release",
+                    # one static executable: runs under qemu-user without a musl loader
+                    "-DEMBER_BUILD_SHARED=OFF",
+                    "-DEMBER_BUILD_TESTS=OFF",
+                    "-DCMAKE_EXE_LINKER_FLAGS=-static",
+                ],
+                ["cmake", "--build", str(build), "--target", "ember-cli"],
+            ):
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                   timeout=TIMEOUT)
+                assert r.returncode == 0, (f"{' '.join(cmd)}:\n{r.stdout[-4000:]}\n"
+                                           f"{r.stderr[-4000:]}")
         out[arch] = build / "ember-cli"
     return out
 

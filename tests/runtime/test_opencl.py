@@ -1,8 +1,8 @@
 """The OpenCL backend on PoCL (the portable OpenCL implementation for CPUs): ember built with
 EMBER_OPENCL=ON must give the CPU build's greedy tokens and, where it mirrors the CPU's
 numerics, its logits bit for bit. The backend uses CPU OpenCL devices only when asked
-(EMBER_OPENCL_DEVICE=cpu), so these tests set that; without it a machine whose only OpenCL
-device is a CPU falls back to the CPU path under ``--backend auto``.
+(EMBER_OPENCL_DEVICE=cpu, or --backend opencl by name), so these tests set that; a machine
+whose only OpenCL device is a CPU falls back to the CPU path under ``--backend auto``.
 
 Skipped, with the command that installs it, where PoCL is not installed (Linux only).
 """
@@ -150,13 +150,19 @@ def test_unsupported_type_fails_with_why_and_auto_falls_back(opencl_build: Ember
 
 
 def test_cpu_devices_are_used_only_when_asked(opencl_build: EmberBuild) -> None:
+    """auto declines an OpenCL CPU device (ember's CPU path is faster); --backend opencl takes
+    it when there is no GPU."""
     args = ["-m", str(TINY / "tiny-gpt2-q8_0.gguf"), "-p", "Hello", "-n", "4", "--json"]
-    gpu = _run(opencl_build, [*args, "--backend", "opencl"], _env())
+    gpu = _run(opencl_build, [*args, "--backend", "opencl"], _env(EMBER_OPENCL_DEVICE="gpu"))
     if gpu.returncode == 0:
         pytest.skip("this machine has an OpenCL GPU")
-    assert "set EMBER_OPENCL_DEVICE=cpu" in gpu.stderr.decode(), gpu.stderr.decode()
+    assert "no OpenCL GPU" in gpu.stderr.decode(), gpu.stderr.decode()
     auto = _run(opencl_build, args, _env())
     assert auto.returncode == 0 and json.loads(auto.stdout)["backend"] == "cpu"
+    assert "--backend opencl or EMBER_OPENCL_DEVICE=cpu runs on it" in auto.stderr.decode()
+    named = _run(opencl_build, [*args, "--backend", "opencl"], _env())
+    assert named.returncode == 0, named.stderr.decode()
+    assert json.loads(named.stdout)["backend"] == "opencl"
     bad = _run(opencl_build, [*args, "--backend", "opencl"], _env(EMBER_OPENCL_DEVICE="fast"))
     assert bad.returncode != 0 and "EMBER_OPENCL_DEVICE='fast'" in bad.stderr.decode()
 

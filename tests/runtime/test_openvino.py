@@ -166,3 +166,22 @@ def test_missing_runtime_is_refused_with_the_fix(ov_build: EmberBuild, tmp_path:
     assert json.loads(auto.stdout)["backend"] == "cpu"
     assert json.loads(auto.stdout)["generated_ids"] == json.loads(cpu.stdout)["generated_ids"]
     assert auto.stderr.decode().count("ember: openvino:") == 1, auto.stderr.decode()
+
+
+def test_auto_declines_the_cpu_plugin(ov_build: EmberBuild, ov_lib: Path) -> None:
+    """With only OpenVINO's CPU plugin, auto uses ember's own (faster) CPU path and says why;
+    EMBER_OPENVINO_DEVICE=CPU asks for the plugin explicitly."""
+    model = TINY / "tiny-gpt2-q8_0.gguf"
+    args = [str(ov_build.cli), "-m", str(model), "-p", "hello", "-n", "4", "--json", "-t", "2"]
+    auto = subprocess.run(args, capture_output=True, timeout=300,
+                          env=_env(ov_lib, EMBER_OPENVINO_DEVICE=""))
+    assert auto.returncode == 0, auto.stderr.decode()
+    if json.loads(auto.stdout)["backend"] == "openvino":
+        assert "GPU" in json.loads(auto.stdout)["device"]  # a machine with an OpenVINO GPU
+        return
+    assert json.loads(auto.stdout)["backend"] == "cpu"
+    assert "OpenVINO lists no GPU" in auto.stderr.decode(), auto.stderr.decode()
+    asked = subprocess.run(args, capture_output=True, timeout=300,
+                           env=_env(ov_lib, EMBER_OPENVINO_DEVICE="CPU"))
+    assert asked.returncode == 0, asked.stderr.decode()
+    assert json.loads(asked.stdout)["backend"] == "openvino"
