@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from filelock import FileLock
 from test_pypi_index import N_TOKENS, PROMPT
 from test_pypi_index import model as model  # the fixture
 from test_release_cli import Project, make_project
@@ -88,17 +89,19 @@ def server_python(request: pytest.FixtureRequest) -> Path:
     """The Python of a virtual environment holding conan-server (made once, cached)."""
     root = Path(request.config.cache.mkdir("kiln-conan-server-venv"))
     python = root / "venv" / "bin" / "python"
-    if (root / "complete").is_file() and python.is_file():
-        return python
-    shutil.rmtree(root / "venv", ignore_errors=True)
-    env = _base_env(root)
-    try:
-        run([sys.executable, "-m", "venv", root / "venv"], env=env, timeout=300)
-        run([python, "-m", "pip", "install", "--quiet", SERVER_REQUIREMENT], env=env,
-            timeout=600)
-    except CommandFailed as exc:
-        pytest.skip(f"cannot install {SERVER_REQUIREMENT} into its own venv: {exc.message}")
-    (root / "complete").write_text("ok\n")
+    # each xdist worker runs session fixtures: one makes the venv, the others wait for it
+    with FileLock(str(root) + ".lock"):
+        if (root / "complete").is_file() and python.is_file():
+            return python
+        shutil.rmtree(root / "venv", ignore_errors=True)
+        env = _base_env(root)
+        try:
+            run([sys.executable, "-m", "venv", root / "venv"], env=env, timeout=300)
+            run([python, "-m", "pip", "install", "--quiet", SERVER_REQUIREMENT], env=env,
+                timeout=600)
+        except CommandFailed as exc:
+            pytest.skip(f"cannot install {SERVER_REQUIREMENT} into its own venv: {exc.message}")
+        (root / "complete").write_text("ok\n")
     return python
 
 
