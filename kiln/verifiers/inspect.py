@@ -297,14 +297,22 @@ def check_cuda_device_code(scanned: Sequence[tuple[str, cuda_device.DeviceCode]]
                          detail="; ".join(problems) if problems else
                          f"cubins {_range(dc.cubins)} + PTX {', '.join(dc.ptx) or 'none'}, "
                          "exactly the matrix's gpu_targets"))
+    return out + _carrier_checks("cuda device code", "cuda driver",
+                                 [rel for rel, _ in carriers], entry, driver_named)
+
+
+def _carrier_checks(code_name: str, driver_name: str, carriers: Sequence[str], entry: Entry,
+                    driver_named: Sequence[str]) -> list[Check]:
+    """What CUDA and HIP share: device code in exactly one binary, and that binary names the
+    vendor runtime it opens at run time."""
+    out = []
     if len(carriers) > 1:
-        out.append(Check(name="cuda device code", ok=False,
-                         detail="device code embedded more than once: "
-                                + ", ".join(rel for rel, _ in carriers)))
+        out.append(Check(name=code_name, ok=False,
+                         detail="device code embedded more than once: " + ", ".join(carriers)))
     driver = GPU_DRIVER.get((entry.backend, entry.os))
     if driver is not None:
-        holders = [rel for rel, _ in carriers if rel in driver_named]
-        out.append(Check(name="cuda driver", ok=bool(holders),
+        holders = [rel for rel in carriers if rel in driver_named]
+        out.append(Check(name=driver_name, ok=bool(holders),
                          detail=f"{', '.join(holders)} opens {driver} at run time" if holders
                          else f"{driver} is named in no binary that carries device code"))
     return out
@@ -325,17 +333,8 @@ def check_hip_device_code(scanned: Sequence[tuple[str, hip.BundleScan]], entry: 
         out.append(Check(name=f"{rel}: hip device code", ok=not problems,
                          detail="; ".join(problems) if problems else
                          f"code objects {', '.join(sc.gfx)}, exactly the matrix's gpu_targets"))
-    if len(carriers) > 1:
-        out.append(Check(name="hip device code", ok=False,
-                         detail="device code embedded more than once: "
-                                + ", ".join(rel for rel, _ in carriers)))
-    driver = GPU_DRIVER.get((entry.backend, entry.os))
-    if driver is not None:
-        holders = [rel for rel, _ in carriers if rel in driver_named]
-        out.append(Check(name="hip runtime", ok=bool(holders),
-                         detail=f"{', '.join(holders)} opens {driver} at run time" if holders
-                         else f"{driver} is named in no binary that carries device code"))
-    return out
+    return out + _carrier_checks("hip device code", "hip runtime",
+                                 [rel for rel, _ in carriers], entry, driver_named)
 
 
 def check_host_paths(files: Iterable[tuple[str, bytes]], host_paths: Sequence[str]) -> Check:
