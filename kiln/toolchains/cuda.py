@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 from filelock import FileLock
@@ -33,9 +32,8 @@ from kiln.errors import CommandFailed, ConfigError
 from kiln.plan import Job
 from kiln.run import run
 from kiln.toolchains import cuda_device
-from kiln.toolchains.base import Configured, Identity, Installed, ToolchainPaths
-from kiln.toolchains.recipe import Recipe
-from kiln.toolchains.zig import ZigToolchain
+from kiln.toolchains.base import ToolchainPaths
+from kiln.toolchains.hosted import DeviceStep, ZigHostedToolchain
 
 __all__ = ["CUDA_PINS", "CudaToolchain", "install_command"]
 
@@ -140,31 +138,19 @@ def compile_device_code(root: Path, version: str, source: Path, targets: tuple[s
     cuda_device.emit_c(blobs, out_c, toolchain=DEVICE_COMPILER[version])
 
 
-class CudaToolchain:
-    """Registered as ``cuda`` (recipes/cuda.yaml): zig for the host, nvcc/NVRTC for devices."""
+class CudaToolchain(ZigHostedToolchain):
+    """Registered as ``cuda`` (recipes/cuda.yaml): zig for the host, nvcc/NVRTC for devices.
+    The device compilers are per CUDA version, so ``device_step`` installs them for its job."""
 
     name = "cuda"
-    version = ZigToolchain.version
+    label = "zig+cuda"
 
-    def __init__(self) -> None:
-        self._zig = ZigToolchain()
+    def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
+        pins = ",".join(CUDA_PINS.get(job.entry.backend_version or "", ()))
+        return f"+[{pins}]+embed{EMBED_SCHEME}", {}
 
-    def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
-                log_file: Path | None = None) -> Installed:
-        installed = self._zig.install(paths, python=python, env=env, log_file=log_file)
-        # the device compilers are per CUDA version: installed by configure() for its job
-        return replace(installed, name=self.name)
-
-    def identity(self, job: Job, recipe: Recipe) -> Identity:
-        ident = self._zig.identity(job, recipe)
-        ver = job.entry.backend_version or ""
-        pins = ",".join(CUDA_PINS.get(ver, ()))
-        return replace(ident, toolchain="zig+cuda",
-                       version=f"{ident.version}+[{pins}]+embed{EMBED_SCHEME}")
-
-    def configure(self, installed: Installed, job: Job, recipe: Recipe, *, recipes: Path,
-                  paths: ToolchainPaths, source: Path, build: Path,
-                  work: Path) -> Configured:
+    def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
+                    work: Path) -> DeviceStep:
         ver = job.entry.backend_version or ""
         root = install_cuda(paths, ver, env=os.environ)
         # inside the build tree: -ffile-prefix-map={build} keeps its path out of the objects
@@ -174,10 +160,4 @@ class CudaToolchain:
             kernels = source / KERNELS
         compile_device_code(root, ver, kernels, tuple(job.entry.gpu_targets), blobs_c,
                             work / "cuda" / "obj")
-        configured = self._zig.configure(installed, job, recipe, recipes=recipes, paths=paths,
-                                         source=source, build=build, work=work)
-        options = dict(configured.cmake_options)
-        options["EMBER_CUDA_BLOBS"] = str(blobs_c)
-        return replace(configured,
-                       compiler_check=f"{configured.compiler_check}:cuda-{ver}",
-                       cmake_options=tuple(sorted(options.items())))
+        return f"cuda-{ver}", {"EMBER_CUDA_BLOBS": str(blobs_c)}

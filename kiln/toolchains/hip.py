@@ -22,15 +22,14 @@ import re
 import shutil
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import ConfigError, ToolMissing
 from kiln.plan import Job
 from kiln.run import run
-from kiln.toolchains.base import Configured, Identity, Installed, ToolchainPaths
-from kiln.toolchains.recipe import Recipe
-from kiln.toolchains.zig import ZigToolchain
+from kiln.toolchains.base import ToolchainPaths
+from kiln.toolchains.hosted import DeviceStep, ZigHostedToolchain
 
 __all__ = [
     "HIP_VERSION",
@@ -199,15 +198,15 @@ def emit_c(bundle: bytes, targets: Sequence[str], path: Path, *, toolchain: str)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-class HipToolchain:
+class HipToolchain(ZigHostedToolchain):
     """Registered as ``hip`` (recipes/hip.yaml): zig for the host, ROCm 7.2 hipcc for devices."""
 
     name = "hip"
-    version = ZigToolchain.version
+    label = "zig+hip"
 
     def __init__(self) -> None:
-        self._zig = ZigToolchain()
-        self._hipcc: tuple[Path, str] | None = None   # found by install()
+        super().__init__()
+        self._hipcc: tuple[Path, str] | None = None   # found by prepare()
         self._env: dict[str, str] = {}                 # the environment install() was given
 
     def _locate(self, env: Mapping[str, str], os_name: str) -> tuple[Path, str]:
@@ -216,8 +215,7 @@ class HipToolchain:
             self._hipcc = (hipcc, hipcc_version(hipcc, env, os_name))
         return self._hipcc
 
-    def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
-                log_file: Path | None = None) -> Installed:
+    def prepare(self, paths: ToolchainPaths, env: Mapping[str, str]) -> None:
         # hipcc is not installed by kiln (no registry has ROCm 7.2): it must be there already,
         # in the right version, before any build starts
         if os.name == "nt":
@@ -230,18 +228,13 @@ class HipToolchain:
                      "Windows host code (as for win-cuda-*)")
         self._env = dict(env)
         self._locate(env, "linux")
-        installed = self._zig.install(paths, python=python, env=env, log_file=log_file)
-        return replace(installed, name=self.name)
 
-    def identity(self, job: Job, recipe: Recipe) -> Identity:
-        ident = self._zig.identity(job, recipe)
+    def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
         found = self._hipcc[1] if self._hipcc is not None else HIP_VERSION
-        return replace(ident, toolchain="zig+hip",
-                       version=f"{ident.version}+hipcc-{found}+embed{EMBED_SCHEME}")
+        return f"+hipcc-{found}+embed{EMBED_SCHEME}", {}
 
-    def configure(self, installed: Installed, job: Job, recipe: Recipe, *, recipes: Path,
-                  paths: ToolchainPaths, source: Path, build: Path,
-                  work: Path) -> Configured:
+    def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
+                    work: Path) -> DeviceStep:
         env = self._env
         hipcc, version = self._locate(env, "linux")
         targets = tuple(t for t in job.entry.gpu_targets if t.startswith("gfx"))
@@ -256,10 +249,4 @@ class HipToolchain:
             raise ConfigError("device code does not match the matrix: " + "; ".join(problems))
         blobs_c = build / "ember_hip_blobs.c"
         emit_c(bundle, targets, blobs_c, toolchain=f"hipcc {version}")
-        configured = self._zig.configure(installed, job, recipe, recipes=recipes, paths=paths,
-                                         source=source, build=build, work=work)
-        options = dict(configured.cmake_options)
-        options["EMBER_HIP_BLOBS"] = str(blobs_c)
-        return replace(configured,
-                       compiler_check=f"{configured.compiler_check}:hip-{version}",
-                       cmake_options=tuple(sorted(options.items())))
+        return f"hip-{version}", {"EMBER_HIP_BLOBS": str(blobs_c)}

@@ -28,7 +28,6 @@ import shutil
 import sys
 import zipfile
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 from filelock import FileLock
@@ -36,9 +35,8 @@ from filelock import FileLock
 from kiln.errors import CommandFailed, ConfigError
 from kiln.plan import Job
 from kiln.run import run
-from kiln.toolchains.base import Configured, Identity, Installed, ToolchainPaths
-from kiln.toolchains.recipe import Recipe
-from kiln.toolchains.zig import ZigToolchain
+from kiln.toolchains.base import ToolchainPaths
+from kiln.toolchains.hosted import DeviceStep, ZigHostedToolchain
 
 __all__ = ["OPENVINO_PINS", "OpenvinoToolchain", "install_command", "install_openvino",
            "runtime_library"]
@@ -152,33 +150,18 @@ def runtime_library(root: Path, os_name: str) -> Path:
     return found[0]
 
 
-class OpenvinoToolchain:
+class OpenvinoToolchain(ZigHostedToolchain):
     """Registered as ``openvino`` (recipes/openvino.yaml): zig for the host, the pinned
-    OpenVINO runtime for the verifier."""
+    OpenVINO runtime for the verifier (per version and OS, so fetched by ``device_step``)."""
 
     name = "openvino"
-    version = ZigToolchain.version
+    label = "zig+openvino"
 
-    def __init__(self) -> None:
-        self._zig = ZigToolchain()
+    def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
+        return f"+openvino-{_pin(job.entry.backend_version or '')}", {}
 
-    def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
-                log_file: Path | None = None) -> Installed:
-        installed = self._zig.install(paths, python=python, env=env, log_file=log_file)
-        # the runtime is per OpenVINO version and OS: fetched by configure() for its job
-        return replace(installed, name=self.name)
-
-    def identity(self, job: Job, recipe: Recipe) -> Identity:
-        ident = self._zig.identity(job, recipe)
-        pin = _pin(job.entry.backend_version or "")
-        return replace(ident, toolchain="zig+openvino", version=f"{ident.version}+openvino-{pin}")
-
-    def configure(self, installed: Installed, job: Job, recipe: Recipe, *, recipes: Path,
-                  paths: ToolchainPaths, source: Path, build: Path,
-                  work: Path) -> Configured:
+    def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
+                    work: Path) -> DeviceStep:
         ver = job.entry.backend_version or ""
         install_openvino(paths, ver, job.entry.os, env=os.environ)
-        configured = self._zig.configure(installed, job, recipe, recipes=recipes, paths=paths,
-                                         source=source, build=build, work=work)
-        return replace(configured,
-                       compiler_check=f"{configured.compiler_check}:openvino-{_pin(ver)}")
+        return f"openvino-{_pin(ver)}", {}

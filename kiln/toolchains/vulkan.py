@@ -29,15 +29,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 
 from kiln.errors import ConfigError, ToolMissing
 from kiln.plan import Job
 from kiln.run import install_hint, require_tool, run
-from kiln.toolchains.base import Configured, Identity, Installed, ToolchainPaths
-from kiln.toolchains.recipe import Recipe
-from kiln.toolchains.zig import ZigToolchain
+from kiln.toolchains.base import ToolchainPaths
+from kiln.toolchains.hosted import DeviceStep, ZigHostedToolchain
 
 __all__ = ["GLSLC_VERSION", "VULKAN_HEADERS_VERSION", "VulkanToolchain", "glslc_version",
            "headers_version"]
@@ -65,15 +63,15 @@ def headers_version(include: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class VulkanToolchain:
+class VulkanToolchain(ZigHostedToolchain):
     """Registered as ``vulkan`` (recipes/vulkan.yaml): zig for the host code, the host's pinned
     glslc and Vulkan headers for the shaders."""
 
     name = "vulkan"
-    version = ZigToolchain.version
+    label = "zig+glslc"
 
     def __init__(self, headers: Path = HEADERS_DIR) -> None:
-        self._zig = ZigToolchain()
+        super().__init__()
         self._headers = headers
 
     def _glslc(self, env: Mapping[str, str]) -> str:
@@ -98,32 +96,18 @@ class VulkanToolchain:
                               f"1.3.{VULKAN_HEADERS_VERSION} or newer is needed",
                               hint=HEADERS_PACKAGE)
 
-    def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
-                log_file: Path | None = None) -> Installed:
+    def prepare(self, paths: ToolchainPaths, env: Mapping[str, str]) -> None:
         self._glslc(env)
         self._check_headers()
-        installed = self._zig.install(paths, python=python, env=env, log_file=log_file)
-        return replace(installed, name=self.name)
 
-    def identity(self, job: Job, recipe: Recipe) -> Identity:
-        ident = self._zig.identity(job, recipe)
-        return replace(ident, toolchain="zig+glslc",
-                       version=f"{ident.version}+glslc-{GLSLC_VERSION}"
-                               f"+vulkan-headers-1.3.{VULKAN_HEADERS_VERSION}",
-                       cmake_options=tuple(sorted(
-                           (*ident.cmake_options, ("EMBER_GLSLC_VERSION", GLSLC_VERSION)))))
+    def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
+        return (f"+glslc-{GLSLC_VERSION}+vulkan-headers-1.3.{VULKAN_HEADERS_VERSION}",
+                {"EMBER_GLSLC_VERSION": GLSLC_VERSION})
 
-    def configure(self, installed: Installed, job: Job, recipe: Recipe, *, recipes: Path,
-                  paths: ToolchainPaths, source: Path, build: Path,
-                  work: Path) -> Configured:
+    def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
+                    work: Path) -> DeviceStep:
         glslc = self._glslc(os.environ)
         self._check_headers()
-        configured = self._zig.configure(installed, job, recipe, recipes=recipes, paths=paths,
-                                         source=source, build=build, work=work)
-        options = dict(configured.cmake_options)
-        options.update({"EMBER_GLSLC": glslc, "EMBER_GLSLC_VERSION": GLSLC_VERSION,
-                        "EMBER_VULKAN_INCLUDE_DIR": str(self._headers)})
-        return replace(configured,
-                       compiler_check=f"{configured.compiler_check}:glslc-{GLSLC_VERSION}:"
-                                      f"vulkan-headers-{VULKAN_HEADERS_VERSION}",
-                       cmake_options=tuple(sorted(options.items())))
+        return (f"glslc-{GLSLC_VERSION}:vulkan-headers-{VULKAN_HEADERS_VERSION}",
+                {"EMBER_GLSLC": glslc, "EMBER_GLSLC_VERSION": GLSLC_VERSION,
+                 "EMBER_VULKAN_INCLUDE_DIR": str(self._headers)})
