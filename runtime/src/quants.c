@@ -135,6 +135,14 @@ static inline int nearest_int(float v) {
     return (int)(f32_bits(t) & 0x007fffffu) - 0x00400000;
 }
 
+/* float -> int8 conversions of values a quantizer has already scaled into range. A model with
+ * inf/NaN weights makes NaN activations, and converting NaN to an integer is undefined in C:
+ * these give 0 for anything outside the int8 range instead (the SIMD paths' instructions are
+ * defined for NaN and give their own fixed value). Finite in-range values convert as before. */
+static inline int8_t q8_rint(float v) { return v > -128.5f && v < 127.5f ? (int8_t)rintf(v) : 0; }
+static inline int8_t q8_round(float v) { return v > -128.5f && v < 127.5f ? (int8_t)roundf(v) : 0; }
+static inline int8_t q8_trunc(float v) { return v > -129.0f && v < 128.0f ? (int8_t)v : 0; }
+
 /* acc[k] = fma(d, lane[k], acc[k]) for the 8 float lanes of a __m256 accumulator. */
 static inline void em_acc8(float acc[8], float d, const int32_t lane[8]) {
     for (int k = 0; k < 8; ++k) acc[k] = fmaf(d, (float)lane[k], acc[k]);
@@ -301,7 +309,7 @@ static void quantize_q8_0(const float *x, void *vy, int64_t n) {
         const float d = amax / 127.f;
         const float id = amax != 0.0f ? 127.f / amax : 0.0f;
         y[ib].d = em_fp32_to_fp16(d);
-        for (int j = 0; j < EM_QK8_0; ++j) y[ib].qs[j] = (int8_t)rintf(x[j] * id);
+        for (int j = 0; j < EM_QK8_0; ++j) y[ib].qs[j] = q8_rint(x[j] * id);
     }
 }
 
@@ -312,7 +320,7 @@ static void quantize_q8_0_ref(const float *x, void *vy, int64_t n) {
         const float d = absmax32(x) / 127.f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = em_fp32_to_fp16(d);
-        for (int j = 0; j < EM_QK8_0; ++j) y[ib].qs[j] = (int8_t)roundf(x[j] * id);
+        for (int j = 0; j < EM_QK8_0; ++j) y[ib].qs[j] = q8_round(x[j] * id);
     }
 }
 
@@ -349,7 +357,7 @@ static void quantize_q8_1(const float *x, void *vy, int64_t n) {
         const float id = amax != 0.0f ? 127.f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < EM_QK8_1; ++j) {
-            y[ib].qs[j] = (int8_t)rintf(x[j] * id);
+            y[ib].qs[j] = q8_rint(x[j] * id);
             sum += y[ib].qs[j];
         }
         y[ib].d = em_fp32_to_fp16(d);
@@ -365,7 +373,7 @@ static void quantize_q8_1_ref(const float *x, void *vy, int64_t n) {
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int j = 0; j < EM_QK8_1; ++j) {
-            y[ib].qs[j] = (int8_t)roundf(x[j] * id);
+            y[ib].qs[j] = q8_round(x[j] * id);
             sum += y[ib].qs[j];
         }
         y[ib].d = em_fp32_to_fp16(d);
@@ -399,7 +407,7 @@ static void quantize_q4_0_ref(const float *x, void *vy, int64_t n) {
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = em_fp32_to_fp16(d);
         for (int j = 0; j < 16; ++j) {
-            int q0 = (int8_t)(x[j] * id + 8.5f), q1 = (int8_t)(x[j + 16] * id + 8.5f);
+            int q0 = q8_trunc(x[j] * id + 8.5f), q1 = q8_trunc(x[j + 16] * id + 8.5f);
             if (q0 > 15) q0 = 15;
             if (q1 > 15) q1 = 15;
             y[ib].qs[j] = (uint8_t)(q0 | (q1 << 4));
@@ -457,7 +465,7 @@ static void quantize_q4_1_ref(const float *x, void *vy, int64_t n) {
         y[ib].d = em_fp32_to_fp16(d);
         y[ib].m = em_fp32_to_fp16(mn);
         for (int j = 0; j < 16; ++j) {
-            int q0 = (int8_t)((x[j] - mn) * id + 0.5f), q1 = (int8_t)((x[j + 16] - mn) * id + 0.5f);
+            int q0 = q8_trunc((x[j] - mn) * id + 0.5f), q1 = q8_trunc((x[j + 16] - mn) * id + 0.5f);
             if (q0 > 15) q0 = 15;
             if (q1 > 15) q1 = 15;
             y[ib].qs[j] = (uint8_t)(q0 | (q1 << 4));
@@ -518,7 +526,7 @@ static void quantize_q5_0_ref(const float *x, void *vy, int64_t n) {
         y[ib].d = em_fp32_to_fp16(d);
         uint32_t qh = 0;
         for (int j = 0; j < 16; ++j) {
-            int q0 = (int8_t)(x[j] * id + 16.5f), q1 = (int8_t)(x[j + 16] * id + 16.5f);
+            int q0 = q8_trunc(x[j] * id + 16.5f), q1 = q8_trunc(x[j + 16] * id + 16.5f);
             if (q0 > 31) q0 = 31;
             if (q1 > 31) q1 = 31;
             y[ib].qs[j] = (uint8_t)((q0 & 0x0f) | ((q1 & 0x0f) << 4));

@@ -54,6 +54,41 @@ def test_asan_ubsan_clean_and_same_tokens(
         assert json.loads(san.stdout)["generated_ids"] == json.loads(rel.stdout)["generated_ids"]
 
 
+def _poisoned(src: Path, dst: Path, tensor: str, value: float) -> None:
+    """Copy ``src`` with every element of the F32 tensor ``tensor`` set to ``value``."""
+    gguf = pytest.importorskip("gguf")
+    shutil.copyfile(src, dst)
+    reader = gguf.GGUFReader(str(dst), "r+")
+    hit = [t for t in reader.tensors if t.name == tensor]
+    assert hit and hit[0].tensor_type == gguf.GGMLQuantizationType.F32, tensor
+    hit[0].data[...] = value
+    reader.data.flush()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("value", [float("inf"), float("nan")], ids=["inf", "nan"])
+@pytest.mark.parametrize("model", ["q8_0", "q4_1", "q4_k_m"])
+def test_inf_and_nan_weights_are_not_undefined_behaviour(
+    ember_asan_build: EmberBuild, model: str, value: float, tmp_path: Path
+) -> None:
+    """A model whose weights hold inf or NaN turns activations into NaN; quantizing those for
+    the next matmul converted NaN to int8, which is undefined in C (UBSan's
+    float-cast-overflow, part of EMBER_SANITIZE). Every kernel level must stay defined: the
+    output is garbage, but the run ends normally with no sanitizer report."""
+    path = tmp_path / "poisoned.gguf"
+    _poisoned(TINY / f"tiny-gpt2-{model}.gguf", path, "blk.0.attn_norm.weight", value)
+    for kernel in ("scalar", "auto"):
+        args = ["-m", str(path), "-p", "Hello there, how are you", "-n", "4", "--json",
+                "-t", "2", "--temp", "0.8", "--seed", "1"]
+        if kernel != "auto":
+            args += ["--kernel", kernel]
+        r = run_cli(ember_asan_build, args)
+        err = r.stderr.decode(errors="replace")
+        assert r.returncode == 0 and "Sanitizer" not in err and "runtime error" not in err, (
+            f"--kernel {kernel}: {err[-4000:]}")
+        assert len(json.loads(r.stdout)["generated_ids"]) == 4
+
+
 @pytest.mark.integration
 def test_fuzz_gguf_reader_30s(request: pytest.FixtureRequest) -> None:
     if shutil.which("clang") is None:
