@@ -944,8 +944,10 @@ static const em_kernels k_sse42 = {
         .attn_softmax = attn_softmax_##SUF,                                                  \
         .swiglu = swiglu_##SUF,                                                              \
         .vec_dot4 = {[EM_TYPE_Q4_0] = dot4_q4_0_##SUF, [EM_TYPE_Q4_1] = dot4_q4_1_##SUF,       \
+                     [EM_TYPE_Q5_0] = dot4_q5_0_##SUF, [EM_TYPE_Q5_1] = dot4_q5_1_##SUF,       \
                      [EM_TYPE_Q8_0] = dot4_q8_0_##SUF},                                      \
         .vec_dot_r4 = {[EM_TYPE_Q4_0] = dotr4_q4_0_##SUF, [EM_TYPE_Q4_1] = dotr4_q4_1_##SUF,   \
+                       [EM_TYPE_Q5_0] = dotr4_q5_0_##SUF, [EM_TYPE_Q5_1] = dotr4_q5_1_##SUF,   \
                        [EM_TYPE_Q8_0] = dotr4_q8_0_##SUF},                                   \
     }
 
