@@ -55,6 +55,10 @@ typedef void (*em_quantize_fn)(const float *x, void *y, int64_t n);
 typedef void (*em_vec_dot4_fn)(int64_t n, float *s, const void *x, const void *y, size_t y_stride);
 /* 4 dots of the weight rows x + r * x_stride with one activation row y */
 typedef void (*em_vec_dot_r4_fn)(int64_t n, float *s, const void *x, size_t x_stride, const void *y);
+/* the 8 dots of weight rows x + r * x_stride (r < 2) with activation rows y + c * y_stride
+ * (c < 4): s[4 * r + c] */
+typedef void (*em_vec_dot4x2_fn)(int64_t n, float *s, const void *x, size_t x_stride, const void *y,
+                                 size_t y_stride);
 /* dot of fp16 rows x, y of n elements where y[i] == 0 for i >= nz */
 typedef float (*em_attn_dot_fn)(int64_t n, const uint16_t *x, const uint16_t *y, int64_t nz);
 
@@ -91,6 +95,9 @@ typedef struct em_kernels {
     /* by weight type, where a level has it: s[r] = vec_dot(row r of x, y) for the 4 weight
      * rows at x + r * x_stride, with vec_dot's bits; NULL: 4 vec_dot calls */
     em_vec_dot_r4_fn vec_dot_r4[EM_TYPE_COUNT];
+    /* by weight type, where a level has it: a tile of 2 weight rows x 4 activation rows, each
+     * dot with vec_dot's bits (both operands are loaded once for the tile); NULL: vec_dot4 */
+    em_vec_dot4x2_fn vec_dot4x2[EM_TYPE_COUNT];
 } em_kernels;
 
 /* The scalar replicas of the forward pass's vector math (kernels.c): the scalar table's

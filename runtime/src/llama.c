@@ -194,9 +194,25 @@ static void mm_rows(const mm_job *j, const mm_part *p, const uint8_t *act, long 
             }
         }
     }
+    /* tokens [0, n4) of row pairs through the 2x4 tile where the level has one */
+    em_vec_dot4x2_fn dot4x2 = n4 ? j->kern->vec_dot4x2[type] : NULL;
+    long long r_tile = r0;
+    if (dot4x2) {
+        for (; r_tile + 2 <= r1; r_tile += 2) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r_tile * w->row_bytes;
+            for (int64_t t = 0; t < n4; t += 4) {
+                float s8[8];
+                dot4x2(j->ne0, s8, row, w->row_bytes, act + (size_t)t * j->act_stride, j->act_stride);
+                for (int c = 0; c < 4; c++) {
+                    p->y[(t + c) * ys + r_tile] = s8[c];
+                    p->y[(t + c) * ys + r_tile + 1] = s8[4 + c];
+                }
+            }
+        }
+    }
     for (long long r = r0; r < r1; r++) {
         const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_bytes;
-        for (int64_t t = 0; t < n4; t += 4) {
+        for (int64_t t = 0; t < n4 && r >= r_tile; t += 4) {
             float s4[4];
             dot4(j->ne0, s4, row, act + (size_t)t * j->act_stride, j->act_stride);
             for (int c = 0; c < 4; c++) p->y[(t + c) * ys + r] = s4[c];

@@ -949,6 +949,8 @@ static const em_kernels k_sse42 = {
         .vec_dot_r4 = {[EM_TYPE_Q4_0] = dotr4_q4_0_##SUF, [EM_TYPE_Q4_1] = dotr4_q4_1_##SUF,   \
                        [EM_TYPE_Q5_0] = dotr4_q5_0_##SUF, [EM_TYPE_Q5_1] = dotr4_q5_1_##SUF,   \
                        [EM_TYPE_Q8_0] = dotr4_q8_0_##SUF},                                   \
+        .vec_dot4x2 = {[EM_TYPE_Q4_0] = dot4x2_q4_0_##SUF, [EM_TYPE_Q5_0] = dot4x2_q5_0_##SUF,   \
+                       [EM_TYPE_Q8_0] = dot4x2_q8_0_##SUF},                                  \
     }
 
 static const em_kernels k_avx2 = YMM_TABLE(avx2, EM_LEVEL_AVX2, dot_f32_avx2, dot_f16_avx2, dot_bf16_avx2,

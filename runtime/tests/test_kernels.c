@@ -387,7 +387,7 @@ static void test_forward_entries(const em_kernels *k, const em_kernels *ref) {
     int64_t lens[64];
     for (size_t ti = 0; ti < sizeof k_weight_types / sizeof k_weight_types[0]; ++ti) {
         const em_type t = k_weight_types[ti];
-        if (!k->vec_dot4[t] && !k->vec_dot_r4[t]) continue;
+        if (!k->vec_dot4[t] && !k->vec_dot_r4[t] && !k->vec_dot4x2[t]) continue;
         const em_type_traits *tr = em_type_traits_get((uint32_t)t);
         const int nl = lengths_for(tr->block_size, lens);
         for (int li = 0; li < nl; ++li)
@@ -405,6 +405,21 @@ static void test_forward_entries(const em_kernels *k, const em_kernels *ref) {
                     ref->vec_dot[t](n, &want, w, a + (size_t)c * stride);
                     CHECK(same_bits(want, got[c]), "%s vec_dot4 %s n=%lld %s col %d: %a vs %a", k->name, tr->name,
                           (long long)n, k_fill_names[kind], c, (double)got[c], (double)want);
+                }
+                /* vec_dot4x2: weight rows w and w + MAXN * 2 against the 4 activation rows */
+                if (k->vec_dot4x2[t]) {
+                    uint8_t *w1 = w + MAXN * 2;
+                    gen_weights(seed * 11, t, w1, n, (fill_kind)kind);
+                    float got8[8];
+                    k->vec_dot4x2[t](n, got8, w, (size_t)(w1 - w), a, stride);
+                    for (int r = 0; r < 2; ++r)
+                        for (int c = 0; c < 4; ++c) {
+                            float want;
+                            ref->vec_dot[t](n, &want, r ? w1 : w, a + (size_t)c * stride);
+                            CHECK(same_bits(want, got8[4 * r + c]), "%s vec_dot4x2 %s n=%lld %s row %d col %d: %a vs %a",
+                                  k->name, tr->name, (long long)n, k_fill_names[kind], r, c, (double)got8[4 * r + c],
+                                  (double)want);
+                        }
                 }
                 /* vec_dot_r4: the 4 activation rows' buffers stand for 4 weight rows */
                 if (k->vec_dot_r4[t]) {
