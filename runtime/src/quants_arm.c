@@ -429,6 +429,9 @@ FWD_QUANT(q5_1, EM_TYPE_Q5_1)
         .tiled = {[EM_TYPE_Q2_K] = tiled_q2_K_##SUF, [EM_TYPE_Q3_K] = tiled_q3_K_##SUF,           \
                   [EM_TYPE_Q4_K] = tiled_q4_K_##SUF, [EM_TYPE_Q5_K] = tiled_q5_K_##SUF,           \
                   [EM_TYPE_Q6_K] = tiled_q6_K_##SUF},                                            \
+        .vec_dot4 = {[EM_TYPE_Q4_0] = dot4_q4_0_##SUF, [EM_TYPE_Q4_1] = dot4_q4_1_##SUF,           \
+                     [EM_TYPE_Q5_0] = dot4_q5_0_##SUF, [EM_TYPE_Q5_1] = dot4_q5_1_##SUF,           \
+                     [EM_TYPE_Q8_0] = dot4_q8_0_##SUF},                                          \
         EM_SCALAR_FORWARD_ENTRIES,                                                               \
     }
 #define ARM_QUANT_DOTS(SUF)                                                                      \

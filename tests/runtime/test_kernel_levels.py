@@ -66,13 +66,20 @@ def _qemu(arch: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """test_kernels, static, for x86-64 and AArch64 (musl: no loader needed under qemu)."""
+def binaries(request: pytest.FixtureRequest) -> dict[str, Path]:
+    """test_kernels, static, for x86-64 and AArch64 (musl: no loader needed under qemu).
+
+    Every xdist worker runs this module fixture: the compiles run one at a time under a lock
+    (two zig processes filling the same cache entry at once is what this avoids), each into a
+    temporary file renamed over the last one, so a worker still running the old binary keeps
+    its copy."""
     zig = _zig()
-    out = tmp_path_factory.mktemp("kernel-levels")
+    out = build_cache_dir(request) / "kernel-levels"
+    out.mkdir(parents=True, exist_ok=True)
     built = {}
     for arch in ("x86_64", "aarch64"):
         exe = out / f"test_kernels-{arch}"
+        tmp = out / f".test_kernels-{arch}.{os.getpid()}"
         # -mcpu=baseline: the release build's CPU (no AVX outside the kernels' own attributes)
         cmd = [
             *zig,
@@ -84,10 +91,12 @@ def binaries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             *map(str, SOURCES),
             "-lm",
             "-o",
-            str(exe),
+            str(tmp),
         ]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
-        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout}\n{r.stderr}"
+        with FileLock(str(out) + ".lock"):
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+            assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stdout}\n{r.stderr}"
+            os.replace(tmp, exe)
         built[arch] = exe
     return built
 
