@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import logging
 import os
@@ -213,10 +214,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tolerant_streams() -> None:
+    """Never fail on printing: under a C or POSIX locale with UTF-8 mode off, Python's streams
+    are ASCII, and a program's output or a file name kiln repeats may hold any character."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
          stdout: TextIO | None = None, cwd: Path | None = None) -> int:
     """Entry point of the ``kiln`` script; returns the exit code."""
     env = dict(os.environ) if env is None else env
+    if stdout is None:
+        _tolerant_streams()
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

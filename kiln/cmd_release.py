@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,9 +89,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_publish)
 
 
+def _log_dir(out: Path) -> Path:
+    """Where a release's build logs go: beside ``--out`` (``release`` -> ``release-logs``),
+    not in the scratch directory, which is deleted whatever happens, and not inside ``--out``,
+    which holds only what ``SHA256SUMS`` lists. Emptied at the start of each release."""
+    logs = out.absolute().parent / f"{out.absolute().name}-logs"
+    if logs.exists():
+        shutil.rmtree(logs)
+    logs.mkdir(parents=True)
+    return logs
+
+
 def _build_here(ctx: Context, matrix: Matrix, number: int, out: Path,
-                env: Mapping[str, str]) -> tuple[tuple[LocalAsset, ...], dict[str, str]]:
-    """Build every local enabled entry with ``kiln.build.build_jobs`` into ``out``."""
+                env: Mapping[str, str], *, log_dir: Path) -> tuple[tuple[LocalAsset, ...],
+                                                                    dict[str, str]]:
+    """Build every local enabled entry with ``kiln.build.build_jobs`` into ``out``, with
+    the per-entry logs in ``log_dir`` (they outlive the build's scratch directory)."""
     try:
         build = importlib.import_module("kiln.build")
     except ModuleNotFoundError as exc:
@@ -111,7 +125,8 @@ def _build_here(ctx: Context, matrix: Matrix, number: int, out: Path,
     if not jobs:
         return scan_artifacts(out), failures
     summary = build.build_jobs(jobs, repo=ctx.repo, out=out, env=env,
-                               parallel=ctx.args.parallel, console=ctx.console)
+                               parallel=ctx.args.parallel, console=ctx.console,
+                               log_dir=log_dir)
     for result in summary.results:
         if not result.ok:
             failures[str(result.entry_id)] = f"build failed here: {result.error}"
@@ -165,7 +180,8 @@ def cmd_release(ctx: Context) -> int:
         else:
             build_env = dict(env)
             build_env.setdefault("SOURCE_DATE_EPOCH", str(epoch))
-            assets, failures = _build_here(ctx, matrix, number, Path(tmp), build_env)
+            assets, failures = _build_here(ctx, matrix, number, Path(tmp), build_env,
+                                           log_dir=_log_dir(out))
         result = gate(matrix, assets, build_number=number, commit=head,
                       allow_missing=allowed, failures=failures)
         manifest = release_manifest(result, project=config.project, tag=tag,

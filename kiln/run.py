@@ -91,6 +91,10 @@ def run(
     reserved for the CLI edge). With ``log_file`` the combined output is appended there instead
     of being kept in memory. On failure with ``check`` a ``CommandFailed`` carries the tail of
     the output so the user sees why without opening a log.
+
+    Output is decoded as UTF-8 with replacement whatever the caller's locale: programs print
+    UTF-8 (pip's progress bars, compilers quoting source, git log) and a C or POSIX locale
+    would otherwise decode it as ASCII and fail on the first byte above 127.
     """
     args = tuple(os.fspath(a) for a in argv)
     if not args:
@@ -105,14 +109,16 @@ def run(
                 fh.flush()
                 proc = subprocess.run(
                     args, env=None if env is None else dict(env), cwd=cwd, timeout=timeout,
-                    stdout=fh, stderr=subprocess.STDOUT, text=True, check=False,
-                    input=input_text, stdin=None if input_text is not None else subprocess.DEVNULL,
+                    stdout=fh, stderr=subprocess.STDOUT, encoding="utf-8",
+                    errors="replace", check=False, input=input_text,
+                    stdin=None if input_text is not None else subprocess.DEVNULL,
                 )
             done = Completed(argv=args, returncode=proc.returncode, stdout="", stderr="")
         else:
             proc = subprocess.run(
                 args, env=None if env is None else dict(env), cwd=cwd, timeout=timeout,
-                capture_output=True, text=True, check=False, input=input_text,
+                capture_output=True, encoding="utf-8", errors="replace", check=False,
+                input=input_text,
                 stdin=None if input_text is not None else subprocess.DEVNULL,
             )
             done = Completed(argv=args, returncode=proc.returncode, stdout=proc.stdout,
