@@ -56,7 +56,7 @@ def previous_tag(repo: Path, env: Mapping[str, str]) -> str | None:
     re-run of a release that already tagged HEAD finds the same previous tag)."""
     out = run(["git", "-C", str(repo), "tag", "--list", "b[0-9]*", "--merged", "HEAD",
                "--no-contains", "HEAD"], env=env, what="git tag").stdout
-    tags = [t.strip() for t in out.splitlines() if TAG_RE.match(t.strip())]
+    tags = [t.strip() for t in out.splitlines() if TAG_RE.fullmatch(t.strip())]
     return max(tags, key=lambda t: int(t[1:]), default=None)
 
 
@@ -171,10 +171,11 @@ def _cell(text: str) -> str:
 
 
 def _tracking_label(url: str) -> str:
-    m = re.match(r"^https://github\.com/([^/]+/[^/]+)/pull/(\d+)$", url)
+    # fullmatch: with re.match, "$" would also accept a URL followed by a newline.
+    m = re.fullmatch(r"https://github\.com/([^/]+/[^/]+)/pull/(\d+)", url)
     if m:
         return f"{m.group(1)}#{m.group(2)}"
-    m = re.match(r"^https://gitlab\.com/(.+)/-/merge_requests/(\d+)$", url)
+    m = re.fullmatch(r"https://gitlab\.com/(.+)/-/merge_requests/(\d+)", url)
     return f"{m.group(1)}!{m.group(2)}" if m else url
 
 

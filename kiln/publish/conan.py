@@ -41,7 +41,7 @@ from kiln.conan import ConanPackage, conan_version, select_packages
 from kiln.errors import CommandFailed, ConfigError, PublishError
 from kiln.manifest import AssetRecord
 from kiln.matrix import Matrix, load_matrix
-from kiln.publish import LocalRelease, PublishResult
+from kiln.publish import LocalRelease, PublishResult, check_names, confined
 from kiln.run import run
 from kiln.wheel import console_script
 
@@ -192,7 +192,8 @@ class ConanPublisher:
 
     def _export(self, pkg: ConanPackage, release: LocalRelease, work: Path, recipe: Path,
                 profile: Path, cenv: Mapping[str, str], version: str) -> _Exported:
-        tree = _unpack(release.path(pkg.record.name), work / "unpacked" / pkg.record.entry_id)
+        tree = _unpack(confined(release.directory, pkg.record.name),
+                       confined(work / "unpacked", pkg.record.entry_id))
         args = ["export-pkg", str(recipe), "--name", PACKAGE, "--version", version,
                 "-pr:h", str(profile), "-pr:b", str(profile), *pkg.settings_args(),
                 "-c", f"user.ember:prebuilt={tree}", "--format=json"]
@@ -206,6 +207,7 @@ class ConanPublisher:
                                hint="use conan 2.x") from exc
 
     def publish(self, release: LocalRelease) -> PublishResult:
+        check_names(release)
         packages = self._packages(release)
         version = conan_version(release.manifest.build_number)
         ref = f"{PACKAGE}/{version}"

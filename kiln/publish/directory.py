@@ -24,7 +24,7 @@ from filelock import FileLock, Timeout
 
 from kiln.errors import PublishError
 from kiln.manifest import atomic_write_text, sha256_file
-from kiln.publish import LocalRelease, PublishResult
+from kiln.publish import LocalRelease, PublishResult, check_names, confined
 from kiln.release import TAG_RE
 
 __all__ = ["LATEST", "DirectoryPublisher"]
@@ -42,7 +42,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _number(tag: str) -> int:
-    m = TAG_RE.match(tag)
+    m = TAG_RE.fullmatch(tag)
     return int(m.group(1)) if m else -1
 
 
@@ -54,7 +54,7 @@ class DirectoryPublisher:
         self.lock_timeout = lock_timeout
 
     def _copy(self, release: LocalRelease, name: str, stage: Path) -> None:
-        dst = stage / name
+        dst = confined(stage, name)
         with release.path(name).open("rb") as fin, dst.open("wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
@@ -70,7 +70,7 @@ class DirectoryPublisher:
         return all(sha256_file(target / n) == d for n, d in release.files.items())
 
     def _update_latest(self, tag: str) -> bool:
-        latest = self.root / LATEST
+        latest = confined(self.root, LATEST)
         current = latest.read_text(encoding="utf-8").strip() if latest.is_file() else ""
         if current and _number(current) > _number(tag):
             return False  # publishing an older release does not move `latest` back
@@ -81,6 +81,10 @@ class DirectoryPublisher:
 
     def publish(self, release: LocalRelease) -> PublishResult:
         tag = release.tag
+        # Checked before the mirror is created or locked: a refused release leaves the mirror
+        # exactly as it was.
+        check_names(release)
+        confined(self.root, tag)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -98,8 +102,9 @@ class DirectoryPublisher:
     def _publish_locked(self, release: LocalRelease, tag: str) -> PublishResult:
         for stale in self.root.glob(f".{tag}.partial-*"):
             self.log(f"removing {stale.name}, left by an interrupted publish")
-            shutil.rmtree(stale)
-        target = self.root / tag
+            shutil.rmtree(confined(self.root, stale.name))
+        # Resolved now, under the lock: a link planted in the mirror cannot lead the copy out.
+        target = confined(self.root, tag)
         if target.exists():
             if not self._same(target, release):
                 raise PublishError(
@@ -111,7 +116,7 @@ class DirectoryPublisher:
             return PublishResult(destination=f"file://{self.root}", url=str(target),
                                  uploaded=(), kept=tuple(sorted(release.files)),
                                  already_published=True)
-        stage = self.root / f".{tag}.partial-{os.getpid()}"
+        stage = confined(self.root, f".{tag}.partial-{os.getpid()}")
         stage.mkdir()
         try:
             for name in sorted(release.files):

@@ -39,7 +39,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from kiln.errors import ConfigError, PublishError
-from kiln.publish import LocalRelease, PublishResult
+from kiln.publish import LocalRelease, PublishResult, check_names
 
 __all__ = ["API_VERSION", "DEFAULT_API_URL", "GitHubPublisher", "Retry", "github_publisher"]
 
@@ -47,7 +47,8 @@ DEFAULT_API_URL = "https://api.github.com"
 API_VERSION = "2022-11-28"
 TOKEN_ENV = "GITHUB_TOKEN"
 API_URL_ENV = "GITHUB_API_URL"  # set by GitHub Actions (GitHub Enterprise Server too)
-REPO_RE = re.compile(r"^([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)$")
+# Used with fullmatch (with re.match, "$" would accept a trailing newline).
+REPO_RE = re.compile(r"([A-Za-z0-9_.-]+)/([A-Za-z0-9_.-]+)")
 MAX_PAGES = 1000
 MAX_BODY = 120_000  # GitHub refuses release bodies over 125,000 characters
 CONTENT_TYPES = {".json": "application/json", ".md": "text/markdown", ".zip": "application/zip",
@@ -113,8 +114,8 @@ def _is_loopback(host: str | None) -> bool:
 def github_publisher(target: str, *, env: Mapping[str, str],
                      log: Callable[[str], None]) -> GitHubPublisher:
     """Parse ``OWNER/REPO`` and read the token and API URL from ``env`` (the CLI edge)."""
-    m = REPO_RE.match(target.strip("/"))
-    if m is None:
+    m = REPO_RE.fullmatch(target.strip("/"))
+    if m is None or m.group(1) in (".", "..") or m.group(2) in (".", ".."):
         raise ConfigError(f"github://{target}: expected github://OWNER/REPO")
     token = env.get(TOKEN_ENV, "")
     if not token:
@@ -225,8 +226,8 @@ class GitHubPublisher:
     # tag
 
     def _tag_commit(self, tag: str) -> str | None:
-        r = self._call("GET", f"{self._base}/git/ref/tags/{quote(tag)}", what=f"read tag {tag}",
-                       expect=(200, 404))
+        r = self._call("GET", f"{self._base}/git/ref/tags/{quote(tag, safe='')}",
+                       what=f"read tag {tag}", expect=(200, 404))
         if r.status_code == 404:
             return None
         obj = r.json()["object"]
@@ -275,7 +276,7 @@ class GitHubPublisher:
 
     def _published(self, tag: str) -> dict[str, Any] | None:
         """The published release of ``tag`` (this endpoint never returns drafts)."""
-        r = self._call("GET", f"{self._base}/releases/tags/{quote(tag)}",
+        r = self._call("GET", f"{self._base}/releases/tags/{quote(tag, safe='')}",
                        what=f"read release {tag}", expect=(200, 404))
         if r.status_code == 404:
             return None
@@ -416,6 +417,9 @@ class GitHubPublisher:
     # ---------------------------------------------------------------------------------------
 
     def publish(self, release: LocalRelease) -> PublishResult:
+        # The tag and the file names go into API paths and upload names: refused before the
+        # first request when they are anything but a tag and plain file names.
+        check_names(release)
         tag = release.tag
         where = f"github://{self.owner}/{self.repo}"
         published = self._published(tag)

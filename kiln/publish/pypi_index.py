@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import html.parser
+import re
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from kiln.errors import ConfigError, PublishError
-from kiln.publish import LocalRelease, PublishResult
+from kiln.publish import LocalRelease, PublishResult, check_names
 from kiln.wheel import WheelName, index_path, parse_wheel_name
 
 __all__ = ["IndexFile", "PyPIIndexPublisher", "parse_project_page", "pypi_index_publisher"]
@@ -45,6 +46,8 @@ __all__ = ["IndexFile", "PyPIIndexPublisher", "parse_project_page", "pypi_index_
 USER_ENV = "TWINE_USERNAME"
 PASSWORD_ENV = "TWINE_PASSWORD"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# A variant index below the root (kiln.wheel's local version labels: "cu124", "rocm7.2").
+_INDEX_RE = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
 
 
 def _normalize(name: str) -> str:
@@ -248,13 +251,22 @@ class PyPIIndexPublisher:
     # the publisher
 
     def _wheels(self, release: LocalRelease) -> list[_Wheel]:
+        check_names(release)
         out = []
         for asset in release.manifest.assets:
             if asset.record.kind != "wheel":
                 continue
             name = parse_wheel_name(asset.record.name)
+            index = index_path(name.local)
+            # The variant names a directory below the index root: one plain path segment.
+            if index and not _INDEX_RE.fullmatch(index):
+                raise PublishError(f"{asset.record.name}: local version label {index!r} cannot "
+                                   "name an index below the root; nothing was published")
+            if not self.index_url(index).startswith(self.root + "/"):
+                raise PublishError(f"{asset.record.name}: index {self.index_url(index)} is not "
+                                   f"below {self.root}/")
             out.append(_Wheel(name=name, path=release.path(asset.record.name),
-                              sha256=asset.record.sha256, index=index_path(name.local)))
+                              sha256=asset.record.sha256, index=index))
         return sorted(out, key=lambda w: (w.index, w.name.filename))
 
     def publish(self, release: LocalRelease) -> PublishResult:
