@@ -55,6 +55,13 @@ typedef struct em_gguf_tensor {
     const void *data;      /* into the mapping (or the swapped copy on big-endian hosts) */
 } em_gguf_tensor;
 
+/* Open-addressing hash table of names (see gguf.c): slots hold item index + 1, 0 = empty. */
+typedef struct em_gguf_index {
+    uint64_t *slots;
+    uint64_t mask;         /* slot count - 1 (a power of two) */
+    uint64_t key[2];       /* hash key, chosen per table */
+} em_gguf_index;
+
 typedef struct em_gguf {
     em_mapping map;        /* empty when parsed from a caller's buffer */
     const uint8_t *base;
@@ -67,6 +74,8 @@ typedef struct em_gguf {
     uint64_t alignment;
     uint64_t data_offset;  /* start of the data section in the file */
     uint8_t *swapped;      /* big-endian hosts: tensor data in host order */
+    em_gguf_index kv_index;     /* metadata keys -> kv */
+    em_gguf_index tensor_index; /* tensor names -> tensors */
 } em_gguf;
 
 /* Map and parse a file. 0 on success; else non-zero with a message in err. */
@@ -75,6 +84,7 @@ int em_gguf_open(const char *path, em_gguf **out, char *err, size_t errlen);
 int em_gguf_parse(const uint8_t *data, uint64_t size, em_gguf **out, char *err, size_t errlen);
 void em_gguf_close(em_gguf *g);
 
+/* Lookups by name: O(1) on average (hash indexes built at load; names are unique). */
 const em_gguf_kv *em_gguf_find(const em_gguf *g, const char *key);
 const em_gguf_tensor *em_gguf_find_tensor(const em_gguf *g, const char *name);
 const char *em_gguf_type_name(uint32_t type);
