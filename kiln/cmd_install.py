@@ -86,14 +86,18 @@ def cmd_install(ctx: Context) -> int:
         for note in best.notes:
             ctx.console.line(f"  note: {note}")
     result = install(release, best, prefix, cache=cache_dir(ctx.env), fetcher=fetcher,
-                     host_summary=host.summary)
+                     host_summary=host.summary, allow_downgrade=a.allow_downgrade)
     if a.json:
         ctx.out.write(json.dumps({"installed": str(result.prefix), "tag": result.tag,
-                                  "entry_id": result.entry_id, "asset": result.asset,
-                                  "replaced": result.replaced, "cli": str(result.cli),
+                                  "date": release.date, "entry_id": result.entry_id,
+                                  "asset": result.asset, "replaced": result.replaced,
+                                  "downgrade": result.downgrade, "cli": str(result.cli),
                                   "choice": choice.to_json()}, indent=2) + "\n")
         return 0
-    replaced = f" (replaced {result.replaced})" if result.replaced else ""
+    replaced = ""
+    if result.replaced:
+        older = ", an older release: --allow-downgrade" if result.downgrade else ""
+        replaced = f" (replaced {result.replaced}{older})"
     ctx.console.line(f"installed ember {result.tag} ({result.entry_id}) into "
                      f"{result.prefix}{replaced}")
     ctx.console.line(f"  run: {result.cli}")
@@ -148,6 +152,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--pubkey", metavar="KEY|FILE",
                    help=f"minisign public key the release must be signed with "
                         f"(default: ${PUBKEY_ENV}, then the key pinned in kiln)")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="replace an installed ember with an older release (refused without "
+                        "it: a mirror whose latest points back in time)")
     p.add_argument("--insecure-skip-signature", action="store_true",
                    help="do not check the signature of SHA256SUMS (checksums still checked)")
     p.add_argument("--host-profile", metavar="FILE",

@@ -73,11 +73,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tarfile
 import time
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +94,14 @@ from kiln.release import (
     SUMS_NAME,
     ReleaseAsset,
     ReleaseManifest,
-    parse_sums,
+)
+from kiln.sums import (
+    TAG_RE,
+    build_number,
+    check_name,
+    check_tag,
+    parse_latest,
+    parse_sums_strict,
 )
 
 __all__ = [
@@ -580,8 +589,9 @@ class Fetcher:
             return Path(url)
         return None
 
-    def get(self, url: str, *, limit: int = 16 << 20, missing_ok: bool = False) -> bytes | None:
-        """A small file, whole. ``None`` for a 404 when ``missing_ok``."""
+    def get(self, url: str, *, limit: int, missing_ok: bool = False) -> bytes | None:
+        """A small file, whole, of at most ``limit`` bytes (a longer one is refused as
+        hostile: exit 12). ``None`` for a 404 when ``missing_ok``."""
         local = self._local(url)
         if local is not None:
             if not local.is_file():
@@ -589,12 +599,19 @@ class Fetcher:
                     return None
                 raise InstallError(f"{local}: no such file",
                                    hint="check --from (a mirror or release directory)")
-            return local.read_bytes()
+            try:
+                with local.open("rb") as fh:
+                    whole = fh.read(limit + 1)
+            except OSError as exc:
+                raise InstallError(f"cannot read {local}: {exc.strerror}") from exc
+            if len(whole) > limit:
+                raise _too_long(url, limit)
+            return whole
         import requests
 
         try:
             resp = requests.get(url, timeout=self.timeout, stream=True,
-                                headers={"User-Agent": self.user_agent})
+                                headers=self._headers())
         except requests.RequestException as exc:
             raise InstallError(f"cannot download {url}: {_net_reason(exc)}",
                                hint="check the URL given to --from and the network") from exc
@@ -602,28 +619,35 @@ class Fetcher:
             if resp.status_code == 404 and missing_ok:
                 return None
             if resp.status_code != 200:
-                raise InstallError(f"cannot download {url}: HTTP {resp.status_code}",
-                                   hint="check --from and --tag")
+                raise _http_error(url, resp.status_code, resp.reason)
+            announced = _content_length(resp.headers.get("Content-Length"))
+            if announced is not None and announced > limit:
+                raise _too_long(url, limit, announced=announced)
             data = bytearray()
             try:
-                for chunk in resp.iter_content(1 << 16):
+                for chunk in resp.iter_content(1 << 14):
                     data += chunk
                     if len(data) > limit:
-                        raise InstallError(f"{url} is larger than {limit} bytes",
-                                           hint="check --from: this is not a release file")
+                        raise _too_long(url, limit)
             except requests.RequestException as exc:
                 raise InstallError(f"download of {url} broke off: {_net_reason(exc)}",
                                    hint="run the command again") from exc
             return bytes(data)
 
+    def _headers(self) -> dict[str, str]:
+        # identity: byte ranges and sizes are those of the file, not of a compressed body
+        return {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
+
     def download(self, url: str, dest: Path, *, size: int) -> None:
         """Fetch ``url`` into ``dest``, continuing a partial ``dest`` with a range request.
-        Stops at ``size`` bytes; a shorter result is an ``IntegrityError`` (truncated)."""
+        Never writes more than ``size`` bytes: a longer body is refused as hostile
+        (``IntegrityError``, exit 12), a shorter result is an ``IntegrityError`` (truncated).
+        """
         local = self._local(url)
         if local is not None:
             if not local.is_file():
                 raise InstallError(f"{local}: no such file")
-            shutil.copyfile(local, dest)
+            _copy_capped(local, dest, size, url=url)
         else:
             self._http_download(url, dest, size=size)
         got = dest.stat().st_size
@@ -639,6 +663,7 @@ class Fetcher:
         import requests
 
         attempt = 0
+        restarted = False
         while True:
             have = dest.stat().st_size if dest.exists() else 0
             if have > size:
@@ -646,31 +671,38 @@ class Fetcher:
                 have = 0
             if have == size:
                 return
-            headers = {"User-Agent": self.user_agent}
+            headers = self._headers()
             if have:
                 headers["Range"] = f"bytes={have}-"
             try:
                 with requests.get(url, stream=True, timeout=self.timeout,
                                   headers=headers) as resp:
-                    if resp.status_code == 416:  # range not satisfiable: start over
-                        dest.unlink()
+                    status = resp.status_code
+                    if status == 416 and have and not restarted:
+                        # The partial copy does not fit the file on the server (it is
+                        # shorter, or another file): start over, once.
+                        dest.unlink(missing_ok=True)
+                        restarted = True
                         continue
-                    if resp.status_code not in (200, 206):
-                        raise InstallError(f"cannot download {url}: HTTP {resp.status_code}",
-                                           hint="check --from and --tag")
-                    mode = "ab" if resp.status_code == 206 and have else "wb"
+                    if status == 206:
+                        start = _range_start(resp.headers.get("Content-Range"))
+                        if start != have:
+                            raise InstallError(
+                                f"cannot download {url}: asked for the bytes from {have}, "
+                                f"the server answered Content-Range "
+                                f"{resp.headers.get('Content-Range')!r}",
+                                hint="the server does not handle range requests properly; "
+                                     f"delete {dest} and run again")
+                    elif status != 200:
+                        raise _http_error(url, status, resp.reason)
+                    mode = "ab" if status == 206 and have else "wb"
                     done = have if mode == "ab" else 0
-                    with dest.open(mode) as fh:
-                        # Small chunks: what arrived before a broken connection is kept for
-                        # the range request that resumes it.
-                        for chunk in resp.iter_content(1 << 14):
-                            fh.write(chunk)
-                            done += len(chunk)
-                            self.progress(dest.name, done, size)
-                            if done > size:
-                                break
-                        fh.flush()
-                        os.fsync(fh.fileno())
+                    announced = _content_length(resp.headers.get("Content-Length"))
+                    if announced is not None and done + announced > size:
+                        dest.unlink(missing_ok=True)
+                        raise _too_long(url, size, announced=done + announced,
+                                        signed=True)
+                    self._write_body(resp, dest, mode=mode, done=done, size=size, url=url)
                     return
             except requests.RequestException as exc:
                 attempt += 1
@@ -682,6 +714,78 @@ class Fetcher:
                         hint=f"run the same command again to resume ({dest} is kept)") \
                         from exc
                 time.sleep(self.backoff * attempt)
+
+    def _write_body(self, resp: Any, dest: Path, *, mode: str, done: int, size: int,
+                    url: str) -> None:
+        """Append the body to ``dest``, never past ``size`` bytes in all."""
+        import requests
+
+        longer = False
+        try:
+            with dest.open(mode) as fh:
+                # Small chunks: what arrived before a broken connection is kept for the
+                # range request that resumes it.
+                for chunk in resp.iter_content(1 << 14):
+                    room = size - done
+                    if len(chunk) > room:
+                        longer = True
+                        break
+                    fh.write(chunk)
+                    done += len(chunk)
+                    self.progress(dest.name, done, size)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except requests.RequestException:
+            raise  # a broken transfer: the caller resumes it
+        except OSError as exc:
+            raise InstallError(f"cannot write {dest}: {exc.strerror}",
+                               hint="check the free space and permissions of the download "
+                                    "cache (KILN_CACHE_DIR)") from exc
+        if longer:
+            dest.unlink(missing_ok=True)
+            raise _too_long(url, size, signed=True)
+
+
+def _content_length(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def _range_start(value: str | None) -> int | None:
+    m = re.fullmatch(r"bytes (\d+)-\d+/(?:\d+|\*)", (value or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _http_error(url: str, status: int, reason: str | None) -> InstallError:
+    why = f"HTTP {status}" + (f" {reason}" if reason else "")
+    hint = {403: "the server refuses access: check the URL and any proxy",
+            404: "check --from and --tag: the mirror has no such file",
+            416: "the server refused the byte range asked for: run again; if it persists, "
+                 "the mirror is damaged"}.get(status, "check --from and --tag; if the "
+                                                      "server is failing, try again later")
+    return InstallError(f"cannot download {url}: {why}", hint=hint)
+
+
+def _too_long(url: str, limit: int, *, announced: int | None = None,
+              signed: bool = False) -> IntegrityError:
+    size = f" ({announced} bytes announced)" if announced is not None else ""
+    what = (f"is longer than the {limit} bytes its signed record says" if signed else
+            f"is larger than {limit} bytes, the most such a release file may be")
+    return IntegrityError(f"{url} {what}{size}",
+                          hint="the mirror serves another file than the release's: do not "
+                               "install from it")
+
+
+def _copy_capped(src: Path, dest: Path, size: int, *, url: str) -> None:
+    """Copy a local release file, refusing one longer than ``size`` before it is all read."""
+    with src.open("rb") as fin, dest.open("wb") as fout:
+        left = size
+        while chunk := fin.read(min(1 << 20, left + 1)):
+            if len(chunk) > left:
+                fout.close()
+                dest.unlink(missing_ok=True)
+                raise _too_long(url, size, signed=True)
+            fout.write(chunk)
+            left -= len(chunk)
 
 
 def _net_reason(exc: BaseException) -> str:
@@ -698,6 +802,15 @@ def _net_reason(exc: BaseException) -> str:
 # the release: resolve, fetch, verify
 
 
+# Caps on what a mirror may send for each small file (an archive is capped at its signed
+# size): a hostile or broken server cannot make the installer read without end.
+SUMS_CAP = 1 << 20
+SIGNATURE_CAP = 4 << 10
+LATEST_CAP = 256
+MANIFEST_CAP = 4 << 20
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Release:
     """A release whose ``SHA256SUMS`` signature and manifest were checked."""
@@ -707,6 +820,9 @@ class Release:
     manifest: ReleaseManifest
     sums: Mapping[str, str]
     signed: bool  # False only with --insecure-skip-signature
+    # The release date: from the signed trusted comment ("... date 2026-01-02T03:04:05Z"),
+    # else the manifest's; None when neither holds one.
+    date: str | None = None
 
 
 def _join(base: str, name: str) -> str:
@@ -715,27 +831,35 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + urllib.parse.quote(name)
 
 
+def check_requested_tag(tag: str) -> str:
+    """``--tag``: ``latest`` or a tag ``bN``; anything else is a usage error (exit 2), caught
+    before it becomes part of a URL or a path."""
+    if tag == "latest" or TAG_RE.fullmatch(tag):
+        return tag
+    raise ConfigError(f"--tag {tag[:40]!r} is neither 'latest' nor a release tag (b followed "
+                      "by 1 to 9 digits, e.g. b42)")
+
+
 def resolve_release_url(source: str, tag: str, fetcher: Fetcher) -> tuple[str, str | None]:
     """The release directory for ``tag`` under ``source``, and the tag if known.
 
     ``source`` is a URL template with ``{tag}``, a mirror root (``latest`` file and one
     directory per tag, as ``kiln publish file://`` lays out) or one release's directory."""
+    check_requested_tag(tag)
     if "{tag}" in source:
         if tag == "latest":
             raise ConfigError(f"--from {source} has a {{tag}} placeholder, so --tag latest "
                               "cannot be resolved", hint="pass --tag bN")
         return source.replace("{tag}", tag), tag
     if tag != "latest":
-        direct = fetcher.get(_join(_join(source, tag), SUMS_NAME), missing_ok=True)
+        direct = fetcher.get(_join(_join(source, tag), SUMS_NAME), missing_ok=True,
+                             limit=SUMS_CAP)
         if direct is not None:
             return _join(source, tag), tag
         return source, tag  # a release directory itself; its tag is checked below
-    pointer = fetcher.get(_join(source, "latest"), missing_ok=True, limit=4096)
+    pointer = fetcher.get(_join(source, "latest"), missing_ok=True, limit=LATEST_CAP)
     if pointer is not None:
-        name = pointer.decode("utf-8", errors="replace").strip()
-        if not re.fullmatch(r"b\d+", name):
-            raise InstallError(f"{_join(source, 'latest')} names {name[:40]!r}, not a tag bN",
-                               hint="check --from: the mirror's latest file is damaged")
+        name = parse_latest(pointer, source=_join(source, "latest"))
         return _join(source, name), name
     return source, None
 
@@ -752,6 +876,28 @@ def _pubkey(text: str) -> Any:
         raise ConfigError(f"the minisign public key {key[:20]!r}... cannot be read: {exc}",
                           hint="pass --pubkey with the base64 key (RW...) or a minisign.pub "
                                "file") from exc
+
+
+def check_comment_names(comment: str, tag: str) -> None:
+    """The signed trusted comment (``"<project> <tag> commit <c> date <d>"``) must name
+    ``tag`` as a whole word, and no other tag: the signed files of one release cannot be
+    served as another's."""
+    tags = {t for t in comment.split() if TAG_RE.fullmatch(t)}
+    if tags != {tag}:
+        raise IntegrityError(f"the signature's trusted comment {comment!r} does not name "
+                             f"{tag}" + (f" alone (it names {', '.join(sorted(tags))})"
+                                         if tag in tags else ""),
+                             hint="the mirror serves the signed files of another release")
+
+
+def comment_date(comment: str) -> str | None:
+    """The release date in a trusted comment: the word after ``date``, when it is an ISO 8601
+    UTC time (``2026-01-02T03:04:05Z``)."""
+    words = comment.split()
+    for i, word in enumerate(words[:-1]):
+        if word == "date" and DATE_RE.fullmatch(words[i + 1]):
+            return words[i + 1]
+    return None
 
 
 def verify_sums_signature(sums: bytes, signature: bytes, pubkey: str, *,
@@ -776,33 +922,33 @@ def verify_sums_signature(sums: bytes, signature: bytes, pubkey: str, *,
             hint="the release was changed after it was signed, or signed by another key: do "
                  "not install it; check --pubkey") from exc
     comment = str(sig.trusted_comment)
-    if tag is not None and tag not in comment.split():
-        raise IntegrityError(f"the signature's trusted comment {comment!r} does not name "
-                             f"{tag}",
-                             hint="the mirror serves the signed files of another release")
+    if tag is not None:
+        check_comment_names(comment, tag)
     return comment
 
 
 def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher,
                   insecure_skip_signature: bool = False) -> Release:
+    """Resolve, fetch and check a release: the signature of ``SHA256SUMS`` (and that its
+    trusted comment names the release's tag), ``SHA256SUMS`` itself (strictly, see
+    ``kiln.sums``), ``manifest.json`` against it, and every name and tag in them."""
     url, known_tag = resolve_release_url(source, tag, fetcher)
-    sums_bytes = fetcher.get(_join(url, SUMS_NAME))
+    sums_bytes = fetcher.get(_join(url, SUMS_NAME), limit=SUMS_CAP)
     assert sums_bytes is not None
-    signed = False
+    comment: str | None = None
     if not insecure_skip_signature:
         if not pubkey:
             raise ConfigError("no minisign public key to check the release with",
                               hint="pass --pubkey KEY (or set KILN_INSTALL_PUBKEY) with the "
                                    "project's published key; --insecure-skip-signature "
                                    "skips the check")
-        sig = fetcher.get(_join(url, SIGNATURE_NAME), limit=64 << 10, missing_ok=True)
+        sig = fetcher.get(_join(url, SIGNATURE_NAME), limit=SIGNATURE_CAP, missing_ok=True)
         if sig is None:
             raise IntegrityError(f"{_join(url, SIGNATURE_NAME)} is missing: the release is "
                                  "not signed", hint="do not install from this mirror")
-        verify_sums_signature(sums_bytes, sig, pubkey, tag=known_tag)
-        signed = True
-    sums = parse_sums(sums_bytes.decode("utf-8", errors="replace"), source=SUMS_NAME)
-    raw = fetcher.get(_join(url, MANIFEST_NAME))
+        comment = verify_sums_signature(sums_bytes, sig, pubkey, tag=known_tag)
+    sums = parse_sums_strict(sums_bytes, source=_join(url, SUMS_NAME))
+    raw = fetcher.get(_join(url, MANIFEST_NAME), limit=MANIFEST_CAP)
     assert raw is not None
     digest = _sha256(raw)
     if sums.get(MANIFEST_NAME) != digest:
@@ -810,13 +956,31 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
                              hint="the mirror's manifest was changed after signing")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InstallError(f"{_join(url, MANIFEST_NAME)} is not JSON: {exc}") from exc
     manifest = parse_manifest(data, source=_join(url, MANIFEST_NAME))
+    where = _join(url, MANIFEST_NAME)
+    check_tag(manifest.tag, what=f"the tag in {where}")
+    if manifest.build_number != build_number(manifest.tag):
+        raise IntegrityError(f"{where}: build number {manifest.build_number} is not that of "
+                             f"its tag {manifest.tag}",
+                             hint="the release is damaged or hostile: do not install it")
+    for asset in manifest.assets:
+        check_name(asset.record.name, what=f"{where}: the asset name")
     if tag != "latest" and manifest.tag != tag:
         raise InstallError(f"{url} holds release {manifest.tag}, not {tag}",
                            hint="check --from and --tag")
-    return Release(url=url, tag=manifest.tag, manifest=manifest, sums=sums, signed=signed)
+    if tag == "latest" and known_tag is not None and manifest.tag != known_tag:
+        raise IntegrityError(f"{where} is release {manifest.tag}, but the mirror's latest "
+                             f"file names {known_tag}",
+                             hint="the mirror is damaged or hostile: do not install from it")
+    if comment is not None and known_tag is None:
+        # A release directory given directly: the signature must name the manifest's tag.
+        check_comment_names(comment, manifest.tag)
+    date = (comment_date(comment) if comment is not None else None) or (
+        manifest.date if DATE_RE.fullmatch(manifest.date) else None)
+    return Release(url=url, tag=manifest.tag, manifest=manifest, sums=sums,
+                   signed=comment is not None, date=date)
 
 
 def _sha256(data: bytes) -> str:
@@ -837,6 +1001,7 @@ class InstallResult:
     asset: str
     replaced: str | None  # "b41 ubuntu-x64" when an install was replaced
     cli: Path
+    downgrade: bool = False  # the replaced install was newer (--allow-downgrade)
 
 
 def read_install_record(prefix: Path) -> dict[str, Any] | None:
@@ -864,39 +1029,290 @@ def _check_prefix(prefix: Path) -> dict[str, Any] | None:
     return record
 
 
-def _safe_members_zip(zf: zipfile.ZipFile) -> None:
-    for name in zf.namelist():
-        p = Path(name)
-        if p.is_absolute() or ".." in p.parts or name.startswith(("/", "\\")) or ":" in name:
-            raise IntegrityError(f"archive member {name!r} would be written outside the "
-                                 "install directory", hint="do not install this archive")
+# An archive with more members than this is refused before anything is written: a release
+# archive holds a few dozen, and each member costs an inode even when it is empty.
+MAX_MEMBERS = 100_000
+# A symbolic link in a zip stores its target as the entry's data.
+MAX_LINK_TARGET = 4096
 
 
-def unpack(archive: Path, dest: Path) -> Path:
-    """Unpack ``archive`` into the empty directory ``dest``; return the tree's root (the single
-    top-level directory when the archive wraps its tree in one)."""
+@dataclass(frozen=True, kw_only=True)
+class _Member:
+    """One archive member, checked: ``path`` is relative, '/'-separated, normalised."""
+
+    raw: str  # the name as the archive spells it, for messages
+    path: str
+    kind: str  # "file" | "dir" | "link"
+    size: int  # declared size of a file's content
+    mode: int  # 0o755 or 0o644, whatever the archive says
+    target: str = ""  # a link's target
+    source: Callable[[], IO[bytes]] | None = None  # a file's content
+
+
+def _refuse(archive: Path, raw: str, why: str) -> IntegrityError:
+    return IntegrityError(f"{archive.name}: member {raw[:200]!r} {why}",
+                          hint="the archive is hostile or broken: do not install it")
+
+
+def _member_path(archive: Path, raw: str, *, is_dir: bool) -> str | None:
+    """The normalised relative path of a member name; ``None`` for the archive's root itself
+    ("./" as ``tar -C dir .`` writes it). Absolute names, ``..``, NUL, backslashes and ':'
+    (a drive letter on Windows, where kiln install also runs) are refused."""
+    if "\0" in raw:
+        raise _refuse(archive, raw, "has a NUL in its name")
+    if "\\" in raw:
+        raise _refuse(archive, raw, "has a backslash in its name")
+    if ":" in raw:
+        raise _refuse(archive, raw, "has a ':' in its name (a drive on Windows)")
+    if raw.startswith("/"):
+        raise _refuse(archive, raw, "has an absolute path")
+    parts = raw.split("/")
+    if ".." in parts:
+        raise _refuse(archive, raw, "has a '..' component: it would be written outside the "
+                                    "install directory")
+    kept = [q for q in parts if q not in ("", ".")]
+    if not kept:
+        if is_dir:
+            return None
+        raise _refuse(archive, raw, "has an empty name")
+    return "/".join(kept)
+
+
+def _check_mode(archive: Path, raw: str, mode: int) -> int:
+    """The mode an unpacked file gets: 0o755 when the archive gives it any execute bit, else
+    0o644. Set-user-ID, set-group-ID and sticky bits are refused, not masked: no release
+    archive has them."""
+    if mode & 0o7000:
+        raise _refuse(archive, raw, f"has mode {mode & 0o7777:o}: set-user-ID, set-group-ID "
+                                    "and sticky bits are refused")
+    return 0o755 if mode & 0o111 else 0o644
+
+
+def _link_target(archive: Path, raw: str, path: str, target: str) -> str:
+    """A link's target, if it is relative and, read as text, stays inside the archive's root.
+    (Links through other links are checked on the unpacked tree, see ``_check_links``.)"""
+    if not target or "\0" in target or "\\" in target or ":" in target:
+        raise _refuse(archive, raw, f"is a symbolic link to {target[:200]!r}: an empty "
+                                    "target or one with a NUL, backslash or ':' is refused")
+    if target.startswith("/"):
+        raise _refuse(archive, raw, f"is a symbolic link to the absolute path {target!r}")
+    where = path.split("/")[:-1]
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not where:
+                raise _refuse(archive, raw, f"is a symbolic link to {target!r}, outside the "
+                                            "archive")
+            where.pop()
+        else:
+            where.append(part)
+    return target
+
+
+def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
+    out: list[_Member] = []
+    for n, info in enumerate(tf):
+        if n >= MAX_MEMBERS:
+            raise IntegrityError(f"{archive.name} has more than {MAX_MEMBERS} members",
+                                 hint="the archive is hostile or broken: do not install it")
+        raw = info.name
+        if info.islnk():
+            raise _refuse(archive, raw, f"is a hard link (to {info.linkname!r})")
+        if info.ischr() or info.isblk():
+            raise _refuse(archive, raw, "is a device file")
+        if info.isfifo():
+            raise _refuse(archive, raw, "is a FIFO")
+        if info.issparse():
+            raise _refuse(archive, raw, "is a sparse file")
+        if not (info.isreg() or info.isdir() or info.issym()):
+            raise _refuse(archive, raw, f"has the tar type {info.type!r}: only files, "
+                                        "directories and symbolic links are allowed")
+        mode = _check_mode(archive, raw, info.mode)
+        path = _member_path(archive, raw, is_dir=info.isdir())
+        if path is None:
+            continue
+        if info.isdir():
+            out.append(_Member(raw=raw, path=path, kind="dir", size=0, mode=0o755))
+        elif info.issym():
+            out.append(_Member(raw=raw, path=path, kind="link", size=0, mode=0o777,
+                               target=_link_target(archive, raw, path, info.linkname)))
+        else:
+            def source(info: tarfile.TarInfo = info) -> IO[bytes]:
+                fh = tf.extractfile(info)
+                assert fh is not None  # a regular file always has content
+                return fh
+
+            out.append(_Member(raw=raw, path=path, kind="file", size=info.size, mode=mode,
+                               source=source))
+    return out
+
+
+def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise IntegrityError(f"{archive.name} has {len(infos)} members, more than "
+                             f"{MAX_MEMBERS}",
+                             hint="the archive is hostile or broken: do not install it")
+    out: list[_Member] = []
+    for info in infos:
+        raw = info.filename
+        unix = info.external_attr >> 16  # the Unix mode, when the zip was made on Unix
+        fmt = stat.S_IFMT(unix)
+        is_dir = info.is_dir() or fmt == stat.S_IFDIR
+        if is_dir and fmt not in (0, stat.S_IFDIR):
+            raise _refuse(archive, raw, f"is named like a directory but has the type "
+                                        f"{fmt:o}")
+        if not is_dir and fmt not in (0, stat.S_IFREG, stat.S_IFLNK):
+            raise _refuse(archive, raw, f"has the file type {fmt:o}: only files, "
+                                        "directories and symbolic links are allowed")
+        mode = _check_mode(archive, raw, unix)
+        path = _member_path(archive, raw, is_dir=is_dir)
+        if path is None:
+            continue
+        if is_dir:
+            out.append(_Member(raw=raw, path=path, kind="dir", size=0, mode=0o755))
+        elif fmt == stat.S_IFLNK:
+            if info.file_size > MAX_LINK_TARGET:
+                raise _refuse(archive, raw, f"is a symbolic link with a {info.file_size}-byte "
+                                            "target")
+            with zf.open(info) as fh:
+                data = fh.read(MAX_LINK_TARGET + 1)
+            target = data.decode("utf-8", errors="replace")
+            out.append(_Member(raw=raw, path=path, kind="link", size=0, mode=0o777,
+                               target=_link_target(archive, raw, path, target)))
+        else:
+            def source(info: zipfile.ZipInfo = info) -> IO[bytes]:
+                return zf.open(info)
+
+            out.append(_Member(raw=raw, path=path, kind="file", size=info.file_size,
+                               mode=mode, source=source))
+    return out
+
+
+def _check_plan(archive: Path, members: Sequence[_Member], max_bytes: int) -> None:
+    """Refuse, before anything is written: a path listed twice, a member below a link or
+    below a file, and declared file content above ``max_bytes``."""
+    kinds: dict[str, _Member] = {}
+    for m in members:
+        if m.path in kinds:
+            raise _refuse(archive, m.raw, f"is listed twice (as {kinds[m.path].raw!r} "
+                                          "before)")
+        kinds[m.path] = m
+    for m in members:
+        parts = m.path.split("/")
+        for i in range(1, len(parts)):
+            above = kinds.get("/".join(parts[:i]))
+            if above is not None and above.kind == "link":
+                raise _refuse(archive, m.raw, f"would be written through the symbolic link "
+                                              f"{above.raw!r}")
+            if above is not None and above.kind == "file":
+                raise _refuse(archive, m.raw, f"is below the file {above.raw!r}")
+    declared = sum(m.size for m in members if m.kind == "file")
+    if declared > max_bytes:
+        raise _too_big_unpacked(archive, max_bytes, f"its members declare {declared} bytes")
+
+
+def _too_big_unpacked(archive: Path, max_bytes: int, detail: str) -> IntegrityError:
+    return IntegrityError(f"{archive.name} unpacks to more than the {max_bytes} bytes its "
+                          f"signed record says ({detail})",
+                          hint="the archive is hostile or broken: do not install it")
+
+
+def _mkdirs(dest: Path, parts: Sequence[str]) -> Path:
+    """Create ``dest/parts...`` as real directories (mode 0o755), never through a link."""
+    here = dest
+    for part in parts:
+        here = here / part
+        try:
+            os.mkdir(here, 0o755)
+        except FileExistsError:
+            if here.is_symlink() or not here.is_dir():
+                raise
+    return here
+
+
+def _write_members(archive: Path, dest: Path, members: Sequence[_Member],
+                   max_bytes: int) -> None:
+    """Write each member under ``dest`` by hand (no ``extractall``): files created anew
+    (O_EXCL, O_NOFOLLOW), never owned as the archive says, modes 0o755/0o644, and the file
+    content counted as it is written, so that an archive whose content outgrows its declared
+    sizes stops at ``max_bytes`` instead of filling the disk."""
+    written = 0
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for m in members:
+        parts = m.path.split("/")
+        parent = _mkdirs(dest, parts[:-1])
+        path = parent / parts[-1]
+        if m.kind == "dir":
+            _mkdirs(parent, parts[-1:])
+            os.chmod(path, 0o755)
+        elif m.kind == "link":
+            os.symlink(m.target, path)
+        else:
+            assert m.source is not None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
+            with os.fdopen(fd, "wb") as out, m.source() as src:
+                while chunk := src.read(1 << 16):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise _too_big_unpacked(archive, max_bytes,
+                                                f"stopped at {m.raw!r}")
+                    out.write(chunk)
+            os.chmod(path, m.mode)
+
+
+def _check_links(archive: Path, dest: Path, members: Sequence[_Member]) -> None:
+    """Each unpacked link, resolved on disk (through any other links), stays in ``dest``."""
+    root = os.path.realpath(dest)
+    for m in members:
+        if m.kind != "link":
+            continue
+        real = os.path.realpath(dest.joinpath(*m.path.split("/")))
+        if real != root and not real.startswith(root + os.sep):
+            raise _refuse(archive, m.raw, f"is a symbolic link to {m.target!r}, which "
+                                          "resolves outside the archive")
+
+
+def unpack(archive: Path, dest: Path, *, max_bytes: int) -> Path:
+    """Unpack ``archive`` (.tar.gz or .zip) into the empty directory ``dest``; return the
+    tree's root (the single top-level directory when the archive wraps its tree in one).
+
+    Every member is checked before anything is written (docs/install.md, "What an installer
+    refuses"): only files, directories and symbolic links; no absolute path, ``..``, NUL,
+    backslash, hard link, device, FIFO, set-ID or sticky bit, duplicate, member below a link,
+    link leading outside; no more than ``max_bytes`` (the signed ``unpacked_size``) of file
+    content. A refusal is an ``IntegrityError``; ``dest`` may then hold part of the archive
+    and is the caller's to remove."""
     try:
         if archive.name.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
-                _safe_members_zip(zf)
-                zf.extractall(dest)
-                for info in zf.infolist():
-                    mode = info.external_attr >> 16
-                    if mode & 0o111:
-                        (dest / info.filename).chmod(mode & 0o777)
+                members = _zip_members(archive, zf)
+                _check_plan(archive, members, max_bytes)
+                _write_members(archive, dest, members, max_bytes)
+        elif archive.name.endswith(".tar.gz"):
+            with tarfile.open(archive, "r:gz") as tf:
+                members = _tar_members(archive, tf)
+                _check_plan(archive, members, max_bytes)
+                _write_members(archive, dest, members, max_bytes)
         else:
-            with tarfile.open(archive, "r:*") as tf:
-                tf.extractall(dest, filter="data")
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+            raise IntegrityError(f"{archive.name} is neither a .tar.gz nor a .zip",
+                                 hint="the release is damaged or hostile: do not install it")
+        _check_links(archive, dest, members)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise InstallError(f"cannot unpack {archive.name}: {exc}",
                            hint="the archive is damaged; run again to download it anew") \
             from exc
+    except OSError as exc:
+        raise InstallError(f"cannot unpack {archive.name} into {dest}: {exc}",
+                           hint="the archive is damaged, or the disk is full") from exc
     entries = list(dest.iterdir())
     # One top directory holding the tree (ember-bN-bin-ID/bin/...) is the root; a flat
     # archive whose only folder is bin/ is not stripped.
     top = entries[0] if len(entries) == 1 else None
-    if top is not None and top.is_dir() and top.name != "bin" and _find_cli(top) is not None:
-        return entries[0]
+    if (top is not None and not top.is_symlink() and top.is_dir() and top.name != "bin"
+            and _find_cli(top) is not None):
+        return top
     return dest
 
 
@@ -986,34 +1402,92 @@ def download_asset(release: Release, candidate: Candidate, *, cache: Path,
     return final
 
 
+def check_downgrade(previous: Mapping[str, Any] | None, release: Release, prefix: Path, *,
+                    allow_downgrade: bool) -> bool:
+    """Refuse to replace an install by an older release (a lower build number), unless
+    ``allow_downgrade``: a mirror whose ``latest`` points back in time (or an old ``--tag``)
+    must not silently roll a machine back to a build with known bugs. The same tag may be
+    reinstalled. Returns whether this is a downgrade."""
+    if previous is None:
+        return False
+    installed = previous.get("tag")
+    new = build_number(release.tag)
+    if not isinstance(installed, str) or not TAG_RE.fullmatch(installed):
+        if allow_downgrade:
+            return False
+        raise InstallError(f"cannot tell whether ember {release.tag} is older than the one "
+                           f"installed in {prefix}: its {INSTALL_RECORD} names the tag "
+                           f"{installed!r}",
+                           hint="pass --allow-downgrade to replace it anyway, or uninstall "
+                                "it first (kiln uninstall --prefix ...)")
+    if new >= int(installed[1:]):
+        return False
+    if allow_downgrade:
+        return True
+    raise InstallError(f"refusing to replace ember {installed} (installed in {prefix}) with "
+                       f"the older {release.tag} (the mirror's 'latest' or --tag points back "
+                       "in time); pass --allow-downgrade to install it anyway",
+                       hint=f"{release.tag} is build {new}, the installed {installed} is "
+                            f"build {installed[1:]}: if the mirror should offer the newer "
+                            "release, tell its owner")
+
+
+def _tree_files(root: Path) -> list[str]:
+    """The files and links of an unpacked tree, relative and '/'-separated; links to
+    directories are listed, never followed."""
+    out: list[str] = []
+    for here, dirs, files in os.walk(root):
+        base = Path(here)
+        for name in files + [d for d in dirs if (base / d).is_symlink()]:
+            out.append((base / name).relative_to(root).as_posix())
+    return sorted(out)
+
+
+def _write_install_record(root: Path, record: Mapping[str, Any]) -> None:
+    """Write ``.ember-install.json`` into the unpacked tree, replacing whatever the archive
+    put at that name (a file or a link is removed, not written through)."""
+    path = root / INSTALL_RECORD
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        raise IntegrityError(f"the archive holds a directory named {INSTALL_RECORD}",
+                             hint="the archive is hostile or broken: do not install it")
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
 def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path,
-            fetcher: Fetcher, host_summary: str = "") -> InstallResult:
-    """Download, verify, unpack and rename into ``prefix``; atomic (see the docstring)."""
+            fetcher: Fetcher, host_summary: str = "",
+            allow_downgrade: bool = False) -> InstallResult:
+    """Download, verify, unpack and rename into ``prefix``; atomic (see the docstring). An
+    older release than the installed one is refused unless ``allow_downgrade``."""
     prefix = prefix.absolute()
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with _lock(prefix):
         previous = _check_prefix(prefix)
+        downgrade = check_downgrade(previous, release, prefix,
+                                    allow_downgrade=allow_downgrade)
         archive = download_asset(release, candidate, cache=cache, fetcher=fetcher)
         stage = prefix.with_name(f".{prefix.name}.staging-{os.getpid()}")
         if stage.exists():
             shutil.rmtree(stage)
         stage.mkdir()
         try:
-            root = unpack(archive, stage)
+            r = candidate.record
+            root = unpack(archive, stage, max_bytes=r.unpacked_size)
             cli = _find_cli(root)
             if cli is None:
                 raise InstallError(f"{candidate.record.name} holds no ember-cli "
                                    f"(looked for {', '.join(CLI_NAMES)})",
                                    hint="the release's archive is malformed")
-            r = candidate.record
-            record = {"schema": 1, "tag": release.tag, "entry_id": r.entry_id,
-                      "asset": r.name, "sha256": r.sha256, "url": _join(release.url, r.name),
-                      "signed": release.signed, "installed_by": "kiln install",
-                      "host": host_summary,
-                      "files": sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                                      if not p.is_dir())}
-            atomic_write_text(root / INSTALL_RECORD,
-                              json.dumps(record, indent=2, sort_keys=True) + "\n")
+            record: dict[str, Any] = {
+                "schema": 1, "tag": release.tag, "entry_id": r.entry_id, "asset": r.name,
+                "sha256": r.sha256, "url": _join(release.url, r.name),
+                "signed": release.signed, "installed_by": "kiln install",
+                "host": host_summary,
+                "files": [f for f in _tree_files(root) if f != INSTALL_RECORD]}
+            if release.date is not None:
+                record["date"] = release.date
+            _write_install_record(root, record)
             _swap_into_place(root, prefix)
         finally:
             if stage.exists():
@@ -1023,7 +1497,7 @@ def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path
         replaced = f"{previous.get('tag', '?')} {previous.get('entry_id', '?')}"
     return InstallResult(prefix=prefix, entry_id=candidate.entry_id, tag=release.tag,
                          asset=candidate.record.name, replaced=replaced,
-                         cli=prefix / cli.relative_to(root))
+                         cli=prefix / cli.relative_to(root), downgrade=downgrade)
 
 
 def uninstall(prefix: Path) -> dict[str, Any]:

@@ -12,6 +12,9 @@ import hashlib
 import json
 import os
 import re
+import stat
+import tarfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,6 +31,7 @@ __all__ = [
     "read_record",
     "record_for",
     "sha256_file",
+    "unpacked_size",
     "write_record",
 ]
 
@@ -66,6 +70,9 @@ class AssetRecord:
     commit: str
     size: int
     sha256: str
+    # The sum of the sizes of the regular files inside the archive or wheel: installers
+    # refuse to write more file content than this, so a hostile archive cannot fill a disk.
+    unpacked_size: int
     verification: Verification
 
     def to_json(self) -> dict[str, Any]:
@@ -93,8 +100,12 @@ class AssetRecord:
                                "{method, ok, detail}")
         if not isinstance(data["sha256"], str) or not SHA256_RE.match(data["sha256"]):
             raise ReleaseError(f"{source}: field 'sha256' is not a lower-case sha256 digest")
-        if not isinstance(data["size"], int) or data["size"] < 0:
-            raise ReleaseError(f"{source}: field 'size' must be a non-negative integer")
+        for key in ("size", "unpacked_size"):
+            value = data[key]
+            # bool is an int in Python; true is not a size
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ReleaseError(f"{source}: field {key!r} must be a non-negative integer, "
+                                   f"not {value!r}")
         return cls(
             name=str(data["name"]), kind=str(data["kind"]), entry_id=str(data["entry_id"]),
             os=str(data["os"]), arch=str(data["arch"]), backend=str(data["backend"]),
@@ -105,6 +116,7 @@ class AssetRecord:
             gpu_targets=tuple(str(x) for x in data["gpu_targets"]),
             min_driver=_opt(data["min_driver"]), build_number=int(data["build_number"]),
             commit=str(data["commit"]), size=int(data["size"]), sha256=str(data["sha256"]),
+            unpacked_size=int(data["unpacked_size"]),
             verification=Verification(method=str(v["method"]), ok=bool(v["ok"]),
                                       detail=str(v["detail"])),
         )
@@ -130,8 +142,36 @@ def record_for(entry: Entry, asset: Path, *, kind: str, build_number: int, commi
         libc_floor=entry.libc_floor, min_os=entry.min_os, cpu_baseline=entry.cpu_baseline,
         cpu_dispatch=entry.cpu_dispatch, gpu_targets=entry.gpu_targets,
         min_driver=entry.min_driver, build_number=build_number, commit=commit,
-        size=asset.stat().st_size, sha256=sha256_file(asset), verification=verification,
+        size=asset.stat().st_size, sha256=sha256_file(asset),
+        unpacked_size=unpacked_size(asset), verification=verification,
     )
+
+
+def unpacked_size(asset: Path) -> int:
+    """The sum of the sizes of the regular files in a ``.tar.gz``, ``.zip`` or ``.whl``.
+
+    The format is told by the content, not the name: a gzip'ed tar starts with the gzip
+    magic, a zip (or wheel) is what ``zipfile`` opens. Directories and symbolic links count
+    nothing; this is the file content an installer writes."""
+    try:
+        if zipfile.is_zipfile(asset):
+            with zipfile.ZipFile(asset) as zf:
+                return sum(i.file_size for i in zf.infolist() if _zip_regular(i))
+        with tarfile.open(asset, "r:*") as tf:
+            return sum(m.size for m in tf if m.isreg())
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise ReleaseError(f"{asset}: cannot read it as a .tar.gz, .zip or wheel to count "
+                           f"its unpacked size: {exc}",
+                           hint="the asset is damaged or not an archive; rebuild it") from exc
+
+
+def _zip_regular(info: zipfile.ZipInfo) -> bool:
+    """A zip entry that is a regular file: not a directory, and not a symbolic link (Unix
+    mode S_IFLNK in the high bits of ``external_attr``; its data is the link's target)."""
+    if info.is_dir():
+        return False
+    fmt = stat.S_IFMT(info.external_attr >> 16)
+    return fmt in (0, stat.S_IFREG)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

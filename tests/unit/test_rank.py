@@ -37,6 +37,7 @@ def matrix_manifest(*, missing: tuple[str, ...] = (), tag: str = "b42") -> Relea
             libc_floor=e.libc_floor, min_os=e.min_os, cpu_baseline=e.cpu_baseline,
             cpu_dispatch=e.cpu_dispatch, gpu_targets=e.gpu_targets, min_driver=e.min_driver,
             build_number=int(tag[1:]), commit="0" * 40, size=1000, sha256="0" * 64,
+            unpacked_size=4000,
             verification=Verification(method=e.verify, ok=True, detail="ok"))
         assets.append(ReleaseAsset(record=record, url=f"https://example.invalid/{name}"))
     return ReleaseManifest(

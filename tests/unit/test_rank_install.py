@@ -29,7 +29,7 @@ from kiln.install import (
     unpack,
     verify_sums_signature,
 )
-from kiln.manifest import AssetRecord, Verification, sha256_file
+from kiln.manifest import AssetRecord, Verification, sha256_file, unpacked_size
 from kiln.release import ReleaseAsset, ReleaseManifest, format_sums
 
 TAG = "b7"
@@ -66,6 +66,7 @@ def make_release(root: Path, secret: object, *, tag: str = TAG, text: str = "v1"
         cpu_baseline="x86-64", cpu_dispatch=("sse4.2", "avx2"), gpu_targets=(),
         min_driver=None, build_number=int(tag[1:]), commit="a" * 40,
         size=(rel / name).stat().st_size, sha256=sha256_file(rel / name),
+        unpacked_size=unpacked_size(rel / name),
         verification=Verification(method="native", ok=True, detail="ok"))
     manifest = ReleaseManifest(project="ember", tag=tag, build_number=int(tag[1:]),
                                commit="a" * 40, date="2026-01-01T00:00:00Z",
@@ -217,28 +218,29 @@ def test_unpack_refuses_members_outside(tmp_path: Path) -> None:
     evil = tmp_path / "evil.tar.gz"
     cli_archive(evil, extra=(("../escape", b"x"),))
     (tmp_path / "out").mkdir()
-    with pytest.raises(InstallError, match="cannot unpack"):
-        unpack(evil, tmp_path / "out")
+    # A refusal names the member and is exit 12 (IntegrityError), as any hostile content.
+    with pytest.raises(IntegrityError, match=r"member '\.\./escape' has a '\.\.' component"):
+        unpack(evil, tmp_path / "out", max_bytes=1 << 20)
     assert not (tmp_path / "escape").exists()
     z = tmp_path / "evil.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("../../escape.txt", "x")
     (tmp_path / "out2").mkdir()
     with pytest.raises(IntegrityError, match="outside the install directory"):
-        unpack(z, tmp_path / "out2")
+        unpack(z, tmp_path / "out2", max_bytes=1 << 20)
 
 
 def test_unpack_strips_a_single_top_directory(tmp_path: Path) -> None:
     a = tmp_path / "a.tar.gz"
     cli_archive(a, top="ember-b1-bin-x")
     (tmp_path / "o").mkdir()
-    assert unpack(a, tmp_path / "o") == tmp_path / "o" / "ember-b1-bin-x"
+    assert unpack(a, tmp_path / "o", max_bytes=1 << 20) == tmp_path / "o" / "ember-b1-bin-x"
     z = tmp_path / "flat.zip"
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("bin/ember-cli.exe", "MZ")
         zf.writestr("bin/ember.dll", "MZ")
     (tmp_path / "z").mkdir()
-    assert unpack(z, tmp_path / "z") == tmp_path / "z"
+    assert unpack(z, tmp_path / "z", max_bytes=1 << 20) == tmp_path / "z"
 
 
 def test_archive_without_cli_is_refused(mirror: tuple[Path, str, object],

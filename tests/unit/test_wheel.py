@@ -352,7 +352,7 @@ def record(entry_id: str, kind: str = "archive") -> AssetRecord:
         arch=e.arch, backend=e.backend, backend_version=e.backend_version, libc=e.libc,
         libc_floor=e.libc_floor, min_os=e.min_os, cpu_baseline=e.cpu_baseline,
         cpu_dispatch=e.cpu_dispatch, gpu_targets=e.gpu_targets, min_driver=e.min_driver,
-        build_number=1, commit=COMMIT, size=1, sha256="0" * 64,
+        build_number=1, commit=COMMIT, size=1, sha256="0" * 64, unpacked_size=1,
         verification=Verification(method="inspect", ok=True, detail=""))
 
 
