@@ -50,6 +50,10 @@ VERIFY_METHODS = ("native", "qemu", "wine", "lavapipe", "pocl", "openvino-cpu", 
 ARCHIVES = ("tar.gz", "zip")
 LIBCS = ("glibc", "musl", "none")
 
+# The patterns keep ^...$ because the JSON schema (json_schema) publishes them, where $ is the
+# end of the value; Python uses them with fullmatch only: re.match(...$) would also accept a
+# value followed by a newline ($ matches before a trailing newline), which then breaks the
+# YAML that `kiln ci` writes.
 ID_RE = re.compile(r"^[a-z0-9]+(?:[.-][a-z0-9]+)*$")
 VERSION_RE = re.compile(r"^\d+(?:\.\d+){0,2}$")
 # A pull request on GitHub (or a merge request on GitLab), over https, nothing after the number.
@@ -364,7 +368,7 @@ def _check_value(spec: FieldSpec, value: object) -> tuple[str, str] | None:
             allowed = ", ".join(spec.choices)
             return (f"unknown value '{value}'" + (f"; {hint}" if hint else ""),
                     f"use one of: {allowed}")
-        if spec.pattern is not None and not spec.pattern.match(value):
+        if spec.pattern is not None and not spec.pattern.fullmatch(value):
             return f"'{value}' is not a valid {spec.name}", spec.fix or (
                 f"it must match {spec.pattern.pattern}")
         return None
@@ -378,7 +382,7 @@ def _check_value(spec: FieldSpec, value: object) -> tuple[str, str] | None:
                 hint = _suggest(item, spec.item_choices)
                 return (f"unknown item '{item}'" + (f"; {hint}" if hint else ""),
                         "use items from: " + ", ".join(spec.item_choices))
-            if spec.item_pattern is not None and not spec.item_pattern.match(item):
+            if spec.item_pattern is not None and not spec.item_pattern.fullmatch(item):
                 return (f"'{item}' is not a valid {spec.name} item",
                         "use sm_XX, compute_XX, gfxNNNN, spirv-X.Y or opencl-c-X.Y")
         if len(set(value)) != len(value):
@@ -388,7 +392,7 @@ def _check_value(spec: FieldSpec, value: object) -> tuple[str, str] | None:
         if not isinstance(value, dict):
             return f"expected a mapping, got {type(value).__name__}", "write {EMBER_X: \"ON\"}"
         for k, v in value.items():
-            if not CMAKE_VAR_RE.match(str(k)):
+            if not CMAKE_VAR_RE.fullmatch(str(k)):
                 return f"CMake option '{k}' is not an EMBER_* option", "prefix it with EMBER_"
             if not isinstance(v, str):
                 return f"CMake option {k} must be a string, got {v!r}", "quote it: \"ON\""
@@ -418,7 +422,7 @@ def _check_disabled(value: object, file: Path, where: str, problems: _Problems,
                      "field 'disabled.reason': expected a non-empty sentence",
                      "say why the build is disabled")
         ok = False
-    if not isinstance(tracking, str) or not PR_URL_RE.match(tracking):
+    if not isinstance(tracking, str) or not PR_URL_RE.fullmatch(tracking):
         problems.add(file, _line(value, "tracking"), where,
                      f"field 'disabled.tracking': '{tracking}' is not an https URL of a pull "
                      "request",
