@@ -927,6 +927,22 @@ def verify_sums_signature(sums: bytes, signature: bytes, pubkey: str, *,
     return comment
 
 
+def _check_manifest_names(data: object, *, where: str) -> None:
+    """The tag and asset names of a raw manifest, before anything else reads it: a value
+    that could become a path or a URL elsewhere is hostile content (exit 12), not a manifest
+    of another kiln version (exit 11, ``parse_manifest``)."""
+    if not isinstance(data, Mapping):
+        return
+    tag = data.get("tag")
+    if isinstance(tag, str):
+        check_tag(tag, what=f"the tag in {where}")
+    assets = data.get("assets")
+    for item in assets if isinstance(assets, list) else ():
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if isinstance(name, str):
+            check_name(name, what=f"{where}: the asset name")
+
+
 def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher,
                   insecure_skip_signature: bool = False) -> Release:
     """Resolve, fetch and check a release: the signature of ``SHA256SUMS`` (and that its
@@ -958,8 +974,9 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InstallError(f"{_join(url, MANIFEST_NAME)} is not JSON: {exc}") from exc
-    manifest = parse_manifest(data, source=_join(url, MANIFEST_NAME))
     where = _join(url, MANIFEST_NAME)
+    _check_manifest_names(data, where=where)
+    manifest = parse_manifest(data, source=where)
     check_tag(manifest.tag, what=f"the tag in {where}")
     if manifest.build_number != build_number(manifest.tag):
         raise IntegrityError(f"{where}: build number {manifest.build_number} is not that of "

@@ -79,7 +79,8 @@ def _bad_name(name: str) -> str | None:
     for ch, what in (("/", "'/'"), ("\\", "a backslash"), ("\0", "a NUL")):
         if ch in name:
             return f"a name with {what}"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    # C0, DEL and C1: none belongs in a file name, and some move a terminal's cursor
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
         return "a name with a control character"
     return None
 
