@@ -1,0 +1,766 @@
+"""The hostile corpus, as data: every case is a frozen ``Case`` naming its class, the consumers
+it applies to, what to build, and what each consumer must answer (exit codes and a regular
+expression its error message must match).
+
+Release cases are built as a real release would be: tar.gz archives written with ``tarfile``,
+records made by kiln's own ``record_for`` (so new record fields, such as ``unpacked_size``,
+come along), a ``manifest.json`` from kiln's ``ReleaseManifest``, ``SHA256SUMS`` from kiln's
+``format_sums`` and a minisign signature made with Debian's ``minisign`` program and a
+throwaway key, with the trusted comment ``"<project> <tag> commit <commit> date <date>"``.
+Only the hostile part differs from an honest release, so a consumer that refuses a case
+refuses it for that reason.
+
+``python -m hostile.corpus`` (from ``tests/``) prints the number of cases per consumer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import math
+import re
+import struct
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiln.manifest import AssetRecord, Verification, record_for
+from kiln.matrix import load_matrix
+from kiln.release import MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, ReleaseAsset, ReleaseManifest
+
+from .server import Fault
+
+REPO = Path(__file__).resolve().parents[2]
+MATRIX = load_matrix(REPO / "matrix")
+
+# consumers
+KILN = "kiln-install"
+DASH = "install.sh-dash"
+BASH = "install.sh-bash"
+PUB_FILE = "publish-file"
+PUB_GH = "publish-github"
+BINDING = "ember-binding"
+CLI = "ember-cli"
+INSTALLERS = (KILN, DASH, BASH)
+SHELLS = (DASH, BASH)
+PUBLISHERS = (PUB_FILE, PUB_GH)
+RELEASE_CONSUMERS = (*INSTALLERS, *PUBLISHERS)
+CONSUMERS = (*RELEASE_CONSUMERS, BINDING, CLI)
+
+ENTRY = "ubuntu-x64"  # the build a Linux x86_64 machine without a GPU installs
+PROJECT = "ember"
+COMMIT = "c0ffee0123456789abcdef0123456789abcdef01"
+DATE = "2026-01-02T03:04:05Z"
+INSTALLED = "b9"  # what the prefix holds before every installer case
+NEW = "b10"  # the release a hostile mirror offers
+COMMENT = "{project} {tag} commit {commit} date {date}"
+CLI_SCRIPT = b"#!/bin/sh\necho 'ember-cli stand-in of the hostile corpus'\n"
+PWNED = "PWNED"  # what an injected `touch PWNED` would create
+
+# The classes of the shared hardening contract and the consumers each applies to. A test
+# checks that every one has at least one case for each of its consumers.
+CONTRACT_CLASSES: Mapping[str, tuple[str, ...]] = {
+    "member-chardev": INSTALLERS, "member-blockdev": INSTALLERS, "member-fifo": INSTALLERS,
+    "member-hardlink": INSTALLERS, "member-setuid": INSTALLERS, "member-setgid": INSTALLERS,
+    "member-sticky": INSTALLERS, "member-absolute": INSTALLERS, "member-dotdot": INSTALLERS,
+    "member-symlink-escape": INSTALLERS, "member-through-symlink": INSTALLERS,
+    "member-duplicate": INSTALLERS, "member-bad-name": INSTALLERS,
+    "size-body-longer": INSTALLERS, "size-endless": INSTALLERS,
+    "size-unpack-bomb": INSTALLERS, "size-huge-file": INSTALLERS,
+    "sums-duplicate": RELEASE_CONSUMERS, "sums-missing-asset": RELEASE_CONSUMERS,
+    "sums-unsafe-name": RELEASE_CONSUMERS,
+    "sig-other-key": RELEASE_CONSUMERS, "sig-other-content": RELEASE_CONSUMERS,
+    "sig-comment-other-tag": INSTALLERS,
+    "rollback": INSTALLERS, "freeze": INSTALLERS,
+    "transport-truncated": INSTALLERS, "transport-http-error": INSTALLERS,
+    "tag-syntax": RELEASE_CONSUMERS, "asset-name-syntax": RELEASE_CONSUMERS,
+    "gguf-hostile": (BINDING, CLI), "binding-value": (BINDING,), "cli-value": (CLI,),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# the data
+
+
+@dataclass(frozen=True)
+class Member:
+    """One tar member. ``kind`` is a tarfile type (REGTYPE, SYMTYPE, LNKTYPE, CHRTYPE...)."""
+
+    name: str
+    kind: bytes = tarfile.REGTYPE
+    data: bytes = b""
+    mode: int = 0o644
+    linkname: str = ""
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """A signed release; every field that is not left at its default is the hostile part."""
+
+    tag: str = NEW
+    members: tuple[Member, ...] = ()  # appended to the honest tree
+    before: tuple[Member, ...] = ()  # written before the honest tree
+    bomb: int = 0  # bytes of zeros beyond the recorded unpacked_size
+    sums_edit: Callable[[str, str], str] | None = None  # (SHA256SUMS text, asset) -> text
+    comment: str = COMMENT
+    signer: str = "release"  # or "other": a key the consumer does not trust
+    sign_other_content: bool = False  # a valid signature, but of other bytes
+    manifest_tag: str | None = None  # the tag manifest.json claims
+    asset_name: str | None = None  # the archive's name in the manifest and SHA256SUMS
+    extra_files: tuple[tuple[str, bytes], ...] = ()  # files beside the release's own
+
+
+@dataclass(frozen=True)
+class MirrorSpec:
+    """A mirror: releases, its ``latest``, the installer's arguments, and server faults
+    (paths relative to the mirror; ``{asset}`` is the archive of ``NEW``)."""
+
+    releases: tuple[ReleaseSpec, ...] = (ReleaseSpec(),)
+    latest: bytes | None = NEW.encode() + b"\n"
+    args: tuple[str, ...] = ("--tag", "latest")
+    faults: tuple[tuple[str, Fault], ...] = ()
+    template: bool = False  # --from <mirror>/{tag}/ instead of the mirror root
+
+
+@dataclass(frozen=True)
+class EmberSpec:
+    gguf: Callable[[bytes], bytes] | None = None  # hostile model from the valid micro model
+    binding: str | None = None  # statements run with ``m`` (the micro model) and ``ember``
+    cli: tuple[str, ...] | None = None  # ember-cli arguments; "{model}" is the micro model
+
+
+@dataclass(frozen=True)
+class Expect:
+    codes: frozenset[int]
+    message: str  # regular expression searched in the consumer's error output
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    klass: str
+    consumers: tuple[str, ...]
+    expect: Expect
+    mirror: MirrorSpec | None = None
+    release: ReleaseSpec | None = None  # what the publish consumers get
+    ember: EmberSpec | None = None
+    per_consumer: tuple[tuple[str, Expect], ...] = ()
+    why: str = ""
+
+    def expect_for(self, consumer: str) -> Expect:
+        for c, e in self.per_consumer:
+            if c == consumer:
+                return e
+        return self.expect
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+
+def expect(codes: int | Sequence[int], message: str) -> Expect:
+    return Expect(frozenset([codes] if isinstance(codes, int) else codes), message)
+
+
+# --------------------------------------------------------------------------------------------
+# building releases and mirrors
+
+
+def top_dir(tag: str) -> str:
+    safe = tag if re.fullmatch(r"b[0-9]{1,9}", tag) else NEW
+    return f"ember-{safe}-bin-{ENTRY}"
+
+
+def asset_name(tag: str) -> str:
+    return f"ember-{tag}-bin-{ENTRY}.tar.gz"
+
+
+def honest_members(tag: str) -> list[Member]:
+    top = top_dir(tag)
+    payload = hashlib.sha256(tag.encode()).digest() * 16
+    return [Member(f"{top}/", tarfile.DIRTYPE, mode=0o755),
+            Member(f"{top}/bin/", tarfile.DIRTYPE, mode=0o755),
+            Member(f"{top}/bin/ember-cli", data=CLI_SCRIPT, mode=0o755),
+            Member(f"{top}/lib/", tarfile.DIRTYPE, mode=0o755),
+            Member(f"{top}/lib/libember.bin", data=payload)]
+
+
+def write_tar(members: Sequence[Member]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for m in members:
+            info = tarfile.TarInfo(m.name)
+            info.type, info.mode, info.mtime = m.kind, m.mode, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            info.linkname = m.linkname
+            if "\x00" in m.name:
+                # A ustar name field ends at the first NUL; a pax path record carries it.
+                info.pax_headers = {"path": m.name}
+            if m.kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+                info.devmajor, info.devminor = 1, 3  # /dev/null's numbers
+            if m.kind == tarfile.REGTYPE:
+                info.size = len(m.data)
+                tar.addfile(info, io.BytesIO(m.data))
+            else:
+                tar.addfile(info)
+    return gzip.compress(raw.getvalue(), mtime=0)
+
+
+def unpacked_of(members: Sequence[Member]) -> int:
+    """The contract's unpacked_size: the sum of the sizes of the regular files."""
+    return sum(len(m.data) for m in members if m.kind == tarfile.REGTYPE)
+
+
+def record_of(path: Path, name: str, number: int, unpacked: int) -> AssetRecord:
+    """The asset's record as kiln makes it, with ``name`` and ``unpacked_size`` set by the
+    corpus (kiln's own ``record_for`` reads the archive, and may refuse a hostile one: then
+    the record of an honest archive is adapted)."""
+    entry = MATRIX.get(ENTRY)
+    ver = Verification(method=entry.verify, ok=True, detail="hostile corpus")
+    try:
+        rec = record_for(entry, path, kind="archive", build_number=number, commit=COMMIT,
+                         verification=ver)
+    except Exception:
+        honest = path.with_name(path.name + ".honest.tar.gz")
+        honest.write_bytes(write_tar(honest_members(NEW)))
+        rec = record_for(entry, honest, kind="archive", build_number=number, commit=COMMIT,
+                         verification=ver)
+        honest.unlink()
+    data = path.read_bytes()
+    changes: dict[str, object] = {"name": name, "size": len(data),
+                                  "sha256": hashlib.sha256(data).hexdigest()}
+    if "unpacked_size" in {f.name for f in dataclasses.fields(rec)}:
+        changes["unpacked_size"] = unpacked
+    return dataclasses.replace(rec, **changes)  # type: ignore[arg-type]
+
+
+def format_sums(digests: Mapping[str, str]) -> str:
+    from kiln.release import format_sums as kiln_format_sums
+
+    return kiln_format_sums(digests)
+
+
+def build_number(tag: str) -> int:
+    m = re.match(r"b(\d{1,9})", tag)
+    return int(m.group(1)) if m else 1
+
+
+class Builder:
+    """Writes the corpus's releases, mirrors and models under ``root``, once per case."""
+
+    def __init__(self, root: Path, *, key: Path, other_key: Path,
+                 micro_model: Callable[[], bytes] | None = None) -> None:
+        self.root = root
+        self.key, self.other_key = key, other_key
+        self.mirrors = root / "mirrors"
+        self.releases = root / "releases"
+        self.models = root / "models"
+        for d in (self.mirrors, self.releases, self.models):
+            d.mkdir(parents=True, exist_ok=True)
+        self._micro = micro_model
+        self._done: dict[tuple[str, str], object] = {}
+
+    @property
+    def pubkey(self) -> Path:
+        return self.key.with_name(self.key.name + ".pub")
+
+    def sign(self, sums: Path, out: Path, *, comment: str, key: Path) -> None:
+        # minisign cannot carry a newline in a comment (one hostile tag has one).
+        comment = comment.replace("\n", " ")
+        subprocess.run(["minisign", "-S", "-s", str(key), "-m", str(sums), "-x", str(out),
+                        "-t", comment], check=True, capture_output=True, timeout=60)
+
+    def write_release(self, directory: Path, spec: ReleaseSpec, *, full: bool) -> str:
+        """Write ``spec`` into ``directory``; ``full`` adds what ``kiln publish`` wants (the
+        public key, SBOM, notes and install scripts). Returns the archive's name."""
+        directory.mkdir(parents=True, exist_ok=True)
+        tag = spec.tag
+        name = spec.asset_name or asset_name(tag)
+        members = [*spec.before, *honest_members(tag), *spec.members]
+        declared = unpacked_of(members)
+        if spec.bomb:
+            members.append(Member(f"{top_dir(tag)}/lib/padding.bin", data=bytes(spec.bomb)))
+        archive = directory / ".archive.tmp"
+        archive.write_bytes(write_tar(members))
+        record = record_of(archive, name, build_number(tag), declared)
+        if "/" not in name and name not in (".", ".."):
+            archive.rename(directory / name)
+        else:
+            archive.unlink()  # a name no file can have: only the manifest names it
+        manifest_tag = spec.manifest_tag or tag
+        manifest = ReleaseManifest(
+            project=PROJECT, tag=manifest_tag, build_number=build_number(manifest_tag),
+            commit=COMMIT, date=DATE, base_url="https://ember.invalid/releases/",
+            assets=(ReleaseAsset(record=record, url=f"https://ember.invalid/releases/{name}"),),
+            missing=(), disabled=())
+        texts: dict[str, bytes] = {MANIFEST_NAME: manifest.text().encode()}
+        if full:
+            texts.update(self._publish_files(manifest))
+        texts.update(dict(spec.extra_files))
+        for fname, data in texts.items():
+            (directory / fname).write_bytes(data)
+        digests = {fname: hashlib.sha256(data).hexdigest() for fname, data in texts.items()}
+        digests[name] = record.sha256
+        sums = format_sums(digests)
+        if spec.sums_edit is not None:
+            sums = spec.sums_edit(sums, name)
+        (directory / SUMS_NAME).write_text(sums, encoding="utf-8")
+        key = self.other_key if spec.signer == "other" else self.key
+        comment = spec.comment.format(project=PROJECT, tag=tag, commit=COMMIT, date=DATE)
+        target = directory / SUMS_NAME
+        if spec.sign_other_content:
+            target = directory / ".other-content"
+            target.write_text(format_sums({"other": "0" * 64}), encoding="utf-8")
+        self.sign(target, directory / SIGNATURE_NAME, comment=comment, key=key)
+        if spec.sign_other_content:
+            target.unlink()
+        return name
+
+    def _publish_files(self, manifest: ReleaseManifest) -> dict[str, bytes]:
+        from kiln.release import NOTES_NAME, PUBLIC_KEY_NAME, SBOM_NAME
+
+        pub = self.pubkey.read_text(encoding="utf-8")
+        out = {PUBLIC_KEY_NAME: pub.encode(),
+               SBOM_NAME: json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5"}).encode(),
+               NOTES_NAME: f"# ember {manifest.tag}\n\nhostile corpus\n".encode()}
+        try:
+            from kiln.install_scripts import render
+
+            scripts = render(manifest, pub, "https://ember.invalid/releases/")
+        except Exception:
+            scripts = {"install.sh": "#!/bin/sh\nexit 1\n", "install.ps1": "exit 1\n"}
+        out.update({n: t.encode() for n, t in scripts.items()})
+        return out
+
+    def mirror(self, case: Case) -> Path:
+        """The case's mirror directory under ``mirrors`` (served over HTTP)."""
+        key = (case.name, "mirror")
+        if key not in self._done:
+            assert case.mirror is not None
+            d = self.mirrors / slug(case.name)
+            d.mkdir(parents=True, exist_ok=True)
+            for spec in case.mirror.releases:
+                sub = spec.tag if re.fullmatch(r"b[0-9]{1,9}", spec.tag) else "hostile-tag"
+                self.write_release(d / sub, spec, full=False)
+            if case.mirror.latest is not None:
+                (d / "latest").write_bytes(case.mirror.latest)
+            self._done[key] = d
+        return self._done[key]  # type: ignore[return-value]
+
+    def release_dir(self, case: Case) -> Path:
+        """The case's release directory, as ``kiln release`` would leave it, for publishing."""
+        key = (case.name, "release")
+        if key not in self._done:
+            assert case.release is not None
+            d = self.releases / slug(case.name)
+            self.write_release(d, case.release, full=True)
+            self._done[key] = d
+        return self._done[key]  # type: ignore[return-value]
+
+    def model(self, case: Case) -> Path:
+        key = (case.name, "model")
+        if key not in self._done:
+            assert case.ember is not None and self._micro is not None
+            data = self._micro()
+            if case.ember.gguf is not None:
+                data = case.ember.gguf(data)
+            p = self.models / f"{slug(case.name)}.gguf"
+            p.write_bytes(data)
+            self._done[key] = p
+        return self._done[key]  # type: ignore[return-value]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+# --------------------------------------------------------------------------------------------
+# SHA256SUMS edits
+
+
+def dup_same(text: str, asset: str) -> str:
+    line = next(ln for ln in text.splitlines() if ln.endswith("  " + asset))
+    return text + line + "\n"
+
+
+def dup_diff(text: str, asset: str) -> str:
+    # The honest line last: a reader that keeps the last of two lines installs the right
+    # bytes and so hides the ambiguity; the contract wants the file refused.
+    return ("f" * 64 + "  " + asset + "\n") + text
+
+
+def drop_asset(text: str, asset: str) -> str:
+    return "".join(ln + "\n" for ln in text.splitlines() if not ln.endswith("  " + asset))
+
+
+def add_line(name: str) -> Callable[[str, str], str]:
+    def edit(text: str, asset: str) -> str:
+        return text + "e" * 64 + "  " + name + "\n"
+    return edit
+
+
+def huge_sums(text: str, asset: str) -> str:
+    # Valid lines of names that could be release files: over the 1 MiB cap only by size.
+    lines = [f"{hashlib.sha256(str(i).encode()).hexdigest()}  filler-{i:07d}.bin"
+             for i in range((1 << 20) // 80 + 200)]
+    return text + "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF edits (the micro model is a valid llama GGUF written by tests/runtime/micro_gguf.py)
+
+
+def _kv_value_offset(data: bytes, key: str) -> int:
+    """Offset of the value of the F32 metadata ``key``."""
+    raw = key.encode()
+    at = data.find(struct.pack("<Q", len(raw)) + raw)
+    assert at >= 0, key
+    at += 8 + len(raw)
+    (vtype,) = struct.unpack_from("<I", data, at)
+    assert vtype == 6, (key, vtype)  # GGUF_TYPE_FLOAT32
+    return at + 4
+
+
+def set_f32(key: str, value: float) -> Callable[[bytes], bytes]:
+    def edit(data: bytes) -> bytes:
+        at = _kv_value_offset(data, key)
+        return data[:at] + struct.pack("<f", value) + data[at + 4:]
+    return edit
+
+
+def header_count(which: int, value: int) -> Callable[[bytes], bytes]:
+    """Overwrite the tensor count (``which`` 0) or the metadata count (1) of a v3 header."""
+    def edit(data: bytes) -> bytes:
+        at = 8 + 8 * which
+        return data[:at] + struct.pack("<Q", value) + data[at + 8:]
+    return edit
+
+
+def truncate(frac: float) -> Callable[[bytes], bytes]:
+    def edit(data: bytes) -> bytes:
+        return data[: int(len(data) * frac)]
+    return edit
+
+
+def many_tensors(data: bytes) -> bytes:
+    # A header that claims a million tensors with only the real ones' descriptions behind it.
+    return header_count(0, 1_000_000)(data)
+
+
+# --------------------------------------------------------------------------------------------
+# the cases
+
+
+def _member(name: str, klass: str, members: Sequence[Member], token: str, *,
+            before: Sequence[Member] = (), why: str = "") -> Case:
+    top = top_dir(NEW)
+    return Case(
+        name=name, klass=klass, consumers=INSTALLERS,
+        mirror=MirrorSpec(releases=(ReleaseSpec(members=tuple(
+            dataclasses.replace(m, name=m.name.replace("TOP", top),
+                                linkname=m.linkname.replace("TOP", top)) for m in members),
+            before=tuple(before)),)),
+        expect=expect(12, token), why=why)
+
+
+DEEP = "../../../../../../../../../../../.."  # climbs out of any test directory
+
+
+def member_cases(sandbox: str) -> list[Case]:
+    """``sandbox``: an absolute directory the absolute-path members aim at (checked empty)."""
+    R, L = tarfile.REGTYPE, tarfile.SYMTYPE
+    return [
+        _member("member-chardev", "member-chardev",
+                [Member("TOP/bin/hostile-chardev", tarfile.CHRTYPE)], "hostile-chardev"),
+        _member("member-blockdev", "member-blockdev",
+                [Member("TOP/bin/hostile-blockdev", tarfile.BLKTYPE)], "hostile-blockdev"),
+        _member("member-fifo", "member-fifo",
+                [Member("TOP/bin/hostile-fifo", tarfile.FIFOTYPE)], "hostile-fifo"),
+        _member("member-hardlink-inside", "member-hardlink",
+                [Member("TOP/bin/hostile-hardlink", tarfile.LNKTYPE,
+                        linkname="TOP/bin/ember-cli")], "hostile-hardlink",
+                why="even to a file of the archive: hard links are not allowed"),
+        _member("member-hardlink-outside", "member-hardlink",
+                [Member("TOP/bin/hostile-hardlink-out", tarfile.LNKTYPE,
+                        linkname="/etc/hostname")], "hostile-hardlink-out"),
+        _member("member-setuid", "member-setuid",
+                [Member("TOP/bin/hostile-setuid", R, CLI_SCRIPT, 0o4755)], "hostile-setuid"),
+        _member("member-setgid", "member-setgid",
+                [Member("TOP/bin/hostile-setgid", R, CLI_SCRIPT, 0o2755)], "hostile-setgid"),
+        _member("member-sticky", "member-sticky",
+                [Member("TOP/lib/hostile-sticky/", tarfile.DIRTYPE, mode=0o1777)],
+                "hostile-sticky"),
+        _member("member-absolute", "member-absolute",
+                [Member(f"{sandbox}/hostile-absolute", R, b"escaped\n")], "hostile-absolute"),
+        _member("member-dotdot", "member-dotdot",
+                [Member("TOP/../../hostile-dotdot", R, b"escaped\n")], "hostile-dotdot"),
+        _member("member-dotdot-deep", "member-dotdot",
+                [Member(f"TOP/{DEEP}/tmp/hostile-dotdot-deep", R, b"escaped\n")],
+                "hostile-dotdot-deep"),
+        _member("member-symlink-root", "member-symlink-escape",
+                [Member("TOP/lib/hostile-symlink-root", L, linkname="/")],
+                "hostile-symlink-root"),
+        _member("member-symlink-up", "member-symlink-escape",
+                [Member("TOP/lib/hostile-symlink-up", L, linkname="../../..")],
+                "hostile-symlink-up"),
+        _member("member-through-symlink", "member-through-symlink",
+                [Member("TOP/lib/hostile-link", L, linkname="../../.."),
+                 Member("TOP/lib/hostile-link/hostile-through", R, b"escaped\n")],
+                "hostile-(link|through)"),
+        _member("member-through-symlink-inside", "member-through-symlink",
+                [Member("TOP/lib/hostile-alias", L, linkname="../bin"),
+                 Member("TOP/lib/hostile-alias/ember-cli", R, b"#!/bin/sh\necho replaced\n",
+                        0o755)], "hostile-alias",
+                why="the link stays inside, but writing through it replaces another member"),
+        _member("member-duplicate", "member-duplicate",
+                [Member("TOP/bin/ember-cli", R, b"#!/bin/sh\necho second copy\n", 0o755)],
+                r"(?is)(duplicate|twice|more than once|again).*ember-cli|"
+                r"ember-cli.*(duplicate|twice|more than once|again)"),
+        _member("member-nul-name", "member-bad-name",
+                [Member("TOP/bin/hostile-nul\x00name", R, b"x")], "hostile-nul"),
+        _member("member-backslash", "member-bad-name",
+                [Member("TOP\\..\\..\\hostile-backslash", R, b"x")], "hostile-backslash"),
+    ]
+
+
+ASSET = f"{NEW}/{asset_name(NEW)}"
+CAP = r"(larger than|longer than|more than|exceeds|over|too (large|long|big)|limit|cap)"
+_A = re.escape(asset_name(NEW))
+BOTH = rf"(?is)({_A}.*{CAP}|{CAP}.*{_A})"  # the archive's name and what is wrong with it
+
+
+def release_cases() -> list[Case]:
+    cases: list[Case] = []
+    add = cases.append
+    # sizes
+    add(Case("size-body-longer", "size-body-longer", INSTALLERS,
+             mirror=MirrorSpec(faults=((ASSET, Fault("longer", extra=4096)),)),
+             expect=expect(12, BOTH)))
+    add(Case("size-endless-asset", "size-endless", INSTALLERS,
+             mirror=MirrorSpec(faults=((ASSET, Fault("endless")),)),
+             expect=expect(12, BOTH)))
+    for fname in ("latest", f"{NEW}/{SUMS_NAME}", f"{NEW}/{SIGNATURE_NAME}",
+                  f"{NEW}/{MANIFEST_NAME}"):
+        consumers = (KILN,) if fname.endswith(MANIFEST_NAME) else INSTALLERS
+        add(Case(f"size-endless-{fname.rsplit('/', 1)[-1]}", "size-endless", consumers,
+                 mirror=MirrorSpec(faults=((fname, Fault("endless")),)),
+                 expect=expect((11, 12), rf"(?is){re.escape(fname.rsplit('/', 1)[-1])}"
+                                         rf".*{CAP}")))
+    add(Case("size-unpack-bomb", "size-unpack-bomb", INSTALLERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(bomb=64 << 20),)),
+             expect=expect(12, r"unpacks to more than (the )?\d+ bytes")))
+    add(Case("size-huge-sums", "size-huge-file", INSTALLERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(sums_edit=huge_sums),)),
+             expect=expect((11, 12), rf"(?is){SUMS_NAME}.*{CAP}")))
+    # SHA256SUMS
+    dup = r"(?i)(twice|duplicate|more than once|listed again|repeated)"
+    add(Case("sums-dup-same", "sums-duplicate", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(sums_edit=dup_same),)),
+             release=ReleaseSpec(sums_edit=dup_same), expect=expect(12, dup)))
+    add(Case("sums-dup-different", "sums-duplicate", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(sums_edit=dup_diff),)),
+             release=ReleaseSpec(sums_edit=dup_diff), expect=expect(12, dup)))
+    missing = expect(12, rf"(?i){re.escape(asset_name(NEW))}.*not (listed|in)")
+    add(Case("sums-missing-asset", "sums-missing-asset", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(sums_edit=drop_asset),)),
+             release=ReleaseSpec(sums_edit=drop_asset), expect=missing,
+             # install.sh finds no build of the release for this machine: also a refusal,
+             # and what it must say then is that the asset is not in the release.
+             per_consumer=tuple((c, expect((11, 12), rf"(?i){re.escape(asset_name(NEW))}.*"
+                                           r"not (listed|in)|not in release"))
+                                for c in SHELLS)))
+    for label, name in (("slash", "../escaped.bin"), ("dotdot", ".."), ("dot", "."),
+                        ("leading-dot", ".hidden"), ("backslash", "..\\escaped"),
+                        ("control", "bell\x07name"), ("shell", "$(touch PWNED)"),
+                        ("space", "two words")):
+        extra: tuple[tuple[str, bytes], ...] = ()
+        if label in ("leading-dot", "space", "shell"):
+            extra = ((name, b"listed\n"),)  # the file exists, so only its name is wrong
+
+        def edit(text: str, asset: str, name: str = name) -> str:
+            return text + hashlib.sha256(b"listed\n").hexdigest() + "  " + name + "\n"
+
+        add(Case(f"sums-name-{label}", "sums-unsafe-name", RELEASE_CONSUMERS,
+                 mirror=MirrorSpec(releases=(ReleaseSpec(sums_edit=edit),)),
+                 release=ReleaseSpec(sums_edit=edit, extra_files=extra),
+                 expect=expect(12, rf"(?i){SUMS_NAME}.*(line|name)")))
+    # signatures
+    bad_sig = expect(12, r"(?i)(does not verify|signature)")
+    add(Case("sig-other-key", "sig-other-key", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(signer="other"),)),
+             release=ReleaseSpec(signer="other"), expect=bad_sig))
+    add(Case("sig-other-content", "sig-other-content", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(sign_other_content=True),)),
+             release=ReleaseSpec(sign_other_content=True), expect=bad_sig))
+    add(Case("sig-comment-other-tag", "sig-comment-other-tag", INSTALLERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(
+                 comment="{project} b9 commit {commit} date {date}"),)),
+             expect=expect(12, rf"(?i)does not name {NEW}")))
+    add(Case("sig-comment-longer-tag", "sig-comment-other-tag", INSTALLERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(
+                 comment="{project} b100 commit {commit} date {date}"),)),
+             expect=expect(12, rf"(?i)does not name {NEW}"),
+             why="b100 contains b10: the match must be on the whole token"))
+    add(Case("sig-comment-explicit-tag", "sig-comment-other-tag", INSTALLERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(
+                 comment="{project} b11 commit {commit} date {date}"),),
+                 args=("--tag", NEW)),
+             expect=expect(12, rf"(?i)does not name {NEW}")))
+    # rollback and freeze
+    down = r"(?s)(b9.*b{n}|b{n}.*b9)"
+    for n, latest, args, klass in ((3, b"b3\n", ("--tag", "latest"), "rollback"),
+                                   (3, None, ("--tag", "b3"), "rollback"),
+                                   (8, b"b8\n", ("--tag", "latest"), "freeze")):
+        what = "latest" if latest else "explicit-tag"
+        add(Case(f"{klass}-{what}-b{n}", klass, INSTALLERS,
+                 mirror=MirrorSpec(releases=(ReleaseSpec(tag=f"b{n}"),), latest=latest,
+                                   args=args),
+                 expect=expect(11, down.format(n=n)),
+                 why="a mirror frozen on an older release is refused as a rollback is"
+                 if klass == "freeze" else ""))
+    # transport
+    add(Case("transport-truncated-fin", "transport-truncated", INSTALLERS,
+             mirror=MirrorSpec(faults=((ASSET, Fault("truncate-fin")),)),
+             expect=expect((11, 12), r"(?i)(truncat|broke|closed|failed after|short)")))
+    add(Case("transport-short-body", "transport-truncated", INSTALLERS,
+             mirror=MirrorSpec(faults=((ASSET, Fault("short")),)),
+             expect=expect((11, 12), r"(?i)(truncat|does not match|short|bytes)")))
+    for status in (403, 404, 416, 500):
+        add(Case(f"transport-http-{status}-asset", "transport-http-error", INSTALLERS,
+                 mirror=MirrorSpec(faults=((ASSET, Fault("status", status)),)),
+                 expect=expect(11, rf"\b{status}\b")))
+    add(Case("transport-http-500-sums", "transport-http-error", INSTALLERS,
+             mirror=MirrorSpec(faults=((f"{NEW}/{SUMS_NAME}", Fault("status", 500)),)),
+             expect=expect(11, r"\b500\b")))
+    # tags and names
+    for label, tag in (("escaped", "./../escaped"), ("dotdot", "../../x"),
+                       ("sed", "b1/e;s/x/y"), ("subst", "b1$(touch PWNED)"),
+                       ("newline", "b1\n"), ("space", "b1 b2"), ("backtick", "b1`touch PWNED`")):
+        add(Case(f"tag-arg-{label}", "tag-syntax", INSTALLERS,
+                 mirror=MirrorSpec(args=("--tag", tag), template=True),
+                 expect=expect(2, r"(?i)tag")))
+        add(Case(f"tag-latest-{label}", "tag-syntax", INSTALLERS,
+                 mirror=MirrorSpec(latest=tag.encode() + b"\n"),
+                 expect=expect((11, 12), r"(?i)latest")))
+        add(Case(f"tag-manifest-{label}", "tag-syntax", (KILN, *PUBLISHERS),
+                 mirror=MirrorSpec(releases=(ReleaseSpec(manifest_tag=tag),)),
+                 release=ReleaseSpec(manifest_tag=tag),
+                 expect=expect((11, 12), r"(?i)(tag|manifest)"),
+                 per_consumer=tuple((c, expect((9, 10, 12), r"(?i)tag")) for c in PUBLISHERS)))
+    add(Case("tag-latest-two-lines", "tag-syntax", INSTALLERS,
+             mirror=MirrorSpec(latest=b"b10\nb3\n"), expect=expect((11, 12), r"(?i)latest")))
+    for label, name in (("dotdot", "../../escaped.tar.gz"),
+                        ("escaped", "./../escaped.tar.gz"),
+                        ("shell", f"ember-{NEW}-bin-{ENTRY}$(touch PWNED).tar.gz"),
+                        ("semicolon", f"ember-{NEW}-bin-{ENTRY};touch PWNED;.tar.gz"),
+                        ("space", f"ember {NEW} bin {ENTRY}.tar.gz")):
+        add(Case(f"asset-name-{label}", "asset-name-syntax", (KILN, *PUBLISHERS),
+                 mirror=MirrorSpec(releases=(ReleaseSpec(asset_name=name),)),
+                 release=ReleaseSpec(asset_name=name),
+                 expect=expect((11, 12), r"(?i)(name|escaped|not listed)"),
+                 per_consumer=tuple((c, expect((9, 10, 12), r"(?i)(name|escaped|line)"))
+                                    for c in PUBLISHERS)))
+    # install.sh builds the asset's name from the tag itself; a hostile line in SHA256SUMS
+    # that looks like its asset must not be picked up through grep's regex either.
+    add(Case("asset-name-grep", "asset-name-syntax", SHELLS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(sums_edit=add_line(
+                 f"x  ember-{NEW}-bin-{ENTRY}.tar.gz")),)),
+             expect=expect(12, rf"(?i){SUMS_NAME}.*(line|name)")))
+    return cases
+
+
+def ember_cases() -> list[Case]:
+    cases: list[Case] = []
+    add = cases.append
+    load = r"(?i)(error|truncat|exceed|invalid|too (large|many|big)|count)"
+    for name, edit, msg in (
+            ("gguf-empty", lambda d: b"", load),
+            ("gguf-truncated-header", truncate(0.01), load),
+            ("gguf-truncated-data", truncate(0.6), load),
+            ("gguf-huge-tensor-count", header_count(0, 2**63), load),
+            ("gguf-huge-kv-count", header_count(1, 2**63 - 1), load),
+            ("gguf-many-tensors", many_tensors, load),
+            ("gguf-rms-eps-nan", set_f32("llama.attention.layer_norm_rms_epsilon",
+                                         math.nan), r"(?i)eps"),
+            ("gguf-rms-eps-inf", set_f32("llama.attention.layer_norm_rms_epsilon",
+                                         math.inf), r"(?i)eps"),
+            ("gguf-rms-eps-negative", set_f32("llama.attention.layer_norm_rms_epsilon",
+                                              -1.0), r"(?i)eps"),
+            ("gguf-rope-base-nan", set_f32("llama.rope.freq_base", math.nan), r"(?i)rope"),
+    ):
+        add(Case(name, "gguf-hostile", (BINDING, CLI), ember=EmberSpec(gguf=edit),
+                 expect=expect(2, msg), per_consumer=((BINDING, expect(0, msg)),)))
+    for name, code, msg in (
+            ("binding-logits-empty", "m.logits([])", r"(?i)(empty|no token|at least one)"),
+            ("binding-token-2p32p1", "m.logits([2**32 + 1])", r"4294967297"),
+            ("binding-token-negative", "m.logits([-1])", r"-1"),
+            ("binding-token-bytes-2p32p1", "m.token_bytes(2**32 + 1)", r"4294967297"),
+            ("binding-n-ctx-2p32", "ember.Model(PATH, n_ctx=2**32)", r"(?i)n_ctx"),
+            ("binding-n-ctx-negative", "ember.Model(PATH, n_ctx=-1)", r"(?i)n_ctx"),
+            ("binding-n-threads-2p32p1", "ember.Model(PATH, n_threads=2**32 + 1)",
+             r"(?i)n_threads"),
+            ("binding-nul-in-path", "ember.Model(PATH + '\\x00.ignored')", r"(?i)(NUL|null)"),
+            ("binding-temperature-nan", "m.generate([1], 2, temperature=float('nan'))",
+             r"(?i)temperature"),
+            ("binding-generate-2p32", "m.generate([1], 2**32 + 1)", r"(?i)n_tokens"),
+    ):
+        add(Case(name, "binding-value", (BINDING,), ember=EmberSpec(binding=code),
+                 expect=expect(0, msg)))
+    for name, args, msg in (
+            ("cli-file-dev-zero", ("-f", "/dev/zero"), r"/dev/zero"),
+            ("cli-n-negative", ("-n", "-1"), r"-n"),
+            ("cli-n-overflow", ("-n", "99999999999999999999999"), r"-n"),
+            ("cli-c-zero", ("-c", "0"), r"-c"),
+            ("cli-c-2p32", ("-c", str(2**32)), r"-c"),
+            ("cli-c-negative", ("-c", "-5"), r"-c"),
+            ("cli-t-zero", ("-t", "0"), r"-t"),
+            ("cli-t-2p32p1", ("-t", str(2**32 + 1)), r"-t"),
+            ("cli-t-negative", ("-t", "-2"), r"-t"),
+            ("cli-temp-nan", ("--temp", "nan"), r"--temp"),
+            ("cli-top-p-nan", ("--top-p", "nan"), r"--top-p"),
+    ):
+        prompt = () if "-f" in args else ("-p", "Hello")
+        add(Case(name, "cli-value", (CLI,),
+                 ember=EmberSpec(cli=("-m", "{model}", *prompt, *args)),
+                 expect=expect((1, 2), msg)))
+    return cases
+
+
+def all_cases(sandbox: str = "/nonexistent-hostile-sandbox") -> list[Case]:
+    cases = [*member_cases(sandbox), *release_cases(), *ember_cases()]
+    names = [c.name for c in cases]
+    assert len(names) == len(set(names)), sorted(n for n, k in Counter(names).items() if k > 1)
+    return cases
+
+
+def cases_for(consumer: str, sandbox: str = "/nonexistent-hostile-sandbox") -> list[Case]:
+    return [c for c in all_cases(sandbox) if consumer in c.consumers]
+
+
+def figures() -> dict[str, int]:
+    """Cases per consumer."""
+    return {c: len(cases_for(c)) for c in CONSUMERS}
+
+
+@dataclass
+class Outcomes:
+    """What the session saw, per consumer: cases run, refused as the contract says, failed."""
+
+    passed: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, list[str]] = field(default_factory=dict)
+
+
+if __name__ == "__main__":
+    f = figures()
+    for consumer, n in f.items():
+        print(f"{consumer:18} {n:4d}")
+    print(f"{'total':18} {sum(f.values()):4d} (case x consumer), {len(all_cases())} cases",
+          file=sys.stdout)

@@ -1,0 +1,172 @@
+"""Every installer case against ``kiln install`` and ``install.sh`` (dash and bash): an honest
+b9 is installed first; the hostile mirror on 127.0.0.1 offers something else; the installer
+must refuse with the documented exit code and a message naming what is wrong, leave the b9
+install byte for byte as it was, write nothing outside its prefix's staging directory and
+its download cache (whose entries must all be verified), and run no injected command."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .checks import (
+    Run,
+    bad_cache_entries,
+    diff,
+    outcome_problems,
+    pwned,
+    report,
+    run,
+    tree,
+)
+from .conftest import REPO, Hostile
+from .corpus import (
+    CLI_SCRIPT,
+    DASH,
+    ENTRY,
+    INSTALLED,
+    INSTALLERS,
+    KILN,
+    NEW,
+    Case,
+    MirrorSpec,
+    all_cases,
+    expect,
+    honest_members,
+)
+from .server import HostileServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile-install")]
+
+PARAMS = [pytest.param(consumer, c.name, id=f"{consumer}:{c.name}")
+          for c in all_cases() for consumer in INSTALLERS if consumer in c.consumers]
+CONTROL = Case(name="control-honest-b10", klass="control", consumers=INSTALLERS,
+               mirror=MirrorSpec(), expect=expect(0, ""))
+
+
+@dataclass
+class Workspace:
+    """One test's directories: a b9 install deep inside ``tmp`` (so ``..`` members that
+    climb a few levels still land in the watched tree), caches, TMPDIR, HOME and cwd."""
+
+    tmp: Path
+
+    def __post_init__(self) -> None:
+        for d in (self.home, self.tmpdir, self.cwd, self.prefix.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        top = self.prefix
+        for m in honest_members(INSTALLED):
+            rel = m.name.split("/", 1)[1]
+            if not rel:
+                continue
+            p = top / rel
+            if m.name.endswith("/"):
+                p.mkdir(parents=True, exist_ok=True)
+            else:
+                p.write_bytes(m.data)
+                p.chmod(m.mode)
+        record = {"schema": 1, "tag": INSTALLED, "entry_id": ENTRY,
+                  "asset": f"ember-{INSTALLED}-bin-{ENTRY}.tar.gz", "sha256": "0" * 64,
+                  "url": "https://ember.invalid/b9/", "signed": True,
+                  "installed_by": "kiln install", "host": "hostile corpus",
+                  "files": ["bin/ember-cli", "lib/libember.bin"]}
+        (top / ".ember-install.json").write_text(json.dumps(record, indent=2, sort_keys=True)
+                                                 + "\n", encoding="utf-8")
+
+    home = property(lambda self: self.tmp / "home")
+    tmpdir = property(lambda self: self.tmp / "tmpdir")
+    cwd = property(lambda self: self.tmp / "cwd")
+    kiln_cache = property(lambda self: self.tmp / "kiln-cache")
+    xdg_cache = property(lambda self: self.tmp / "xdg-cache")
+    prefix = property(lambda self: self.tmp / "w" / "a" / "b" / "c" / "ember")
+
+    def env(self) -> dict[str, str]:
+        return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
+                "LANG": "C.UTF-8", "KILN_CACHE_DIR": str(self.kiln_cache),
+                "XDG_CACHE_HOME": str(self.xdg_cache), "TMPDIR": str(self.tmpdir)}
+
+    def watched(self) -> dict[str, tuple[str, ...]]:
+        return tree(self.tmp, skip=(self.kiln_cache, self.xdg_cache))
+
+    def lock_files(self) -> set[str]:
+        # kiln install's lock file beside the prefix is expected to stay.
+        rel = os.path.relpath(self.prefix.parent, self.tmp)
+        return {f"{rel}/.{self.prefix.name}.lock"}
+
+
+def run_installer(consumer: str, case: Case, hostile: Hostile, server: HostileServer,
+                  install_sh: Path, ws: Workspace) -> Run:
+    assert case.mirror is not None
+    mirror = hostile.builder.mirror(case)
+    url = server.url + mirror.relative_to(hostile.builder.mirrors).as_posix() + "/"
+    if case.mirror.template:
+        url += "{tag}/"
+    if consumer == KILN:
+        argv = [sys.executable, "-m", "kiln", "install", "--from", url, "--pubkey",
+                str(hostile.pubkey), "--prefix", str(ws.prefix), *case.mirror.args]
+    else:
+        shell = "/usr/bin/dash" if consumer == DASH else "/usr/bin/bash"
+        if not Path(shell).exists():
+            pytest.skip(f"{shell} is not installed")
+        argv = [shell, str(install_sh), "--from", url, "--prefix", str(ws.prefix),
+                *case.mirror.args]
+    rel = mirror.relative_to(hostile.builder.mirrors).as_posix()
+    faults = {f"{rel}/{path}": fault for path, fault in case.mirror.faults}
+    server.faults.update(faults)
+    try:
+        return run(argv, env=ws.env(), cwd=ws.cwd, timeout=150)
+    finally:
+        for k in faults:
+            server.faults.pop(k, None)
+
+
+@pytest.mark.parametrize(("consumer", "name"), PARAMS)
+def test_installer_refuses(consumer: str, name: str, hostile: Hostile,
+                           server: HostileServer, install_sh: Path, tmp_path: Path,
+                           record_property: pytest.RecordProperty) -> None:
+    record_property("hostile", f"{consumer}:{name}")
+    case = hostile.cases[name]
+    ws = Workspace(tmp_path)
+    prefix_before = tree(ws.prefix)
+    before = ws.watched()
+    r = run_installer(consumer, case, hostile, server, install_sh, ws)
+    problems = outcome_problems(r, case.expect_for(consumer))
+    if tree(ws.prefix) != prefix_before:
+        problems.append("the b9 install changed: " + ", ".join(diff(prefix_before,
+                                                                    tree(ws.prefix))[:8]))
+    outside = [d for d in diff(before, ws.watched())
+               if d.split(" ")[1] not in ws.lock_files()
+               and not d.split(" ")[1].startswith(os.path.relpath(ws.prefix, tmp_path))]
+    if outside:
+        problems.append("written outside the prefix and caches: " + ", ".join(outside[:8]))
+    bad = bad_cache_entries((ws.kiln_cache, ws.xdg_cache))
+    if bad:
+        problems.append("unverified cache entries: " + ", ".join(bad[:4]))
+    marks = pwned((tmp_path, hostile.root, REPO))
+    if marks:
+        problems.append("an injected command ran: " + ", ".join(marks))
+    if any(hostile.sandbox.iterdir()):
+        problems.append(f"written into {hostile.sandbox}: "
+                        + ", ".join(p.name for p in hostile.sandbox.iterdir()))
+    assert not problems, f"{consumer} {name}: " + report(problems, r)
+
+
+@pytest.mark.parametrize("consumer", INSTALLERS)
+def test_control_installs_an_honest_release(consumer: str, hostile: Hostile,
+                                           server: HostileServer, install_sh: Path,
+                                           tmp_path: Path) -> None:
+    """The harness itself: an honest b10 on the same server replaces the b9 install."""
+    ws = Workspace(tmp_path)
+    r = run_installer(consumer, CONTROL, hostile, server, install_sh, ws)
+    assert r.code == 0, report(["the honest release was not installed"], r)
+    record = json.loads((ws.prefix / ".ember-install.json").read_text(encoding="utf-8"))
+    assert record["tag"] == NEW
+    assert (ws.prefix / "bin" / "ember-cli").read_bytes() == CLI_SCRIPT
+    assert re.search(rf"installed ember {NEW} \({ENTRY}\)", r.out), r.out
+    assert bad_cache_entries((ws.kiln_cache, ws.xdg_cache)) == []
