@@ -54,15 +54,18 @@ Installing
 release directory, or a URL template with ``{tag}``), downloads ``SHA256SUMS`` and its
 minisign signature and checks the signature against the pinned public key (and that its
 trusted comment names the tag asked for, so an old signed release cannot be replayed as a new
-one), then checks ``manifest.json`` against ``SHA256SUMS``, ranks, downloads the chosen
-archive into a cache (resuming a partial download with an HTTP range request, retrying a
-broken connection), checks its size and sha256, unpacks it into a staging directory beside
-the prefix (tar members through the ``data`` extraction filter; zip members checked for
-absolute paths and ``..``), writes ``.ember-install.json`` into it and renames it into place.
+one; the release date is read from it), then checks ``SHA256SUMS`` strictly
+(``kiln.sums``) and ``manifest.json`` against it, ranks, refuses a release older than the
+installed one (unless ``allow_downgrade``), downloads the chosen archive into a cache
+(resuming a partial download with an HTTP range request, retrying a broken connection, never
+past its signed size), checks its size and sha256, unpacks it into a staging directory
+beside the prefix (each member checked first and written by hand, at most the signed
+``unpacked_size`` bytes), writes ``.ember-install.json`` into it and renames it into place.
 The previous install is renamed aside first and restored if the final rename fails, so every
-failure leaves it as it was. Signatures are checked with ``py-minisign`` (a maintained pure
-Python implementation of minisign on top of ``cryptography``), so ``kiln install`` needs no
-``minisign`` program.
+failure leaves it as it was. Every small file fetched has a fixed cap. The rules are listed
+in docs/install.md, "What an installer refuses". Signatures are checked with
+``py-minisign`` (a maintained pure Python implementation of minisign on top of
+``cryptography``), so ``kiln install`` needs no ``minisign`` program.
 """
 
 from __future__ import annotations
