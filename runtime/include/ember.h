@@ -10,10 +10,21 @@
  *     ember_sampler *s;  ember_sampler_create(NULL, &s);  id = ember_sampler_sample(s, ctx);
  *     ... ember_sampler_free(s); ember_context_free(ctx); ember_model_free(m);
  *
- * No global state: any number of models and contexts may live in one process. A model is
- * read-only after loading and may be shared by contexts; one context must not be used by two
- * threads at once. Functions return an ember_status; the message of the last failure is kept
- * per handle (ember_model_last_error / ember_context_last_error). The library never exits.
+ * No global state: any number of models and contexts may live in one process. The library
+ * never exits.
+ *
+ * Threads: a model is read-only after ember_model_load returns; any number of threads may use
+ * one model at once (each with its own contexts), with every function that takes a model.
+ * A context or a sampler must not be used by two threads at once.
+ *
+ * Errors: functions return an ember_status (or -1 / NULL where they say so), and a message:
+ *   - ember_model_load: in its err buffer, and as ember_model_last_error(NULL) on the thread
+ *     that called it;
+ *   - ember_context_create, ember_tokenize, ember_token_to_piece (the calls that take a model):
+ *     ember_model_last_error(model) on the thread that made the failed call. The message is
+ *     kept per thread because the model is shared and never written;
+ *   - ember_decode, ember_generate (the calls that take a context): ember_context_last_error.
+ * A message stays until the next failure of the same kind; success does not clear it.
  */
 #ifndef EMBER_H
 #define EMBER_H
@@ -82,26 +93,30 @@ typedef struct ember_model_params {
 EMBER_API ember_status ember_model_load(const char *path, const ember_model_params *params,
                                         ember_model **out, char *err, size_t errlen);
 EMBER_API void ember_model_free(ember_model *model);
-/* Message of the last failed call on this model ("" when none). */
+/* Message of the last failed ember_context_create, ember_tokenize or ember_token_to_piece on
+ * this model made by the calling thread ("" when none). With NULL: the message of the calling
+ * thread's last failed ember_model_load ("model is NULL" when none). The string belongs to the
+ * thread and is valid until its next failing call. */
 EMBER_API const char *ember_model_last_error(const ember_model *model);
 
 EMBER_API int32_t ember_model_n_vocab(const ember_model *model);
 EMBER_API int32_t ember_model_n_ctx_train(const ember_model *model);
 EMBER_API int32_t ember_model_n_embd(const ember_model *model);
 EMBER_API int32_t ember_model_n_layer(const ember_model *model);
-/* The value of a string metadata key (NUL-terminated copy kept by the model), or NULL. */
+/* The value of a string metadata key (a NUL-terminated copy made at load, valid while the
+ * model lives), or NULL when the key is absent or not a string. */
 EMBER_API const char *ember_model_meta_str(const ember_model *model, const char *key);
 
 /* ---- tokenizer (from the model's GGUF vocabulary) --------------------------------- */
 
 /* Tokenize like llama.cpp's llama_tokenize. Writes at most cap ids to out; *n_out receives the
  * full count, so a call with cap too small can be repeated with a larger buffer. */
-EMBER_API ember_status ember_tokenize(ember_model *model, const char *text, size_t len,
+EMBER_API ember_status ember_tokenize(const ember_model *model, const char *text, size_t len,
                                       int add_special, int parse_special,
                                       int32_t *out, size_t cap, size_t *n_out);
 /* Bytes of one token's text (not NUL-terminated). Returns the byte count; if that is > cap only
  * cap bytes were written. Negative for an invalid id. special=1 renders control tokens. */
-EMBER_API int32_t ember_token_to_piece(ember_model *model, int32_t token, int special,
+EMBER_API int32_t ember_token_to_piece(const ember_model *model, int32_t token, int special,
                                        char *buf, size_t cap);
 EMBER_API int ember_token_is_eog(const ember_model *model, int32_t token);
 EMBER_API int32_t ember_token_bos(const ember_model *model); /* -1 when none */
@@ -121,7 +136,7 @@ typedef struct ember_context_params {
 } ember_context_params;
 
 EMBER_API ember_context_params ember_context_default_params(void);
-EMBER_API ember_status ember_context_create(ember_model *model, const ember_context_params *params,
+EMBER_API ember_status ember_context_create(const ember_model *model, const ember_context_params *params,
                                             ember_context **out);
 EMBER_API void ember_context_free(ember_context *ctx);
 EMBER_API const char *ember_context_last_error(const ember_context *ctx);
@@ -140,7 +155,8 @@ EMBER_API const char *ember_backends(void);
 EMBER_API const char *ember_context_kernel(const ember_context *ctx);
 
 /* Append n tokens at the current position and evaluate them (in batches of n_batch). On
- * success the logits of the last token are available from ember_get_logits. */
+ * success the logits of the last token are available from ember_get_logits. n = 0 is an
+ * error (EMBER_ERR_INVALID_ARGUMENT): there would be no logits to read. */
 EMBER_API ember_status ember_decode(ember_context *ctx, const int32_t *tokens, size_t n);
 /* n_vocab floats, valid until the next decode; NULL before the first decode. */
 EMBER_API const float *ember_get_logits(const ember_context *ctx);
@@ -170,7 +186,8 @@ EMBER_API void ember_sampler_reset(ember_sampler *sampler);
 
 /* Evaluate prompt (appended to what the context holds), then sample up to n_gen tokens into
  * out (capacity n_gen). Stops after an end-of-generation token unless ignore_eos. *n_out gets
- * the number of tokens written. The prompt is passed to ember_sampler_accept first. */
+ * the number of tokens written. The prompt is passed to ember_sampler_accept first. An empty
+ * prompt continues from the context's current logits (an error when it has none). */
 EMBER_API ember_status ember_generate(ember_context *ctx, ember_sampler *sampler,
                                       const int32_t *prompt, size_t n_prompt, size_t n_gen,
                                       int ignore_eos, int32_t *out, size_t *n_out);

@@ -1,5 +1,11 @@
-/* ember.c - the public API (ember.h): argument checks, per-handle error messages, and the
- * batching of decode calls. The work is done in model.c, llama.c and sampler.c. */
+/* ember.c - the public API (ember.h): argument checks, error messages, and the batching of
+ * decode calls. The work is done in model.c, llama.c and sampler.c.
+ *
+ * Where errors go: a loaded model is shared by threads and never written, so the failures of
+ * calls that take a model (ember_model_load, ember_context_create, ember_tokenize,
+ * ember_token_to_piece) are kept per thread, tagged with the model, and read back with
+ * ember_model_last_error on the same thread; the failures of calls that take a context go to
+ * that context, which one thread at a time uses. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,11 +15,32 @@
 #include "model.h"
 #include "platform.h"
 
+/* C11 _Thread_local; MSVC's C compiler (without clang) spells it __declspec(thread). gcc, clang
+ * and zig cc accept _Thread_local on every target ember is built for. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define EM_THREAD_LOCAL __declspec(thread)
+#else
+#define EM_THREAD_LOCAL _Thread_local
+#endif
+
+/* The last failure of a model-level call on this thread, and the model it was about (NULL for
+ * a failed ember_model_load). */
+static EM_THREAD_LOCAL const ember_model *tl_err_model;
+static EM_THREAD_LOCAL char tl_err[EM_ERRLEN];
+
 static void set_err(char *buf, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, EM_ERRLEN, fmt, ap);
     va_end(ap);
+}
+
+static void set_model_err(const ember_model *model, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_err, sizeof tl_err, fmt, ap);
+    va_end(ap);
+    tl_err_model = model;
 }
 
 const char *ember_strerror(ember_status status) {
@@ -41,21 +68,37 @@ ember_status ember_model_load(const char *path, const ember_model_params *params
                               char *err, size_t errlen) {
     (void)params;
     if (err && errlen) err[0] = 0;
-    if (!out) return EMBER_ERR_INVALID_ARGUMENT;
+    if (!out) {
+        set_model_err(NULL, "ember_model_load: out is NULL");
+        if (err && errlen) snprintf(err, errlen, "%s", tl_err);
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
     *out = NULL;
     if (!path) {
-        if (err && errlen) snprintf(err, errlen, "model path is NULL");
+        set_model_err(NULL, "model path is NULL");
+        if (err && errlen) snprintf(err, errlen, "%s", tl_err);
         return EMBER_ERR_INVALID_ARGUMENT;
     }
     char msg[EM_ERRLEN];
     ember_status st = em_model_load(path, out, msg, sizeof msg);
-    if (st != EMBER_OK && err && errlen) snprintf(err, errlen, "%s", msg);
+    if (st != EMBER_OK) {
+        set_model_err(NULL, "%s", msg);
+        if (err && errlen) snprintf(err, errlen, "%s", msg);
+    } else if (tl_err_model == *out) {
+        tl_err[0] = 0; /* a stale message about a freed model at the same address */
+    }
     return st;
 }
 
-void ember_model_free(ember_model *model) { em_model_free(model); }
+void ember_model_free(ember_model *model) {
+    if (model && tl_err_model == model) tl_err[0] = 0;
+    em_model_free(model);
+}
 
-const char *ember_model_last_error(const ember_model *model) { return model ? model->last_error : "model is NULL"; }
+const char *ember_model_last_error(const ember_model *model) {
+    if (!model) return !tl_err_model && tl_err[0] ? tl_err : "model is NULL";
+    return tl_err_model == model ? tl_err : "";
+}
 int32_t ember_model_n_vocab(const ember_model *model) { return model ? model->hp.n_vocab : 0; }
 int32_t ember_model_n_ctx_train(const ember_model *model) { return model ? model->hp.n_ctx_train : 0; }
 int32_t ember_model_n_embd(const ember_model *model) { return model ? model->hp.n_embd : 0; }
@@ -63,46 +106,34 @@ int32_t ember_model_n_layer(const ember_model *model) { return model ? model->hp
 
 const char *ember_model_meta_str(const ember_model *model, const char *key) {
     if (!model || !key) return NULL;
-    ember_model *m = (ember_model *)model; /* the cache of copies is logically const */
-    for (size_t i = 0; i < m->n_meta; i++)
-        if (strcmp(m->meta[i].key, key) == 0) return m->meta[i].value;
-    const em_gguf_kv *kv = em_gguf_find(m->gguf, key);
-    if (!kv || kv->type != EM_GGUF_STRING) return NULL;
-    em_meta_cache *grown = (em_meta_cache *)realloc(m->meta, (m->n_meta + 1) * sizeof(em_meta_cache));
-    if (!grown) return NULL;
-    m->meta = grown;
-    char *k = (char *)malloc(strlen(key) + 1);
-    char *v = (char *)malloc((size_t)kv->str_len + 1);
-    if (!k || !v) { free(k); free(v); return NULL; }
-    strcpy(k, key);
-    memcpy(v, kv->str, (size_t)kv->str_len);
-    v[kv->str_len] = 0;
-    m->meta[m->n_meta].key = k;
-    m->meta[m->n_meta].value = v;
-    m->n_meta++;
-    return v;
+    const em_gguf_kv *kv = em_gguf_find(model->gguf, key);
+    return kv ? model->meta_str[kv - model->gguf->kv] : NULL; /* copies made at load (model.c) */
 }
 
 /* ---- tokenizer -------------------------------------------------------------------------- */
 
-ember_status ember_tokenize(ember_model *model, const char *text, size_t len, int add_special, int parse_special,
-                            int32_t *out, size_t cap, size_t *n_out) {
+ember_status ember_tokenize(const ember_model *model, const char *text, size_t len, int add_special,
+                            int parse_special, int32_t *out, size_t cap, size_t *n_out) {
     if (!model) return EMBER_ERR_INVALID_ARGUMENT;
     if ((!text && len) || !n_out || (!out && cap)) {
-        set_err(model->last_error, "ember_tokenize: NULL text, output buffer or count");
+        set_model_err(model, "ember_tokenize: NULL text, output buffer or count");
         return EMBER_ERR_INVALID_ARGUMENT;
     }
     if (em_tokenize(model->tok, text ? text : "", len, add_special, parse_special, out, cap, n_out) != 0) {
-        set_err(model->last_error, "ember_tokenize: the tokenizer failed on %zu bytes of text", len);
+        set_model_err(model, "ember_tokenize: the tokenizer failed on %zu bytes of text", len);
         return EMBER_ERR_TOKENIZER;
     }
     return EMBER_OK;
 }
 
-int32_t ember_token_to_piece(ember_model *model, int32_t token, int special, char *buf, size_t cap) {
-    if (!model || (!buf && cap)) return -1;
+int32_t ember_token_to_piece(const ember_model *model, int32_t token, int special, char *buf, size_t cap) {
+    if (!model) return -1;
+    if (!buf && cap) {
+        set_model_err(model, "ember_token_to_piece: buf is NULL with cap %zu", cap);
+        return -1;
+    }
     if (token < 0 || token >= model->hp.n_vocab) {
-        set_err(model->last_error, "token id %d out of range [0, %d)", token, model->hp.n_vocab);
+        set_model_err(model, "token id %d out of range [0, %d)", token, model->hp.n_vocab);
         return -1;
     }
     return em_token_to_piece(model->tok, token, special, buf, cap);
@@ -129,9 +160,9 @@ ember_context_params ember_context_default_params(void) {
 }
 
 /* Picks the backend (backend.h) and, for a GPU, initialises it. The CPU path needs nothing
- * here (em_context_init follows). Errors go to the model's last_error. */
+ * here (em_context_init follows). Errors go to this thread's model error (no context yet). */
 static ember_status select_backend(ember_context *ctx, const char *want) {
-    ember_model *model = ctx->model;
+    const ember_model *model = ctx->model;
     if (!want || !want[0]) want = getenv("EMBER_BACKEND");
     if (!want || !want[0]) want = "auto";
     snprintf(ctx->device, sizeof ctx->device, "cpu");
@@ -149,17 +180,17 @@ static ember_status select_backend(ember_context *ctx, const char *want) {
         }
         snprintf(ctx->device, sizeof ctx->device, "cpu");
         if (!is_auto) {
-            set_err(model->last_error, "backend %s cannot run: %s", b->name, why);
+            set_model_err(model, "backend %s cannot run: %s", b->name, why);
             return EMBER_ERR_UNSUPPORTED;
         }
         fprintf(stderr, "ember: %s: %s; using cpu\n", b->name, why);
     }
     if (is_auto) return EMBER_OK;
-    set_err(model->last_error, "backend '%s' is not in this build (it has: auto, %s)", want, em_backend_names());
+    set_model_err(model, "backend '%s' is not in this build (it has: auto, %s)", want, em_backend_names());
     return EMBER_ERR_INVALID_ARGUMENT;
 }
 
-ember_status ember_context_create(ember_model *model, const ember_context_params *params, ember_context **out) {
+ember_status ember_context_create(const ember_model *model, const ember_context_params *params, ember_context **out) {
     if (!out) return EMBER_ERR_INVALID_ARGUMENT;
     *out = NULL;
     if (!model) return EMBER_ERR_INVALID_ARGUMENT;
@@ -167,7 +198,7 @@ ember_status ember_context_create(ember_model *model, const ember_context_params
     if (p.n_ctx == 0) p.n_ctx = 512;
     if (p.n_batch == 0) p.n_batch = 512;
     if (p.n_threads < 0 || p.n_threads > 1024) {
-        set_err(model->last_error, "thread count %d out of range [0, 1024]", p.n_threads);
+        set_model_err(model, "thread count %d out of range [0, 1024]", p.n_threads);
         return EMBER_ERR_INVALID_ARGUMENT;
     }
     if (p.n_threads == 0) p.n_threads = em_cpu_count();
@@ -175,7 +206,7 @@ ember_status ember_context_create(ember_model *model, const ember_context_params
 
     const em_kernels *kern = em_kernels_select(p.kernel);
     if (!kern) {
-        set_err(model->last_error, "kernel level '%s' is unknown or cannot run on this CPU (levels: scalar, sse42, avx2, avxvnni, avx512, neon, dotprod)",
+        set_model_err(model, "kernel level '%s' is unknown or cannot run on this CPU (levels: scalar, sse42, avx2, avxvnni, avx512, neon, dotprod)",
                 p.kernel && p.kernel[0] ? p.kernel : "(from EMBER_KERNEL)");
         return EMBER_ERR_INVALID_ARGUMENT;
     }
@@ -187,7 +218,7 @@ ember_status ember_context_create(ember_model *model, const ember_context_params
     ctx->n_batch = p.n_batch;
     ctx->pool = em_pool_new(p.n_threads);
     if (!ctx->pool) {
-        set_err(model->last_error, "cannot start %d threads", p.n_threads);
+        set_model_err(model, "cannot start %d threads", p.n_threads);
         free(ctx);
         return EMBER_ERR_INTERNAL;
     }
@@ -199,7 +230,7 @@ ember_status ember_context_create(ember_model *model, const ember_context_params
     }
     st = ctx->backend ? EMBER_OK : em_context_init(ctx);
     if (st != EMBER_OK) {
-        set_err(model->last_error, "out of memory allocating a context of %u tokens", p.n_ctx);
+        set_model_err(model, "out of memory allocating a context of %u tokens", p.n_ctx);
         em_pool_free(ctx->pool);
         free(ctx);
         return st;
@@ -230,7 +261,12 @@ const char *ember_context_kernel(const ember_context *ctx) { return ctx ? ctx->k
 
 ember_status ember_decode(ember_context *ctx, const int32_t *tokens, size_t n) {
     if (!ctx) return EMBER_ERR_INVALID_ARGUMENT;
-    if (n == 0) return EMBER_OK;
+    if (n == 0) {
+        /* not a no-op success: a caller would then read logits that were never computed (NULL
+         * after a reset) */
+        set_err(ctx->last_error, "ember_decode: no tokens to evaluate (n is 0)");
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
     if (!tokens) {
         set_err(ctx->last_error, "ember_decode: tokens is NULL");
         return EMBER_ERR_INVALID_ARGUMENT;
@@ -284,7 +320,8 @@ ember_status ember_generate(ember_context *ctx, ember_sampler *sampler, const in
     }
     *n_out = 0;
     for (size_t i = 0; i < n_prompt; i++) ember_sampler_accept(sampler, prompt[i]);
-    ember_status st = ember_decode(ctx, prompt, n_prompt);
+    /* an empty prompt continues from what the context already holds (checked below) */
+    ember_status st = n_prompt ? ember_decode(ctx, prompt, n_prompt) : EMBER_OK;
     if (st != EMBER_OK) return st;
     for (size_t i = 0; i < n_gen; i++) {
         if (!ember_get_logits(ctx)) {

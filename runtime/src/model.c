@@ -1,6 +1,7 @@
 /* model.c - turn a parsed GGUF file into a llama model: hyperparameters from the metadata,
  * weight pointers with their shapes and types checked, and the tokenizer. Anything missing,
  * mistyped or out of range is an error that names the key or tensor. */
+#include <float.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -52,7 +53,12 @@ static int get_int(const em_gguf *g, const char *key, int required, int64_t lo, 
     return 1;
 }
 
-static int get_float(const em_gguf *g, const char *key, int required, float *out, char *err, size_t errlen) {
+/* Float key into [lo, hi]. The value becomes a float32: a float64 beyond float32's range would
+ * turn into inf (and its conversion is undefined behaviour in C), and any non-finite or
+ * implausible value would make every logit garbage, so both are format errors naming the key
+ * and the value. Returns 1 found, 0 absent (ok when !required), -1 error. */
+static int get_float(const em_gguf *g, const char *key, int required, double lo, double hi, float *out,
+                     char *err, size_t errlen) {
     const em_gguf_kv *kv = em_gguf_find(g, key);
     if (!kv) {
         if (required) fail(err, errlen, EMBER_ERR_FORMAT, "missing metadata key '%s'", key);
@@ -62,11 +68,16 @@ static int get_float(const em_gguf *g, const char *key, int required, float *out
         fail(err, errlen, EMBER_ERR_FORMAT, "metadata key '%s': expected a float, got %s", key, em_gguf_type_name(kv->type));
         return -1;
     }
-    if (!isfinite(kv->v.f)) {
-        fail(err, errlen, EMBER_ERR_FORMAT, "metadata key '%s': value is not finite", key);
+    const double v = kv->v.f;
+    if (!isfinite(v)) {
+        fail(err, errlen, EMBER_ERR_FORMAT, "metadata key '%s': value %g is not finite", key, v);
         return -1;
     }
-    *out = (float)kv->v.f;
+    if (v < lo || v > hi || fabs(v) > (double)FLT_MAX) {
+        fail(err, errlen, EMBER_ERR_FORMAT, "metadata key '%s': value %g is out of range [%g, %g]", key, v, lo, hi);
+        return -1;
+    }
+    *out = (float)v;
     return 1;
 }
 
@@ -179,11 +190,15 @@ static ember_status load_hparams(ember_model *m, char *err, size_t errlen) {
     if (rc) hp->n_head_kv = (int32_t)v;
     if (get_int(g, "llama.context_length", 1, 1, 1 << 24, &v, err, errlen) < 0) return EMBER_ERR_FORMAT;
     hp->n_ctx_train = (int32_t)v;
-    if (get_float(g, "llama.attention.layer_norm_rms_epsilon", 1, &hp->rms_eps, err, errlen) < 0) return EMBER_ERR_FORMAT;
-    if (!(hp->rms_eps >= 0.0f)) return fail(err, errlen, EMBER_ERR_FORMAT, "metadata key 'llama.attention.layer_norm_rms_epsilon': negative");
+    /* the ranges below are wide (published models use eps 1e-6..1e-5, bases 1e4..1e8) but keep
+     * every derived quantity finite */
+    if (get_float(g, "llama.attention.layer_norm_rms_epsilon", 1, 0.0, 1.0, &hp->rms_eps, err, errlen) < 0)
+        return EMBER_ERR_FORMAT;
     hp->rope_base = 10000.0f;
-    if (get_float(g, "llama.rope.freq_base", 0, &hp->rope_base, err, errlen) < 0) return EMBER_ERR_FORMAT;
-    if (!(hp->rope_base > 0.0f)) return fail(err, errlen, EMBER_ERR_FORMAT, "metadata key 'llama.rope.freq_base': must be positive");
+    if (get_float(g, "llama.rope.freq_base", 0, 0.0, 1e12, &hp->rope_base, err, errlen) < 0) return EMBER_ERR_FORMAT;
+    if (!(hp->rope_base > 0.0f))
+        return fail(err, errlen, EMBER_ERR_FORMAT, "metadata key 'llama.rope.freq_base': value %g must be positive",
+                    (double)hp->rope_base);
 
     if (hp->n_embd % hp->n_head != 0)
         return fail(err, errlen, EMBER_ERR_FORMAT, "embedding length %d is not a multiple of the head count %d",
@@ -227,19 +242,29 @@ static ember_status load_hparams(ember_model *m, char *err, size_t errlen) {
         free(scaling);
     }
     float factor = 0.0f;
-    if ((rc = get_float(g, "llama.rope.scaling.factor", 0, &factor, err, errlen)) < 0) return EMBER_ERR_FORMAT;
-    if (!rc && get_float(g, "llama.rope.scale_linear", 0, &factor, err, errlen) < 0) return EMBER_ERR_FORMAT;
-    if (factor < 0.0f) return fail(err, errlen, EMBER_ERR_FORMAT, "rope scaling factor %g is negative", (double)factor);
+    const char *factor_key = "llama.rope.scaling.factor";
+    if ((rc = get_float(g, factor_key, 0, 0.0, 1e6, &factor, err, errlen)) < 0) return EMBER_ERR_FORMAT;
+    if (!rc) {
+        factor_key = "llama.rope.scale_linear";
+        if (get_float(g, factor_key, 0, 0.0, 1e6, &factor, err, errlen) < 0) return EMBER_ERR_FORMAT;
+    }
     hp->rope_freq_scale = factor == 0.0f ? 1.0f : 1.0f / factor;
+    /* a tiny (subnormal) factor has no finite inverse */
+    if (!isfinite(hp->rope_freq_scale))
+        return fail(err, errlen, EMBER_ERR_FORMAT, "metadata key '%s': value %g has no finite inverse", factor_key,
+                    (double)factor);
     if (stype == SCALE_NONE) hp->rope_freq_scale = 1.0f;
     hp->n_ctx_orig = hp->n_ctx_train;
     if ((rc = get_int(g, "llama.rope.scaling.original_context_length", 0, 1, 1 << 24, &v, err, errlen)) < 0)
         return EMBER_ERR_FORMAT;
     if (rc) hp->n_ctx_orig = (int32_t)v;
     float rope_attn_factor = 1.0f;
-    if (get_float(g, "llama.rope.scaling.attn_factor", 0, &rope_attn_factor, err, errlen) < 0) return EMBER_ERR_FORMAT;
+    if (get_float(g, "llama.rope.scaling.attn_factor", 0, 0.0, 100.0, &rope_attn_factor, err, errlen) < 0)
+        return EMBER_ERR_FORMAT;
     float yarn_log_mul = 0.0f;
-    if (get_float(g, "llama.rope.scaling.yarn_log_multiplier", 0, &yarn_log_mul, err, errlen) < 0) return EMBER_ERR_FORMAT;
+    /* not negative: 1 + 0.1 * mul * ln(factor) below must stay positive */
+    if (get_float(g, "llama.rope.scaling.yarn_log_multiplier", 0, 0.0, 100.0, &yarn_log_mul, err, errlen) < 0)
+        return EMBER_ERR_FORMAT;
     hp->yarn_beta_fast = 32.0f;
     hp->yarn_beta_slow = 1.0f;
     hp->yarn_attn_factor = 1.0f;
@@ -394,6 +419,28 @@ static ember_status load_weights(ember_model *m, char *err, size_t errlen) {
     return EMBER_OK;
 }
 
+/* NUL-terminated copies of every string value, so that ember_model_meta_str never writes the
+ * shared model (the file's strings are not terminated). */
+static ember_status copy_meta_strings(ember_model *m, char *err, size_t errlen) {
+    const em_gguf *g = m->gguf;
+    size_t total = 0;
+    for (uint64_t i = 0; i < g->n_kv; i++)
+        if (g->kv[i].type == EM_GGUF_STRING) total += (size_t)g->kv[i].str_len + 1; /* bounded by the file size */
+    m->meta_str = (const char **)calloc(g->n_kv ? (size_t)g->n_kv : 1, sizeof(char *));
+    m->meta_arena = (char *)malloc(total ? total : 1);
+    if (!m->meta_str || !m->meta_arena) return fail(err, errlen, EMBER_ERR_OUT_OF_MEMORY, "out of memory");
+    char *p = m->meta_arena;
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        const em_gguf_kv *kv = &g->kv[i];
+        if (kv->type != EM_GGUF_STRING) continue;
+        if (kv->str_len) memcpy(p, kv->str, (size_t)kv->str_len);
+        p[kv->str_len] = 0;
+        m->meta_str[i] = p;
+        p += kv->str_len + 1;
+    }
+    return EMBER_OK;
+}
+
 ember_status em_model_load(const char *path, ember_model **out, char *err, size_t errlen) {
     *out = NULL;
     ember_model *m = (ember_model *)calloc(1, sizeof *m);
@@ -421,6 +468,7 @@ ember_status em_model_load(const char *path, ember_model **out, char *err, size_
             st = fail(msg, sizeof msg, EMBER_ERR_FORMAT, "llama.vocab_size %lld differs from the %d tokens of the vocabulary",
                       (long long)v, m->hp.n_vocab);
         if (st == EMBER_OK) st = load_weights(m, msg, sizeof msg);
+        if (st == EMBER_OK) st = copy_meta_strings(m, msg, sizeof msg);
     }
     if (st != EMBER_OK) {
         fail(err, errlen, st, "%s: %s", path, msg);
@@ -434,11 +482,8 @@ ember_status em_model_load(const char *path, ember_model **out, char *err, size_
 void em_model_free(ember_model *m) {
     if (!m) return;
     if (m->tok) em_tokenizer_free(m->tok);
-    for (size_t i = 0; i < m->n_meta; i++) {
-        free(m->meta[i].key);
-        free(m->meta[i].value);
-    }
-    free(m->meta);
+    free(m->meta_str);
+    free(m->meta_arena);
     free(m->layers);
     em_gguf_close(m->gguf);
     free(m);

@@ -57,11 +57,6 @@ typedef struct em_layer {
     em_weight w_down;       /* (n_embd rows of n_ff) */
 } em_layer;
 
-typedef struct em_meta_cache {
-    char *key;
-    char *value;
-} em_meta_cache;
-
 struct ember_model {
     em_gguf *gguf;
     em_hparams hp;
@@ -72,13 +67,15 @@ struct ember_model {
     em_layer *layers;       /* (n_layer) */
     em_tokenizer *tok;
     int32_t bos_id, eos_id;
-    em_meta_cache *meta;    /* NUL-terminated copies handed out by ember_model_meta_str */
-    size_t n_meta;
-    char last_error[EM_ERRLEN];
+    /* NUL-terminated copies of the string metadata, made at load so that ember_model_meta_str
+     * only reads: a model is shared by threads and nothing in it changes after loading (which
+     * is also why it holds no error message: see ember.c) */
+    const char **meta_str;  /* (gguf->n_kv) the value of a string key, NULL for other types */
+    char *meta_arena;       /* the copies, back to back */
 };
 
 struct ember_context {
-    ember_model *model;
+    const ember_model *model; /* shared with other contexts, read-only */
     const em_kernels *kern;  /* SIMD level chosen at creation; every level gives the same bits */
     uint32_t n_ctx;
     uint32_t n_batch;

@@ -14,17 +14,24 @@ Example::
     ids = m.tokenize("Hello")
     out = m.generate("Hello", 16, temperature=0)   # -> Generation(ids, text)
 
-Every call that fails raises :class:`EmberError` with the library's message. Models and
-contexts are independent objects in the C library, so several models can be used in one
-process; a Model is not safe to use from two threads at once.
+Every call that fails raises :class:`EmberError` with the library's message. Arguments are
+checked before they reach the C library, whose integer and float parameters are fixed-width
+(a ctypes field silently keeps the low bits of a large int, and a C string ends at its first
+NUL): a value of the wrong type raises TypeError, one outside its range (the ranges ember-cli
+accepts) or with a NUL byte raises ValueError, both naming the argument. Models and contexts
+are independent objects in the C library, so several models can be used in one process; a
+Model is not safe to use from two threads at once.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
+import numbers
+import operator
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +73,63 @@ def library_path() -> Path:
         f"in {_HERE / 'lib'}; "
         "set EMBER_LIBRARY to its path"
     )
+
+
+# Ranges of the arguments, as ember-cli accepts them (runtime/tools/ember-cli.c) and the C
+# library's fields hold them.
+_N_CTX_MAX = 1 << 24
+_N_THREADS_MAX = 1024  # ember_context_create's limit
+_N_TOKENS_MAX = 1 << 24  # no generation outlives the largest context
+_INT32_MAX = 2**31 - 1
+_UINT64_MAX = 2**64 - 1
+_REPEAT_LAST_N_MAX = 1 << 20
+
+
+def _int_arg(name: str, value: object, lo: int, hi: int) -> int:
+    """value as an int in [lo, hi]; TypeError for a non-integer (a bool included: it is
+    almost always a misplaced flag), ValueError naming name and the range otherwise."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer in [{lo}, {hi}], got a bool ({value!r})")
+    try:
+        v = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an integer in [{lo}, {hi}], got {type(value).__name__} ({value!r})"
+        ) from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v}")
+    return int(v)
+
+
+def _float_arg(name: str, value: object, lo: float, hi: float) -> float:
+    """value as a finite float in [lo, hi] (the C library keeps it as a float32)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a number in [{lo:g}, {hi:g}], got {type(value).__name__} ({value!r})"
+        )
+    try:
+        v = float(value)
+    except OverflowError:  # an int too large for a double
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value}") from None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be a finite number in [{lo:g}, {hi:g}], got {v!r}")
+    return v
+
+
+def _c_string(name: str, value: str | bytes) -> bytes:
+    """value as the bytes of a C string: a NUL byte would silently end it early."""
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    if b"\0" in data:
+        raise ValueError(f"{name} must not contain a NUL byte, got {value!r}")
+    return data
+
+
+def _opt_c_string(name: str, value: object) -> bytes | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, got {type(value).__name__} ({value!r})")
+    return _c_string(name, value)
 
 
 class _SamplerParams(ctypes.Structure):
@@ -178,23 +242,28 @@ class Model:
         kernel: str | None = None,
         backend: str | None = None,
     ) -> None:
+        # every argument is checked before the library loads anything
+        c_path = _c_string("path", os.fsencode(os.fspath(path)))
+        c_n_ctx = _int_arg("n_ctx", n_ctx, 1, _N_CTX_MAX)
+        c_n_threads = _int_arg("n_threads", n_threads, 0, _N_THREADS_MAX)
+        c_kernel = _opt_c_string("kernel", kernel)
+        c_backend = _opt_c_string("backend", backend)
         lib = _load()
         self._lib = lib
         self._model = ctypes.c_void_p()
         self._ctx = ctypes.c_void_p()
         err = ctypes.create_string_buffer(1024)
-        st = lib.ember_model_load(
-            os.fsencode(os.fspath(path)), None, ctypes.byref(self._model), err, len(err)
-        )
+        st = lib.ember_model_load(c_path, None, ctypes.byref(self._model), err, len(err))
         if st != 0:
             raise EmberError(
                 err.value.decode(errors="replace") or lib.ember_strerror(st).decode(), st
             )
+        self._n_vocab = int(lib.ember_model_n_vocab(self._model))
         cp = lib.ember_context_default_params()
-        cp.n_ctx = n_ctx
-        cp.n_threads = n_threads
-        cp.kernel = kernel.encode() if kernel else None
-        cp.backend = backend.encode() if backend else None
+        cp.n_ctx = c_n_ctx
+        cp.n_threads = c_n_threads
+        cp.kernel = c_kernel
+        cp.backend = c_backend
         st = lib.ember_context_create(self._model, ctypes.byref(cp), ctypes.byref(self._ctx))
         if st != 0:
             msg = lib.ember_model_last_error(self._model).decode(errors="replace")
@@ -227,6 +296,14 @@ class Model:
         if not self._model:
             raise EmberError("the model is closed")
 
+    def _token_ids(self, name: str, ids: object) -> list[int]:
+        """ids as a list of token ids of this model (checked before they reach C)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise TypeError(
+                f"{name} must be a sequence of token ids, got {type(ids).__name__} ({ids!r:.80})"
+            )
+        return [_int_arg(f"{name}[{i}]", t, 0, self._n_vocab - 1) for i, t in enumerate(ids)]
+
     @property
     def backend(self) -> str:
         """The backend the context computes with ("cpu", "cuda", "hip")."""
@@ -242,12 +319,15 @@ class Model:
     @property
     def n_vocab(self) -> int:
         self._check()
-        return int(self._lib.ember_model_n_vocab(self._model))
+        return self._n_vocab
 
     def meta(self, key: str) -> str | None:
         """A string metadata value of the GGUF file, or None."""
         self._check()
-        v = self._lib.ember_model_meta_str(self._model, key.encode())
+        if not isinstance(key, str):
+            raise TypeError(f"key must be a str, got {type(key).__name__} ({key!r})")
+        c_key = _c_string("key", key)
+        v = self._lib.ember_model_meta_str(self._model, c_key)
         return None if v is None else v.decode(errors="replace")
 
     def tokenize(
@@ -281,30 +361,42 @@ class Model:
     def token_bytes(self, token: int) -> bytes:
         """The bytes of one token (special tokens render as empty)."""
         self._check()
+        token = _int_arg("token", token, 0, self._n_vocab - 1)
         buf = ctypes.create_string_buffer(256)
         k = self._lib.ember_token_to_piece(self._model, token, 0, buf, len(buf))
         if k < 0:
-            raise EmberError(f"invalid token id {token}")
+            raise EmberError(
+                self._lib.ember_model_last_error(self._model).decode(errors="replace")
+                or f"invalid token id {token}"
+            )
         if k > len(buf):
             buf = ctypes.create_string_buffer(k)
             k = self._lib.ember_token_to_piece(self._model, token, 0, buf, len(buf))
         return buf.raw[:k]
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return b"".join(self.token_bytes(i) for i in ids).decode(errors="replace")
+        self._check()
+        return b"".join(self.token_bytes(i) for i in self._token_ids("ids", ids)).decode(
+            errors="replace"
+        )
 
     def logits(self, ids: Sequence[int]) -> list[float]:
-        """Evaluate ids from an empty cache and return the last token's logits."""
+        """Evaluate ids (at least one) from an empty cache and return the last token's logits."""
         self._check()
+        checked = self._token_ids("ids", ids)
+        if not checked:
+            raise ValueError("ids is empty: logits needs at least one token id to evaluate")
         self._lib.ember_context_reset(self._ctx)
-        arr = (ctypes.c_int32 * len(ids))(*ids)
-        st = self._lib.ember_decode(self._ctx, arr, len(ids))
+        arr = (ctypes.c_int32 * len(checked))(*checked)
+        st = self._lib.ember_decode(self._ctx, arr, len(checked))
         if st != 0:
             raise EmberError(
                 self._lib.ember_context_last_error(self._ctx).decode(errors="replace"), st
             )
         ptr = self._lib.ember_get_logits(self._ctx)
-        return list(ptr[: self.n_vocab])
+        if not ptr:  # never after a successful decode; slicing NULL would crash the process
+            raise EmberError("the library returned no logits after a successful decode")
+        return list(ptr[: self._n_vocab])
 
     def generate(
         self,
@@ -320,34 +412,48 @@ class Model:
         repeat_last_n: int = 64,
         ignore_eos: bool = False,
     ) -> Generation:
-        """Generate up to n_tokens after prompt (text, or token ids) from an empty cache."""
+        """Generate up to n_tokens after prompt (text, or token ids; not empty) from an empty
+        cache. temperature 0 is greedy; top_k 0, top_p 1, min_p 0 and repeat_penalty 1 are off."""
         self._check()
-        prompt_ids = self.tokenize(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
-        if n_tokens < 0:
-            raise EmberError(f"n_tokens must be >= 0, got {n_tokens}")
+        c_n_tokens = _int_arg("n_tokens", n_tokens, 0, _N_TOKENS_MAX)
+        c_temperature = _float_arg("temperature", temperature, 0.0, 100.0)
+        c_seed = _int_arg("seed", seed, 0, _UINT64_MAX)
+        c_top_k = _int_arg("top_k", top_k, 0, _INT32_MAX)
+        c_top_p = _float_arg("top_p", top_p, 0.0, 1.0)
+        c_min_p = _float_arg("min_p", min_p, 0.0, 1.0)
+        c_repeat_penalty = _float_arg("repeat_penalty", repeat_penalty, 0.0, 100.0)
+        c_repeat_last_n = _int_arg("repeat_last_n", repeat_last_n, 0, _REPEAT_LAST_N_MAX)
+        if isinstance(prompt, str):
+            prompt_ids = self.tokenize(prompt)
+            if not prompt_ids:
+                raise ValueError(f"prompt {prompt!r} has no tokens: generate needs at least one")
+        else:
+            prompt_ids = self._token_ids("prompt", prompt)
+            if not prompt_ids:
+                raise ValueError("prompt is empty: generate needs at least one token id")
         sp = self._lib.ember_sampler_default_params()
-        sp.temperature = temperature
-        sp.seed = seed
-        sp.top_k = top_k
-        sp.top_p = top_p
-        sp.min_p = min_p
-        sp.repeat_penalty = repeat_penalty
-        sp.repeat_last_n = repeat_last_n
+        sp.temperature = c_temperature
+        sp.seed = c_seed
+        sp.top_k = c_top_k
+        sp.top_p = c_top_p
+        sp.min_p = c_min_p
+        sp.repeat_penalty = c_repeat_penalty
+        sp.repeat_last_n = c_repeat_last_n
         sampler = ctypes.c_void_p()
         st = self._lib.ember_sampler_create(ctypes.byref(sp), ctypes.byref(sampler))
         if st != 0:
             raise EmberError("cannot create a sampler", st)
         try:
             self._lib.ember_context_reset(self._ctx)
-            parr = (ctypes.c_int32 * max(1, len(prompt_ids)))(*prompt_ids)
-            out = (ctypes.c_int32 * max(1, n_tokens))()
+            parr = (ctypes.c_int32 * len(prompt_ids))(*prompt_ids)
+            out = (ctypes.c_int32 * max(1, c_n_tokens))()
             n = ctypes.c_size_t()
             st = self._lib.ember_generate(
                 self._ctx,
                 sampler,
                 parr,
                 len(prompt_ids),
-                n_tokens,
+                c_n_tokens,
                 int(ignore_eos),
                 out,
                 ctypes.byref(n),
