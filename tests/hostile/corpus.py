@@ -586,12 +586,21 @@ def release_cases() -> list[Case]:
             extra = ((name, b"listed\n"),)  # the file exists, so only its name is wrong
 
         def edit(text: str, asset: str, name: str = name) -> str:
+            if f"  {name}\n" in text:
+                return text  # listed already, as a file of the release directory
             return text + hashlib.sha256(b"listed\n").hexdigest() + "  " + name + "\n"
 
         add(Case(f"sums-name-{label}", "sums-unsafe-name", RELEASE_CONSUMERS,
                  mirror=MirrorSpec(releases=(ReleaseSpec(sums_edit=edit),)),
                  release=ReleaseSpec(sums_edit=edit, extra_files=extra),
-                 expect=expect(12, rf"(?i){SUMS_NAME}.*(line|name)")))
+                 expect=expect(12, rf"(?i){SUMS_NAME}.*(line|name)"),
+                 # Names the contract's name rule refuses but its SHA256SUMS list does not
+                 # mention: a release error or an integrity error, both refusals.
+                 per_consumer=() if label not in ("shell", "space") else (
+                     *((c, expect((11, 12), rf"(?i){SUMS_NAME}.*(line|name)"))
+                       for c in INSTALLERS),
+                     *((c, expect((9, 12), rf"(?i){SUMS_NAME}.*(line|name)"))
+                       for c in PUBLISHERS))))
     # signatures
     bad_sig = expect(12, r"(?i)(does not verify|signature)")
     add(Case("sig-other-key", "sig-other-key", RELEASE_CONSUMERS,
