@@ -9,7 +9,7 @@ import re
 import signal
 import stat
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +93,12 @@ class Run:
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float = 120,
-        input: bytes | None = None) -> Run:
-    """Run in a new session, so a consumer that hangs is killed with all its children."""
+        input: bytes | None = None, preexec: Callable[[], None] | None = None) -> Run:
+    """Run in a new session, so a consumer that hangs is killed with all its children;
+    ``preexec`` runs in the child before it starts (resource limits)."""
     proc = subprocess.Popen(list(argv), env=dict(env), cwd=cwd, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=preexec)
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
         timed_out = False
