@@ -73,6 +73,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import json
+import lzma
 import os
 import re
 import shutil
@@ -1319,7 +1320,10 @@ def unpack(archive: Path, dest: Path, *, max_bytes: int) -> Path:
             raise IntegrityError(f"{archive.name} is neither a .tar.gz nor a .zip",
                                  hint="the release is damaged or hostile: do not install it")
         _check_links(archive, dest, members)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
+            NotImplementedError, RuntimeError, ValueError) as exc:
+        # zipfile: NotImplementedError for an unknown compression method, RuntimeError for
+        # an encrypted member; both only in an archive that kiln did not write.
         raise InstallError(f"cannot unpack {archive.name}: {exc}",
                            hint="the archive is damaged; run again to download it anew") \
             from exc
