@@ -34,6 +34,9 @@ SCRIPTS = ("install.sh", "install.ps1")
 # URL) may not hold quotes either.
 _SAFE = re.compile(r"^[^|\n\r]*$")
 _QUOTED = re.compile(r"^[^|'\n\r`$\\\"]*$")
+# Build ids and tags become parts of file names and URLs in the scripts (used with fullmatch).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_TAG = re.compile(r"b[0-9]{1,9}")
 
 
 def _field(value: object, *, what: str, quoted: bool = False) -> str:
@@ -43,6 +46,14 @@ def _field(value: object, *, what: str, quoted: bool = False) -> str:
                           "cannot carry (| or a newline; in quoted values also ' ` $ \\ \")",
                           hint="fix the value in the matrix or the release settings")
     return text
+
+
+def _name(value: str, *, what: str) -> str:
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(f"install scripts: {what} {value!r} is not a name the scripts accept "
+                          "([A-Za-z0-9][A-Za-z0-9._+-]*, no '..')",
+                          hint="fix the build id in the matrix")
+    return _field(value, what=what)
 
 
 def _text(value: str) -> str:
@@ -64,8 +75,9 @@ def table_lines(manifest: ReleaseManifest) -> tuple[list[str], list[str]]:
         if r.kind != "archive":
             continue
         ext = "zip" if r.name.endswith(".zip") else "tar.gz"
-        cells = [r.entry_id, r.os, r.arch, r.backend, r.backend_version, r.libc, r.libc_floor,
-                 r.min_os, r.cpu_baseline, r.min_driver, TIERS.get(r.backend, 9),
+        cells = [_name(r.entry_id, what="build id"), r.os, r.arch, r.backend,
+                 r.backend_version, r.libc, r.libc_floor, r.min_os, r.cpu_baseline,
+                 r.min_driver, TIERS.get(r.backend, 9),
                  _order(r.backend_version), " ".join(r.gpu_targets), ext]
         entries.append("|".join(_field(c, what=f"{r.entry_id}:") for c in cells))
     skipped = ["|".join((_field(d.entry_id, what="id"), "disabled",
@@ -93,6 +105,9 @@ def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
     """
     if not isinstance(manifest, ReleaseManifest):
         manifest = parse_manifest(manifest, source="manifest.json")
+    if not _TAG.fullmatch(manifest.tag):
+        raise ConfigError(f"install scripts: tag {manifest.tag!r} is not b followed by 1 to 9 "
+                          "digits", hint="release tags are bN")
     entries, skipped = table_lines(manifest)
     targets = _archspec_targets()
     levels = {f"x86_v{n}": " ".join(sorted(_features_of(targets[f"x86_64_v{n}"])))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import minisign  # type: ignore[import-untyped]
 import pytest
 from test_rank import matrix_manifest
@@ -72,3 +75,83 @@ def test_unsafe_base_url_is_refused(url: str) -> None:
 def test_bad_public_key_is_refused() -> None:
     with pytest.raises(ConfigError, match="public key"):
         render(matrix_manifest(), "untrusted comment: x\nRWnotakey\n", "https://m/")
+
+
+def test_build_ids_that_are_not_names_are_refused() -> None:
+    m = matrix_manifest()
+    bad = dataclasses.replace(m.assets[0].record, entry_id="x/../y")
+    m = dataclasses.replace(m, assets=(dataclasses.replace(m.assets[0], record=bad),
+                                       *m.assets[1:]))
+    with pytest.raises(ConfigError, match=re.escape("'x/../y' is not a name")):
+        render(m, PUB, "https://m/")
+
+
+@pytest.mark.parametrize("tag", ["b1\n", "b", "b1234567890", "B1"])
+def test_tags_that_are_not_bn_are_refused(tag: str) -> None:
+    with pytest.raises(ConfigError, match="is not b followed by 1 to 9 digits"):
+        render(dataclasses.replace(matrix_manifest(), tag=tag), PUB, "https://m/")
+
+
+# install.ps1 cannot run here (no PowerShell): these read the rendered text for each guard
+# the shell installer's tests exercise, so a guard that is dropped or weakened fails here.
+PS1_GUARDS = {
+    "strict tag": [r"$TagPattern = '\Ab[0-9]{1,9}\z'",
+                   "function Test-Tag([string]$Value) { return $Value -cmatch $TagPattern }",
+                   "if ($Tag -cne 'latest' -and -not (Test-Tag $Tag)) {",
+                   r"if ($text -cnotmatch '\A(b[0-9]{1,9})\n?\z') {"],
+    "names": [r"return ($Value -cmatch '\A[A-Za-z0-9][A-Za-z0-9._+-]*\z') -and "
+              "-not $Value.Contains('..')",
+              r"if ($Backend -cnotmatch '\A[A-Za-z0-9._@+-]*\z') {",
+              "$Url = $From.Replace('{tag}', $Tag)"],
+    "caps": ["$CapLatest = 256", "$CapSums = 1048576", "$CapSig = 4096",
+             "$CapManifest = 4194304",
+             "if ($mem.Length -gt $Cap) { Fail $tooLarge $tooLargeHint 12 }",
+             "if ($null -ne $announced -and $announced -gt $Cap) { Fail $tooLarge "
+             "$tooLargeHint 12 }",
+             "if ($done + $n -gt $Size) {",
+             "if ($null -ne $announced -and $have + $announced -gt $Size) { Fail-Longer $Url "
+             "$Size }",
+             "Save-Capped (Join-Url $Url $asset) $part $size"],
+    "sums": [r"if ($line -cnotmatch '\A([0-9a-f]{64}) [ *](.*)\z')",
+             "elseif ($sums.ContainsKey($name)) { $why = \"the name is listed twice",
+             r"elseif ($name -cmatch '[\x00-\x1f\x7f]') {",
+             "elseif ($name.StartsWith('.')) {",
+             "if ($Bytes.Length -eq 0) { Fail 'SHA256SUMS is empty'"],
+    "members": ["$mode = ($e.ExternalAttributes -shr 16) -band 0xFFFF",
+                "elseif ($kind -eq 0xA000) { $why = 'is a symlink' }",
+                "elseif ($kind -eq 0x2000 -or $kind -eq 0x6000) { $why = 'is a device' }",
+                "elseif (($mode -band 0xE00) -ne 0) {",
+                "elseif (@($name -split '/') -ccontains '..') { $why = 'has a .. component' }",
+                "elseif ($name.StartsWith('/') -or $name.Contains(':')) {",
+                "elseif (-not $seen.Add($name.TrimEnd('/'))) { $why = 'is in the archive twice' }",
+                "if (-not $target.StartsWith($root, [StringComparison]::OrdinalIgnoreCase)) {"],
+    "unpacked size": ["if ($listed -gt $Limit) {", "if ($written -gt $Limit) {",
+                      "Expand-Checked $archive $Stage $unpacked $asset"],
+    "manifest": ["if ((Get-Sha256 $manifestBytes) -cne $Sums['manifest.json']) {",
+                 "records no unpacked_size for it"],
+    "downgrade": ["'^(--allow-downgrade|-AllowDowngrade)$'",
+                  "if ((Test-Tag $installed) -and [long]$Tag.Substring(1) -lt "
+                  "[long]$installed.Substring(1)) {",
+                  "Fail \"refusing to replace ember $installed with the older $Tag",
+                  "if ($signedDate) { $record.date = $signedDate }"],
+    "signed tag": ["if (-not $NoSig -and -not ($words -ccontains $Tag)) {"],
+}
+
+
+@pytest.mark.parametrize("guard", sorted(PS1_GUARDS))
+def test_install_ps1_has_each_guard(guard: str) -> None:
+    text = render(matrix_manifest(), PUB, "https://m.invalid/")["install.ps1"]
+    for statement in PS1_GUARDS[guard]:
+        assert statement in text, statement
+    # the weaker forms it replaced are gone
+    assert "Expand-Archive" not in text
+    assert "-replace '\\{tag\\}'" not in text
+    assert "'^(latest|b\\d+)$'" not in text
+    assert "ReadAsStringAsync" not in text
+
+
+def test_install_ps1_brackets_balance() -> None:
+    # Not a parser, but catches a brace or parenthesis lost while editing the template.
+    text = render(matrix_manifest(), PUB, "https://m.invalid/")["install.ps1"]
+    for pair in ("{}", "()", "[]"):
+        assert text.count(pair[0]) == text.count(pair[1]), pair
