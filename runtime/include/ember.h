@@ -93,10 +93,10 @@ typedef struct ember_model_params {
 EMBER_API ember_status ember_model_load(const char *path, const ember_model_params *params,
                                         ember_model **out, char *err, size_t errlen);
 EMBER_API void ember_model_free(ember_model *model);
-/* Message of the last failed ember_context_create, ember_tokenize or ember_token_to_piece on
- * this model made by the calling thread ("" when none). With NULL: the message of the calling
- * thread's last failed ember_model_load ("model is NULL" when none). The string belongs to the
- * thread and is valid until its next failing call. */
+/* The message of the calling thread's last failed ember_context_create, ember_tokenize or
+ * ember_token_to_piece when that call was on this model, else "". With NULL: the message of the
+ * calling thread's last failed ember_model_load ("model is NULL" when none). The string belongs
+ * to the thread and is valid until its next failing call of the same kind. */
 EMBER_API const char *ember_model_last_error(const ember_model *model);
 
 EMBER_API int32_t ember_model_n_vocab(const ember_model *model);

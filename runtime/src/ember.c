@@ -23,8 +23,9 @@
 #define EM_THREAD_LOCAL _Thread_local
 #endif
 
-/* The last failure of a model-level call on this thread, and the model it was about (NULL for
- * a failed ember_model_load). */
+/* This thread's last failed ember_model_load, and its last failed call that takes a model with
+ * the model it was about. */
+static EM_THREAD_LOCAL char tl_load_err[EM_ERRLEN];
 static EM_THREAD_LOCAL const ember_model *tl_err_model;
 static EM_THREAD_LOCAL char tl_err[EM_ERRLEN];
 
@@ -69,34 +70,36 @@ ember_status ember_model_load(const char *path, const ember_model_params *params
     (void)params;
     if (err && errlen) err[0] = 0;
     if (!out) {
-        set_model_err(NULL, "ember_model_load: out is NULL");
-        if (err && errlen) snprintf(err, errlen, "%s", tl_err);
+        snprintf(tl_load_err, sizeof tl_load_err, "ember_model_load: out is NULL");
+        if (err && errlen) snprintf(err, errlen, "%s", tl_load_err);
         return EMBER_ERR_INVALID_ARGUMENT;
     }
     *out = NULL;
     if (!path) {
-        set_model_err(NULL, "model path is NULL");
-        if (err && errlen) snprintf(err, errlen, "%s", tl_err);
+        snprintf(tl_load_err, sizeof tl_load_err, "model path is NULL");
+        if (err && errlen) snprintf(err, errlen, "%s", tl_load_err);
         return EMBER_ERR_INVALID_ARGUMENT;
     }
-    char msg[EM_ERRLEN];
-    ember_status st = em_model_load(path, out, msg, sizeof msg);
+    ember_status st = em_model_load(path, out, tl_load_err, sizeof tl_load_err);
     if (st != EMBER_OK) {
-        set_model_err(NULL, "%s", msg);
-        if (err && errlen) snprintf(err, errlen, "%s", msg);
+        if (err && errlen) snprintf(err, errlen, "%s", tl_load_err);
     } else if (tl_err_model == *out) {
-        tl_err[0] = 0; /* a stale message about a freed model at the same address */
+        tl_err_model = NULL; /* a stale message about a freed model at the same address */
+        tl_err[0] = 0;
     }
     return st;
 }
 
 void ember_model_free(ember_model *model) {
-    if (model && tl_err_model == model) tl_err[0] = 0;
+    if (model && tl_err_model == model) {
+        tl_err_model = NULL;
+        tl_err[0] = 0;
+    }
     em_model_free(model);
 }
 
 const char *ember_model_last_error(const ember_model *model) {
-    if (!model) return !tl_err_model && tl_err[0] ? tl_err : "model is NULL";
+    if (!model) return tl_load_err[0] ? tl_load_err : "model is NULL";
     return tl_err_model == model ? tl_err : "";
 }
 int32_t ember_model_n_vocab(const ember_model *model) { return model ? model->hp.n_vocab : 0; }

@@ -1,8 +1,8 @@
 /* shared_model_threads.c - one model shared by several threads, each with its own context:
  * ember.h promises that a loaded model is read-only and may be used from any number of threads
  * at once. Every thread reads metadata, tokenizes, renders tokens, provokes the errors of the
- * model-level calls (and reads them back), creates a context, generates and provokes a context
- * error, over a few rounds. Every thread must get the results a single thread gets, and each
+ * model-level calls and of a load (and reads them back), creates a context, generates and
+ * provokes a context error, over a few rounds. Every thread must get the results a single thread gets, and each
  * error message must be the one of that thread's own failed call.
  *
  *     shared_model_threads MODEL [THREADS] [ROUNDS]
@@ -98,6 +98,18 @@ static void run(void *arg) {
         st = ember_context_create(m, &cp, &ctx);
         CHECK(j, st == EMBER_ERR_INVALID_ARGUMENT && ctx == NULL, "context with kernel %s: status %d", kernel, (int)st);
         CHECK(j, strstr(ember_model_last_error(m), kernel) != NULL, "last error '%s', wanted '%s'", ember_model_last_error(m), kernel);
+
+        /* a failed load: its message is the thread's own too */
+        char missing[64];
+        snprintf(missing, sizeof missing, "no-such-model-%d.gguf", j->ith);
+        ember_model *none = NULL;
+        char lerr[256];
+        st = ember_model_load(missing, NULL, &none, lerr, sizeof lerr);
+        CHECK(j, st == EMBER_ERR_IO && none == NULL && strstr(lerr, missing), "load of %s: status %d, '%s'", missing,
+              (int)st, lerr);
+        CHECK(j, strstr(ember_model_last_error(NULL), missing) != NULL, "load error '%s', wanted '%s'",
+              ember_model_last_error(NULL), missing);
+        CHECK(j, strstr(ember_model_last_error(m), kernel) != NULL, "a load failure replaced '%s'", ember_model_last_error(m));
 
         /* a context of its own on the shared model */
         cp = ember_context_default_params();

@@ -237,8 +237,19 @@ def test_generate_arguments_are_checked_before_c(
         (lambda m: m.token_bytes(2**32 + 1), ValueError, r"token must be an integer in \[0, 15\]"),
         (lambda m: m.detokenize([1, 2**32 + 2]), ValueError, r"ids\[1\] .*got 4294967298"),
         (lambda m: m.meta("general.name\0x"), ValueError, r"key must not contain a NUL byte"),
+        (lambda m: m.tokenize(5), TypeError, r"text must be str or bytes, got int"),
+        (lambda m: m.generate(b"ab", 2), TypeError, r"prompt must be a sequence of token ids"),
     ],
-    ids=["logits-big", "logits-negative", "logits-str", "token_bytes", "detokenize", "meta-nul"],
+    ids=[
+        "logits-big",
+        "logits-negative",
+        "logits-str",
+        "token_bytes",
+        "detokenize",
+        "meta-nul",
+        "tokenize-int",
+        "generate-bytes",
+    ],
 )
 def test_token_and_key_arguments_are_checked_before_c(
     model: Any, call: Callable[[Any], object], error: type, pattern: str

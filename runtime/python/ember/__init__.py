@@ -335,6 +335,9 @@ class Model:
     ) -> list[int]:
         """Token ids of text, as llama.cpp's llama_tokenize gives them."""
         self._check()
+        if not isinstance(text, (str, bytes, bytearray, memoryview)):
+            # bytes(5) would be five NUL bytes, tokenized without complaint
+            raise TypeError(f"text must be str or bytes, got {type(text).__name__} ({text!r:.80})")
         data = text.encode() if isinstance(text, str) else bytes(text)
         n = ctypes.c_size_t()
         cap = len(data) + 16
