@@ -14,6 +14,8 @@ and print.
 from __future__ import annotations
 
 import difflib
+import functools
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import jinja2
 import yaml
 
 from kiln.errors import CommandFailed, ConfigError, DriftError, ToolMissing
-from kiln.matrix import Entry, Matrix
+from kiln.matrix import RUNNER_RE, Entry, Matrix
 from kiln.run import run
 
 __all__ = ["CiConfig", "Rendered", "check", "job_id", "lint", "load_config", "render", "write"]
@@ -36,7 +38,34 @@ ACTION_KEYS = ("checkout", "setup-python", "cache", "upload-artifact", "download
 CONFIG_KEYS = ("actions", "python", "runner_overrides", "extra_runner_labels", "permissions",
                "concurrency", "extra_steps", "setup")
 EXTRA_STEP_KEYS = ("before_build", "after_build")
-ACTION_REF_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[A-Za-z0-9_.-]+$")
+# Every pattern is used with fullmatch (with re.match, "$" would accept a trailing newline).
+ACTION_REF_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[A-Za-z0-9_.-]+")
+# A local action (uses: ./path) or a container action (uses: docker://image).
+LOCAL_ACTION_RE = re.compile(r"\./[A-Za-z0-9_./-]+|docker://[A-Za-z0-9][A-Za-z0-9_./:@-]*")
+# setup-python's python-version: 3.11, 3.x, 3.13t, pypy3.10, graalpy-24.1 ...
+PYTHON_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+-]*")
+# The GitHub permission scopes and their levels (GitHub Actions' workflow syntax).
+PERMISSION_SCOPES = ("actions", "attestations", "checks", "contents", "deployments",
+                     "discussions", "id-token", "issues", "models", "packages", "pages",
+                     "pull-requests", "repository-projects", "security-events", "statuses")
+PERMISSION_LEVELS = ("read", "write", "none")
+CONCURRENCY_KEYS = ("group", "cancel-in-progress")
+DEFAULT_CONCURRENCY = {"group": "release-${{ github.ref }}", "cancel-in-progress": False}
+# A concurrency group: plain characters and expressions naming the run's ref or workflow
+# (never a secret or the token: the group is shown in the Actions UI).
+GROUP_RE = re.compile(r"(?:[A-Za-z0-9_./-]|\$\{\{ github\.(?:ref|ref_name|head_ref|"
+                      r"base_ref|workflow|event_name|sha|run_id|repository) \}\})+")
+STEP_KEYS = ("name", "id", "if", "uses", "run", "shell", "with", "env", "working-directory",
+             "continue-on-error", "timeout-minutes")
+# Step values that take ${{ }} expressions. Elsewhere (run scripts above all) an expression is
+# pasted into the script text before the shell sees it, which is how workflows get injected;
+# pass it through env: instead.
+EXPRESSION_KEYS = ("if", "with", "env")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+INPUT_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+# What may be printed as a YAML key or a bare word inside a generated scalar.
+WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_LINE_BREAKS = ("\n", "\r", "\x85", "\u2028", "\u2029")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,19 +93,105 @@ def _suggest(word: str, options: Sequence[str]) -> str:
     return f"did you mean '{close[0]}'?" if close else "valid: " + ", ".join(options)
 
 
+def _control(text: str, *, newlines: bool = False) -> str | None:
+    """The first control character in ``text`` (newline and tab allowed when ``newlines``),
+    or ``None``."""
+    for ch in text:
+        if newlines and ch in "\n\t":
+            continue
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in ("\u2028", "\u2029"):
+            return ch
+    return None
+
+
+def _string(value: object, key: str, path: Path, pattern: re.Pattern[str], fix: str) -> str:
+    """A single-line setting: a string matching ``pattern`` in full (no newline, no control
+    character, no ``${{``, unless the pattern itself allows an expression)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {key}: expected a string, got {type(value).__name__} "
+                          f"{value!r}", hint=fix)
+    if pattern.fullmatch(value) is None:
+        bad = _control(value)
+        why = (f"contains the control character {bad!r}" if bad is not None
+               else "contains a ${{ }} expression" if "${{" in value
+               else f"does not match {pattern.pattern}")
+        raise ConfigError(f"{path}: {key}: {value!r} {why}", hint=fix)
+    return value
+
+
+def _mapping(value: object, key: str, path: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{path}: {key}: expected a mapping with string keys, got "
+                          f"{type(value).__name__}", hint=f"write {key}: {{name: value}}")
+    return value
+
+
+def _step_text(value: object, key: str, path: Path, *, multiline: bool,
+               expressions: bool) -> None:
+    if isinstance(value, bool | int | float) and not isinstance(value, str):
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: {key}: expected a string or a number, got "
+                          f"{type(value).__name__}")
+    bad = _control(value, newlines=multiline)
+    if bad is not None:
+        raise ConfigError(f"{path}: {key}: {value[:60]!r} contains the control character "
+                          f"{bad!r}", hint="write it on one line" if not multiline else None)
+    if not expressions and "${{" in value:
+        raise ConfigError(f"{path}: {key}: {value[:60]!r} contains a ${{{{ }}}} expression",
+                          hint="pass the value through the step's env: and use the variable "
+                               "(an expression in a script is pasted into its text)")
+
+
 def _steps(value: object, where: str, path: Path) -> tuple[Mapping[str, Any], ...]:
     if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
         raise ConfigError(f"{path}: '{where}' must be a list of steps (mappings)",
                           hint="write '- name: ...\\n  run: ...' items")
-    for step in value:
+    for n, step in enumerate(value):
+        at = f"{where}[{n}]"
         if "run" not in step and "uses" not in step:
             raise ConfigError(f"{path}: a step in '{where}' has neither 'run' nor 'uses'",
                               hint="give every step a run: or uses:")
+        for key, item in step.items():
+            if key not in STEP_KEYS:
+                raise ConfigError(f"{path}: {at}: unknown step key {key!r}",
+                                  hint=_suggest(str(key), STEP_KEYS))
+            if key in ("with", "env"):
+                names = ENV_NAME_RE if key == "env" else INPUT_NAME_RE
+                for name, v in _mapping(item, f"{at}.{key}", path).items():
+                    _string(name, f"{at}.{key} key", path, names, "use a plain name")
+                    _step_text(v, f"{at}.{key}.{name}", path, multiline=True,
+                               expressions=True)
+            elif key == "continue-on-error":
+                if not isinstance(item, bool):
+                    raise ConfigError(f"{path}: {at}.{key}: expected true or false")
+            elif key == "timeout-minutes":
+                if not isinstance(item, int) or isinstance(item, bool) or item <= 0:
+                    raise ConfigError(f"{path}: {at}.{key}: expected a positive number")
+            elif key == "uses":
+                if not isinstance(item, str) or not (ACTION_REF_RE.fullmatch(item)
+                                                     or LOCAL_ACTION_RE.fullmatch(item)):
+                    raise ConfigError(f"{path}: {at}.uses: {item!r} is not an action "
+                                      "reference", hint="write owner/repo@ref or ./path")
+            else:
+                if not isinstance(item, str):
+                    raise ConfigError(f"{path}: {at}.{key}: expected a string, got "
+                                      f"{type(item).__name__}")
+                _step_text(item, f"{at}.{key}", path, multiline=key == "run",
+                           expressions=key in EXPRESSION_KEYS)
     return tuple(value)
 
 
 def load_config(path: Path, matrix: Matrix) -> CiConfig:
-    """Parse and validate ``ci/config.yaml``; every error names the key and the fix."""
+    """Parse and validate ``ci/config.yaml``; every error names the key and the fix.
+
+    Every value is checked for its type and characters here, before anything is rendered:
+    the settings that are printed into the workflows as YAML scalars may hold no newline or
+    other control character and no ``${{ }}`` expression (except the few run facts a
+    concurrency group may name), so a value cannot add keys, jobs or permissions to the
+    workflow nor reach a secret. (``render`` quotes them as well.)"""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -88,31 +203,58 @@ def load_config(path: Path, matrix: Matrix) -> CiConfig:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for key in doc:
         if key not in CONFIG_KEYS:
-            raise ConfigError(f"{path}: unknown key '{key}'", hint=_suggest(key, CONFIG_KEYS))
-    actions = doc.get("actions") or {}
+            raise ConfigError(f"{path}: unknown key '{key}'",
+                              hint=_suggest(str(key), CONFIG_KEYS))
+    actions = _mapping(doc.get("actions"), "actions", path)
     for key, ref in actions.items():
         if key not in ACTION_KEYS:
             raise ConfigError(f"{path}: actions: unknown action '{key}'",
                               hint=_suggest(key, ACTION_KEYS))
-        if not isinstance(ref, str) or not ACTION_REF_RE.match(ref):
-            raise ConfigError(f"{path}: actions.{key}: '{ref}' is not an action reference",
-                              hint="write owner/repo@ref, e.g. actions/checkout@v4 or a SHA")
+        _string(ref, f"actions.{key}", path, ACTION_REF_RE,
+                "write owner/repo@ref, e.g. actions/checkout@v4 or a SHA")
     missing = [k for k in ACTION_KEYS if k not in actions]
     if missing:
         raise ConfigError(f"{path}: actions: missing {', '.join(missing)}",
                           hint="name a reference for each action the workflows use")
     ids = set(matrix.ids)
-    overrides = doc.get("runner_overrides") or {}
-    for entry_id in overrides:
+    overrides = _mapping(doc.get("runner_overrides"), "runner_overrides", path)
+    for entry_id, runner in overrides.items():
         if entry_id not in ids:
             raise ConfigError(f"{path}: runner_overrides: no matrix entry '{entry_id}'",
                               hint=_suggest(entry_id, sorted(ids)))
-    extra = doc.get("extra_steps") or {}
+        _string(runner, f"runner_overrides.{entry_id}", path, RUNNER_RE,
+                "write a runner label such as ubuntu-24.04 or self-hosted-x64")
+    labels = doc.get("extra_runner_labels") or []
+    if not isinstance(labels, list):
+        raise ConfigError(f"{path}: extra_runner_labels: expected a list of runner labels")
+    for n, label in enumerate(labels):
+        _string(label, f"extra_runner_labels[{n}]", path, RUNNER_RE,
+                "write a runner label such as windows-11-arm")
+    permissions = _mapping(doc.get("permissions"), "permissions", path)
+    for scope, level in permissions.items():
+        if scope not in PERMISSION_SCOPES:
+            raise ConfigError(f"{path}: permissions: unknown scope {scope!r}",
+                              hint=_suggest(scope, PERMISSION_SCOPES))
+        if not isinstance(level, str) or level not in PERMISSION_LEVELS:
+            raise ConfigError(f"{path}: permissions.{scope}: {level!r} is not a permission "
+                              "level", hint="use read, write or none")
+    concurrency = _mapping(doc.get("concurrency"), "concurrency", path) or dict(
+        DEFAULT_CONCURRENCY)
+    for key in concurrency:
+        if key not in CONCURRENCY_KEYS:
+            raise ConfigError(f"{path}: concurrency: unknown key '{key}'",
+                              hint=_suggest(key, CONCURRENCY_KEYS))
+    _string(concurrency.get("group"), "concurrency.group", path, GROUP_RE,
+            "write e.g. release-${{ github.ref }}: letters, digits, '_', '.', '/', '-' and "
+            "${{ github.ref }}-like expressions naming the run")
+    if not isinstance(concurrency.get("cancel-in-progress", False), bool):
+        raise ConfigError(f"{path}: concurrency.cancel-in-progress: expected true or false")
+    extra = _mapping(doc.get("extra_steps"), "extra_steps", path)
     for key in extra:
         if key not in EXTRA_STEP_KEYS:
             raise ConfigError(f"{path}: extra_steps: unknown key '{key}'",
                               hint=_suggest(key, EXTRA_STEP_KEYS))
-    setup = doc.get("setup") or {}
+    setup = _mapping(doc.get("setup"), "setup", path)
     for entry_id in setup:
         if entry_id not in ids:
             raise ConfigError(f"{path}: setup: no matrix entry '{entry_id}'",
@@ -120,15 +262,16 @@ def load_config(path: Path, matrix: Matrix) -> CiConfig:
     python = doc.get("python", "3.11")
     if not isinstance(python, str):
         raise ConfigError(f"{path}: python: write the version as a quoted string, e.g. \"3.11\"")
+    _string(python, "python", path, PYTHON_RE, 'write a version such as "3.11"')
     return CiConfig(
         actions=dict(actions), python=python,
-        runner_overrides={str(k): str(v) for k, v in overrides.items()},
-        extra_runner_labels=tuple(str(x) for x in doc.get("extra_runner_labels") or ()),
-        permissions={str(k): str(v) for k, v in (doc.get("permissions") or {}).items()},
-        concurrency=dict(doc.get("concurrency") or {}),
+        runner_overrides=dict(overrides),
+        extra_runner_labels=tuple(labels),
+        permissions=dict(permissions),
+        concurrency=dict(concurrency),
         before_build=_steps(extra.get("before_build", []), "extra_steps.before_build", path),
         after_build=_steps(extra.get("after_build", []), "extra_steps.after_build", path),
-        setup={str(k): _steps(v, f"setup.{k}", path) for k, v in setup.items()},
+        setup={k: _steps(v, f"setup.{k}", path) for k, v in setup.items()},
     )
 
 
@@ -148,7 +291,6 @@ def _build_job(entry: Entry, config: CiConfig) -> dict[str, Any]:
         "local": entry.local,
         "setup_steps": list(config.setup.get(entry.id, ())),
         "cache_key": f"kiln-{entry.id}-${{{{ hashFiles('pyproject.toml', 'recipes/**') }}}}",
-        "build_args": entry.id if entry.local else f"{entry.id} --on-ci-runner",
     }
 
 
@@ -172,6 +314,71 @@ def _to_yaml(value: object, indent: int) -> str:
     return "\n".join(pad + line if line else line for line in text.rstrip("\n").splitlines())
 
 
+def _single_line(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"workflow {what}: expected a string, got {value!r}")
+    if any(ch in value for ch in _LINE_BREAKS) or _control(value) is not None:
+        raise ConfigError(f"workflow {what}: {value!r} contains a line break or a control "
+                          "character", hint="fix the value in matrix/ or ci/config.yaml")
+    return value
+
+
+def yaml_quoted(value: object) -> str:
+    """``value`` as a double-quoted YAML scalar (JSON's string syntax, which YAML reads the
+    same way; every character outside printable ASCII is escaped)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"workflow value: expected a string, got {value!r}")
+    return json.dumps(value, ensure_ascii=True)
+
+
+def yaml_scalar(value: object) -> str:
+    """``value`` as a YAML scalar that reads back as exactly this string wherever a value
+    is printed in the templates (``key: VALUE``, ``- VALUE``): plain when plain YAML gives
+    the same string (keeps the workflows readable and unchanged), double-quoted otherwise."""
+    if not isinstance(value, str):
+        raise ConfigError(f"workflow value: expected a string, got {value!r}")
+    return _scalar(value)
+
+
+@functools.lru_cache(maxsize=4096)  # a workflow prints the same few values many times
+def _scalar(value: str) -> str:
+    if (_PLAIN_RE.fullmatch(value) and not _YAML12_NUMBER_RE.fullmatch(value)
+            and _reads_back(f"k: {value}", value) and _reads_back(f"- {value}", value)):
+        return value
+    return yaml_quoted(value)
+
+
+# Printable ASCII, no leading or trailing space, no quote or indicator that plain YAML treats
+# specially at the start; whether the rest reads back is then asked of the YAML parser.
+_PLAIN_RE = re.compile(r"[A-Za-z0-9_./$][ -~]*(?<! )")
+# Numbers in YAML 1.2 (GitHub's parser) that PyYAML's YAML 1.1 reads as strings: quoted.
+_YAML12_NUMBER_RE = re.compile(r"[-+]?(?:0o[0-7]+|0x[0-9a-fA-F]+|[0-9][0-9_.eE+-]*"
+                               r"|\.(?:inf|Inf|INF|nan|NaN|NAN))")
+
+
+def _reads_back(text: str, value: str) -> bool:
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return doc in ({"k": value}, [value])
+
+
+def yaml_word(value: object) -> str:
+    """A bare word printed as a YAML key or inside a larger scalar (job ids, permission
+    scopes): refused unless it is letters, digits, '_', '.' and '-'."""
+    text = _single_line(value, "word")
+    if WORD_RE.fullmatch(text) is None:
+        raise ConfigError(f"workflow key or word {text!r} is not letters, digits, '_', '.' "
+                          "and '-'", hint="fix the value in matrix/ or ci/config.yaml")
+    return text
+
+
+def yaml_comment(value: object) -> str:
+    """Text printed in a ``#`` comment: one line, or it would end the comment."""
+    return _single_line(value, "comment")
+
+
 def _environment(templates: Path) -> jinja2.Environment:
     # GitHub's own ${{ ... }} expressions stay literal: the templates use [[ ]] and [% %].
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates)),
@@ -181,6 +388,12 @@ def _environment(templates: Path) -> jinja2.Environment:
                              block_start_string="[%", block_end_string="%]",
                              comment_start_string="[#", comment_end_string="#]")
     env.filters["to_yaml"] = _to_yaml
+    # Every value printed into a workflow goes through one of these: a value can then never
+    # add lines (keys, jobs, permissions) to the YAML around it.
+    env.filters["scalar"] = yaml_scalar
+    env.filters["quoted"] = yaml_quoted
+    env.filters["word"] = yaml_word
+    env.filters["comment"] = yaml_comment
     return env
 
 
