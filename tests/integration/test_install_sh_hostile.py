@@ -26,7 +26,7 @@ import threading
 import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -263,7 +263,8 @@ class Mirror:
     script: Path
     shell: str
     tmp: Path
-    runs: list[str] = field(default_factory=list)
+    # a directory put first on PATH (a tar that is bsdtar, as on macOS)
+    tools: Path | None = None
 
     @property
     def url(self) -> str:
@@ -279,7 +280,10 @@ class Mirror:
         return self.tmp / "cache" / "ember-install"
 
     def run(self, *args: str, from_url: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.tmp / "home"),
+        path = os.environ.get("PATH", "/usr/bin:/bin")
+        if self.tools is not None:
+            path = f"{self.tools}:{path}"
+        env = {"PATH": path, "HOME": str(self.tmp / "home"),
                "LANG": "C", "XDG_CACHE_HOME": str(self.tmp / "cache"),
                "TMPDIR": str(self.tmp / "work")}
         for d in ("home", "work"):
@@ -421,6 +425,35 @@ def test_hostile_tar_members_are_refused(mirror: Mirror, kind: str, message: str
     refused(mirror, before, done, 12, message)
     assert not Path("/tmp/ember-hostile-absolute").exists()
     assert not (mirror.tmp / "escaped").exists()
+
+
+@pytest.fixture
+def bsdtar(mirror: Mirror) -> Mirror:
+    found = shutil.which("bsdtar")
+    if found is None:
+        pytest.skip("bsdtar is not installed (libarchive-tools)")
+    tools = mirror.tmp / "bsdtar-tools"
+    tools.mkdir()
+    (tools / "tar").symlink_to(found)
+    mirror.tools = tools
+    return mirror
+
+
+@pytest.mark.parametrize(("kind", "message"), TAR_CASES, ids=[c[0] for c in TAR_CASES])
+def test_hostile_tar_members_are_refused_with_bsdtar(bsdtar: Mirror, kind: str,
+                                                     message: str) -> None:
+    # bsdtar (macOS, the BSDs) lists members in another layout than GNU tar.
+    test_hostile_tar_members_are_refused(bsdtar, kind, message)
+
+
+def test_a_good_tar_installs_with_bsdtar(bsdtar: Mirror) -> None:
+    top = f"ember-b1-bin-{TAR_ID}"
+    members = good_members(top, "b1")
+    members[0][0].uname = members[0][0].gname = "bob"  # an owner name of three letters
+    publish(bsdtar.root, bsdtar.key, "b1", members=members)
+    done = bsdtar.run("--tag", "b1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (bsdtar.prefix / "bin" / "ember-cli").stat().st_mode & 0o7777 == 0o755
 
 
 def test_modes_are_masked_and_never_the_archives_owner(mirror: Mirror) -> None:
