@@ -87,7 +87,8 @@ def _bad_name(name: str) -> str | None:
 
 def parse_sums_strict(data: bytes, *, source: str) -> dict[str, str]:
     """``SHA256SUMS`` as ``{name: sha256}``. Each line is exactly ``<64 lower-case hex>  <name>``
-    or ``<hex> *<name>`` and ends with a newline (the last one may not); a name listed twice
+    or ``<hex> *<name>`` and ends with a newline (the last one may not), and every name is a
+    release file name (``check_name``); a name listed twice
     (even with the same digest: a reader that keeps the last line could be shown another file
     than the one the first line vouches for), a name with '/', a backslash, a NUL or a control
     character, a name starting with '.', a blank line, text that is not UTF-8 and an empty
@@ -114,6 +115,13 @@ def parse_sums_strict(data: bytes, *, source: str) -> dict[str, str]:
         why = _bad_name(name)
         if why is not None:
             raise IntegrityError(f"{source}:{n}: {why}: {line[:100]!r}",
+                                 hint="the release is damaged or hostile")
+        if not NAME_RE.fullmatch(name) or ".." in name:
+            # Every file of a release has a plain name (contract of release names): a name
+            # with a space or shell syntax is not one, whatever a reader would do with it.
+            raise IntegrityError(f"{source}:{n}: {name[:80]!r} is not a release file name "
+                                 "(letters, digits and ._+- only, starting with a letter or "
+                                 "digit, no '..')",
                                  hint="the release is damaged or hostile")
         if name in out:
             raise IntegrityError(f"{source}:{n}: {name!r} is listed twice",

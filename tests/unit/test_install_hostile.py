@@ -456,6 +456,10 @@ SUMS_CASES = [
     (f"{H}  .hidden\n".encode(), "starting with '.'"),
     (f"{H}  \n".encode(), "empty name"),
     (f"{H}  a\n{H} *a\n".encode(), "listed twice"),
+    (f"{H}  two words\n".encode(), "is not a release file name"),
+    (f"{H}  $(touch x)\n".encode(), "is not a release file name"),
+    (f"{H}  -rf\n".encode(), "is not a release file name"),
+    (f"{H}  a..b\n".encode(), "is not a release file name"),
     (b"\xff\xfe\n", "not UTF-8"),
 ]
 
