@@ -77,7 +77,7 @@ CONTRACT_CLASSES: Mapping[str, tuple[str, ...]] = {
     "sums-duplicate": RELEASE_CONSUMERS, "sums-missing-asset": RELEASE_CONSUMERS,
     "sums-unsafe-name": RELEASE_CONSUMERS,
     "sig-other-key": RELEASE_CONSUMERS, "sig-other-content": RELEASE_CONSUMERS,
-    "sig-comment-other-tag": INSTALLERS,
+    "sig-comment-other-tag": RELEASE_CONSUMERS, "sig-comment-other-identity": PUBLISHERS,
     "rollback": INSTALLERS, "freeze": INSTALLERS,
     "transport-truncated": INSTALLERS, "transport-http-error": INSTALLERS,
     "tag-syntax": RELEASE_CONSUMERS, "asset-name-syntax": RELEASE_CONSUMERS,
@@ -609,15 +609,24 @@ def release_cases() -> list[Case]:
     add(Case("sig-other-content", "sig-other-content", RELEASE_CONSUMERS,
              mirror=MirrorSpec(releases=(ReleaseSpec(sign_other_content=True),)),
              release=ReleaseSpec(sign_other_content=True), expect=bad_sig))
-    add(Case("sig-comment-other-tag", "sig-comment-other-tag", INSTALLERS,
-             mirror=MirrorSpec(releases=(ReleaseSpec(
-                 comment="{project} b9 commit {commit} date {date}"),)),
-             expect=expect(12, rf"(?i)does not name {NEW}")))
-    add(Case("sig-comment-longer-tag", "sig-comment-other-tag", INSTALLERS,
-             mirror=MirrorSpec(releases=(ReleaseSpec(
-                 comment="{project} b100 commit {commit} date {date}"),)),
-             expect=expect(12, rf"(?i)does not name {NEW}"),
-             why="b100 contains b10: the match must be on the whole token"))
+    # kiln publish checks the whole signed identity against manifest.json (a release error
+    # or an integrity error: both refusals).
+    pub_comment = tuple((c, expect((9, 12), r"(?i)comment.*does not name")) for c in PUBLISHERS)
+    for label, comment, why in (
+            ("other-tag", "{project} b9 commit {commit} date {date}", ""),
+            ("longer-tag", "{project} b100 commit {commit} date {date}",
+             "b100 contains b10: the match must be on the whole token")):
+        spec = ReleaseSpec(comment=comment)
+        add(Case(f"sig-comment-{label}", "sig-comment-other-tag", RELEASE_CONSUMERS,
+                 mirror=MirrorSpec(releases=(spec,)), release=spec,
+                 expect=expect(12, rf"(?i)does not name {NEW}"), per_consumer=pub_comment,
+                 why=why))
+    for label, comment in (("other-commit", "{project} {tag} commit " + "d" * 40 + " date {date}"),
+                           ("other-date", "{project} {tag} commit {commit} date "
+                                          "2020-01-01T00:00:00Z"),
+                           ("other-project", "llama {tag} commit {commit} date {date}")):
+        add(Case(f"sig-comment-{label}", "sig-comment-other-identity", PUBLISHERS,
+                 release=ReleaseSpec(comment=comment), expect=pub_comment[0][1]))
     add(Case("sig-comment-explicit-tag", "sig-comment-other-tag", INSTALLERS,
              mirror=MirrorSpec(releases=(ReleaseSpec(
                  comment="{project} b11 commit {commit} date {date}"),),

@@ -29,6 +29,7 @@ from .conftest import REPO, Hostile
 from .corpus import (
     CLI_SCRIPT,
     DASH,
+    DATE,
     ENTRY,
     INSTALLED,
     INSTALLERS,
@@ -42,9 +43,12 @@ from .corpus import (
 )
 from .server import HostileServer
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile-install")]
+pytestmark = [pytest.mark.integration]
 
-PARAMS = [pytest.param(consumer, c.name, id=f"{consumer}:{c.name}")
+# One xdist group per installer: each worker builds the mirrors of the cases it runs (the
+# corpus is built lazily, a case at a time), so the three installers spread over the workers.
+PARAMS = [pytest.param(consumer, c.name, id=f"{consumer}:{c.name}",
+                       marks=pytest.mark.xdist_group(f"hostile-{consumer}"))
           for c in all_cases() for consumer in INSTALLERS if consumer in c.consumers]
 CONTROL = Case(name="control-honest-b10", klass="control", consumers=INSTALLERS,
                mirror=MirrorSpec(), expect=expect(0, ""))
@@ -167,6 +171,7 @@ def test_control_installs_an_honest_release(consumer: str, hostile: Hostile,
     assert r.code == 0, report(["the honest release was not installed"], r)
     record = json.loads((ws.prefix / ".ember-install.json").read_text(encoding="utf-8"))
     assert record["tag"] == NEW
+    assert record.get("date") == DATE, "the install record lacks the signed release date"
     assert (ws.prefix / "bin" / "ember-cli").read_bytes() == CLI_SCRIPT
     assert re.search(rf"installed ember {NEW} \({ENTRY}\)", r.out), r.out
     assert bad_cache_entries((ws.kiln_cache, ws.xdg_cache)) == []
