@@ -204,6 +204,7 @@ class _Server(http.server.ThreadingHTTPServer):
     # Content-Length, then zeros)
     faults: dict[str, str]
     log: list[str]
+    agents: set[str]
     sent: dict[str, int]
 
 
@@ -233,6 +234,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         srv = self.server
         name = urllib.parse.unquote(urllib.parse.urlparse(self.path).path).lstrip("/")
         srv.log.append(name)
+        srv.agents.add((self.headers.get("User-Agent") or "").split("/")[0])
         fault = srv.faults.get(name, "")
         if fault in ("zeros", "zeros-announced"):
             self._zeros(name, fault == "zeros-announced")
@@ -265,6 +267,7 @@ class Mirror:
     tmp: Path
     # a directory put first on PATH (a tar that is bsdtar, as on macOS)
     tools: Path | None = None
+    tools_only: bool = False  # PATH is only that directory
 
     @property
     def url(self) -> str:
@@ -282,7 +285,7 @@ class Mirror:
     def run(self, *args: str, from_url: str | None = None) -> subprocess.CompletedProcess[str]:
         path = os.environ.get("PATH", "/usr/bin:/bin")
         if self.tools is not None:
-            path = f"{self.tools}:{path}"
+            path = str(self.tools) if self.tools_only else f"{self.tools}:{path}"
         env = {"PATH": path, "HOME": str(self.tmp / "home"),
                "LANG": "C", "XDG_CACHE_HOME": str(self.tmp / "cache"),
                "TMPDIR": str(self.tmp / "work")}
@@ -318,6 +321,7 @@ def mirror(request: pytest.FixtureRequest, tmp_path: Path, key: Key,
            script: Path) -> Iterator[Mirror]:
     server = _Server(("127.0.0.1", 0), _Handler)
     server.root, server.faults, server.log, server.sent = tmp_path / "mirror", {}, [], {}
+    server.agents = set()
     server.root.mkdir()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
@@ -387,6 +391,14 @@ def _hostile_tar(kind: str, top: str) -> list[tuple[tarfile.TarInfo, bytes]]:
         return [*base, _special(f"{top}/passwd", tarfile.SYMTYPE, link="/etc/passwd")]
     if kind == "symlink-up":
         return [*base, _special(f"{top}/bin/up", tarfile.SYMTYPE, link="../../../outside")]
+    if kind == "symlink-chain":
+        # Each link stays inside by its text; through sub/b (-> ../x) the second one leaves.
+        x, sub = tarfile.TarInfo(f"{top}/x"), tarfile.TarInfo(f"{top}/sub")
+        x.type = sub.type = tarfile.DIRTYPE
+        x.mode = sub.mode = 0o755
+        return [*base, (x, b""), (sub, b""),
+                _special(f"{top}/sub/b", tarfile.SYMTYPE, link="../x"),
+                _special(f"{top}/a", tarfile.SYMTYPE, link="sub/b/../../..")]
     if kind == "hardlink":
         return [*base, _special(f"{top}/bin/hl", tarfile.LNKTYPE, link=f"{top}/README")]
     if kind == "dotdot":
@@ -408,6 +420,7 @@ TAR_CASES = [
     ("fifo", "is a FIFO"),
     ("symlink-absolute", "points to the absolute path /etc/passwd"),
     ("symlink-up", "points outside the archive"),
+    ("symlink-chain", "resolves outside the archive"),
     ("hardlink", "is a hard link"),
     ("dotdot", "has a .. component"),
     ("absolute", "is an absolute path"),
@@ -569,6 +582,37 @@ def test_a_leftover_longer_than_the_signed_size_is_not_resumed(mirror: Mirror) -
     done = mirror.run("--tag", "b1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert (mirror.cache / f"{sha}-{rel.asset}").read_bytes() == data
+
+
+@pytest.fixture
+def wget_only(mirror: Mirror) -> Mirror:
+    """The mirror, with every program on PATH but curl: downloads go through wget."""
+    if shutil.which("wget") is None:
+        pytest.skip("wget is not installed")
+    tools = mirror.tmp / "no-curl"
+    tools.mkdir()
+    for d in os.environ.get("PATH", "/usr/bin:/bin").split(":"):
+        if not d or not Path(d).is_dir():
+            continue
+        for exe in Path(d).iterdir():
+            if exe.name != "curl" and not (tools / exe.name).exists() \
+                    and os.access(exe, os.X_OK) and exe.is_file():
+                (tools / exe.name).symlink_to(exe)
+    mirror.tools, mirror.tools_only = tools, True
+    return mirror
+
+
+def test_wget_downloads_are_capped_too(wget_only: Mirror) -> None:
+    before = installed(wget_only)
+    rel = publish(wget_only.root, wget_only.key, "b2")
+    wget_only.server.faults[f"b2/{rel.asset}"] = "zeros"
+    done = wget_only.run("--tag", "b2")
+    size = rel.archive.stat().st_size
+    refused(wget_only, before, done, 12, f"is longer than the {size} bytes its signed record")
+    assert wget_only.server.sent.get(f"b2/{rel.asset}", 0) < 64 << 20
+    wget_only.server.faults["b2/SHA256SUMS"] = "zeros"
+    refused(wget_only, before, wget_only.run("--tag", "b2"), 12, "is larger than 1048576")
+    assert wget_only.server.agents == {"Wget"}
 
 
 # --------------------------------------------------------------------------------------------
