@@ -6,6 +6,9 @@ registers them."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from kiln.run import run
 from kiln.toolchains.recipe import VerifySpec
 
 __all__ = [
+    "UNICODE_PROMPT",
     "VERIFY_VERSION",
     "Check",
     "CliRun",
@@ -33,10 +37,18 @@ __all__ = [
     "parse_cli_json",
     "run_and_compare",
     "run_cli",
+    "unicode_check",
 ]
 
 # Bump when a verifier's checks change, so cached reports are redone.
-VERIFY_VERSION = 2
+VERIFY_VERSION = 3
+
+# The second prompt of the run-based verifiers: Latin accents, a dash and CJK, so a build that
+# passes its command line through a legacy code page (Windows' ANSI argv turns them into '?')
+# tokenizes it differently from the same text read from a UTF-8 file.
+UNICODE_PROMPT = "Café naïve — 東京の天気は？"
+# The folder the model is linked into for that run: a non-ASCII path (and a space).
+UNICODE_DIR = "modèle 東京"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,3 +260,49 @@ def run_and_compare(ctx: VerifyContext, *, how: str, prefix: Sequence[str],
     except KilnError as exc:
         return Check(name=how, ok=False, detail=exc.message), None
     return compare_ids(got, ctx, how=how), got.generated_ids
+
+
+def unicode_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Path,
+                  model: Path, env: Mapping[str, str], cwd: Path | None = None,
+                  path_arg: Callable[[Path], str] = str) -> Check:
+    """Non-ASCII text on the command line: ``UNICODE_PROMPT`` given with -p and a copy of the
+    model under a non-ASCII folder, against the same prompt read from a UTF-8 file (-f, with
+    the model's own path). File bytes reach ember as they are, so both runs must give the
+    same prompt and generated ids; ``path_arg`` turns a host path into the program's (wine:
+    a Z: path). Never raises for a failed run."""
+    name = f"{how} (non-ASCII prompt and model path)"
+    with tempfile.TemporaryDirectory(prefix="kiln-verify-") as tmp:
+        folder = Path(tmp) / UNICODE_DIR
+        folder.mkdir()
+        linked = folder / model.name
+        try:
+            os.link(model, linked)
+        except OSError:  # another file system, or links not allowed: a copy will do
+            shutil.copyfile(model, linked)
+        prompt_file = folder / "prompt.txt"
+        prompt_file.write_bytes(UNICODE_PROMPT.encode("utf-8"))
+        r = ctx.spec.run
+        common = ["-n", str(r.n_predict), "--temp", "0", "--ignore-eos", "-t", str(r.threads),
+                  "--json"]
+        try:
+            by_arg = run_cli(ctx, [*prefix, str(exe), "-m", path_arg(linked), "-p",
+                                   UNICODE_PROMPT, *common], env=env, what=name, cwd=cwd)
+            by_file = run_cli(ctx, [*prefix, str(exe), "-m", path_arg(model), "-f",
+                                    path_arg(prompt_file), *common], env=env, what=name, cwd=cwd)
+        except ToolMissing:
+            raise
+        except KilnError as exc:
+            return Check(name=name, ok=False, detail=exc.message)
+    if by_arg.prompt_ids != by_file.prompt_ids:
+        return Check(name=name, ok=False,
+                     detail=f"-p {UNICODE_PROMPT!r} tokenizes to {list(by_arg.prompt_ids)}, the "
+                            f"same text from a UTF-8 file to {list(by_file.prompt_ids)} (the "
+                            "command line lost characters)")
+    if by_arg.generated_ids != by_file.generated_ids:
+        return Check(name=name, ok=False,
+                     detail=f"same prompt ids, but generated {list(by_arg.generated_ids)} vs "
+                            f"{list(by_file.generated_ids)} from the UTF-8 file")
+    return Check(name=name, ok=True,
+                 detail=f"{len(by_arg.prompt_ids)} prompt ids and {len(by_arg.generated_ids)} "
+                        f"generated ids identical to the UTF-8 prompt file's, model under "
+                        f"'{UNICODE_DIR}'")

@@ -2,7 +2,9 @@
 
 Only an entry for this host's architecture and OS can run natively (x86_64 Linux here); the
 build that is the reference itself (``recipes/verify.yaml`` run.reference) checks that it runs
-and generates the requested number of ids, which the other entries then must match.
+and generates the requested number of ids, which the other entries then must match. A second
+run gives a non-ASCII prompt on the command line and the model under a non-ASCII folder
+(``unicode_check``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from kiln.verifiers.base import (
     exe_name,
     model_check,
     run_and_compare,
+    unicode_check,
 )
 from kiln.verifiers.inspect import inspect_first
 
@@ -48,5 +51,7 @@ class NativeVerifier:
                 check, ids = run_and_compare(ctx, how="ran natively", prefix=(), exe=exe,
                                              model_arg=str(model), env=ctx.env)
                 out.append(check)
+                out.append(unicode_check(ctx, how="ran natively", prefix=(), exe=exe,
+                                         model=model, env=ctx.env))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)

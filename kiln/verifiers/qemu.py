@@ -3,7 +3,8 @@
 binfmt is not registered on the build host, so kiln calls ``qemu-<arch>`` explicitly. glibc
 builds get ``-L <Debian cross sysroot>`` (``/usr/aarch64-linux-gnu``, ``/usr/s390x-linux-gnu``)
 for the dynamic loader and libc; static musl builds (Android) need nothing. s390x is
-big-endian: the same little-endian GGUF must give the same ids as the host build.
+big-endian: the same little-endian GGUF must give the same ids as the host build. A second
+run gives a non-ASCII prompt and model path (``unicode_check``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kiln.verifiers.base import (
     exe_name,
     model_check,
     run_and_compare,
+    unicode_check,
 )
 from kiln.verifiers.inspect import inspect_first
 
@@ -70,5 +72,7 @@ class QemuVerifier:
             check, ids = run_and_compare(ctx, how=f"ran under {q.program}", prefix=prefix,
                                          exe=exe, model_arg=str(model), env=ctx.env)
             out.append(check)
+            out.append(unicode_check(ctx, how=f"ran under {q.program}", prefix=prefix, exe=exe,
+                                     model=model, env=ctx.env))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)

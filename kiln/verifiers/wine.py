@@ -5,6 +5,11 @@ first use creates it (about 9 s), later runs take about a second. A lock seriali
 one prefix. ``WINEDEBUG=-all`` keeps wine's diagnostics out of the output, and
 ``WINEDLLOVERRIDES`` skips the Mono and Gecko installers a new prefix would offer. There is no
 arm64 Windows emulation on this host: win-cpu-arm64 is inspected instead.
+
+Besides the host build's prompt, the build runs a non-ASCII prompt with the model under a
+non-ASCII folder (``unicode_check``): a Windows program that reads its arguments through the
+ANSI code page gets '?' for them. Wine builds the UTF-16 command line from the Unix one with
+the locale's charset, so wine runs under ``LC_ALL=C.UTF-8``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from kiln.verifiers.base import (
     exe_name,
     model_check,
     run_and_compare,
+    unicode_check,
 )
 from kiln.verifiers.inspect import inspect_first
 
@@ -61,13 +67,17 @@ class WineVerifier:
             ctx.wine_root.mkdir(parents=True, exist_ok=True)
             env = dict(ctx.env)
             env.update({"WINEPREFIX": str(prefix_dir), "WINEDEBUG": "-all",
-                        "WINEARCH": "win64", "WINEDLLOVERRIDES": "mscoree,mshtml="})
+                        "WINEARCH": "win64", "WINEDLLOVERRIDES": "mscoree,mshtml=",
+                        "LC_ALL": "C.UTF-8"})
             env.pop("DISPLAY", None)
             exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
             with FileLock(str(ctx.wine_root / f"{entry.arch}.lock")):
                 check, ids = run_and_compare(ctx, how="ran under wine", prefix=[wine],
                                              exe=exe, model_arg=windows_path(model), env=env,
                                              cwd=exe.parent)
-            out.append(check)
+                out.append(check)
+                out.append(unicode_check(ctx, how="ran under wine", prefix=[wine], exe=exe,
+                                         model=model, env=env, cwd=exe.parent,
+                                         path_arg=windows_path))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)

@@ -5,17 +5,36 @@
  *             [-c N_CTX] [--ignore-eos] [--json] [--logits-out FILE] [--backend B]
  *
  * Exit status: 0 success, 1 bad usage, 2 model or input cannot be loaded, 3 generation failed.
+ *
+ * Text is UTF-8 everywhere inside: arguments, file names, the prompt, the output. On Windows,
+ * main's argv is in the ANSI code page, which turns every character outside it into '?', so
+ * the arguments are taken from the UTF-16 command line (GetCommandLineW) and converted to
+ * UTF-8 before parsing, and files are opened with wide-character calls (_wfopen here,
+ * CreateFileW in platform.c). This works on every Windows version ember supports; the
+ * alternative, a manifest declaring the UTF-8 active code page, needs Windows 10 1903 or later
+ * and leaves older systems silently mangling text. CommandLineToArgvW would do the splitting
+ * but lives in shell32.dll, which the release archives must not depend on, so the CRT's
+ * splitting rules are implemented below. Output to a console is written as UTF-16
+ * (WriteConsoleW); to a pipe or file, as the UTF-8 bytes.
  */
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ember.h"
 
+/* The most prompt bytes -f reads. A larger file is refused, and so is an input that never ends
+ * (/dev/zero, a FIFO that keeps writing): reading stops at the cap instead of growing the
+ * buffer until memory runs out. 64 MiB is far beyond any context ember runs (it is about
+ * 16 million tokens of English text at ~4 bytes a token, the most -c allows). */
+#define MAX_PROMPT_BYTES ((size_t)64 << 20)
+
 #if defined(_WIN32)
 #include <windows.h>
+#include <wchar.h>
 static double now_ms(void) {
     LARGE_INTEGER f, c;
     QueryPerformanceFrequency(&f);
@@ -28,6 +47,162 @@ static double now_ms(void) {
     struct timespec ts;
     timespec_get(&ts, TIME_UTC);
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+#endif
+
+/* ---- output and file names ------------------------------------------------------------ */
+
+#if defined(_WIN32)
+/* The console behind f (stdout or stderr), or NULL when f goes to a file or pipe. */
+static HANDLE console_of(FILE *f) {
+    DWORD mode;
+    HANDLE h = f == stdout ? GetStdHandle(STD_OUTPUT_HANDLE) : f == stderr ? GetStdHandle(STD_ERROR_HANDLE) : NULL;
+    if (!h || h == INVALID_HANDLE_VALUE || !GetConsoleMode(h, &mode)) return NULL;
+    return h;
+}
+
+/* UTF-8 (n bytes) to a new NUL-terminated UTF-16 string; invalid bytes become U+FFFD. */
+static wchar_t *utf8_to_wide(const char *s, size_t n, int *wlen) {
+    if (n > (size_t)INT_MAX / 2) return NULL;
+    int m = n ? MultiByteToWideChar(CP_UTF8, 0, s, (int)n, NULL, 0) : 0;
+    if (n && m <= 0) return NULL;
+    wchar_t *w = (wchar_t *)malloc(((size_t)m + 1) * sizeof(wchar_t));
+    if (!w) return NULL;
+    if (m) MultiByteToWideChar(CP_UTF8, 0, s, (int)n, w, m);
+    w[m] = 0;
+    if (wlen) *wlen = m;
+    return w;
+}
+#endif
+
+/* Writes n bytes of UTF-8 text to f: a console gets UTF-16 (WriteConsoleW), anything else
+ * the bytes as they are. */
+static void out_bytes(FILE *f, const char *s, size_t n) {
+#if defined(_WIN32)
+    HANDLE h = console_of(f);
+    if (h) {
+        int wn = 0;
+        wchar_t *w = utf8_to_wide(s, n, &wn);
+        if (w) {
+            DWORD done;
+            fflush(f);
+            WriteConsoleW(h, w, (DWORD)wn, &done, NULL);
+            free(w);
+            return;
+        }
+    }
+#endif
+    fwrite(s, 1, n, f);
+}
+
+static void out_printf(FILE *f, const char *fmt, ...) {
+    char small[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof small) { out_bytes(f, small, (size_t)n); return; }
+    char *big = (char *)malloc((size_t)n + 1);
+    if (!big) { out_bytes(f, small, sizeof small - 1); return; }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    out_bytes(f, big, (size_t)n);
+    free(big);
+}
+
+/* fopen with a UTF-8 file name on every system. */
+static FILE *open_utf8(const char *path, const char *mode) {
+#if defined(_WIN32)
+    wchar_t *wpath = utf8_to_wide(path, strlen(path), NULL);
+    wchar_t wmode[8];
+    size_t i = 0;
+    for (; mode[i] && i < 7; i++) wmode[i] = (wchar_t)(unsigned char)mode[i];
+    wmode[i] = 0;
+    if (!wpath) { errno = ENOMEM; return NULL; }
+    FILE *f = _wfopen(wpath, wmode);
+    free(wpath);
+    return f;
+#else
+    return fopen(path, mode);
+#endif
+}
+
+#if defined(_WIN32)
+/* argv from the UTF-16 command line, converted to UTF-8; the splitting rules of the
+ * Microsoft C runtime (the ones main's argv was built with): the program name ends at the
+ * first space or tab outside quotes, with no escapes; in the other arguments, 2n backslashes
+ * before a quote give n backslashes and the quote opens or closes a quoted part, 2n+1
+ * give n backslashes and a literal quote, "" inside a quoted part a literal quote, and other
+ * backslashes are literal. Returns argc, or -1 (message printed) on failure. */
+static int utf8_argv(char ***out) {
+    const wchar_t *cl = GetCommandLineW();
+    size_t len = wcslen(cl);
+    /* every argument is at most the command line long; at most len / 2 + 2 arguments */
+    wchar_t *buf = (wchar_t *)malloc((len + 1) * sizeof(wchar_t));
+    size_t cap_args = len / 2 + 2;
+    wchar_t **wargs = (wchar_t **)malloc(cap_args * sizeof(wchar_t *));
+    if (!buf || !wargs) { free(buf); free(wargs); return -1; }
+    const wchar_t *p = cl;
+    wchar_t *o = buf;
+    int argc = 0;
+    /* program name */
+    wargs[argc++] = o;
+    int quoted = 0;
+    while (*p && (quoted || (*p != L' ' && *p != L'\t'))) {
+        if (*p == L'"') quoted = !quoted;
+        else *o++ = *p;
+        p++;
+    }
+    *o++ = 0;
+    for (;;) {
+        while (*p == L' ' || *p == L'\t') p++;
+        if (!*p) break;
+        wargs[argc++] = o;
+        quoted = 0;
+        while (*p && (quoted || (*p != L' ' && *p != L'\t'))) {
+            if (*p == L'\\') {
+                size_t nb = 0;
+                while (*p == L'\\') { nb++; p++; }
+                if (*p == L'"') {
+                    for (size_t k = 0; k < nb / 2; k++) *o++ = L'\\';
+                    if (nb % 2) { *o++ = L'"'; p++; }
+                } else {
+                    for (size_t k = 0; k < nb; k++) *o++ = L'\\';
+                }
+            } else if (*p == L'"') {
+                if (quoted && p[1] == L'"') { *o++ = L'"'; p += 2; }
+                else { quoted = !quoted; p++; }
+            } else {
+                *o++ = *p++;
+            }
+        }
+        *o++ = 0;
+    }
+    char **argv = (char **)calloc((size_t)argc + 1, sizeof(char *));
+    int ok = argv != NULL;
+    for (int i = 0; ok && i < argc; i++) {
+        /* WC_ERR_INVALID_CHARS: an unpaired surrogate is an error, not a silent U+FFFD */
+        int n = WideCharToMultiByte(CP_UTF8, WC_ERR_INVALID_CHARS, wargs[i], -1, NULL, 0, NULL, NULL);
+        if (n <= 0) {
+            out_printf(stderr, "ember-cli: argument %d is not valid Unicode (an unpaired UTF-16 surrogate)\n", i);
+            ok = 0;
+            break;
+        }
+        argv[i] = (char *)malloc((size_t)n);
+        if (!argv[i]) { ok = 0; break; }
+        WideCharToMultiByte(CP_UTF8, WC_ERR_INVALID_CHARS, wargs[i], -1, argv[i], n, NULL, NULL);
+    }
+    free(buf);
+    free(wargs);
+    if (!ok) {
+        if (argv) for (int i = 0; i < argc; i++) free(argv[i]);
+        free(argv);
+        return -1;
+    }
+    *out = argv;
+    return argc;
 }
 #endif
 
@@ -50,11 +225,11 @@ typedef struct options {
 } options;
 
 static void usage(FILE *f) {
-    fprintf(f,
+    out_printf(f,
             "usage: ember-cli -m MODEL (-p PROMPT | -f FILE) [options]\n"
             "  -m, --model FILE        GGUF model\n"
             "  -p, --prompt TEXT       prompt text\n"
-            "  -f, --file FILE         read the prompt from a file\n"
+            "  -f, --file FILE         read the prompt from a file (UTF-8, at most 64 MiB)\n"
             "  -n, --n-predict N       tokens to generate (default 32)\n"
             "  -t, --threads N         threads (default: all CPUs)\n"
             "  -c, --ctx-size N        context size (default 512)\n"
@@ -82,7 +257,7 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "ember-cli: %s: '%s' is not an integer in [%ld, %ld]\n", flag, s, lo, hi);
+        out_printf(stderr, "ember-cli: %s: '%s' is not an integer in [%ld, %ld]\n", flag, s, lo, hi);
         return -1;
     }
     *out = v;
@@ -94,7 +269,7 @@ static int parse_float(const char *flag, const char *s, double lo, double hi, fl
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "ember-cli: %s: '%s' is not a number in [%g, %g]\n", flag, s, lo, hi);
+        out_printf(stderr, "ember-cli: %s: '%s' is not a number in [%g, %g]\n", flag, s, lo, hi);
         return -1;
     }
     *out = (float)v;
@@ -105,12 +280,12 @@ static int parse_u64(const char *flag, const char *s, uint64_t *out) {
     char *end;
     errno = 0;
     if (*s == '-') {
-        fprintf(stderr, "ember-cli: %s: '%s' is not a non-negative integer\n", flag, s);
+        out_printf(stderr, "ember-cli: %s: '%s' is not a non-negative integer\n", flag, s);
         return -1;
     }
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s || *end) {
-        fprintf(stderr, "ember-cli: %s: '%s' is not a non-negative integer\n", flag, s);
+        out_printf(stderr, "ember-cli: %s: '%s' is not a non-negative integer\n", flag, s);
         return -1;
     }
     *out = (uint64_t)v;
@@ -142,12 +317,12 @@ static int parse_args(int argc, char **argv, options *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
-        if (!strcmp(a, "--version")) { printf("ember-cli %s\n", ember_version()); return 1; }
+        if (!strcmp(a, "--version")) { out_printf(stdout, "ember-cli %s\n", ember_version()); return 1; }
         if (!strcmp(a, "--json")) { o->json = 1; continue; }
         if (!strcmp(a, "--ignore-eos")) { o->ignore_eos = 1; continue; }
         if (!strcmp(a, "--no-special")) { o->no_special = 1; continue; }
         if (i + 1 >= argc) {
-            fprintf(stderr, "ember-cli: '%s' is an unknown option or lacks its value (see --help)\n", a);
+            out_printf(stderr, "ember-cli: '%s' is an unknown option or lacks its value (see --help)\n", a);
             return -1;
         }
         const char *v = argv[i + 1];
@@ -160,7 +335,7 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--kernel")) o->kernel = v;
         else if (!strcmp(a, "--backend")) {
             if (!backend_built_in(v)) {
-                fprintf(stderr, "ember-cli: --backend: '%s' is not in this build (it has: auto, %s)\n", v, ember_backends());
+                out_printf(stderr, "ember-cli: --backend: '%s' is not in this build (it has: auto, %s)\n", v, ember_backends());
                 return -1;
             }
             o->backend = v;
@@ -176,39 +351,61 @@ static int parse_args(int argc, char **argv, options *o) {
         else if (!strcmp(a, "--repeat-penalty")) rc = parse_float(a, v, 0.0, 100.0, &o->sp.repeat_penalty);
         else if (!strcmp(a, "--repeat-last-n")) { rc = parse_long(a, v, 0, 1 << 20, &l); o->sp.repeat_last_n = (int32_t)l; }
         else {
-            fprintf(stderr, "ember-cli: unknown option '%s' (see --help)\n", a);
+            out_printf(stderr, "ember-cli: unknown option '%s' (see --help)\n", a);
             return -1;
         }
         if (rc) return -1;
         i++;
     }
-    if (!o->model) { fprintf(stderr, "ember-cli: no model given (-m MODEL)\n"); return -1; }
-    if (!o->prompt && !o->prompt_file) { fprintf(stderr, "ember-cli: no prompt given (-p PROMPT or -f FILE)\n"); return -1; }
-    if (o->prompt && o->prompt_file) { fprintf(stderr, "ember-cli: give either -p or -f, not both\n"); return -1; }
+    if (!o->model) { out_printf(stderr, "ember-cli: no model given (-m MODEL)\n"); return -1; }
+    if (!o->prompt && !o->prompt_file) { out_printf(stderr, "ember-cli: no prompt given (-p PROMPT or -f FILE)\n"); return -1; }
+    if (o->prompt && o->prompt_file) { out_printf(stderr, "ember-cli: give either -p or -f, not both\n"); return -1; }
     return 0;
 }
 
+/* The prompt file, at most MAX_PROMPT_BYTES; NULL (message printed) when it cannot be opened
+ * or read or is larger. Reading goes in chunks up to the cap, so an input without an end
+ * (a device, a FIFO) stops there rather than filling memory. */
 static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = open_utf8(path, "rb");
     if (!f) {
-        fprintf(stderr, "ember-cli: cannot open prompt file '%s': %s\n", path, strerror(errno));
+        out_printf(stderr, "ember-cli: cannot open prompt file '%s': %s\n", path, strerror(errno));
         return NULL;
     }
     size_t cap = 4096, n = 0;
     char *buf = (char *)malloc(cap + 1);
+    int too_big = 0, bad = 0, err = 0;
     while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
+        /* one byte beyond the cap tells a file of exactly MAX_PROMPT_BYTES from a larger one */
+        size_t want = cap - n;
+        errno = 0;
+        size_t got = fread(buf + n, 1, want, f);
         n += got;
-        if (n < cap) break;
-        cap *= 2;
-        char *g = (char *)realloc(buf, cap + 1);
-        if (!g) { free(buf); buf = NULL; }
-        else buf = g;
+        if (got < want) {
+            if (ferror(f)) { bad = 1; err = errno; }
+            break;
+        }
+        if (n > MAX_PROMPT_BYTES) { too_big = 1; break; }
+        size_t next = cap * 2 > MAX_PROMPT_BYTES + 1 ? MAX_PROMPT_BYTES + 1 : cap * 2;
+        char *g = (char *)realloc(buf, next + 1);
+        if (!g) { free(buf); buf = NULL; break; }
+        buf = g;
+        cap = next;
     }
-    int bad = ferror(f);
     fclose(f);
-    if (!buf || bad) {
-        fprintf(stderr, "ember-cli: cannot read prompt file '%s'\n", path);
+    if (!buf) {
+        out_printf(stderr, "ember-cli: out of memory reading prompt file '%s' (%zu bytes read)\n", path, n);
+        return NULL;
+    }
+    if (too_big) {
+        out_printf(stderr, "ember-cli: prompt file '%s' is larger than %zu bytes (the most -f reads)\n", path,
+                   MAX_PROMPT_BYTES);
+        free(buf);
+        return NULL;
+    }
+    if (bad) {
+        out_printf(stderr, "ember-cli: cannot read prompt file '%s' (after %zu bytes): %s\n", path, n,
+                   err ? strerror(err) : "read error");
         free(buf);
         return NULL;
     }
@@ -221,19 +418,19 @@ static char *read_file(const char *path, size_t *len) {
  * U+FFFD so the output is always valid JSON. */
 static void json_str(FILE *f, const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s;
-    fputc('"', f);
+    out_bytes(f, "\"", 1);
     for (size_t i = 0; i < n;) {
         unsigned char c = p[i];
-        if (c == '"' || c == '\\') { fputc('\\', f); fputc(c, f); i++; continue; }
+        if (c == '"' || c == '\\') { char e[2] = {'\\', (char)c}; out_bytes(f, e, 2); i++; continue; }
         if (c < 0x20) {
-            if (c == '\n') fputs("\\n", f);
-            else if (c == '\t') fputs("\\t", f);
-            else if (c == '\r') fputs("\\r", f);
-            else fprintf(f, "\\u%04x", c);
+            if (c == '\n') out_bytes(f, "\\n", 2);
+            else if (c == '\t') out_bytes(f, "\\t", 2);
+            else if (c == '\r') out_bytes(f, "\\r", 2);
+            else out_printf(f, "\\u%04x", c);
             i++;
             continue;
         }
-        if (c < 0x80) { fputc(c, f); i++; continue; }
+        if (c < 0x80) { out_bytes(f, (const char *)p + i, 1); i++; continue; }
         size_t len = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
         int ok = len > 0 && i + len <= n;
         for (size_t k = 1; ok && k < len; k++) ok = (p[i + k] & 0xC0) == 0x80;
@@ -245,16 +442,16 @@ static void json_str(FILE *f, const char *s, size_t n) {
             unsigned cp = ((c & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12);
             ok = cp >= 0x10000 && cp <= 0x10FFFF;
         }
-        if (ok) { fwrite(p + i, 1, len, f); i += len; }
-        else { fputs("\\ufffd", f); i++; }
+        if (ok) { out_bytes(f, (const char *)p + i, len); i += len; }
+        else { out_bytes(f, "\\ufffd", 6); i++; }
     }
-    fputc('"', f);
+    out_bytes(f, "\"", 1);
 }
 
 static void json_ids(FILE *f, const int32_t *ids, size_t n) {
-    fputc('[', f);
-    for (size_t i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", ids[i]);
-    fputc(']', f);
+    out_bytes(f, "[", 1);
+    for (size_t i = 0; i < n; i++) out_printf(f, "%s%d", i ? ", " : "", ids[i]);
+    out_bytes(f, "]", 1);
 }
 
 /* Appends the text of tokens to a growing buffer. */
@@ -286,9 +483,9 @@ static int text_append(textbuf *t, ember_model *m, int32_t id) {
 }
 
 static int write_logits(const char *path, const float *logits, int32_t n) {
-    FILE *f = fopen(path, "wb");
+    FILE *f = open_utf8(path, "wb");
     if (!f) {
-        fprintf(stderr, "ember-cli: cannot write logits to '%s': %s\n", path, strerror(errno));
+        out_printf(stderr, "ember-cli: cannot write logits to '%s': %s\n", path, strerror(errno));
         return -1;
     }
     int ok = 1;
@@ -299,11 +496,18 @@ static int write_logits(const char *path, const float *logits, int32_t n) {
         ok = fwrite(le, 1, 4, f) == 4;
     }
     if (fclose(f) != 0) ok = 0;
-    if (!ok) fprintf(stderr, "ember-cli: error writing logits to '%s'\n", path);
+    if (!ok) out_printf(stderr, "ember-cli: error writing logits to '%s'\n", path);
     return ok ? 0 : -1;
 }
 
 int main(int argc, char **argv) {
+#if defined(_WIN32)
+    /* the ANSI argv loses every character outside the code page: use the UTF-16 command line */
+    char **wide_argv = NULL; /* lives as long as the process, like the CRT's argv */
+    argc = utf8_argv(&wide_argv);
+    if (argc < 0) return EXIT_USAGE;
+    argv = wide_argv;
+#endif
     options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc > 0 ? 0 : EXIT_USAGE;
@@ -330,7 +534,7 @@ int main(int argc, char **argv) {
     double t0 = now_ms();
     ember_status st = ember_model_load(o.model, NULL, &model, err, sizeof err);
     if (st != EMBER_OK) {
-        fprintf(stderr, "ember-cli: error: %s (%s)\n", err, ember_strerror(st));
+        out_printf(stderr, "ember-cli: error: %s (%s)\n", err, ember_strerror(st));
         exit_code = EXIT_LOAD;
         goto out;
     }
@@ -341,7 +545,7 @@ int main(int argc, char **argv) {
     cp.backend = o.backend;
     st = ember_context_create(model, &cp, &ctx);
     if (st != EMBER_OK) {
-        fprintf(stderr, "ember-cli: error: cannot create a context: %s (%s)\n", ember_model_last_error(model), ember_strerror(st));
+        out_printf(stderr, "ember-cli: error: cannot create a context: %s (%s)\n", ember_model_last_error(model), ember_strerror(st));
         goto out;
     }
     double load_ms = now_ms() - t0;
@@ -354,22 +558,22 @@ int main(int argc, char **argv) {
         else st = ember_tokenize(model, prompt, prompt_len, 1, !o.no_special, ids, n_ids, &n_ids);
     }
     if (st != EMBER_OK) {
-        fprintf(stderr, "ember-cli: error: cannot tokenize the prompt: %s\n", ember_model_last_error(model));
+        out_printf(stderr, "ember-cli: error: cannot tokenize the prompt: %s\n", ember_model_last_error(model));
         goto out;
     }
     if (n_ids == 0) {
-        fprintf(stderr, "ember-cli: error: the prompt has no tokens\n");
+        out_printf(stderr, "ember-cli: error: the prompt has no tokens\n");
         exit_code = EXIT_USAGE;
         goto out;
     }
     if (n_ids + (size_t)o.n_predict > ember_context_n_ctx(ctx)) {
-        fprintf(stderr, "ember-cli: error: %zu prompt tokens + %ld to generate exceed the context of %u tokens (-c)\n",
+        out_printf(stderr, "ember-cli: error: %zu prompt tokens + %ld to generate exceed the context of %u tokens (-c)\n",
                 n_ids, o.n_predict, ember_context_n_ctx(ctx));
         exit_code = EXIT_USAGE;
         goto out;
     }
     if (ember_sampler_create(&o.sp, &smp) != EMBER_OK) {
-        fprintf(stderr, "ember-cli: error: cannot create the sampler\n");
+        out_printf(stderr, "ember-cli: error: cannot create the sampler\n");
         goto out;
     }
     gen = (int32_t *)malloc(((size_t)o.n_predict + 1) * sizeof(int32_t));
@@ -380,7 +584,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n_ids; i++) ember_sampler_accept(smp, ids[i]);
     st = ember_decode(ctx, ids, n_ids);
     if (st != EMBER_OK) {
-        fprintf(stderr, "ember-cli: error: %s\n", ember_context_last_error(ctx));
+        out_printf(stderr, "ember-cli: error: %s\n", ember_context_last_error(ctx));
         goto out;
     }
     double prompt_ms = now_ms() - t1;
@@ -391,14 +595,14 @@ int main(int argc, char **argv) {
     int stopped_eog = 0;
     for (long i = 0; i < o.n_predict; i++) {
         int32_t id = ember_sampler_sample(smp, ctx);
-        if (id < 0) { fprintf(stderr, "ember-cli: error: sampling failed\n"); goto out; }
+        if (id < 0) { out_printf(stderr, "ember-cli: error: sampling failed\n"); goto out; }
         gen[n_gen++] = id;
         ember_sampler_accept(smp, id);
         if (!o.ignore_eos && ember_token_is_eog(model, id)) { stopped_eog = 1; break; }
-        if (text_append(&text, model, id) != 0) { fprintf(stderr, "ember-cli: error: cannot render token %d\n", id); goto out; }
+        if (text_append(&text, model, id) != 0) { out_printf(stderr, "ember-cli: error: cannot render token %d\n", id); goto out; }
         if (i + 1 < o.n_predict) {
             st = ember_decode(ctx, &id, 1);
-            if (st != EMBER_OK) { fprintf(stderr, "ember-cli: error: %s\n", ember_context_last_error(ctx)); goto out; }
+            if (st != EMBER_OK) { out_printf(stderr, "ember-cli: error: %s\n", ember_context_last_error(ctx)); goto out; }
         }
     }
     double gen_ms = now_ms() - t2;
@@ -407,30 +611,30 @@ int main(int argc, char **argv) {
 
     if (o.json) {
         FILE *f = stdout;
-        fprintf(f, "{\"prompt_ids\": ");
+        out_printf(f, "{\"prompt_ids\": ");
         json_ids(f, ids, n_ids);
-        fprintf(f, ", \"generated_ids\": ");
+        out_printf(f, ", \"generated_ids\": ");
         json_ids(f, gen, n_gen);
-        fprintf(f, ", \"text\": ");
+        out_printf(f, ", \"text\": ");
         json_str(f, text.p ? text.p : "", text.n);
-        fprintf(f, ", \"stopped_at_eog\": %s", stopped_eog ? "true" : "false");
-        fprintf(f, ", \"backend\": \"%s\", \"kernel\": \"%s\", \"device\": ", ember_context_backend(ctx), ember_context_kernel(ctx));
+        out_printf(f, ", \"stopped_at_eog\": %s", stopped_eog ? "true" : "false");
+        out_printf(f, ", \"backend\": \"%s\", \"kernel\": \"%s\", \"device\": ", ember_context_backend(ctx), ember_context_kernel(ctx));
         json_str(f, ember_context_device(ctx), strlen(ember_context_device(ctx)));
-        fprintf(f, ", \"threads\": %ld", o.threads);
-        fprintf(f, ", \"load_ms\": %.3f, \"prompt_ms\": %.3f, \"gen_ms\": %.3f", load_ms, prompt_ms, gen_ms);
-        fprintf(f, ", \"prompt_tok_s\": %.3f, \"gen_tok_s\": %.3f",
+        out_printf(f, ", \"threads\": %ld", o.threads);
+        out_printf(f, ", \"load_ms\": %.3f, \"prompt_ms\": %.3f, \"gen_ms\": %.3f", load_ms, prompt_ms, gen_ms);
+        out_printf(f, ", \"prompt_tok_s\": %.3f, \"gen_tok_s\": %.3f",
                 prompt_ms > 0 ? (double)n_ids * 1000.0 / prompt_ms : 0.0,
                 gen_ms > 0 ? gen_evals * 1000.0 / gen_ms : 0.0);
-        fprintf(f, ", \"version\": \"%s\"}\n", ember_version());
+        out_printf(f, ", \"version\": \"%s\"}\n", ember_version());
     } else {
-        fwrite(prompt, 1, prompt_len, stdout);
-        if (text.n) fwrite(text.p, 1, text.n, stdout);
-        fputc('\n', stdout);
-        fprintf(stderr, "ember-cli: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated in %.1f ms (%.1f tok/s)\n",
+        out_bytes(stdout, prompt, prompt_len);
+        if (text.n) out_bytes(stdout, text.p, text.n);
+        out_bytes(stdout, "\n", 1);
+        out_printf(stderr, "ember-cli: %zu prompt tokens in %.1f ms (%.1f tok/s), %zu generated in %.1f ms (%.1f tok/s)\n",
                 n_ids, prompt_ms, prompt_ms > 0 ? (double)n_ids * 1000.0 / prompt_ms : 0.0, n_gen, gen_ms,
                 gen_ms > 0 ? gen_evals * 1000.0 / gen_ms : 0.0);
     }
-    if (fflush(stdout) != 0) { fprintf(stderr, "ember-cli: error writing output\n"); goto out; }
+    if (fflush(stdout) != 0) { out_printf(stderr, "ember-cli: error writing output\n"); goto out; }
     exit_code = 0;
 out:
     free(text.p);
