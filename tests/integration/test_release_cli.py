@@ -359,10 +359,13 @@ def test_without_artifacts_it_builds_through_build_jobs(
         results: tuple[Result, ...]
 
     def build_jobs(jobs: Sequence[Any], *, repo: Path, out: Path, env: Mapping[str, str],
-                   parallel: int, console: object, cache_dir: Path | None = None) -> Summary:
-        calls.append({"ids": [j.entry.id for j in jobs], "env": dict(env)})
+                   parallel: int, console: object, cache_dir: Path | None = None,
+                   log_dir: Path | None = None) -> Summary:
+        calls.append({"ids": [j.entry.id for j in jobs], "env": dict(env), "log_dir": log_dir})
         results = []
         for job in jobs:
+            assert log_dir is not None
+            (log_dir / f"{job.entry.id}.log").write_text(f"build {job.entry.id}\n")
             if job.entry.backend == "cpu":
                 make_artifact(out, job.entry.id, number=job.build_number,
                               commit=project.head)
@@ -380,6 +383,10 @@ def test_without_artifacts_it_builds_through_build_jobs(
     failing_gpu = [i for i in buildable if MATRIX.get(i).backend != "cpu"]
     code, _, err = project.kiln(["release", "--out", str(out)], capsys)
     assert code == 9
+    # the failed release's build logs outlive its scratch directory, beside --out
+    assert calls[0]["log_dir"] == project.root / "r-logs"
+    for entry_id in failing_gpu:
+        assert (project.root / "r-logs" / f"{entry_id}.log").is_file()
     for entry_id, why in refused.items():
         if why is not None:
             assert f"{entry_id}: not built here: {why}" in err
