@@ -81,6 +81,7 @@ CONTRACT_CLASSES: Mapping[str, tuple[str, ...]] = {
     "rollback": INSTALLERS, "freeze": INSTALLERS,
     "transport-truncated": INSTALLERS, "transport-http-error": INSTALLERS,
     "tag-syntax": RELEASE_CONSUMERS, "asset-name-syntax": RELEASE_CONSUMERS,
+    "publish-planted-link": (PUB_FILE,),
     "gguf-hostile": (BINDING, CLI), "binding-value": (BINDING,), "cli-value": (CLI,),
 }
 
@@ -98,6 +99,7 @@ class Member:
     data: bytes = b""
     mode: int = 0o644
     linkname: str = ""
+    owner: int = 0  # uid and gid written into the archive
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class Case:
     ember: EmberSpec | None = None
     per_consumer: tuple[tuple[str, Expect], ...] = ()
     why: str = ""
+    planted: tuple[str, ...] = ()  # names in the publish mirror made links to a directory
+    # outside it before publishing
 
     def expect_for(self, consumer: str) -> Expect:
         for c, e in self.per_consumer:
@@ -198,8 +202,8 @@ def write_tar(members: Sequence[Member]) -> bytes:
         for m in members:
             info = tarfile.TarInfo(m.name)
             info.type, info.mode, info.mtime = m.kind, m.mode, 0
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
+            info.uid = info.gid = m.owner
+            info.uname = info.gname = "root" if m.owner == 0 else "stranger"
             info.linkname = m.linkname
             if "\x00" in m.name:
                 # A ustar name field ends at the first NUL; a pax path record carries it.
@@ -686,6 +690,10 @@ def release_cases() -> list[Case]:
                  expect=expect((11, 12), r"(?i)(name|escaped|not listed)"),
                  per_consumer=tuple((c, expect((9, 10, 12), r"(?i)(name|escaped|line)"))
                                     for c in PUBLISHERS)))
+    add(Case("publish-planted-tag-link", "publish-planted-link", (PUB_FILE,),
+             release=ReleaseSpec(), planted=(NEW,),
+             expect=expect(10, rf"(?i){NEW}.*(link|outside)|(link|outside).*{NEW}"),
+             why="a link where the release's directory goes must not lead the copy out"))
     # install.sh builds the asset's name from the tag itself; a hostile line in SHA256SUMS
     # that looks like its asset must not be picked up through grep's regex either.
     add(Case("asset-name-grep", "asset-name-syntax", SHELLS,

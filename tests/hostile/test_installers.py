@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +37,13 @@ from .corpus import (
     KILN,
     NEW,
     Case,
+    Member,
     MirrorSpec,
+    ReleaseSpec,
     all_cases,
     expect,
     honest_members,
+    top_dir,
 )
 from .server import HostileServer
 
@@ -50,8 +54,13 @@ pytestmark = [pytest.mark.integration]
 PARAMS = [pytest.param(consumer, c.name, id=f"{consumer}:{c.name}",
                        marks=pytest.mark.xdist_group(f"hostile-{consumer}"))
           for c in all_cases() for consumer in INSTALLERS if consumer in c.consumers]
+# The honest release carries loose modes and a stranger's uid/gid, which an installer must
+# mask (0o755 / 0o644) and never apply (no chown, even when it runs as root).
+LOOSE = (Member(f"{top_dir(NEW)}/bin/world-exec", data=CLI_SCRIPT, mode=0o777, owner=4321),
+         Member(f"{top_dir(NEW)}/lib/world-writable.bin", data=b"x", mode=0o666, owner=4321))
 CONTROL = Case(name="control-honest-b10", klass="control", consumers=INSTALLERS,
-               mirror=MirrorSpec(), expect=expect(0, ""))
+               mirror=MirrorSpec(releases=(ReleaseSpec(members=LOOSE),)),
+               expect=expect(0, ""))
 
 
 @dataclass
@@ -175,3 +184,9 @@ def test_control_installs_an_honest_release(consumer: str, hostile: Hostile,
     assert (ws.prefix / "bin" / "ember-cli").read_bytes() == CLI_SCRIPT
     assert re.search(rf"installed ember {NEW} \({ENTRY}\)", r.out), r.out
     assert bad_cache_entries((ws.kiln_cache, ws.xdg_cache)) == []
+    modes = {p.relative_to(ws.prefix).as_posix(): stat.S_IMODE(p.lstat().st_mode)
+             for p in ws.prefix.rglob("*") if not p.is_symlink()}
+    assert modes["bin/world-exec"] == 0o755 and modes["lib/world-writable.bin"] == 0o644, modes
+    assert all(m in (0o755, 0o644) for m in modes.values()), modes
+    owners = {p.lstat().st_uid for p in ws.prefix.rglob("*")} | {ws.prefix.stat().st_uid}
+    assert owners == {os.getuid()}, owners

@@ -95,6 +95,10 @@ def test_publisher_refuses(consumer: str, name: str, hostile: Hostile, b9_mirror
     if consumer == PUB_FILE:
         mirror = tmp_path / "site" / "mirror"
         shutil.copytree(b9_mirror, mirror, symlinks=True)
+        for planted in case.planted:
+            elsewhere = tmp_path / "elsewhere" / planted
+            elsewhere.mkdir(parents=True)
+            (mirror / planted).symlink_to(elsewhere, target_is_directory=True)
         tmp_before = tree(tmp_path, skip=(tmp_path / "kiln-cache",))
         r = publish(release, f"file://{mirror}", tmp_path)
         problems = outcome_problems(r, case.expect_for(consumer))
@@ -140,3 +144,18 @@ def test_control_publishes_an_honest_release(consumer: str, hostile: Hostile,
         assert r.code == 0, report(["the honest release was not published"], r)
         rels = s.releases_of(NEW)
         assert len(rels) == 1 and not rels[0].draft
+
+
+def test_publishing_an_older_release_keeps_latest(hostile: Hostile, b9_mirror: Path,
+                                                  tmp_path: Path) -> None:
+    """A late publish of an older release must not turn the mirror's latest back in time."""
+    older = Case(name="control-older-b3", klass="control", consumers=(PUB_FILE,),
+                 release=ReleaseSpec(tag="b3"), expect=all_cases()[0].expect)
+    release = hostile.builder.release_dir(older)
+    env_for(tmp_path)
+    mirror = tmp_path / "mirror"
+    shutil.copytree(b9_mirror, mirror, symlinks=True)
+    r = publish(release, f"file://{mirror}", tmp_path)
+    assert r.code == 0, report(["the older release was not published"], r)
+    assert (mirror / "b3" / "SHA256SUMS").is_file()
+    assert (mirror / "latest").read_text(encoding="utf-8").strip() == INSTALLED
