@@ -399,6 +399,8 @@ def _hostile_tar(kind: str, top: str) -> list[tuple[tarfile.TarInfo, bytes]]:
         return [*base, (x, b""), (sub, b""),
                 _special(f"{top}/sub/b", tarfile.SYMTYPE, link="../x"),
                 _special(f"{top}/a", tarfile.SYMTYPE, link="sub/b/../../..")]
+    if kind == "below-file":
+        return [*base, _file(f"{top}/README/inside", b"x\n")]
     if kind == "hardlink":
         return [*base, _special(f"{top}/bin/hl", tarfile.LNKTYPE, link=f"{top}/README")]
     if kind == "dotdot":
@@ -426,6 +428,7 @@ TAR_CASES = [
     ("absolute", "is an absolute path"),
     ("duplicate", "is in the archive twice"),
     ("through-symlink", "would be written through the symlink"),
+    ("below-file", "would be written below the file"),
 ]
 
 
@@ -707,6 +710,40 @@ def test_the_signed_comment_must_name_the_tag(mirror: Mirror) -> None:
     refused(mirror, before, mirror.run("--tag", "b2"), 12, "does not name b2")
 
 
+def test_the_signed_comment_must_name_no_other_tag(mirror: Mirror) -> None:
+    before = installed(mirror)
+    publish(mirror.root, mirror.key, "b2", comment=f"ember b2 b7 commit {COMMIT} date {DATE}")
+    refused(mirror, before, mirror.run("--tag", "b2"), 12, "names b7, not only b2")
+
+
+def test_the_date_comes_from_the_manifest_when_the_comment_has_none(mirror: Mirror) -> None:
+    publish(mirror.root, mirror.key, "b2", comment=f"ember b2 commit {COMMIT}")
+    done = mirror.run("--tag", "b2")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads((mirror.prefix / ".ember-install.json").read_text())["date"] == DATE
+
+
+def test_an_install_whose_release_cannot_be_read_needs_the_flag(mirror: Mirror) -> None:
+    before = installed(mirror, "b3")
+    record_path = mirror.prefix / ".ember-install.json"
+    record_path.write_text(record_path.read_text().replace('"tag": "b3"', '"tag": "?"'))
+    before = snapshot(mirror.prefix)
+    publish(mirror.root, mirror.key, "b2")
+    refused(mirror, before, mirror.run("--tag", "b2"), 11,
+            "cannot tell which release is installed")
+    done = mirror.run("--tag", "b2", "--allow-downgrade")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_manifest_with_two_records_of_the_archive_is_refused(mirror: Mirror) -> None:
+    before = installed(mirror)
+    rel = publish(mirror.root, mirror.key, "b2")
+    doc = json.loads((rel.directory / "manifest.json").read_text(encoding="utf-8"))
+    doc["assets"].append(dict(doc["assets"][0], unpacked_size=1 << 40))
+    resign(mirror.key, rel, doc)
+    refused(mirror, before, mirror.run("--tag", "b2"), 12, "has 2 records of")
+
+
 # --------------------------------------------------------------------------------------------
 # 5. SHA256SUMS lines
 
@@ -729,6 +766,8 @@ SUMS_CASES = [
     ("dot", lambda ls: [*ls, "a" * 64 + "  .hidden"], "starts with a dot"),
     ("dotdot", lambda ls: [*ls, "a" * 64 + "  .."], "starts with a dot"),
     ("control", lambda ls: [*ls, "a" * 64 + "  x\ty"], "control character"),
+    ("space", lambda ls: [*ls, "a" * 64 + "  x y"], "not a release file name"),
+    ("shell", lambda ls: [*ls, "a" * 64 + "  $(id)"], "not a release file name"),
     ("one-space", lambda ls: [ls[0][:64] + " " + ls[0][66:], *ls[1:]], "not <sha256>"),
     ("empty", lambda ls: [], "SHA256SUMS is empty"),
 ]

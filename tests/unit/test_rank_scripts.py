@@ -116,6 +116,7 @@ PS1_GUARDS = {
              "elseif ($sums.ContainsKey($name)) { $why = \"the name is listed twice",
              r"elseif ($name -cmatch '[\x00-\x1f\x7f]') {",
              "elseif ($name.StartsWith('.')) {",
+             "elseif (-not (Test-Name $name)) { $why = 'the name is not a release file name",
              "if ($Bytes.Length -eq 0) { Fail 'SHA256SUMS is empty'"],
     "members": ["$mode = ($e.ExternalAttributes -shr 16) -band 0xFFFF",
                 "elseif ($kind -eq 0xA000) { $why = 'is a symlink' }",
@@ -133,8 +134,10 @@ PS1_GUARDS = {
                   "if ((Test-Tag $installed) -and [long]$Tag.Substring(1) -lt "
                   "[long]$installed.Substring(1)) {",
                   "Fail \"refusing to replace ember $installed with the older $Tag",
-                  "if ($signedDate) { $record.date = $signedDate }"],
-    "signed tag": ["if (-not $NoSig -and -not ($words -ccontains $Tag)) {"],
+                  "if ($signedDate) { $record.date = $signedDate }",
+                  "-and -not (Test-Tag $installed) -and -not $AllowDowngrade) {"],
+    "signed tag": ["if (-not ($words -ccontains $Tag)) {",
+                   "$otherTag = @($words | Where-Object { $_ -cne $Tag -and (Test-Tag $_) }"],
 }
 
 
