@@ -143,7 +143,12 @@ static int utf8_argv(char ***out) {
     wchar_t *buf = (wchar_t *)malloc((len + 1) * sizeof(wchar_t));
     size_t cap_args = len / 2 + 2;
     wchar_t **wargs = (wchar_t **)malloc(cap_args * sizeof(wchar_t *));
-    if (!buf || !wargs) { free(buf); free(wargs); return -1; }
+    if (!buf || !wargs) {
+        fprintf(stderr, "ember-cli: out of memory reading the command line\n");
+        free(buf);
+        free(wargs);
+        return -1;
+    }
     const wchar_t *p = cl;
     wchar_t *o = buf;
     int argc = 0;
@@ -180,8 +185,11 @@ static int utf8_argv(char ***out) {
         }
         *o++ = 0;
     }
+    /* buf holds every argument: each NUL stands for a separator consumed (or the end), and no
+     * rule produces more characters than it reads, so len + 1 is enough */
     char **argv = (char **)calloc((size_t)argc + 1, sizeof(char *));
     int ok = argv != NULL;
+    if (!ok) fprintf(stderr, "ember-cli: out of memory reading the command line\n");
     for (int i = 0; ok && i < argc; i++) {
         /* WC_ERR_INVALID_CHARS: an unpaired surrogate is an error, not a silent U+FFFD */
         int n = WideCharToMultiByte(CP_UTF8, WC_ERR_INVALID_CHARS, wargs[i], -1, NULL, 0, NULL, NULL);
@@ -191,7 +199,11 @@ static int utf8_argv(char ***out) {
             break;
         }
         argv[i] = (char *)malloc((size_t)n);
-        if (!argv[i]) { ok = 0; break; }
+        if (!argv[i]) {
+            fprintf(stderr, "ember-cli: out of memory reading the command line\n");
+            ok = 0;
+            break;
+        }
         WideCharToMultiByte(CP_UTF8, WC_ERR_INVALID_CHARS, wargs[i], -1, argv[i], n, NULL, NULL);
     }
     free(buf);

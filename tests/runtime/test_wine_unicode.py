@@ -111,3 +111,27 @@ def test_non_ascii_path_in_an_error_message(wine_run, tmp_path: Path) -> None:  
     assert r.returncode == 2
     # stderr is a pipe: the UTF-8 bytes as they are, the name intact
     assert "nëxistë-東京.gguf" in r.stderr.decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        'say "hi" — «ok»',
+        'C:\\dir\\ and \\"x\\" end\\',
+        "tab\there  two  spaces",
+        "",
+    ],
+)
+def test_command_line_splitting_matches_native(
+    wine_run, ember_build: EmberBuild, prompt: str
+) -> None:  # type: ignore[no-untyped-def]
+    """ember-cli splits the UTF-16 command line itself: quotes, backslashes, tabs and empty
+    arguments must come out as the C runtime's argv would have them."""
+    args = ["-m", str(MODEL), "-p", prompt, *ARGS]
+    native = run_cli(ember_build, args)
+    win = wine_run(["-m", _windows_path(MODEL), "-p", prompt, *ARGS])
+    assert win.returncode == native.returncode, win.stderr.decode(errors="replace")
+    if native.returncode == 0:
+        assert _ids(win.stdout) == _ids(native.stdout)
+    else:  # the empty prompt: no tokens
+        assert b"the prompt has no tokens" in win.stderr
