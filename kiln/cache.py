@@ -1,7 +1,7 @@
 """kiln's build cache: content-addressed, locked, written atomically.
 
 Layout under the cache root (``--cache-dir``, ``$KILN_CACHE``, ``$XDG_CACHE_HOME/kiln`` or
-``~/.cache/kiln``)::
+``~/.cache/kiln``; ``$KILN_CACHE_DIR`` is the deprecated name of ``$KILN_CACHE``)::
 
     toolchains/         pinned toolchains (zig-0.17.1/), installed once under a lock
     zig/                zig's global cache: libc, mingw, compiler-rt compiled per target
@@ -17,9 +17,9 @@ The key of a build hashes everything that changes its output (``key_of``): the s
 (``source_tree_hash``), the toolchain and host tool versions, the flags and CMake options, and
 the recipe files. Two kiln processes sharing a cache take the key's lock (``filelock``) before
 looking or building, so one builds and the other then finds the result. A build is copied
-into ``builds/.tmp-<key>-<pid>`` and renamed to ``builds/<key>`` only when complete, so a
-Ctrl-C or a kill cannot leave an entry that looks finished; leftovers are removed the next time
-the key is built.
+into ``builds/.<key>.tmp-<pid>-<thread>`` and renamed to ``builds/<key>`` only when complete
+(``kiln.files.install_once``), so a Ctrl-C or a kill cannot leave an entry that looks finished;
+leftovers are removed the next time the key is built.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -37,13 +38,15 @@ from typing import Any
 from filelock import FileLock
 
 from kiln.errors import ConfigError
-from kiln.manifest import atomic_write_text
+from kiln.files import atomic_write_text, file_lock, install_once
 from kiln.run import run
 
 __all__ = [
+    "CACHE_ENV",
     "CACHE_SCHEMA",
     "BuildCache",
     "CacheLayout",
+    "cache_root_from_env",
     "default_cache_dir",
     "key_of",
     "source_tree_hash",
@@ -53,11 +56,41 @@ __all__ = [
 CACHE_SCHEMA = 1
 COMPLETE = "COMPLETE"
 
+CACHE_ENV = "KILN_CACHE"
+# The name ``kiln install`` read before kiln had one variable for its whole cache.
+DEPRECATED_CACHE_ENV = "KILN_CACHE_DIR"
+_notice_lock = threading.Lock()
+_noticed = False
+
+
+def cache_root_from_env(env: Mapping[str, str]) -> Path | None:
+    """The cache root the environment names: ``$KILN_CACHE``, else the deprecated
+    ``$KILN_CACHE_DIR`` (which prints a one-line notice on stderr, once per process, whenever
+    it is set); None when neither is set."""
+    if env.get(DEPRECATED_CACHE_ENV):
+        _deprecation_notice(ignored=bool(env.get(CACHE_ENV)))
+    for name in (CACHE_ENV, DEPRECATED_CACHE_ENV):
+        if env.get(name):
+            return Path(env[name]).expanduser()
+    return None
+
+
+def _deprecation_notice(*, ignored: bool) -> None:
+    global _noticed
+    with _notice_lock:
+        if _noticed:
+            return
+        _noticed = True
+    why = f"ignored, {CACHE_ENV} is set" if ignored else f"use {CACHE_ENV} instead"
+    print(f"kiln: warning: {DEPRECATED_CACHE_ENV} is deprecated ({why})", file=sys.stderr)
+
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
-    """``$KILN_CACHE``, else ``$XDG_CACHE_HOME/kiln``, else ``~/.cache/kiln``."""
-    if env.get("KILN_CACHE"):
-        return Path(env["KILN_CACHE"]).expanduser()
+    """``$KILN_CACHE`` (or the deprecated ``$KILN_CACHE_DIR``), else ``$XDG_CACHE_HOME/kiln``,
+    else ``~/.cache/kiln``."""
+    root = cache_root_from_env(env)
+    if root is not None:
+        return root
     if env.get("XDG_CACHE_HOME"):
         return Path(env["XDG_CACHE_HOME"]) / "kiln"
     if env.get("HOME"):
@@ -145,11 +178,15 @@ class BuildCache:
         for d in (layout.builds, layout.work, layout.locks):
             d.mkdir(parents=True, exist_ok=True)
 
+    def _lock_path(self, key: str) -> Path:
+        return self.layout.locks / f"build-{key}.lock"
+
     def lock(self, key: str) -> FileLock:
-        return FileLock(str(self.layout.locks / f"build-{key}.lock"))
+        # the object ``store`` takes again (re-entrant) through ``install_once``
+        return file_lock(self._lock_path(key))
 
     def work_lock(self, entry_id: str) -> FileLock:
-        return FileLock(str(self.layout.locks / f"work-{entry_id}.lock"))
+        return file_lock(self.layout.locks / f"work-{entry_id}.lock")
 
     def work_dir(self, entry_id: str) -> Path:
         return self.layout.work / entry_id
@@ -165,21 +202,23 @@ class BuildCache:
         return None
 
     def store(self, key: str, stage: Path, meta: Mapping[str, Any]) -> Path:
-        """Copy ``stage`` into the cache atomically; return the cached stage. Lock held."""
+        """Copy ``stage`` into the cache atomically; return the cached stage. Lock held (the
+        caller found no entry under it: a complete entry already there would be kept)."""
         final = self.entry_dir(key)
+        # what killed runs of older kilns left (they named it .tmp-<key>-<pid>-<thread>)
         for stale in self.layout.builds.glob(f".tmp-{key}-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = self.layout.builds / f".tmp-{key}-{os.getpid()}-{threading.get_ident()}"
-        try:
+        if (final / COMPLETE).is_file() and self.lookup(key) is None:
+            # COMPLETE without its stage (half deleted): not an entry, so replace it
+            (final / COMPLETE).unlink()
+
+        def fill(tmp: Path) -> str:
             shutil.copytree(stage, tmp / "stage", symlinks=True)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n",
                                            encoding="utf-8")
-            (tmp / COMPLETE).write_text("", encoding="utf-8")
-            if final.exists():  # incomplete (a half-deleted entry): replace it
-                shutil.rmtree(final)
-            tmp.rename(final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            return ""
+
+        install_once(final, lock=self._lock_path(key), fill=fill, marker=COMPLETE)
         return final / "stage"
 
     def read_verify(self, key: str, vkey: str) -> dict[str, Any] | None:

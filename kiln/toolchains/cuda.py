@@ -21,14 +21,12 @@ environment:
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from filelock import FileLock
-
 from kiln.errors import CommandFailed, ConfigError
+from kiln.files import COMPLETE, install_once
 from kiln.plan import Job
 from kiln.run import run
 from kiln.toolchains import cuda_device
@@ -45,7 +43,6 @@ CUDA_PINS: dict[str, tuple[str, ...]] = {
 }
 DEVICE_COMPILER = {"13.3": "nvcc 13.3.73", "12.4": "NVRTC 12.4.127 + ptxas 12.4.131"}
 KERNELS = Path("runtime") / "cuda" / "ember_kernels.cu"
-COMPLETE = ".kiln-complete"
 # Bump when how device code is made or embedded changes: it is part of every CUDA build key.
 EMBED_SCHEME = 2
 
@@ -85,40 +82,29 @@ def install_cuda(paths: ToolchainPaths, version: str, *, env: Mapping[str, str],
     if version not in CUDA_PINS:
         raise ConfigError(f"kiln has no device compiler pinned for CUDA {version}",
                           hint=f"known: {', '.join(sorted(CUDA_PINS))} (kiln/toolchains/cuda.py)")
-    dest = _dest(paths, version)
-    if (dest / COMPLETE).is_file():
-        return dest
-    paths.lock_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(paths.lock_dir() / f"cuda-{version}.lock")):
-        if (dest / COMPLETE).is_file():
-            return dest
-        if _installed_by_hand(dest, version):
-            (dest / COMPLETE).write_text("\n".join(CUDA_PINS[version]) + "\n", encoding="utf-8")
-            return dest
-        for stale in paths.root.glob(f".cuda-{version}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = paths.root / f".cuda-{version}.tmp-{os.getpid()}"
+    pins = "\n".join(CUDA_PINS[version]) + "\n"
+
+    def fill(tmp: Path) -> str:
         try:
-            try:
-                run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-input",
-                     "--disable-pip-version-check", "--no-warn-script-location",
-                     "--target", str(tmp), *CUDA_PINS[version]],
-                    env=env, log_file=log_file, what=f"pip install CUDA {version} device compiler")
-            except CommandFailed as exc:
-                raise CommandFailed(exc.message, output=exc.output,
-                                    hint="kiln installs it from PyPI; by hand: "
-                                         + install_command(paths, version)) from exc
-            missing = [str(p) for p in _tools(tmp, version).values() if not p.exists()]
-            if missing:
-                raise ConfigError(f"CUDA {version} wheels lack {', '.join(missing)}",
-                                  hint="report this: the wheel layout changed")
-            (tmp / COMPLETE).write_text("\n".join(CUDA_PINS[version]) + "\n", encoding="utf-8")
-            if dest.exists():
-                shutil.rmtree(dest)
-            tmp.rename(dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+            run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-input",
+                 "--disable-pip-version-check", "--no-warn-script-location",
+                 "--target", str(tmp), *CUDA_PINS[version]],
+                env=env, log_file=log_file, what=f"pip install CUDA {version} device compiler")
+        except CommandFailed as exc:
+            raise CommandFailed(exc.message, output=exc.output,
+                                hint="kiln installs it from PyPI; by hand: "
+                                     + install_command(paths, version)) from exc
+        missing = [str(p) for p in _tools(tmp, version).values() if not p.exists()]
+        if missing:
+            raise ConfigError(f"CUDA {version} wheels lack {', '.join(missing)}",
+                              hint="report this: the wheel layout changed")
+        return pins
+
+    def adopt(dest: Path) -> str | None:
+        return pins if _installed_by_hand(dest, version) else None
+
+    return install_once(_dest(paths, version), lock=paths.lock_dir() / f"cuda-{version}.lock",
+                        fill=fill, marker=COMPLETE, adopt=adopt)
 
 
 def compile_device_code(root: Path, version: str, source: Path, targets: tuple[str, ...],

@@ -30,9 +30,8 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from filelock import FileLock
-
 from kiln.errors import CommandFailed, ConfigError
+from kiln.files import COMPLETE, install_once
 from kiln.plan import Job
 from kiln.run import run
 from kiln.toolchains.base import ToolchainPaths
@@ -46,7 +45,6 @@ __all__ = ["OPENVINO_PINS", "OpenvinoToolchain", "install_command", "install_ope
 OPENVINO_PINS: dict[str, str] = {"2026.2": "2026.2.1"}
 PLATFORM_TAGS: dict[str, str] = {"linux": "manylinux_2_28_x86_64", "windows": "win_amd64"}
 WHEEL_PYTHON = "3.12"
-COMPLETE = ".kiln-complete"
 # the C library inside libs/ (the Linux one carries the release in its name: .so.2621)
 C_LIBRARY: dict[str, str] = {"linux": "libopenvino_c.so.*", "windows": "openvino_c.dll"}
 
@@ -82,42 +80,30 @@ def install_openvino(paths: ToolchainPaths, version: str, os_name: str, *,
     if os_name not in PLATFORM_TAGS:
         raise ConfigError(f"OpenVINO runtimes exist for {', '.join(PLATFORM_TAGS)} only, "
                           f"not {os_name}")
-    dest = _dest(paths, version, os_name)
-    if (dest / COMPLETE).is_file():
-        return dest
-    paths.lock_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(paths.lock_dir() / f"openvino-{_pin(version)}-{os_name}.lock")):
-        if (dest / COMPLETE).is_file():
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        for stale in dest.parent.glob(f".{os_name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = dest.parent / f".{os_name}.tmp-{os.getpid()}"
+    pin = _pin(version)
+
+    def fill(tmp: Path) -> str:
         try:
-            try:
-                run(_pip_download(tmp / "wheel", version, os_name), env=env,
-                    log_file=log_file, what=f"pip download OpenVINO {_pin(version)} ({os_name})")
-            except CommandFailed as exc:
-                raise CommandFailed(exc.message, output=exc.output,
-                                    hint="kiln fetches it from PyPI; by hand: "
-                                         + install_command(paths, version, os_name)) from exc
-            wheels = sorted((tmp / "wheel").glob("openvino-*.whl"))
-            if len(wheels) != 1:
-                raise ConfigError(f"pip download left {len(wheels)} OpenVINO wheels in "
-                                  f"{tmp / 'wheel'}, expected 1")
-            _unpack(wheels[0], tmp)
-            if not list((tmp / "libs").glob(C_LIBRARY[os_name])):
-                raise ConfigError(f"{wheels[0].name} has no libs/{C_LIBRARY[os_name]}",
-                                  hint="report this: the openvino wheel layout changed")
-            shutil.rmtree(tmp / "wheel")
-            (tmp / COMPLETE).write_text(f"openvino=={_pin(version)} {wheels[0].name}\n",
-                                        encoding="utf-8")
-            if dest.exists():
-                shutil.rmtree(dest)
-            tmp.rename(dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+            run(_pip_download(tmp / "wheel", version, os_name), env=env,
+                log_file=log_file, what=f"pip download OpenVINO {pin} ({os_name})")
+        except CommandFailed as exc:
+            raise CommandFailed(exc.message, output=exc.output,
+                                hint="kiln fetches it from PyPI; by hand: "
+                                     + install_command(paths, version, os_name)) from exc
+        wheels = sorted((tmp / "wheel").glob("openvino-*.whl"))
+        if len(wheels) != 1:
+            raise ConfigError(f"pip download left {len(wheels)} OpenVINO wheels in "
+                              f"{tmp / 'wheel'}, expected 1")
+        _unpack(wheels[0], tmp)
+        if not list((tmp / "libs").glob(C_LIBRARY[os_name])):
+            raise ConfigError(f"{wheels[0].name} has no libs/{C_LIBRARY[os_name]}",
+                              hint="report this: the openvino wheel layout changed")
+        shutil.rmtree(tmp / "wheel")
+        return f"openvino=={pin} {wheels[0].name}\n"
+
+    return install_once(_dest(paths, version, os_name),
+                        lock=paths.lock_dir() / f"openvino-{pin}-{os_name}.lock",
+                        fill=fill, marker=COMPLETE)
 
 
 def _unpack(wheel: Path, root: Path) -> None:

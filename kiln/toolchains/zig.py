@@ -14,16 +14,15 @@ Windows) lives in ``<cache>/zig`` and is shared by every build.
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import jinja2
-from filelock import FileLock
 
 from kiln.errors import CommandFailed, ConfigError
+from kiln.files import COMPLETE, install_once
 from kiln.plan import Job
 from kiln.run import run
 from kiln.toolchains.base import Configured, Identity, Installed, ToolchainPaths
@@ -36,7 +35,6 @@ REQUIREMENT = f"ziglang=={ZIG_VERSION}"
 TEMPLATE = "zig-toolchain.cmake.j2"
 # Per target system: a file of recipes/cmake/ that CMake reads after its platform files.
 RULES = {"Darwin": "darwin-rules.cmake", "Windows": "windows-rules.cmake"}
-COMPLETE = ".kiln-complete"
 
 # CMake's names for the target system and processor (CMAKE_SYSTEM_NAME/PROCESSOR). Android
 # builds are static musl Linux executables (no NDK), so CMake sees Linux.
@@ -81,39 +79,26 @@ class ZigToolchain:
 
     def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
                 log_file: Path | None = None) -> Installed:
-        dest = self._dest(paths)
-        if (dest / COMPLETE).is_file():
-            return self._installed(dest)
-        paths.lock_dir().mkdir(parents=True, exist_ok=True)
-        with FileLock(str(paths.lock_dir() / f"zig-{self.version}.lock")):
-            if (dest / COMPLETE).is_file():  # another kiln installed it while we waited
-                return self._installed(dest)
-            # Whatever a killed install left behind belongs to nobody now: we hold the lock.
-            for stale in paths.root.glob(f".zig-{self.version}.tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
-            tmp = paths.root / f".zig-{self.version}.tmp-{os.getpid()}"
+        def fill(tmp: Path) -> str:
             try:
-                try:
-                    run([python, "-m", "pip", "install", "--no-deps", "--no-input",
-                         "--disable-pip-version-check", "--no-warn-script-location",
-                         "--target", str(tmp), REQUIREMENT],
-                        env=env, log_file=log_file, what=f"pip install {REQUIREMENT}")
-                except CommandFailed as exc:
-                    raise CommandFailed(exc.message, output=exc.output,
-                                        hint=f"kiln installs {REQUIREMENT} from PyPI into "
-                                             f"{paths.root}; check that PyPI is reachable "
-                                             "(pip config, proxy)") from exc
-                exe = tmp / "ziglang" / "zig"
-                got = run([str(exe), "version"], env=env, what="zig version").stdout.strip()
-                if got != self.version:
-                    raise ConfigError(f"{REQUIREMENT} installed zig {got!r}, expected "
-                                      f"{self.version}", hint="report this: the wheel changed")
-                (tmp / COMPLETE).write_text(f"{REQUIREMENT}\n", encoding="utf-8")
-                if dest.exists():
-                    shutil.rmtree(dest)
-                tmp.rename(dest)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                run([python, "-m", "pip", "install", "--no-deps", "--no-input",
+                     "--disable-pip-version-check", "--no-warn-script-location",
+                     "--target", str(tmp), REQUIREMENT],
+                    env=env, log_file=log_file, what=f"pip install {REQUIREMENT}")
+            except CommandFailed as exc:
+                raise CommandFailed(exc.message, output=exc.output,
+                                    hint=f"kiln installs {REQUIREMENT} from PyPI into "
+                                         f"{paths.root}; check that PyPI is reachable "
+                                         "(pip config, proxy)") from exc
+            exe = tmp / "ziglang" / "zig"
+            got = run([str(exe), "version"], env=env, what="zig version").stdout.strip()
+            if got != self.version:
+                raise ConfigError(f"{REQUIREMENT} installed zig {got!r}, expected "
+                                  f"{self.version}", hint="report this: the wheel changed")
+            return f"{REQUIREMENT}\n"
+
+        dest = install_once(self._dest(paths), lock=paths.lock_dir() / f"zig-{self.version}.lock",
+                            fill=fill, marker=COMPLETE)
         return self._installed(dest)
 
     def identity(self, job: Job, recipe: Recipe) -> Identity:
