@@ -701,8 +701,7 @@ typedef struct symbol {
 
 typedef struct bigram {
     int32_t left, right;
-    float score;         /* SPM: token score (higher first) */
-    int32_t rank;        /* BPE: merge rank (lower first) */
+    double priority;     /* higher merges first (see pair_priority_fn) */
     size_t size;         /* byte length of left+right when queued; stale entries differ */
 } bigram;
 
@@ -1022,34 +1021,42 @@ static void pass_llama3(scratch *s, size_t max_digits)
 }
 
 /* ------------------------------------------------------------------------------------ */
-/* BPE                                                                                  */
+/* the merge loop (BPE and SPM)                                                         */
 /* ------------------------------------------------------------------------------------ */
 
-/* Heap order: BPE lowest rank first, SPM highest score first; ties by leftmost symbol. */
-static int bigram_before(const bigram *a, const bigram *b, int spm)
+/* Both vocabularies merge the same way: the piece is cut into UTF-8 characters, every
+   adjacent pair that may merge is queued, and the best queued pair is merged until none is
+   left. They differ only in which pairs may merge and how good a merge is, which
+   a pair_priority_fn answers: 0 when L and R (adjacent in s->buf) do not merge, else 1
+   with *priority set, higher merging first. Ties go to the leftmost pair in both, as in
+   llama.cpp (llm_bigram_bpe and llm_bigram_spm compare left last).
+
+   The priority is a double so that one comparison serves both: an int32 merge rank (lower
+   first) is stored as -rank and a float score (higher first) as itself, both exactly, so
+   the order, NaN scores included, is that of comparing the originals. */
+typedef int (*pair_priority_fn)(const em_tokenizer *t, scratch *s, const symbol *L, const symbol *R,
+                                double *priority);
+
+static int bigram_before(const bigram *a, const bigram *b)
 {
-    if (spm) {
-        if (a->score != b->score) return a->score > b->score;
-    } else {
-        if (a->rank != b->rank) return a->rank < b->rank;
-    }
+    if (a->priority != b->priority) return a->priority > b->priority;
     return a->left < b->left;
 }
 
-static void heap_push(scratch *s, bigram bg, int spm)
+static void heap_push(scratch *s, bigram bg)
 {
     if (grow((void **)&s->heap, &s->cap_heap, s->n_heap + 1, sizeof(bigram))) { s->oom = 1; return; }
     size_t i = s->n_heap++;
     while (i > 0) {
         size_t up = (i - 1) / 2;
-        if (!bigram_before(&bg, &s->heap[up], spm)) break;
+        if (!bigram_before(&bg, &s->heap[up])) break;
         s->heap[i] = s->heap[up];
         i = up;
     }
     s->heap[i] = bg;
 }
 
-static bigram heap_pop(scratch *s, int spm)
+static bigram heap_pop(scratch *s)
 {
     bigram top = s->heap[0];
     bigram last = s->heap[--s->n_heap];
@@ -1057,8 +1064,8 @@ static bigram heap_pop(scratch *s, int spm)
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
         const bigram *best = &last;
-        if (l < n && bigram_before(&s->heap[l], best, spm)) { m = l; best = &s->heap[l]; }
-        if (r < n && bigram_before(&s->heap[r], best, spm)) { m = r; }
+        if (l < n && bigram_before(&s->heap[l], best)) { m = l; best = &s->heap[l]; }
+        if (r < n && bigram_before(&s->heap[r], best)) { m = r; }
         if (m == i) break;
         s->heap[i] = s->heap[m];
         i = m;
@@ -1067,36 +1074,27 @@ static bigram heap_pop(scratch *s, int spm)
     return top;
 }
 
-static void bpe_try_bigram(const em_tokenizer *t, scratch *s, int32_t left, int32_t right)
+static void try_pair(const em_tokenizer *t, scratch *s, pair_priority_fn priority, int32_t left, int32_t right)
 {
     if (left < 0 || right < 0) return;
     const symbol *L = &s->sym[left], *R = &s->sym[right];
-    size_t kn = L->n + 1 + R->n;
-    if (grow((void **)&s->key, &s->cap_key, kn, 1)) { s->oom = 1; return; }
-    memcpy(s->key, s->buf + L->off, L->n);
-    s->key[L->n] = ' ';
-    memcpy(s->key + L->n + 1, s->buf + R->off, R->n);
-    int32_t rank = strmap_get(&t->merges, (const char *)s->key, kn);
-    if (rank < 0) return;
-    bigram bg = {left, right, 0.0f, rank, L->n + R->n};
-    heap_push(s, bg, 0);
+    bigram bg = {left, right, 0.0, L->n + R->n};
+    if (!priority(t, s, L, R, &bg.priority)) return;
+    heap_push(s, bg);
 }
 
-/* Merge one pre-tokenized piece (already byte-encoded, in s->buf[0..n)) and emit its ids. */
-static void bpe_piece(const em_tokenizer *t, scratch *s, size_t n)
+/* Merge s->buf[0..n) into s->sym[0..ns), returned. A merge keeps the left symbol and
+   empties the right one (n = 0), so the surviving symbols, in array order, are the list
+   from symbol 0 on. */
+static size_t merge_piece(const em_tokenizer *t, scratch *s, size_t n, pair_priority_fn priority)
 {
-    const char *w = (const char *)s->buf;
-    if (t->ignore_merges) {
-        int32_t id = text_to_token(t, w, n);
-        if (id >= 0) { emit(s, id); return; }
-    }
     size_t ns = 0;
     for (size_t off = 0; off < n; ns++) {
         size_t cl = utf8_lead_len(s->buf[off]);
         if (cl > n - off) cl = n - off;
         off += cl;
     }
-    if (grow((void **)&s->sym, &s->cap_sym, ns, sizeof(symbol))) { s->oom = 1; return; }
+    if (grow((void **)&s->sym, &s->cap_sym, ns, sizeof(symbol))) { s->oom = 1; return 0; }
     size_t k = 0;
     for (size_t off = 0; off < n; k++) {
         size_t cl = utf8_lead_len(s->buf[off]);
@@ -1108,18 +1106,49 @@ static void bpe_piece(const em_tokenizer *t, scratch *s, size_t n)
         off += cl;
     }
     s->n_heap = 0;
-    for (size_t i = 1; i < ns; i++) bpe_try_bigram(t, s, (int32_t)i - 1, (int32_t)i);
+    for (size_t i = 1; i < ns; i++) try_pair(t, s, priority, (int32_t)i - 1, (int32_t)i);
     while (s->n_heap > 0 && !s->oom) {
-        bigram bg = heap_pop(s, 0);
+        bigram bg = heap_pop(s);
         symbol *L = &s->sym[bg.left], *R = &s->sym[bg.right];
         if (L->n == 0 || R->n == 0 || L->n + R->n != bg.size) continue;  /* stale */
         L->n += R->n;
         R->n = 0;
         L->next = R->next;
         if (R->next >= 0) s->sym[R->next].prev = bg.left;
-        bpe_try_bigram(t, s, L->prev, bg.left);
-        bpe_try_bigram(t, s, bg.left, L->next);
+        try_pair(t, s, priority, L->prev, bg.left);
+        try_pair(t, s, priority, bg.left, L->next);
     }
+    return ns;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* BPE                                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/* BPE: "left right" must be in the merge list; the lower its rank, the sooner it merges. */
+static int bpe_pair_priority(const em_tokenizer *t, scratch *s, const symbol *L, const symbol *R,
+                             double *priority)
+{
+    size_t kn = L->n + 1 + R->n;
+    if (grow((void **)&s->key, &s->cap_key, kn, 1)) { s->oom = 1; return 0; }
+    memcpy(s->key, s->buf + L->off, L->n);
+    s->key[L->n] = ' ';
+    memcpy(s->key + L->n + 1, s->buf + R->off, R->n);
+    int32_t rank = strmap_get(&t->merges, (const char *)s->key, kn);
+    if (rank < 0) return 0;
+    *priority = -(double)rank;
+    return 1;
+}
+
+/* Merge one pre-tokenized piece (already byte-encoded, in s->buf[0..n)) and emit its ids. */
+static void bpe_piece(const em_tokenizer *t, scratch *s, size_t n)
+{
+    const char *w = (const char *)s->buf;
+    if (t->ignore_merges) {
+        int32_t id = text_to_token(t, w, n);
+        if (id >= 0) { emit(s, id); return; }
+    }
+    size_t ns = merge_piece(t, s, n, bpe_pair_priority);
     for (size_t i = 0; i < ns; i++) {
         const symbol *y = &s->sym[i];
         if (y->n == 0) continue;
@@ -1183,15 +1212,14 @@ static void bpe_fragment(const em_tokenizer *t, scratch *s, const char *text, si
 /* SentencePiece (SPM)                                                                  */
 /* ------------------------------------------------------------------------------------ */
 
-static void spm_try_bigram(const em_tokenizer *t, scratch *s, int32_t left, int32_t right)
+/* SPM: the two together must be a vocab token; the higher its score, the sooner it merges. */
+static int spm_pair_priority(const em_tokenizer *t, scratch *s, const symbol *L, const symbol *R,
+                             double *priority)
 {
-    if (left < 0 || right < 0) return;
-    const symbol *L = &s->sym[left], *R = &s->sym[right];
-    size_t n = L->n + R->n;  /* the two are adjacent in s->buf */
-    int32_t id = text_to_token(t, (const char *)s->buf + L->off, n);
-    if (id < 0) return;
-    bigram bg = {left, right, t->score[id], 0, n};
-    heap_push(s, bg, 1);
+    int32_t id = text_to_token(t, (const char *)s->buf + L->off, L->n + R->n);
+    if (id < 0) return 0;
+    *priority = (double)t->score[id];
+    return 1;
 }
 
 static void spm_fragment(const em_tokenizer *t, scratch *s, const char *text, size_t len, int space_prefix)
@@ -1207,35 +1235,7 @@ static void spm_fragment(const em_tokenizer *t, scratch *s, const char *text, si
     }
     if (n == 0) return;
 
-    size_t ns = 0;
-    for (size_t off = 0; off < n; ns++) {
-        size_t cl = utf8_lead_len(s->buf[off]);
-        off += cl < n - off ? cl : n - off;
-    }
-    if (grow((void **)&s->sym, &s->cap_sym, ns, sizeof(symbol))) { s->oom = 1; return; }
-    size_t k = 0;
-    for (size_t off = 0; off < n; k++) {
-        size_t cl = utf8_lead_len(s->buf[off]);
-        if (cl > n - off) cl = n - off;
-        s->sym[k].prev = (int32_t)k - 1;
-        s->sym[k].next = off + cl == n ? -1 : (int32_t)k + 1;
-        s->sym[k].off = off;
-        s->sym[k].n = cl;
-        off += cl;
-    }
-    s->n_heap = 0;
-    for (size_t i = 1; i < ns; i++) spm_try_bigram(t, s, (int32_t)i - 1, (int32_t)i);
-    while (s->n_heap > 0 && !s->oom) {
-        bigram bg = heap_pop(s, 1);
-        symbol *L = &s->sym[bg.left], *R = &s->sym[bg.right];
-        if (L->n == 0 || R->n == 0 || L->n + R->n != bg.size) continue;  /* stale */
-        L->n += R->n;
-        R->n = 0;
-        L->next = R->next;
-        if (R->next >= 0) s->sym[R->next].prev = bg.left;
-        spm_try_bigram(t, s, L->prev, bg.left);
-        spm_try_bigram(t, s, bg.left, L->next);
-    }
+    merge_piece(t, s, n, spm_pair_priority);
     /* Every merged symbol is a vocab token by construction; only single characters can be
        missing, and those fall back to byte tokens. (llama.cpp's reverse-merge lookup can
        only fire for merged symbols, so it never changes the result.) */
