@@ -130,8 +130,9 @@ typedef struct ember_context_params {
     int32_t n_threads; /* 0: number of CPUs */
     const char *kernel; /* SIMD level: "scalar", "avx2", ... ; NULL or "": $EMBER_KERNEL, else the
                            best level this CPU runs. Every level gives the same results. */
-    const char *backend; /* "auto", "cpu", "cuda", "hip" (those built in); NULL or "": $EMBER_BACKEND,
-                            else "auto": the first GPU backend that starts, else the CPU (with one
+    const char *backend; /* "auto", "cpu", "cuda", "hip", "vulkan", "opencl", "openvino", "sycl"
+                            (those built in: ember_backends()); NULL or "": $EMBER_BACKEND, else
+                            "auto": the first GPU backend that starts, else the CPU (with one
                             line on stderr saying why each GPU backend did not start). */
 } ember_context_params;
 
@@ -144,12 +145,14 @@ EMBER_API const char *ember_context_last_error(const ember_context *ctx);
 EMBER_API void ember_context_reset(ember_context *ctx);
 EMBER_API uint32_t ember_context_n_ctx(const ember_context *ctx);
 EMBER_API uint32_t ember_context_n_past(const ember_context *ctx);
-/* The backend the context computes with: "cpu", "cuda", "hip". */
+/* The backend the context computes with: "cpu", "cuda", "hip", "vulkan", "opencl", "openvino"
+ * or "sycl". */
 EMBER_API const char *ember_context_backend(const ember_context *ctx);
 /* The device actually used: "cpu", or the GPU's name, compute capability and the kind of
  * device code loaded ("NVIDIA H100 (sm_90, cubin sm_90, driver 12.8)"). */
 EMBER_API const char *ember_context_device(const ember_context *ctx);
-/* The backends this build accepts besides "auto", e.g. "cpu, cuda". */
+/* The backends this build accepts besides "auto", e.g. "cpu, cuda": "cpu", then those of cuda,
+ * hip, vulkan, opencl, openvino and sycl built in, in the order "auto" tries them. */
 EMBER_API const char *ember_backends(void);
 /* The kernel level the context computes with ("avx2", ...). */
 EMBER_API const char *ember_context_kernel(const ember_context *ctx);
