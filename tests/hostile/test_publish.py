@@ -78,7 +78,7 @@ def _check_common(problems: list[str], r: Run, hostile: Hostile, release: Path,
                if not d.startswith(("added kiln-cache", "added xdg"))]
     if outside:
         problems.append("written outside the mirror: " + ", ".join(outside[:8]))
-    marks = pwned((tmp, hostile.root, REPO))
+    marks = pwned((tmp, hostile.root), shallow=(REPO, Path.cwd()))
     if marks:
         problems.append("an injected command ran: " + ", ".join(marks))
 
