@@ -18,8 +18,13 @@ manifest, SHA256SUMS, signature"):
    into place. A failed run leaves the previous ``--out`` as it was.
 
 Nothing here carries a timestamp of its own: the release date is the commit's time, the
-signature's trusted comment names tag and commit, and Ed25519 signatures are deterministic,
-so releasing the same commit twice gives byte-identical files.
+signature's trusted comment names project, tag, commit and that date
+(``<project> <tag> commit <commit> date <YYYY-MM-DDTHH:MM:SSZ>``), and Ed25519 signatures
+are deterministic, so releasing the same commit twice gives byte-identical files.
+
+``read_release`` treats a release directory as untrusted input: the tag, every file name and
+the SHA256SUMS lines are checked before any of them becomes a path or a URL, and the
+manifest must be the release that the signed comment names.
 
 The project settings (``[tool.kiln]`` in ``pyproject.toml``) are parsed here into
 ``ProjectConfig`` by ``load_project_config``, called at the CLI edge.
