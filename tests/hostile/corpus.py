@@ -383,7 +383,9 @@ class Builder:
 
 
 def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    """A case's directory name: a digest, so that no word of the case's name appears in the
+    paths and URLs a consumer prints (a message would match its regex through them)."""
+    return "c" + hashlib.sha256(name.encode()).hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------------------------
@@ -536,7 +538,7 @@ def member_cases(sandbox: str) -> list[Case]:
 
 
 ASSET = f"{NEW}/{asset_name(NEW)}"
-CAP = r"(larger than|longer than|more than|exceeds|over|too (large|long|big)|limit|cap)"
+CAP = r"(larger than|longer than|more than|exceeds|too (large|long|big)|\blimit\b|\bcap\b)"
 _A = re.escape(asset_name(NEW))
 BOTH = rf"(?is)({_A}.*{CAP}|{CAP}.*{_A})"  # the archive's name and what is wrong with it
 
@@ -606,7 +608,7 @@ def release_cases() -> list[Case]:
                      *((c, expect((9, 12), rf"(?i){SUMS_NAME}.*(line|name)"))
                        for c in PUBLISHERS))))
     # signatures
-    bad_sig = expect(12, r"(?i)(does not verify|signature)")
+    bad_sig = expect(12, r"(?i)does not verify")
     add(Case("sig-other-key", "sig-other-key", RELEASE_CONSUMERS,
              mirror=MirrorSpec(releases=(ReleaseSpec(signer="other"),)),
              release=ReleaseSpec(signer="other"), expect=bad_sig))
@@ -637,7 +639,8 @@ def release_cases() -> list[Case]:
                  args=("--tag", NEW)),
              expect=expect(12, rf"(?i)does not name {NEW}")))
     # rollback and freeze
-    down = r"(?s)(b9.*b{n}|b{n}.*b9)"
+    # naming both releases and the way to override it
+    down = r"(?s)(\bb9\b.*\bb{n}\b|\bb{n}\b.*\bb9\b).*--allow-downgrade"
     for n, latest, args, klass in ((3, b"b3\n", ("--tag", "latest"), "rollback"),
                                    (3, None, ("--tag", "b3"), "rollback"),
                                    (8, b"b8\n", ("--tag", "latest"), "freeze")):
@@ -654,7 +657,7 @@ def release_cases() -> list[Case]:
              expect=expect((11, 12), r"(?i)(truncat|broke|closed|failed after|short)")))
     add(Case("transport-short-body", "transport-truncated", INSTALLERS,
              mirror=MirrorSpec(faults=((ASSET, Fault("short")),)),
-             expect=expect((11, 12), r"(?i)(truncat|does not match|short|bytes)")))
+             expect=expect((11, 12), r"(?i)(truncat|does not match|short)")))
     for status in (403, 404, 416, 500):
         add(Case(f"transport-http-{status}-asset", "transport-http-error", INSTALLERS,
                  mirror=MirrorSpec(faults=((ASSET, Fault("status", status)),)),
@@ -663,22 +666,24 @@ def release_cases() -> list[Case]:
              mirror=MirrorSpec(faults=((f"{NEW}/{SUMS_NAME}", Fault("status", 500)),)),
              expect=expect(11, r"\b500\b")))
     # tags and names
+    LATEST = expect((11, 12), r"(?is)\blatest\b.*\b(not a|does not hold|invalid)\b.*\btag")
+    NOT_A_TAG = r"(?is)\btag\b.*\bnot a\b.*\btag\b"
+    BAD_NAME = r"(?i)(not a (release |plain )?file name|name start(s|ing) with|starts with '\.')"
     for label, tag in (("escaped", "./../escaped"), ("dotdot", "../../x"),
                        ("sed", "b1/e;s/x/y"), ("subst", "b1$(touch PWNED)"),
                        ("newline", "b1\n"), ("space", "b1 b2"), ("backtick", "b1`touch PWNED`")):
         add(Case(f"tag-arg-{label}", "tag-syntax", INSTALLERS,
                  mirror=MirrorSpec(args=("--tag", tag), template=True),
-                 expect=expect(2, r"(?i)tag")))
+                 expect=expect(2, r"(?is)--tag\b.*\b(not|neither)\b.*\btag\b")))
         add(Case(f"tag-latest-{label}", "tag-syntax", INSTALLERS,
-                 mirror=MirrorSpec(latest=tag.encode() + b"\n"),
-                 expect=expect((11, 12), r"(?i)latest")))
+                 mirror=MirrorSpec(latest=tag.encode() + b"\n"), expect=LATEST))
         add(Case(f"tag-manifest-{label}", "tag-syntax", (KILN, *PUBLISHERS),
                  mirror=MirrorSpec(releases=(ReleaseSpec(manifest_tag=tag),)),
                  release=ReleaseSpec(manifest_tag=tag),
-                 expect=expect((11, 12), r"(?i)(tag|manifest)"),
-                 per_consumer=tuple((c, expect((9, 10, 12), r"(?i)tag")) for c in PUBLISHERS)))
+                 expect=expect((11, 12), NOT_A_TAG),
+                 per_consumer=tuple((c, expect((9, 10, 12), NOT_A_TAG)) for c in PUBLISHERS)))
     add(Case("tag-latest-two-lines", "tag-syntax", INSTALLERS,
-             mirror=MirrorSpec(latest=b"b10\nb3\n"), expect=expect((11, 12), r"(?i)latest")))
+             mirror=MirrorSpec(latest=b"b10\nb3\n"), expect=LATEST))
     for label, name in (("dotdot", "../../escaped.tar.gz"),
                         ("escaped", "./../escaped.tar.gz"),
                         ("shell", f"ember-{NEW}-bin-{ENTRY}$(touch PWNED).tar.gz"),
@@ -687,12 +692,11 @@ def release_cases() -> list[Case]:
         add(Case(f"asset-name-{label}", "asset-name-syntax", (KILN, *PUBLISHERS),
                  mirror=MirrorSpec(releases=(ReleaseSpec(asset_name=name),)),
                  release=ReleaseSpec(asset_name=name),
-                 expect=expect((11, 12), r"(?i)(name|escaped|not listed)"),
-                 per_consumer=tuple((c, expect((9, 10, 12), r"(?i)(name|escaped|line)"))
-                                    for c in PUBLISHERS)))
+                 expect=expect((11, 12), BAD_NAME),
+                 per_consumer=tuple((c, expect((9, 10, 12), BAD_NAME)) for c in PUBLISHERS)))
     add(Case("publish-planted-tag-link", "publish-planted-link", (PUB_FILE,),
              release=ReleaseSpec(), planted=(NEW,),
-             expect=expect(10, rf"(?i){NEW}.*(link|outside)|(link|outside).*{NEW}"),
+             expect=expect(10, rf"(?is){NEW}.*\b(link|outside)\b"),
              why="a link where the release's directory goes must not lead the copy out"))
     # install.sh builds the asset's name from the tag itself; a hostile line in SHA256SUMS
     # that looks like its asset must not be picked up through grep's regex either.
@@ -706,14 +710,15 @@ def release_cases() -> list[Case]:
 def ember_cases() -> list[Case]:
     cases: list[Case] = []
     add = cases.append
-    load = r"(?i)(error|truncat|exceed|invalid|too (large|many|big)|count)"
+    short = r"(?i)(truncat|cannot fit|exceeds|too small|empty)"
+    count = r"(?i)count.*(cannot fit|too (large|many)|exceeds)"
     for name, edit, msg in (
-            ("gguf-empty", lambda d: b"", load),
-            ("gguf-truncated-header", truncate(0.01), load),
-            ("gguf-truncated-data", truncate(0.6), load),
-            ("gguf-huge-tensor-count", header_count(0, 2**63), load),
-            ("gguf-huge-kv-count", header_count(1, 2**63 - 1), load),
-            ("gguf-many-tensors", many_tensors, load),
+            ("gguf-empty", lambda d: b"", short),
+            ("gguf-truncated-header", truncate(0.01), short),
+            ("gguf-truncated-data", truncate(0.6), short),
+            ("gguf-huge-tensor-count", header_count(0, 2**63), count),
+            ("gguf-huge-kv-count", header_count(1, 2**63 - 1), count),
+            ("gguf-many-tensors", many_tensors, count),
             ("gguf-rms-eps-nan", set_f32("llama.attention.layer_norm_rms_epsilon",
                                          math.nan), r"(?i)eps"),
             ("gguf-rms-eps-inf", set_f32("llama.attention.layer_norm_rms_epsilon",
