@@ -366,12 +366,12 @@ def _missing_for(base: str, host: Host) -> str:
 
 def _covers(cap: str, targets: Sequence[str]) -> bool:
     """Whether CUDA device code in ``targets`` runs on compute capability ``cap`` ("8.9")."""
-    m = re.match(r"^(\d+)\.(\d+)$", cap)
+    m = re.fullmatch(r"(\d+)\.(\d+)", cap)
     if m is None:
         return True
     major, minor = int(m.group(1)), int(m.group(2))
     for t in targets:
-        tm = re.match(r"^(sm|compute)_(\d+?)(\d)[af]?$", t)
+        tm = re.fullmatch(r"(sm|compute)_(\d+?)(\d)[af]?", t)
         if tm is None:
             continue
         tmaj, tmin = int(tm.group(2)), int(tm.group(3))

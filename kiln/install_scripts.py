@@ -41,7 +41,7 @@ _TAG = re.compile(r"b[0-9]{1,9}")
 
 def _field(value: object, *, what: str, quoted: bool = False) -> str:
     text = "" if value is None else str(value)
-    if not (_QUOTED if quoted else _SAFE).match(text):
+    if not (_QUOTED if quoted else _SAFE).fullmatch(text):
         raise ConfigError(f"install scripts: {what} {text!r} holds a character the scripts "
                           "cannot carry (| or a newline; in quoted values also ' ` $ \\ \")",
                           hint="fix the value in the matrix or the release settings")

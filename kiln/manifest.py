@@ -98,7 +98,7 @@ class AssetRecord:
         if not isinstance(v, Mapping) or set(v) != {"method", "ok", "detail"}:
             raise ReleaseError(f"{source}: field 'verification' must be "
                                "{method, ok, detail}")
-        if not isinstance(data["sha256"], str) or not SHA256_RE.match(data["sha256"]):
+        if not isinstance(data["sha256"], str) or not SHA256_RE.fullmatch(data["sha256"]):
             raise ReleaseError(f"{source}: field 'sha256' is not a lower-case sha256 digest")
         for key in ("size", "unpacked_size"):
             value = data[key]

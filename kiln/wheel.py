@@ -162,7 +162,7 @@ def wheel_version(build_number: int, variant_name: str | None = None) -> str:
     base = f"0.0.{build_number}"
     if variant_name is None:
         return base
-    if not VARIANT_RE.match(variant_name):
+    if not VARIANT_RE.fullmatch(variant_name):
         raise ConfigError(f"variant {variant_name!r} is not a valid local version label",
                           hint="use lower-case letters, digits and dots")
     return f"{base}+{variant_name}"
@@ -557,7 +557,7 @@ _MANYLINUX_RE = re.compile(r"^manylinux_(\d+)_(\d+)_(\w+)$")
 
 
 def _glibc_of(tag: str) -> tuple[int, int] | None:
-    m = _MANYLINUX_RE.match(tag)
+    m = _MANYLINUX_RE.fullmatch(tag)
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 

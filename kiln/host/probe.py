@@ -163,7 +163,7 @@ def _linux_libc(src: Source, arch: str, notes: list[str]) -> tuple[str, str | No
         if m is None:
             notes.append("musl C library found, but its version could not be read")
         return "musl", m.group(1) if m else None
-    m = re.search(r"(?:GNU libc|GLIBC)[^\n]*?\s(\d+\.\d+)\s*$", text.splitlines()[0]
+    m = re.search(r"(?:GNU libc|GLIBC)[^\n]*?\s(\d+\.\d+)\s*\Z", text.splitlines()[0]
                   if text else "")
     if m:
         return "glibc", m.group(1)
@@ -381,7 +381,7 @@ def _parse_nvidia_smi(out: object) -> list[tuple[str, str, str | None]]:
     for line in out.stdout.splitlines():
         cells = [c.strip() for c in line.split(",")]
         if len(cells) >= 2 and re.match(r"^\d+\.\d+", cells[1]):
-            cap = cells[2] if len(cells) > 2 and re.match(r"^\d+\.\d+$", cells[2]) else None
+            cap = cells[2] if len(cells) > 2 and re.fullmatch(r"\d+\.\d+", cells[2]) else None
             rows.append((cells[0], cells[1], cap))
     return rows
 

@@ -63,7 +63,7 @@ def split_targets(targets: Sequence[str]) -> tuple[list[int], list[int]]:
     sms: list[int] = []
     ptx: list[int] = []
     for t in targets:
-        m = _TARGET_RE.match(t)
+        m = _TARGET_RE.fullmatch(t)
         if not m:
             raise ValueError(f"'{t}' is not a CUDA target (sm_XX or compute_XX)")
         (sms if m.group(1) == "sm" else ptx).append(int(m.group(2)))

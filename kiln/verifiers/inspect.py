@@ -92,7 +92,7 @@ def glibc_max(versions: Iterable[str]) -> tuple[str | None, list[str]]:
     best: tuple[int, ...] | None = None
     odd = []
     for v in versions:
-        m = GLIBC_RE.match(v)
+        m = GLIBC_RE.fullmatch(v)
         if not m:
             if v.startswith("GLIBC_"):
                 odd.append(v)
