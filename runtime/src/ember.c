@@ -173,24 +173,36 @@ static ember_status select_backend(ember_context *ctx, const char *want) {
     const int is_auto = !strcmp(want, "auto");
     ctx->backend_auto = is_auto;
     char why[EM_ERRLEN];
-    for (int i = 0; i < em_n_gpu_backends; i++) {
-        const em_backend *b = em_gpu_backends[i];
-        if (!is_auto && strcmp(want, b->name)) continue;
-        why[0] = 0;
-        if (b->init(ctx, why, sizeof why) == 0) {
-            ctx->backend = b;
-            return EMBER_OK;
+    if (is_auto) {
+        /* the table's auto order; a backend that cannot start is skipped with one line */
+        for (int i = 0; i < em_n_gpu_backends; i++) {
+            const em_backend *b = em_gpu_backends[i];
+            why[0] = 0;
+            if (b->init(ctx, why, sizeof why) == 0) {
+                ctx->backend = b;
+                return EMBER_OK;
+            }
+            snprintf(ctx->device, sizeof ctx->device, "cpu");
+            fprintf(stderr, "ember: %s: %s; using cpu\n", b->name, why);
         }
-        snprintf(ctx->device, sizeof ctx->device, "cpu");
-        if (!is_auto) {
-            set_model_err(model, "backend %s cannot run: %s", b->name, why);
-            return EMBER_ERR_UNSUPPORTED;
-        }
-        fprintf(stderr, "ember: %s: %s; using cpu\n", b->name, why);
+        return EMBER_OK;
     }
-    if (is_auto) return EMBER_OK;
-    set_model_err(model, "backend '%s' is not in this build (it has: auto, %s)", want, em_backend_names());
-    return EMBER_ERR_INVALID_ARGUMENT;
+    /* by name: any backend of the table built in, whether or not auto may pick it */
+    const em_backend *b = em_backend_find(want);
+    if (!b) {
+        char msg[EM_ERRLEN];
+        em_backend_not_in_build(want, msg, sizeof msg);
+        set_model_err(model, "%s", msg);
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    why[0] = 0;
+    if (b->init(ctx, why, sizeof why) == 0) {
+        ctx->backend = b;
+        return EMBER_OK;
+    }
+    snprintf(ctx->device, sizeof ctx->device, "cpu");
+    set_model_err(model, "backend %s cannot run: %s", b->name, why);
+    return EMBER_ERR_UNSUPPORTED;
 }
 
 ember_status ember_context_create(const ember_model *model, const ember_context_params *params, ember_context **out) {
