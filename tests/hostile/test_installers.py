@@ -190,3 +190,28 @@ def test_control_installs_an_honest_release(consumer: str, hostile: Hostile,
     assert all(m in (0o755, 0o644) for m in modes.values()), modes
     owners = {p.lstat().st_uid for p in ws.prefix.rglob("*")} | {ws.prefix.stat().st_uid}
     assert owners == {os.getuid()}, owners
+
+
+DOWNGRADE = Case(name="control-downgrade-b3", klass="control", consumers=INSTALLERS,
+                 mirror=MirrorSpec(releases=(ReleaseSpec(tag="b3"),), latest=b"b3\n",
+                                   args=("--tag", "latest", "--allow-downgrade")),
+                 expect=expect(0, ""))
+REINSTALL = Case(name="control-reinstall-b9", klass="control", consumers=INSTALLERS,
+                 mirror=MirrorSpec(releases=(ReleaseSpec(tag=INSTALLED),),
+                                   latest=INSTALLED.encode() + b"\n"),
+                 expect=expect(0, ""))
+
+
+@pytest.mark.parametrize("consumer", INSTALLERS)
+@pytest.mark.parametrize("control", [DOWNGRADE, REINSTALL], ids=lambda c: c.name)
+def test_control_downgrade_override_and_reinstall(consumer: str, control: Case,
+                                                  hostile: Hostile, server: HostileServer,
+                                                  install_sh: Path, tmp_path: Path) -> None:
+    """What the downgrade rule still allows: an older release with --allow-downgrade, and
+    the installed release again."""
+    ws = Workspace(tmp_path)
+    r = run_installer(consumer, control, hostile, server, install_sh, ws)
+    assert r.code == 0, report([f"{control.name} was refused"], r)
+    tag = control.mirror.releases[0].tag if control.mirror else ""
+    record = json.loads((ws.prefix / ".ember-install.json").read_text(encoding="utf-8"))
+    assert record["tag"] == tag
