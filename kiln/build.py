@@ -44,7 +44,8 @@ from kiln.cache import CACHE_SCHEMA, BuildCache, CacheLayout, default_cache_dir,
 from kiln.cache import source_tree_hash as _source_tree_hash
 from kiln.console import Console, Progress
 from kiln.errors import ConfigError, KilnError, SelectionError, ToolMissing, VerifyError
-from kiln.manifest import AssetRecord, Verification, record_for, sha256_file, write_record
+from kiln.files import sha256_file
+from kiln.manifest import AssetRecord, Verification, record_for, write_record
 from kiln.matrix import Matrix, load_matrix
 from kiln.package import BuildInfo, package
 from kiln.plan import Job, make_job

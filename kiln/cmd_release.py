@@ -18,7 +18,7 @@ from typing import Any
 
 from kiln.cli import Context
 from kiln.errors import ReleaseError
-from kiln.manifest import atomic_write_text
+from kiln.files import atomic_write_text
 from kiln.matrix import Matrix
 from kiln.notes import check_links, git_changes, notes_context, previous_tag, render_notes
 from kiln.plan import make_job, plan

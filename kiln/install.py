@@ -89,9 +89,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from kiln.cache import cache_root_from_env
 from kiln.errors import ConfigError, InstallError, IntegrityError, KilnError
+from kiln.files import atomic_write_text, sha256_file
 from kiln.host import Host
-from kiln.manifest import AssetRecord, atomic_write_text, sha256_file
+from kiln.manifest import AssetRecord
 from kiln.release import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -744,7 +746,7 @@ class Fetcher:
         except OSError as exc:
             raise InstallError(f"cannot write {dest}: {exc.strerror}",
                                hint="check the free space and permissions of the download "
-                                    "cache (KILN_CACHE_DIR)") from exc
+                                    "cache (KILN_CACHE)") from exc
         if longer:
             dest.unlink(missing_ok=True)
             raise _too_long(url, size, signed=True)
@@ -1378,8 +1380,9 @@ def _swap_into_place(tree: Path, prefix: Path) -> None:
 
 
 def cache_dir(env: Mapping[str, str]) -> Path:
-    if env.get("KILN_CACHE_DIR"):
-        return Path(env["KILN_CACHE_DIR"]) / "downloads"
+    root = cache_root_from_env(env)
+    if root is not None:
+        return root / "downloads"
     if env.get("XDG_CACHE_HOME"):
         return Path(env["XDG_CACHE_HOME"]) / "kiln" / "downloads"
     if env.get("LOCALAPPDATA"):

@@ -8,9 +8,7 @@ once, with errors that name the file and the field; nothing past this module rea
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import stat
 import tarfile
@@ -21,16 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import IntegrityError, ReleaseError
+from kiln.files import atomic_write_text, sha256_file
 from kiln.matrix import Entry
 
 __all__ = [
     "MANIFEST_SCHEMA",
     "AssetRecord",
     "Verification",
-    "atomic_write_text",
     "read_record",
     "record_for",
-    "sha256_file",
     "unpacked_size",
     "write_record",
 ]
@@ -126,14 +123,6 @@ def _opt(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def record_for(entry: Entry, asset: Path, *, kind: str, build_number: int, commit: str,
                verification: Verification) -> AssetRecord:
     return AssetRecord(
@@ -172,20 +161,6 @@ def _zip_regular(info: zipfile.ZipInfo) -> bool:
         return False
     fmt = stat.S_IFMT(info.external_attr >> 16)
     return fmt in (0, stat.S_IFREG)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, fsync'ed, then renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_record(record: AssetRecord, directory: Path) -> Path:

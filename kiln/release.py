@@ -46,7 +46,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kiln.errors import CommandFailed, ConfigError, IntegrityError, KilnError, ReleaseError
-from kiln.manifest import AssetRecord, atomic_write_text, read_record, sha256_file
+from kiln.files import atomic_write_text, fsync_dir, sha256_file
+from kiln.manifest import AssetRecord, read_record
 from kiln.matrix import ID_RE, Entry, Matrix
 from kiln.run import run
 
@@ -687,14 +688,6 @@ class Signer(Protocol):
         ...
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy_checked(src: Path, dst: Path, *, size: int, sha256: str) -> None:
     with src.open("rb") as fin, dst.open("wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
@@ -754,7 +747,7 @@ def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManife
         # Check what was written, as a user would, before it becomes visible.
         signer.verify(stage / SUMS_NAME, stage / SIGNATURE_NAME, stage / PUBLIC_KEY_NAME)
         verify_sums(stage)
-        _fsync_dir(stage)
+        fsync_dir(stage)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -762,7 +755,7 @@ def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManife
             shutil.rmtree(old)
         else:
             stage.rename(out)
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     finally:
         if stage.exists():
             shutil.rmtree(stage)

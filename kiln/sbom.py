@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln import __version__
-from kiln.manifest import sha256_file
+from kiln.files import sha256_file
 from kiln.run import run
 
 __all__ = ["SourceFile", "Toolchain", "cyclonedx", "source_files", "toolchains_from_jobs"]

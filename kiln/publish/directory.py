@@ -23,7 +23,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from kiln.errors import PublishError
-from kiln.manifest import atomic_write_text, sha256_file
+from kiln.files import atomic_write_text, fsync_dir, sha256_file
 from kiln.publish import LocalRelease, PublishResult, check_names, confined
 from kiln.release import TAG_RE
 
@@ -31,14 +31,6 @@ __all__ = ["LATEST", "DirectoryPublisher"]
 
 LATEST = "latest"
 LOCK = ".kiln-publish.lock"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _number(tag: str) -> int:
@@ -76,7 +68,7 @@ class DirectoryPublisher:
             return False  # publishing an older release does not move `latest` back
         if current != tag:
             atomic_write_text(latest, tag + "\n")
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return True
 
     def publish(self, release: LocalRelease) -> PublishResult:
@@ -122,9 +114,9 @@ class DirectoryPublisher:
             for name in sorted(release.files):
                 self._copy(release, name, stage)
                 self.log(f"copied {name}")
-            _fsync_dir(stage)
+            fsync_dir(stage)
             stage.rename(target)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         finally:
             if stage.exists():
                 shutil.rmtree(stage)

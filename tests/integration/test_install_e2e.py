@@ -140,7 +140,7 @@ class Mirror:
         home = tmp / "home"
         home.mkdir(parents=True, exist_ok=True)
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-                "LANG": "C.UTF-8", "KILN_CACHE_DIR": str(tmp / "kiln-cache"),
+                "LANG": "C.UTF-8", "KILN_CACHE": str(tmp / "kiln-cache"),
                 "XDG_CACHE_HOME": str(tmp / "xdg-cache"), "TMPDIR": str(tmp)}
 
 

@@ -103,7 +103,7 @@ class Mirror:
         home = tmp / "home"
         home.mkdir(parents=True, exist_ok=True)
         return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home),
-                "LANG": "C.UTF-8", "KILN_CACHE_DIR": str(tmp / "kiln-cache"),
+                "LANG": "C.UTF-8", "KILN_CACHE": str(tmp / "kiln-cache"),
                 "TMPDIR": str(tmp)}
 
     def install(self, tmp: Path, *args: str) -> tuple[int, str, str]:

@@ -20,7 +20,7 @@ from github_standin import StandIn
 from test_release_cli import Project, make_release_dir
 
 from kiln.errors import ConfigError, PublishError
-from kiln.manifest import sha256_file
+from kiln.files import sha256_file
 from kiln.publish import LocalRelease, load_release
 from kiln.publish.github import GitHubPublisher, Retry
 

@@ -25,7 +25,7 @@ from github_standin import StandIn
 from test_release_cli import Project, make_release_dir
 
 from kiln.errors import PublishError
-from kiln.manifest import sha256_file
+from kiln.files import sha256_file
 from kiln.publish import LocalRelease, load_release
 from kiln.publish.directory import DirectoryPublisher
 from kiln.publish.github import GitHubPublisher, Retry

@@ -25,9 +25,10 @@ import pytest
 from test_host import profile
 
 from kiln.errors import ConfigError, InstallError, IntegrityError, ReleaseError
+from kiln.files import sha256_file
 from kiln.host import probe
 from kiln.install import Fetcher, fetch_release, install, rank, read_install_record, unpack
-from kiln.manifest import AssetRecord, Verification, sha256_file
+from kiln.manifest import AssetRecord, Verification
 from kiln.release import ReleaseAsset, ReleaseManifest, format_sums
 
 COMMIT = "a" * 40

@@ -15,6 +15,7 @@ import pytest
 from test_host import profile
 
 from kiln.errors import ConfigError, InstallError, IntegrityError
+from kiln.files import sha256_file
 from kiln.host import probe
 from kiln.install import (
     Fetcher,
@@ -29,7 +30,7 @@ from kiln.install import (
     unpack,
     verify_sums_signature,
 )
-from kiln.manifest import AssetRecord, Verification, sha256_file, unpacked_size
+from kiln.manifest import AssetRecord, Verification, unpacked_size
 from kiln.release import ReleaseAsset, ReleaseManifest, format_sums
 
 TAG = "b7"
