@@ -164,10 +164,6 @@ class Case:
                 return e
         return self.expect
 
-    @property
-    def id(self) -> str:
-        return self.name
-
 
 def expect(codes: int | Sequence[int], message: str) -> Expect:
     return Expect(frozenset([codes] if isinstance(codes, int) else codes), message)
