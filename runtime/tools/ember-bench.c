@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "ember.h"
+#include "tool_io.h"
 
 #if defined(_WIN32)
 #define WIN32_LEAN_AND_MEAN
@@ -66,6 +67,13 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+#if defined(_WIN32)
+    /* a model path outside the ANSI code page: take the UTF-16 command line (tool_io.h) */
+    char **wide_argv = NULL; /* lives as long as the process, like the CRT's argv */
+    argc = utf8_argv("ember-bench", &wide_argv);
+    if (argc < 0) return 1;
+    argv = wide_argv;
+#endif
     const char *path = NULL;
     const char *kernel = NULL;
     const char *backend = NULL;

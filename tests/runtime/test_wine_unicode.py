@@ -45,7 +45,6 @@ def wine_run(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         pytest.skip("cmake and ninja are needed")
     cache = build_cache_dir(request)
     exe = Path(os.environ.get("EMBER_WIN_BUILD_DIR") or _cross_build(cache, "x86_64-windows-gnu"))
-    exe = exe / "ember-cli.exe"
     env = dict(os.environ)
     # wine decodes the Unix command line with the locale's charset: make it UTF-8
     env.update(
@@ -59,9 +58,9 @@ def wine_run(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     )
     env.pop("DISPLAY", None)
 
-    def run(args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    def run(args: list[str], tool: str = "ember-cli.exe") -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [wine, str(exe), *args], capture_output=True, timeout=600, env=env, cwd=exe.parent
+            [wine, str(exe / tool), *args], capture_output=True, timeout=600, env=env, cwd=exe
         )
 
     return run
@@ -103,6 +102,19 @@ def test_non_ascii_prompt_and_model_path_match_native(
     win_f = wine_run(["-m", _windows_path(model), "-f", _windows_path(prompt_file), *ARGS])
     assert win_f.returncode == 0, win_f.stderr.decode(errors="replace")
     assert _ids(win_f.stdout) == want
+
+
+def test_ember_bench_opens_a_model_under_a_non_ascii_path(
+    wine_run, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "modèles 東京"
+    folder.mkdir()
+    model = folder / "tiny-gpt2-f32.gguf"
+    shutil.copyfile(MODEL, model)
+    r = wine_run(["-m", _windows_path(model), "-p", "4", "-n", "2", "--json"],
+                 tool="ember-bench.exe")
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert b'"pp"' in r.stdout or b"pp" in r.stdout
 
 
 def test_non_ascii_path_in_an_error_message(wine_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
