@@ -462,10 +462,11 @@ def many_tensors(data: bytes) -> bytes:
 
 
 def _member(name: str, klass: str, members: Sequence[Member], token: str, *,
-            before: Sequence[Member] = (), why: str = "") -> Case:
+            before: Sequence[Member] = (), why: str = "",
+            consumers: tuple[str, ...] = INSTALLERS) -> Case:
     top = top_dir(NEW)
     return Case(
-        name=name, klass=klass, consumers=INSTALLERS,
+        name=name, klass=klass, consumers=consumers,
         mirror=MirrorSpec(releases=(ReleaseSpec(members=tuple(
             dataclasses.replace(m, name=m.name.replace("TOP", top),
                                 linkname=m.linkname.replace("TOP", top)) for m in members),
@@ -526,8 +527,11 @@ def member_cases(sandbox: str) -> list[Case]:
                 [Member("TOP/bin/ember-cli", R, b"#!/bin/sh\necho second copy\n", 0o755)],
                 r"(?is)(duplicate|twice|more than once|again).*ember-cli|"
                 r"ember-cli.*(duplicate|twice|more than once|again)"),
+        # kiln install only: GNU tar and bsdtar end a member name at its NUL when they list
+        # and when they extract, so install.sh checks and writes the same (harmless) name
         _member("member-nul-name", "member-bad-name",
-                [Member("TOP/bin/hostile-nul\x00name", R, b"x")], "hostile-nul"),
+                [Member("TOP/bin/hostile-nul\x00name", R, b"x")], "hostile-nul",
+                consumers=(KILN,)),
         _member("member-backslash", "member-bad-name",
                 [Member("TOP\\..\\..\\hostile-backslash", R, b"x")], "hostile-backslash"),
     ]
