@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 SELECTORS = ["macos-*", "ubuntu-x64", "ubuntu-arm64", "ubuntu-s390x", "android-arm64",
              "win-cpu-*", "openeuler-x64", "openeuler-arm64"]
 SNAPSHOT = ["runtime", "matrix", "recipes", "LICENSE"]
-EDITED = "runtime/src/sampler.c"
+EDITED = "runtime/src/core/sampler.c"
 # A real change of the object code (not a comment, which ccache's preprocessor mode would
 # see through): one more exported, unused symbol.
 EDIT = "\nint ember_bench_edit_marker(void);\nint ember_bench_edit_marker(void) { return 1; }\n"
@@ -42,7 +42,7 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@invalid",
 
 def snapshot(dest: Path) -> None:
     """Copy what a build reads (ignoring build trees) and the verification model; commit."""
-    from kiln.toolchains.recipe import load_verify_spec
+    from kiln.build.toolchains.recipe import load_verify_spec
 
     ignore = shutil.ignore_patterns("build*", "__pycache__", "*.tmp")
     models = [m for m in load_verify_spec(REPO / "recipes").run.models if (REPO / m).is_file()]

@@ -474,7 +474,7 @@ _RULES: tuple[_Rule, ...] = (
      and (e["os"] != "linux" or e["arch"] != "x86_64"),
      "verify", "{verify} runs on the Linux x86_64 host only (this is {os}/{arch})",
      "use inspect"),
-    # lavapipe also runs Windows x86_64 Vulkan builds, under wine (kiln/verifiers/lavapipe.py)
+    # lavapipe also runs Windows x86_64 Vulkan builds, under wine (kiln/verify/lavapipe.py)
     (lambda e: e["verify"] == "lavapipe"
      and (e["os"], e["arch"]) not in (("linux", "x86_64"), ("windows", "x86_64")),
      "verify", "lavapipe runs Linux x86_64 builds, and Windows x86_64 ones under wine "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate runtime/src/unicode_tables.c: the Unicode facts ember's tokenizer needs.
+"""Generate runtime/src/tokenizer/unicode_tables.c: the Unicode facts ember's tokenizer needs.
 
 The tokenizer's pre-tokenizer splits text by Unicode general category (\\p{L}, \\p{N},
 ...) and, for the llama3/qwen2 pre-tokenizers, compares lower-cased code points. This
@@ -17,7 +17,7 @@ the committed file is generated from the `unicodedata2` backport pinned to 15.1.
 has the same API:
 
     pip install unicodedata2==15.1.0
-    python scripts/gen_unicode_tables.py --unicodedata2 > runtime/src/unicode_tables.c
+    python scripts/gen_unicode_tables.py --unicodedata2 > runtime/src/tokenizer/unicode_tables.c
 
 Without --unicodedata2 the interpreter's own `unicodedata` is used (no extra package);
 the Unicode version used is written into the generated file's header either way. With
@@ -67,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         import unicodedata2 as ud  # type: ignore[import-not-found]
 
         source = f"unicodedata2 backport, pip install unicodedata2=={ud.unidata_version}"
-        cmd = "python scripts/gen_unicode_tables.py --unicodedata2 > runtime/src/unicode_tables.c"
+        cmd = ("python scripts/gen_unicode_tables.py --unicodedata2 > "
+               "runtime/src/tokenizer/unicode_tables.c")
     else:
         import unicodedata as ud
 
         source = "Python {}.{} unicodedata".format(*sys.version_info[:2])
-        cmd = "python scripts/gen_unicode_tables.py > runtime/src/unicode_tables.c"
+        cmd = "python scripts/gen_unicode_tables.py > runtime/src/tokenizer/unicode_tables.c"
 
     ranges: list[tuple[int, int]] = []
     lower: list[tuple[int, int]] = []

@@ -12,24 +12,19 @@ checksum in ``SHA256SUMS`` and the minisign signature of ``SHA256SUMS``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
 
-from kiln.errors import ConfigError, PublishError
-from kiln.matrix import ID_RE
-from kiln.release import (
-    NOTES_NAME,
-    PUBLIC_KEY_NAME,
-    SIGNATURE_NAME,
-    SUMS_NAME,
-    TAG_RE,
-    ReleaseManifest,
-    is_safe_name,
-    read_release,
+from kiln.errors import ConfigError
+from kiln.publish.base import (
+    LocalRelease,
+    Publisher,
+    PublishOptions,
+    PublishResult,
+    check_names,
+    confined,
+    load_release,
 )
-from kiln.sign import verify_signature
 
 __all__ = [
     "PUBLISHERS",
@@ -42,87 +37,6 @@ __all__ = [
     "load_release",
     "publisher_for",
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class LocalRelease:
-    """A checked release directory: its manifest and the files to publish."""
-
-    directory: Path
-    manifest: ReleaseManifest
-    files: Mapping[str, str]  # file name -> sha256, SHA256SUMS and its signature included
-    notes: str
-
-    @property
-    def tag(self) -> str:
-        return self.manifest.tag
-
-    def path(self, name: str) -> Path:
-        return self.directory / name
-
-    def size(self, name: str) -> int:
-        return (self.directory / name).stat().st_size
-
-
-@dataclass(frozen=True, kw_only=True)
-class PublishResult:
-    destination: str
-    url: str  # where the published release can be seen
-    uploaded: tuple[str, ...]
-    kept: tuple[str, ...]  # already there and correct (a resumed publish)
-    already_published: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class PublishOptions:
-    env: Mapping[str, str]
-    log: Callable[[str], None] = field(default=lambda _msg: None)
-
-
-class Publisher(Protocol):
-    def publish(self, release: LocalRelease) -> PublishResult:
-        ...
-
-
-def check_names(release: LocalRelease) -> None:
-    """Refuse a release whose tag, file names or entry ids could name anything but one plain
-    directory or file at the destination. ``read_release`` already refuses them; publishers
-    check again before they touch the destination (a ``LocalRelease`` may be built by other
-    code), so a bad value can never reach a path or URL."""
-    if TAG_RE.fullmatch(release.tag) is None:
-        raise PublishError(f"release tag {release.tag!r} is not a tag b<N> (b and 1 to 9 "
-                           "digits); nothing was published")
-    for name in sorted(release.files):
-        if not is_safe_name(name):
-            raise PublishError(f"release file name {name!r} is not a plain file name; "
-                               "nothing was published")
-    for asset in release.manifest.assets:
-        if asset.record.name not in release.files:
-            raise PublishError(f"asset {asset.record.name!r} is not among the release's files")
-        if ID_RE.fullmatch(asset.record.entry_id) is None:
-            raise PublishError(f"asset {asset.record.name}: entry id "
-                               f"{asset.record.entry_id!r} is not a matrix entry id")
-
-
-def confined(root: Path, *parts: str) -> Path:
-    """``root/parts...`` with symbolic links resolved, refused (``PublishError``) unless it
-    is still inside ``root``: the last line of defence for a destination path."""
-    base = root.resolve()
-    path = base.joinpath(*parts).resolve()
-    if path == base or not path.is_relative_to(base):
-        raise PublishError(f"{'/'.join(parts)!r} resolves to {path}, outside {base}; "
-                           "nothing was published there")
-    return path
-
-
-def load_release(directory: Path, *, env: Mapping[str, str],
-                 check_signature: bool = True) -> LocalRelease:
-    manifest, files = read_release(directory)
-    if check_signature:
-        verify_signature(directory / SUMS_NAME, directory / SIGNATURE_NAME,
-                         directory / PUBLIC_KEY_NAME, env=env)
-    notes = (directory / NOTES_NAME).read_text(encoding="utf-8")
-    return LocalRelease(directory=directory, manifest=manifest, files=files, notes=notes)
 
 
 def _directory(target: str, options: PublishOptions) -> Publisher:

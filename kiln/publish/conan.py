@@ -9,7 +9,7 @@ Credentials are Conan's own environment variables: ``CONAN_LOGIN_USERNAME_<NAME>
 Conan runs in a private, temporary ``CONAN_HOME`` holding only that remote: nothing lands in
 the user's cache, no other remote (ConanCenter) is asked, and what the user's configuration
 holds cannot change the packages. For each archive of the release that has a package
-(``kiln.conan.select_packages``): unpack it, ``conan export-pkg`` the recipe
+(``kiln.package.conan.select_packages``): unpack it, ``conan export-pkg`` the recipe
 (``recipes/conanfile.py``, copied out of the repository so that Conan's generated files do not
 land there) with the archive's settings. Then the server's revisions of ``ember/0.0.<N>`` are
 compared with the local ones:
@@ -37,13 +37,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import kiln
-from kiln.conan import ConanPackage, conan_version, select_packages
 from kiln.errors import CommandFailed, ConfigError, PublishError
-from kiln.manifest import AssetRecord
 from kiln.matrix import Matrix, load_matrix
-from kiln.publish import LocalRelease, PublishResult, check_names, confined
+from kiln.package.conan import ConanPackage, conan_version, select_packages
+from kiln.package.records import AssetRecord
+from kiln.package.wheel import console_script
+from kiln.publish.base import LocalRelease, PublishResult, check_names, confined
 from kiln.run import run
-from kiln.wheel import console_script
 
 __all__ = ["ConanPublisher", "ConanRemote", "conan_publisher", "find_recipe"]
 

@@ -24,8 +24,8 @@ from filelock import FileLock, Timeout
 
 from kiln.errors import PublishError
 from kiln.files import atomic_write_text, fsync_dir, sha256_file
-from kiln.publish import LocalRelease, PublishResult, check_names, confined
-from kiln.release import TAG_RE
+from kiln.publish.base import LocalRelease, PublishResult, check_names, confined
+from kiln.release.manifest import TAG_RE
 
 __all__ = ["LATEST", "DirectoryPublisher"]
 

@@ -39,7 +39,7 @@ from urllib.parse import quote, urlsplit
 import requests
 
 from kiln.errors import ConfigError, PublishError
-from kiln.publish import LocalRelease, PublishResult, check_names
+from kiln.publish.base import LocalRelease, PublishResult, check_names
 
 __all__ = ["API_VERSION", "DEFAULT_API_URL", "GitHubPublisher", "Retry", "github_publisher"]
 

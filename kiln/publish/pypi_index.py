@@ -38,15 +38,15 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from kiln.errors import ConfigError, PublishError
-from kiln.publish import LocalRelease, PublishResult, check_names
-from kiln.wheel import WheelName, index_path, parse_wheel_name
+from kiln.package.wheel import WheelName, index_path, parse_wheel_name
+from kiln.publish.base import LocalRelease, PublishResult, check_names
 
 __all__ = ["IndexFile", "PyPIIndexPublisher", "parse_project_page", "pypi_index_publisher"]
 
 USER_ENV = "TWINE_USERNAME"
 PASSWORD_ENV = "TWINE_PASSWORD"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# A variant index below the root (kiln.wheel's local version labels: "cu124", "rocm7.2").
+# A variant index below the root (kiln.package.wheel's local version labels: "cu124", "rocm7.2").
 _INDEX_RE = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
 
 

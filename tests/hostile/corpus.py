@@ -31,9 +31,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln.manifest import AssetRecord, Verification, record_for
 from kiln.matrix import load_matrix
-from kiln.release import MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, ReleaseAsset, ReleaseManifest
+from kiln.package.records import AssetRecord, Verification, record_for
+from kiln.release.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+    ReleaseAsset,
+    ReleaseManifest,
+)
 
 from .server import Fault
 
@@ -243,7 +249,7 @@ def record_of(path: Path, name: str, number: int, unpacked: int) -> AssetRecord:
 
 
 def format_sums(digests: Mapping[str, str]) -> str:
-    from kiln.release import format_sums as kiln_format_sums
+    from kiln.release.manifest import format_sums as kiln_format_sums
 
     return kiln_format_sums(digests)
 
@@ -325,14 +331,14 @@ class Builder:
         return name
 
     def _publish_files(self, manifest: ReleaseManifest) -> dict[str, bytes]:
-        from kiln.release import NOTES_NAME, PUBLIC_KEY_NAME, SBOM_NAME
+        from kiln.release.manifest import NOTES_NAME, PUBLIC_KEY_NAME, SBOM_NAME
 
         pub = self.pubkey.read_text(encoding="utf-8")
         out = {PUBLIC_KEY_NAME: pub.encode(),
                SBOM_NAME: json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5"}).encode(),
                NOTES_NAME: f"# ember {manifest.tag}\n\nhostile corpus\n".encode()}
         try:
-            from kiln.install_scripts import render
+            from kiln.release.install_scripts import render
 
             scripts = render(manifest, pub, "https://ember.invalid/releases/")
         except Exception:

@@ -1,6 +1,6 @@
 """``kiln build`` of CUDA entries for real, on a host without a GPU: kiln installs the pinned
-device compilers from PyPI into its cache (nvcc 13.3; NVRTC + ptxas 12.4), compiles
-runtime/cuda/ember_kernels.cu for the entry's SM list, zig cross-builds the host code, and
+device compilers from PyPI into its cache (nvcc 13.3; NVRTC + ptxas 12.4), compiles the kernels
+in runtime/src/backends/cuda/ for the entry's SM list, zig cross-builds the host code, and
 ``inspect`` proves from the built library that it embeds exactly the matrix's cubins and PTX,
 links no CUDA runtime and names the driver it opens at run time. The Linux archive then runs
 here, without a driver, on the CPU with the tokens of ``--backend cpu``.
@@ -119,7 +119,7 @@ def test_archives_carry_no_cuda_runtime(built: dict[str, Any]) -> None:
 
 def test_linux_archive_runs_on_the_cpu_without_a_driver(built: dict[str, Any],
                                                          tmp_path: Path) -> None:
-    from kiln.toolchains.recipe import load_verify_spec
+    from kiln.build.toolchains.recipe import load_verify_spec
 
     models = [REPO / m for m in load_verify_spec(REPO / "recipes").run.models
               if (REPO / m).is_file()]

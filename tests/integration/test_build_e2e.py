@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
-from kiln.manifest import read_record
+from kiln.package.records import read_record
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kiln-build")]
 
@@ -48,7 +48,7 @@ def git(repo: Path, *args: str) -> None:
 
 
 def snapshot(dest: Path) -> Path:
-    from kiln.toolchains.recipe import load_verify_spec
+    from kiln.build.toolchains.recipe import load_verify_spec
 
     shutil.rmtree(dest, ignore_errors=True)
     ignore = shutil.ignore_patterns("build*", "__pycache__", "*.tmp")
@@ -222,7 +222,7 @@ def test_failing_compile_is_clear_and_leaves_no_archive(snap: Path, cache: Path,
                                                         tmp_path: Path) -> None:
     broken = tmp_path / "repo"
     shutil.copytree(snap, broken)
-    src = broken / "runtime" / "src" / "sampler.c"
+    src = broken / "runtime" / "src" / "core" / "sampler.c"
     src.write_text(src.read_text() + "\n#error injected by test_build_e2e\n")
     out = tmp_path / "out"
     done = kiln(["macos-x64", "ubuntu-x64", "--out", str(out), "--build-number", "3"], broken,
@@ -238,7 +238,7 @@ def test_ctrl_c_leaves_neither_archive_nor_cache_entry(snap: Path, cache: Path,
                                                        tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     shutil.copytree(snap, repo)
-    src = repo / "runtime" / "src" / "sampler.c"
+    src = repo / "runtime" / "src" / "core" / "sampler.c"
     # a source no build has seen: a real build starts, and is interrupted
     src.write_text(src.read_text() + f"\nint kiln_test_interrupt_{time.time_ns()}(void);\n")
     out = tmp_path / "out"

@@ -30,8 +30,8 @@ from test_release_cli import Project, make_project
 from test_wheel_build import make_archive, stage_for
 
 from kiln.errors import CommandFailed
+from kiln.package.wheel import console_script
 from kiln.run import run
-from kiln.wheel import console_script
 
 pytestmark = [
     pytest.mark.integration,

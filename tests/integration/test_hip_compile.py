@@ -1,6 +1,6 @@
-"""The HIP kernels (runtime/hip/ember_kernels.hip, the CUDA source under __HIPCC__) compile
+"""The HIP kernels (runtime/src/backends/hip/ember_kernels.hip, the CUDA source for hipcc) compile
 with Debian's hipcc into a code-object bundle for the gfx targets of the matrix's hip profile
-that this hipcc knows, and kiln/toolchains/hip.py reads exactly those back out of it. The
+that this hipcc knows, and kiln/build/toolchains/hip.py reads exactly those back out of it. The
 ROCm 7.2 entries themselves build in CI (ci-only): kiln refuses any other hipcc version."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from kiln.build.toolchains import hip
+from kiln.build.toolchains.base import ToolchainPaths
 from kiln.errors import ConfigError
-from kiln.toolchains import hip
-from kiln.toolchains.base import ToolchainPaths
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "runtime" / "hip" / "ember_kernels.hip"
+SOURCE = ROOT / "runtime" / "src" / "backends" / "hip" / "ember_kernels.hip"
 # Debian's ROCm 5.2 hipcc knows these of backends.yaml's hip@7.2 list (gfx942, gfx110x and
 # gfx120x need a newer LLVM: they are compiled by the ci-only ROCm 7.2 jobs).
 TARGETS = ["gfx908", "gfx90a", "gfx1030"]

@@ -32,9 +32,9 @@ import pytest
 from test_release_cli import Project, make_artifact, make_project
 
 from kiln.cli import main
-from kiln.install_scripts import render
-from kiln.manifest import Verification, record_for, write_record
 from kiln.matrix import load_matrix
+from kiln.package.records import Verification, record_for, write_record
+from kiln.release.install_scripts import render
 
 # One worker builds ember and the release once for the whole module (--dist loadgroup).
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("install-e2e")]
@@ -228,7 +228,7 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
         pub = project.key.with_suffix(".pub")
         import json
 
-        from kiln.release import ReleaseManifest
+        from kiln.release.manifest import ReleaseManifest
 
         manifest = ReleaseManifest.from_json(
             json.loads((out / "manifest.json").read_text(encoding="utf-8")), source="m")

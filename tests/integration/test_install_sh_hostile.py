@@ -31,9 +31,9 @@ from pathlib import Path
 
 import pytest
 
-from kiln.install_scripts import render
-from kiln.manifest import AssetRecord, Verification
-from kiln.release import ReleaseAsset, ReleaseManifest
+from kiln.package.records import AssetRecord, Verification
+from kiln.release.install_scripts import render
+from kiln.release.manifest import ReleaseAsset, ReleaseManifest
 
 pytestmark = pytest.mark.integration
 

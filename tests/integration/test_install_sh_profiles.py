@@ -1,5 +1,5 @@
 """``install.sh`` on the recorded machines of tests/unit/fixtures/hosts: the same choice and
-the same fallbacks, in the same order, as ``kiln.install.rank``.
+the same fallbacks, in the same order, as ``kiln.install.installer.rank``.
 
 Each profile becomes a directory standing in for ``/`` (``EMBER_INSTALL_SYSROOT``) and stub
 programs for the tools it records; ``PATH`` holds only those stubs and an allow-list of basic
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from kiln.host import load_profile, probe
-from kiln.install import rank
-from kiln.install_scripts import render
-from kiln.manifest import AssetRecord, Verification
+from kiln.install.host import load_profile, probe
+from kiln.install.installer import rank
 from kiln.matrix import load_matrix
-from kiln.release import ReleaseAsset, ReleaseManifest, disabled_builds
+from kiln.package.records import AssetRecord, Verification
+from kiln.release.assemble import disabled_builds
+from kiln.release.install_scripts import render
+from kiln.release.manifest import ReleaseAsset, ReleaseManifest
 
 pytestmark = pytest.mark.integration
 

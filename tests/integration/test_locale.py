@@ -86,7 +86,7 @@ def test_run_decodes_program_output_as_utf8(tmp_path: Path, locale_name: str) ->
 def _fake_openvino_wheel(directory: Path) -> Path:
     """A wheel with the pinned name and the layout kiln unpacks, large enough (2 MiB) for pip
     to draw its progress bar."""
-    from kiln.toolchains.openvino import OPENVINO_PINS, PLATFORM_TAGS, WHEEL_PYTHON
+    from kiln.build.toolchains.openvino import OPENVINO_PINS, PLATFORM_TAGS, WHEEL_PYTHON
     ver = OPENVINO_PINS["2026.2"]
     py = "cp" + WHEEL_PYTHON.replace(".", "")
     name = f"openvino-{ver}-{py}-{py}-{PLATFORM_TAGS['linux']}.whl"
@@ -135,8 +135,8 @@ def test_toolchain_fetch_under_any_locale(tmp_path: Path, index_url: str,
     # UTF-8 whatever kiln's own locale is: the case that failed.
     proc = _py(f"""
         from pathlib import Path
-        from kiln.toolchains.base import ToolchainPaths
-        from kiln.toolchains.openvino import install_openvino, runtime_library
+        from kiln.build.toolchains.base import ToolchainPaths
+        from kiln.build.toolchains.openvino import install_openvino, runtime_library
         paths = ToolchainPaths(root=Path({str(tmp_path / "cache")!r}),
                                zig_cache=Path({str(tmp_path / "zig")!r}))
         pip_env = {{"PATH": "/usr/bin:/bin", "HOME": {str(tmp_path)!r},

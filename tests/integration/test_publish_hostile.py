@@ -29,7 +29,7 @@ from kiln.files import sha256_file
 from kiln.publish import LocalRelease, load_release
 from kiln.publish.directory import DirectoryPublisher
 from kiln.publish.github import GitHubPublisher, Retry
-from kiln.release import MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, format_sums
+from kiln.release.manifest import MANIFEST_NAME, SIGNATURE_NAME, SUMS_NAME, format_sums
 
 pytestmark = [
     pytest.mark.integration,

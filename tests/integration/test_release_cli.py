@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kiln.manifest import AssetRecord, Verification, record_for, write_record
+from kiln.toolchains import refusal
 
 import kiln.build
 from kiln.cli import main
-from kiln.manifest import AssetRecord, Verification, record_for, write_record
 from kiln.matrix import load_matrix
-from kiln.toolchains import refusal
 
 pytestmark = pytest.mark.integration
 

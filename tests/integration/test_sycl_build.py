@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.toolchains.oneapi import CONTAINER, ONEAPI_VERSION
+from kiln.build.toolchains.oneapi import CONTAINER, ONEAPI_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / "runtime"

@@ -1,5 +1,6 @@
 """Wheels from real staged trees: ember cross-built with zig (as ``kiln build`` does) for Linux
-x86_64/aarch64/s390x at glibc 2.17, Windows x64 and macOS arm64, then ``kiln.wheel.build_wheel``.
+x86_64/aarch64/s390x at glibc 2.17, Windows x64 and macOS arm64, then
+``kiln.package.wheel.build_wheel``.
 
 Checks: ``auditwheel show`` reports the promised manylinux_2_17 tag for each Linux wheel, with no
 external library; ``delvewheel show`` finds only Windows' own DLLs; the Mach-O inspection of the
@@ -25,11 +26,11 @@ import pytest
 from filelock import FileLock
 
 from kiln.errors import CommandFailed
-from kiln.manifest import Verification, read_record, record_for, write_record
 from kiln.matrix import load_matrix
-from kiln.package import collect_members, write_tar_gz, write_zip
+from kiln.package.archive import collect_members, write_tar_gz, write_zip
+from kiln.package.records import Verification, read_record, record_for, write_record
+from kiln.package.wheel import build_wheel, parse_wheel_name, wheel_target
 from kiln.run import run
-from kiln.wheel import build_wheel, parse_wheel_name, wheel_target
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +42,7 @@ EPOCH = 1767323045  # 2026-01-02T03:04:05Z
 COMMIT = "c0ffee" * 6 + "c0ff"
 BUILD_TIMEOUT = 900
 
-# CMake's view of each target (as kiln/toolchains/zig.py renders it).
+# CMake's view of each target (as kiln/build/toolchains/zig.py renders it).
 SYSTEM = {"linux": "Linux", "windows": "Windows", "macos": "Darwin"}
 PROCESSOR = {("windows", "x86_64"): "AMD64", ("windows", "aarch64"): "ARM64",
              ("macos", "aarch64"): "arm64"}
@@ -148,7 +149,7 @@ def make_wheel(entry_id: str, stage: Path, out: Path, *, number: int = 42,
 
 def make_archive(entry_id: str, stage: Path, out: Path, *, number: int,
                  commit: str) -> Path:
-    """The entry's release archive from a staged tree (kiln.package's writers, with LICENSE
+    """The entry's release archive from a staged tree (kiln.package.archive's writers, with LICENSE
     and a BUILD-INFO.json naming the entry) and its record, as kiln build writes them."""
     entry = MATRIX.get(entry_id)
     top = f"ember-b{number}-bin-{entry_id}"
@@ -259,7 +260,7 @@ def test_cibuildwheel_backend_makes_the_same_wheel_natively(stage_cache: Path,
     """The project cibuildwheel builds (an in-tree PEP 517 backend) compiles runtime/ with this
     machine's compiler and gives a wheel of the same name, layout and metadata as kiln's.
     (On CI it runs in the manylinux2014 image, whose glibc makes the tag true.)"""
-    from kiln.wheel import write_cibuildwheel_project
+    from kiln.package.wheel import write_cibuildwheel_project
 
     project = write_cibuildwheel_project(tmp_path / "cibw", repo=REPO)
     env = _env()

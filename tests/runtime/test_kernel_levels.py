@@ -37,7 +37,7 @@ from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[2]
 REFS = ROOT / "tests" / "runtime" / "data" / "references"
-SRC = ROOT / "runtime" / "src"
+SRC = ROOT / "runtime" / "src" / "cpu"  # the kernels and their headers
 SOURCES = [
     SRC / "quants.c",
     SRC / "quants_x86.c",

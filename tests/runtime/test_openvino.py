@@ -1,5 +1,5 @@
-"""The OpenVINO backend (runtime/src/backend_openvino.c) on OpenVINO's CPU plugin against
-ember's CPU path.
+"""The OpenVINO backend (runtime/src/backends/openvino/backend_openvino.c) on OpenVINO's CPU
+plugin against ember's CPU path.
 
 The runtime comes from the ``openvino`` wheel of the test extra (pyproject.toml); the tests that
 need it are skipped, with the install command, when it is absent. The build is ember with

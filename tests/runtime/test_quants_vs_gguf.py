@@ -1,6 +1,6 @@
-"""ember's quantization kernels (runtime/src/quants.c) against gguf-py and real GGUF files.
+"""ember's quantization kernels (runtime/src/cpu/quants.c) against gguf-py and real GGUF files.
 
-runtime/src/quants.c is compiled into a shared object with the system C compiler ($CC, else
+runtime/src/cpu/quants.c is compiled into a shared object with the system C compiler ($CC, else
 cc/gcc/clang) and driven through ctypes: one build per session, numpy buffers passed
 straight in, nothing to parse. The `gguf` package (gguf-py, the reference implementation
 that ships with llama.cpp) supplies the expected values. Every comparison is bit for bit.
@@ -35,7 +35,7 @@ from gguf.quants import dequantize as gguf_dequantize  # noqa: E402
 from gguf.quants import quantize as gguf_quantize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SRC = ROOT / "runtime" / "src"
+SRC = ROOT / "runtime" / "src" / "cpu"
 TINY = ROOT / "tests" / "runtime" / "data" / "tiny"
 
 # ember's types (ids are ggml's) that gguf-py can dequantize
@@ -109,7 +109,8 @@ class Ember:
 def ember(tmp_path_factory: pytest.TempPathFactory) -> Ember:
     cc = _find_cc()
     if cc is None:
-        pytest.skip("no C compiler found ($CC, cc, gcc or clang) to build runtime/src/quants.c")
+        pytest.skip("no C compiler found ($CC, cc, gcc or clang) to build "
+                    "runtime/src/cpu/quants.c")
     out = tmp_path_factory.mktemp("ember_quants") / "libember_quants.so"
     cmd = [*cc.split(), "-std=c11", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
            "-ffp-contract=off", f"-I{SRC}", str(SRC / "quants.c"), "-o", str(out), "-lm"]

@@ -2,8 +2,8 @@
 
 The expected ids were made by scripts/make_tokenizer_refs.py with llama-cpp-python
 0.3.36 and are stored in tests/runtime/data/tokenizer/, so no llama_cpp is needed here.
-The C tokenizer (runtime/src/tokenizer.c + unicode_tables.c) is compiled into a shared
-object and driven through ctypes with vocabularies read from GGUF files by the `gguf`
+The C tokenizer (runtime/src/tokenizer/: tokenizer.c + unicode_tables.c) is compiled into
+a shared object and driven through ctypes with vocabularies read from GGUF files by the `gguf`
 package, exactly as the reference script built them.
 
 Needs a C compiler ($CC, else cc/gcc/clang) and, for the SmolLM2 cases, the model file in
@@ -86,9 +86,10 @@ def _find_cc() -> str | None:
 def lib(tmp_path_factory):
     cc = _find_cc()
     if cc is None:
-        pytest.skip("no C compiler found ($CC, cc, gcc or clang) to build runtime/src/tokenizer.c")
+        pytest.skip("no C compiler found ($CC, cc, gcc or clang) to build "
+                    "runtime/src/tokenizer/tokenizer.c")
     so = tmp_path_factory.mktemp("embertok") / "libembertok.so"
-    src = ROOT / "runtime" / "src"
+    src = ROOT / "runtime" / "src" / "tokenizer"
     flags = ["-std=c11", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", f"-I{src}"]
     sources = [str(src / "tokenizer.c"), str(src / "unicode_tables.c")]
     cmd = [*cc.split(), *flags, *sources, "-o", str(so)]
@@ -324,8 +325,9 @@ def test_token_to_piece_and_eog_match_llama_cpp(lib, variant, request):
 
 
 def test_unicode_tables_are_generated_output():
-    """runtime/src/unicode_tables.c is what scripts/gen_unicode_tables.py writes."""
-    committed = (ROOT / "runtime" / "src" / "unicode_tables.c").read_text(encoding="utf-8")
+    """runtime/src/tokenizer/unicode_tables.c is what scripts/gen_unicode_tables.py writes."""
+    tables = ROOT / "runtime" / "src" / "tokenizer" / "unicode_tables.c"
+    committed = tables.read_text(encoding="utf-8")
     version = committed.split('em_unicode_version[] = "', 1)[1].split('"', 1)[0]
     try:
         import unicodedata2
@@ -351,5 +353,5 @@ def test_unicode_tables_are_generated_output():
         return s.split('#include "unicode_tables.h"', 1)[1]  # the header names the source
 
     assert body(res.stdout) == body(committed), (
-        "regenerate runtime/src/unicode_tables.c (see its header)"
+        "regenerate runtime/src/tokenizer/unicode_tables.c (see its header)"
     )

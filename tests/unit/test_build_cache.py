@@ -1,4 +1,4 @@
-"""kiln/cache.py: keys, the cache directory, atomic stores, the source tree hash; and the
+"""kiln/build/cache.py: keys, the cache directory, atomic stores, the source tree hash; and the
 recipe data that goes into every key."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-import kiln.cache
-from kiln.cache import BuildCache, CacheLayout, default_cache_dir, key_of, source_tree_hash
+import kiln.build.cache
+from kiln.build.cache import BuildCache, CacheLayout, default_cache_dir, key_of, source_tree_hash
+from kiln.build.toolchains import check_buildable
+from kiln.build.toolchains.recipe import load_recipe, load_verify_spec
+from kiln.build.toolchains.zig import ZigToolchain
 from kiln.errors import ConfigError
 from kiln.matrix import load_matrix
 from kiln.plan import make_job
 from kiln.run import Completed
-from kiln.toolchains import check_buildable
-from kiln.toolchains.recipe import load_recipe, load_verify_spec
-from kiln.toolchains.zig import ZigToolchain
 
 
 def test_key_is_canonical() -> None:
@@ -84,7 +84,7 @@ def test_source_tree_hash_follows_content_and_exec_bit(tmp_path: Path,
         assert list(argv)[:3] == ["git", "-C", str(repo)] and "--exclude-standard" in argv
         return Completed(argv=tuple(argv), returncode=0, stdout=listing, stderr="")
 
-    monkeypatch.setattr(kiln.cache, "run", fake_git)
+    monkeypatch.setattr(kiln.build.cache, "run", fake_git)
     first = source_tree_hash(repo, "runtime", {})
     assert source_tree_hash(repo, "runtime", {}) == first
     (repo / "runtime" / "src" / "a.c").write_text("int a = 1;\n")

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-import kiln.cmd_build
-from kiln.build import BuildResult, BuildSummary
+import kiln.cli.build
+from kiln.build.jobs import BuildResult, BuildSummary
 from kiln.cli import main
-from kiln.manifest import Verification
+from kiln.package.records import Verification
 
 
 def run_cli(args: list[str], cwd: Path, capsys: pytest.CaptureFixture[str],
@@ -91,7 +91,7 @@ def test_summary_table_and_exit_code(repo_root: Path, tmp_path: Path, ok: bool,
         seen.update(kw)
         return fake_summary(ok, tmp_path)
 
-    monkeypatch.setattr(kiln.cmd_build, "build_jobs", fake_build_jobs)
+    monkeypatch.setattr(kiln.cli.build, "build_jobs", fake_build_jobs)
     code, out, err = run_cli(["build", "ubuntu-x64", "ubuntu-arm64", "--build-number", "9",
                               "--jobs", "3", "--cache-dir", str(tmp_path / "c"), "--out",
                               str(tmp_path / "o")], repo_root, capsys)
@@ -109,7 +109,7 @@ def test_summary_table_and_exit_code(repo_root: Path, tmp_path: Path, ok: bool,
 
 def test_json_output(repo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kiln.cmd_build, "build_jobs",
+    monkeypatch.setattr(kiln.cli.build, "build_jobs",
                         lambda jobs, **kw: fake_summary(True, tmp_path))
     code, out, _ = run_cli(["build", "ubuntu-arm64", "--build-number", "9", "--json",
                             "--cache-dir", str(tmp_path / "c")], repo_root, capsys)
@@ -123,7 +123,7 @@ def test_json_output(repo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 def test_github_actions_step_summary(repo_root: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kiln.cmd_build, "build_jobs",
+    monkeypatch.setattr(kiln.cli.build, "build_jobs",
                         lambda jobs, **kw: fake_summary(True, tmp_path))
     summary = tmp_path / "summary.md"
     env = {"HOME": "/nonexistent", "GITHUB_ACTIONS": "true",
@@ -139,9 +139,9 @@ def test_ci_only_entry_on_its_runner_is_refused_only_for_its_missing_recipe(
         repo_root: Path, tmp_path: Path) -> None:
     import shutil
 
+    from kiln.build.toolchains import check_buildable
     from kiln.errors import SelectionError
     from kiln.matrix import load_matrix
-    from kiln.toolchains import check_buildable
 
     rocm = load_matrix(repo_root / "matrix").get("ubuntu-rocm-7.2-x64")
     with pytest.raises(SelectionError) as here:
@@ -158,8 +158,8 @@ def test_ci_only_entry_on_its_runner_is_refused_only_for_its_missing_recipe(
 
 
 def test_refusal_says_why_an_entry_cannot_be_built_here(repo_root: Path) -> None:
+    from kiln.build.toolchains import refusal
     from kiln.matrix import load_matrix
-    from kiln.toolchains import refusal
 
     m = load_matrix(repo_root / "matrix")
     assert refusal(m.get("ubuntu-x64"), repo_root / "recipes") is None

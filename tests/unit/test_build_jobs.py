@@ -1,4 +1,4 @@
-"""kiln/build.py's orchestration with a fake toolchain, fake programs and fake verifiers: no
+"""kiln/build/jobs.py's orchestration with a fake toolchain, fake programs and fake verifiers: no
 compiler, no subprocess. Real builds are in tests/integration/test_build_e2e.py."""
 
 from __future__ import annotations
@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-import kiln.build
+import kiln.build.jobs
 import kiln.verify
 from kiln import vcs
-from kiln.build import BuildSummary, build_jobs
+from kiln.build.jobs import BuildSummary, build_jobs
+from kiln.build.toolchains import Configured, Identity, Installed, ToolchainPaths
+from kiln.build.toolchains.recipe import Recipe, VerifySpec
 from kiln.console import Console
 from kiln.errors import CommandFailed, SelectionError
-from kiln.manifest import read_record
 from kiln.matrix import Entry, Matrix, load_matrix
+from kiln.package.records import read_record
 from kiln.plan import Job, make_job
 from kiln.run import Completed
-from kiln.toolchains import Configured, Identity, Installed, ToolchainPaths
-from kiln.toolchains.recipe import Recipe, VerifySpec
 from kiln.verify import Check, ToolNeed, VerifyContext, VerifyReport
 
 IDS = (11, 22, 33)
@@ -55,7 +55,7 @@ class FakeToolchain:
 
 
 class FakePrograms:
-    """Stands in for kiln.build.run: cmake configure/build/install."""
+    """Stands in for kiln.build.jobs.run: cmake configure/build/install."""
 
     def __init__(self, fail: Sequence[str] = ()) -> None:
         self.fail = set(fail)
@@ -122,19 +122,20 @@ def fake_repo(tmp_path: Path, repo_root: Path) -> Path:
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    monkeypatch.setattr(kiln.build, "_preflight", lambda jobs, spec, env: None)
+    monkeypatch.setattr(kiln.build.jobs, "_preflight", lambda jobs, spec, env: None)
     monkeypatch.setattr(vcs, "commit_sha", lambda repo, env: "a" * 40)
     monkeypatch.setattr(vcs, "commit_time", lambda repo, env: 1_700_000_000)
-    monkeypatch.setattr(kiln.build, "_source_tree_hash", lambda repo, sub, env: "s" * 64)
-    monkeypatch.setattr(kiln.build, "_tool_versions",
+    monkeypatch.setattr(kiln.build.jobs, "_source_tree_hash", lambda repo, sub, env: "s" * 64)
+    monkeypatch.setattr(kiln.build.jobs, "_tool_versions",
                         lambda env: (("cmake", "3.25.1"), ("ninja", "1.11.1")))
-    # Wheels are made from the staged tree by kiln.wheel (tested in test_wheel*.py and, wired
+    # Wheels are made from the staged tree by kiln.package.wheel (tested in test_wheel*.py and,
+    # wired
     # into real builds, in tests/integration/test_build_e2e.py); these fake trees have no wheel.
-    monkeypatch.setattr(kiln.build, "build_wheel", lambda *args, **kwargs: None)
+    monkeypatch.setattr(kiln.build.jobs, "build_wheel", lambda *args, **kwargs: None)
     toolchain = FakeToolchain()
-    monkeypatch.setitem(kiln.build.TOOLCHAINS, "zig", toolchain)
+    monkeypatch.setitem(kiln.build.jobs.TOOLCHAINS, "zig", toolchain)
     programs = FakePrograms()
-    monkeypatch.setattr(kiln.build, "run", programs)
+    monkeypatch.setattr(kiln.build.jobs, "run", programs)
     verifiers = {m: FakeVerifier(m) for m in ("native", "qemu", "wine", "inspect")}
     for m, v in verifiers.items():
         monkeypatch.setitem(kiln.verify.VERIFIERS, m, v)
@@ -234,19 +235,19 @@ def test_a_failed_install_leaves_no_cache_entry(fake_repo: Path, tmp_path: Path,
             raise CommandFailed("install ubuntu-s390x failed: disk full")
         return done
 
-    monkeypatch.setattr(kiln.build, "run", half_install)
+    monkeypatch.setattr(kiln.build.jobs, "run", half_install)
     summary = go(jobs_for(matrix, "ubuntu-s390x"), fake_repo, tmp_path, matrix)
     assert not summary.ok
     builds = tmp_path / "cache" / "builds"
     assert [p.name for p in builds.iterdir() if (p / "COMPLETE").exists()] == []
-    monkeypatch.setattr(kiln.build, "run", programs)
+    monkeypatch.setattr(kiln.build.jobs, "run", programs)
     assert go(jobs_for(matrix, "ubuntu-s390x"), fake_repo, tmp_path, matrix).ok
 
 
 def test_interrupt_while_packaging_leaves_nothing_in_out(fake_repo: Path, tmp_path: Path,
                                                          matrix: Matrix, fakes: dict[str, Any],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    real_package = kiln.build.package
+    real_package = kiln.build.jobs.package
 
     def interrupted(job: Job, stage: Path, *, dest_dir: Path, **kw: Any) -> Path:
         if job.entry.id == "macos-x64":
@@ -254,7 +255,7 @@ def test_interrupt_while_packaging_leaves_nothing_in_out(fake_repo: Path, tmp_pa
             raise KeyboardInterrupt
         return real_package(job, stage, dest_dir=dest_dir, **kw)
 
-    monkeypatch.setattr(kiln.build, "package", interrupted)
+    monkeypatch.setattr(kiln.build.jobs, "package", interrupted)
     with pytest.raises(KeyboardInterrupt):
         go(jobs_for(matrix, "macos-x64"), fake_repo, tmp_path, matrix, parallel=1)
     out = tmp_path / "out"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kiln.ci import check, job_id, load_config, render
+from kiln.ci.workflow import check, job_id, load_config, render
 from kiln.errors import ConfigError, DriftError
 from kiln.matrix import load_matrix
 

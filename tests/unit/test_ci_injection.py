@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kiln.ci import job_id, load_config, render, yaml_quoted, yaml_scalar
+from kiln.ci.workflow import job_id, load_config, render, yaml_quoted, yaml_scalar
 from kiln.errors import ConfigError
 from kiln.matrix import Matrix, load_matrix
 

@@ -95,7 +95,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_readme_matrix_table_is_in_step(repo_root: Path) -> None:
-    from kiln.docs import README_BEGIN, README_END, matrix_table
+    from kiln.ci.docs import README_BEGIN, README_END, matrix_table
     from kiln.matrix import load_matrix
 
     text = (repo_root / "README.md").read_text()

@@ -1,4 +1,4 @@
-"""kiln/toolchains/cuda_device.py without a CUDA toolchain: the scanner that proves which
+"""kiln/build/toolchains/cuda_device.py without a CUDA toolchain: the scanner that proves which
 cubins and PTX a built library embeds, the check against the matrix, and the emitted C."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.toolchains import cuda_device as cd
+from kiln.build.toolchains import cuda_device as cd
 
 
 def _cubin(sm: int, *, abi: int) -> bytes:

@@ -1,4 +1,4 @@
-"""kiln/toolchains/cuda.py without PyPI: the pins, the exact install command a failed install
+"""kiln/build/toolchains/cuda.py without PyPI: the pins, the exact install command a failed install
 names, an install made by hand with that command, and the build identity."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
+from kiln.build.toolchains import TOOLCHAINS, cuda
+from kiln.build.toolchains.base import ToolchainPaths
+from kiln.build.toolchains.recipe import load_recipe
 from kiln.errors import CommandFailed, ConfigError
 from kiln.matrix import load_matrix
 from kiln.plan import make_job
-from kiln.toolchains import TOOLCHAINS, cuda
-from kiln.toolchains.base import ToolchainPaths
-from kiln.toolchains.recipe import load_recipe
 
 
 def paths(tmp_path: Path) -> ToolchainPaths:

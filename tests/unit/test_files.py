@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
-import kiln.cache
-from kiln.cache import BuildCache, CacheLayout, default_cache_dir
+import kiln.build.cache
+from kiln.build.cache import BuildCache, CacheLayout, default_cache_dir
+from kiln.build.toolchains import cuda, openvino, zig
+from kiln.build.toolchains.base import ToolchainPaths
 from kiln.files import (
     atomic_write_bytes,
     atomic_write_text,
@@ -28,8 +30,6 @@ from kiln.files import (
     install_once,
     sha256_file,
 )
-from kiln.toolchains import cuda, openvino, zig
-from kiln.toolchains.base import ToolchainPaths
 
 
 def _race(dest: Path, lock: Path, log: Path, go: Path, threads: int) -> None:
@@ -260,7 +260,7 @@ def test_build_cache_entries_keep_their_layout(tmp_path: Path) -> None:
 
 @pytest.fixture
 def fresh_notice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kiln.cache, "_noticed", False)
+    monkeypatch.setattr(kiln.build.cache, "_noticed", False)
 
 
 def test_kiln_cache_is_read_without_a_notice(fresh_notice: None,

@@ -1,4 +1,4 @@
-"""kiln/toolchains/hip.py without ROCm: finding hipcc, reading its version, listing the code
+"""kiln/build/toolchains/hip.py without ROCm: finding hipcc, reading its version, listing the code
 objects of an offload bundle, the emitted C table, and inspect's HIP checks."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from kiln.build.toolchains import hip
 from kiln.errors import ToolMissing
 from kiln.matrix import load_matrix
-from kiln.toolchains import hip
-from kiln.verifiers.inspect import check_hip_device_code
+from kiln.verify.inspect import check_hip_device_code
 
 
 def bundle(*gfx: str, host: bool = True) -> bytes:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import ConfigError
-from kiln.host import FixtureSource, Output, load_profile, probe, x86_level
-from kiln.host.probe import x86_flags
+from kiln.install.host import FixtureSource, Output, load_profile, probe, x86_level
+from kiln.install.host.probe import x86_flags
 
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"
 

@@ -16,19 +16,17 @@ from test_release import CI_ONLY, COMMIT, FakeSigner, local_assets
 
 from kiln.errors import ConfigError, IntegrityError, ReleaseError
 from kiln.matrix import Matrix, load_matrix
-from kiln.release import (
+from kiln.release.assemble import assemble, gate, release_manifest
+from kiln.release.manifest import (
     SIGNATURE_NAME,
     TAG_RE,
     ReleaseManifest,
-    assemble,
     check_comment,
     embedded_tag,
-    gate,
     is_safe_name,
     parse_sums,
     parse_tag,
     read_release,
-    release_manifest,
     signed_comment,
 )
 

@@ -1,4 +1,4 @@
-"""The CUDA checks of kiln/verifiers/inspect.py on facts and synthetic device code: the exact
+"""The CUDA checks of kiln/verify/inspect.py on facts and synthetic device code: the exact
 SM list, device code embedded once, the driver opened at run time, no CUDA runtime linked."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from kiln.build.toolchains import cuda_device as cd
 from kiln.matrix import Entry, load_matrix
-from kiln.toolchains import cuda_device as cd
-from kiln.verifiers.base import Check
-from kiln.verifiers.inspect import (
+from kiln.verify.base import Check
+from kiln.verify.inspect import (
     BinaryFacts,
     check_cuda_device_code,
     check_gpu_runtime_links,

@@ -26,10 +26,17 @@ from test_host import profile
 
 from kiln.errors import ConfigError, InstallError, IntegrityError, ReleaseError
 from kiln.files import sha256_file
-from kiln.host import probe
-from kiln.install import Fetcher, fetch_release, install, rank, read_install_record, unpack
-from kiln.manifest import AssetRecord, Verification
-from kiln.release import ReleaseAsset, ReleaseManifest, format_sums
+from kiln.install.host import probe
+from kiln.install.installer import (
+    Fetcher,
+    fetch_release,
+    install,
+    rank,
+    read_install_record,
+    unpack,
+)
+from kiln.package.records import AssetRecord, Verification
+from kiln.release.manifest import ReleaseAsset, ReleaseManifest, format_sums
 
 COMMIT = "a" * 40
 DATE = "2026-03-04T05:06:07Z"
@@ -94,7 +101,7 @@ def files_outside(root: Path) -> list[str]:
 
 
 def test_record_for_counts_the_unpacked_size(tmp_path: Path) -> None:
-    from kiln.manifest import unpacked_size
+    from kiln.package.records import unpacked_size
 
     members = [M("t", kind="dir", mode=0o755), M("t/a", b"x" * 1000), M("t/b", b"y" * 24),
                M("t/l", kind="link", target="a", mode=0o777)]
@@ -247,7 +254,7 @@ def test_unpack_stops_at_the_signed_unpacked_size(tmp_path: Path) -> None:
 def test_unpack_counts_while_writing(tmp_path: Path) -> None:
     """Content beyond what a member declares (a lying zip header) still stops at the cap:
     the count is of the bytes written, not of the sizes declared."""
-    from kiln.install import _Member, _write_members
+    from kiln.install.installer import _Member, _write_members
 
     def endless() -> io.BytesIO:
         return io.BytesIO(b"\0" * (3 << 20))
@@ -289,7 +296,7 @@ class Mirror:
         name = name or f"{top}.tar.gz"
         path = rel / name.replace("/", "_")
         tar_gz(path, members if members is not None else cli_members(top, text=tag))
-        from kiln.manifest import unpacked_size
+        from kiln.package.records import unpacked_size
 
         record = AssetRecord(
             name=name, kind="archive", entry_id="ubuntu-x64", os="linux", arch="x86_64",
@@ -467,14 +474,14 @@ SUMS_CASES = [
 
 @pytest.mark.parametrize(("text", "message"), SUMS_CASES)
 def test_parse_sums_strict_refuses(text: bytes, message: str) -> None:
-    from kiln.sums import parse_sums_strict
+    from kiln.release.sums import parse_sums_strict
 
     with pytest.raises(IntegrityError, match=message):
         parse_sums_strict(text, source="SHA256SUMS")
 
 
 def test_parse_sums_strict_reads_both_forms() -> None:
-    from kiln.sums import parse_sums_strict
+    from kiln.release.sums import parse_sums_strict
 
     assert parse_sums_strict(f"{H}  a.tar.gz\n{H} *b.zip".encode(), source="S") == {
         "a.tar.gz": H, "b.zip": H}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kiln.ci import load_config, render
+from kiln.ci.workflow import load_config, render
 from kiln.errors import MatrixError
 from kiln.matrix import load_matrix
 

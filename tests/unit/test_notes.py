@@ -11,7 +11,9 @@ from test_release import CI_ONLY, COMMIT, local_assets
 
 from kiln.errors import ReleaseError
 from kiln.matrix import Matrix, load_matrix
-from kiln.notes import (
+from kiln.release.assemble import gate, release_manifest
+from kiln.release.manifest import ReleaseManifest
+from kiln.release.notes import (
     MAX_CHANGES,
     Change,
     check_links,
@@ -19,8 +21,7 @@ from kiln.notes import (
     notes_context,
     render_notes,
 )
-from kiln.release import ReleaseManifest, gate, release_manifest
-from kiln.sbom import SourceFile, Toolchain, cyclonedx, toolchains_from_jobs
+from kiln.release.sbom import SourceFile, Toolchain, cyclonedx, toolchains_from_jobs
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "release_notes"

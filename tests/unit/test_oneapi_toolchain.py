@@ -1,4 +1,4 @@
-"""kiln/toolchains/oneapi.py without oneAPI: finding icx/icpx, reading and checking their
+"""kiln/build/toolchains/oneapi.py without oneAPI: finding icx/icpx, reading and checking their
 version against the matrix's pin, the refusals and their hints, and the toolchain file it
 writes. which() and the `--version` probe are injected fakes: nothing is started."""
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from kiln.build.toolchains import TOOLCHAINS, check_buildable, oneapi, refusal
+from kiln.build.toolchains.base import Installed, ToolchainPaths
+from kiln.build.toolchains.recipe import load_recipe
 from kiln.errors import ConfigError, SelectionError, ToolMissing
 from kiln.matrix import Matrix, load_matrix
 from kiln.plan import make_job
-from kiln.toolchains import TOOLCHAINS, check_buildable, oneapi, refusal
-from kiln.toolchains.base import Installed, ToolchainPaths
-from kiln.toolchains.recipe import load_recipe
 
 LINUX_VERSION = ("Intel(R) oneAPI DPC++/C++ Compiler 2025.3.0 (2025.3.0.20251010)\n"
                  "Target: x86_64-unknown-linux-gnu\nThread model: posix\n")

@@ -1,4 +1,4 @@
-"""The OpenCL checks of kiln/verifiers/opencl_checks.py on synthetic binaries: the embedded
+"""The OpenCL checks of kiln/verify/opencl_checks.py on synthetic binaries: the embedded
 kernel source found, complete and identical to the tree's, the Adreno prefix for Adreno
 entries, the loader named but not linked."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kiln.matrix import Entry, load_matrix
-from kiln.verifiers import opencl_checks as oc
+from kiln.verify import opencl_checks as oc
 
 ENTRY = "win-opencl-adreno-arm64"
 
@@ -19,7 +19,7 @@ def entry(repo_root: Path, entry_id: str = ENTRY) -> Entry:
 
 
 def sources(repo_root: Path) -> Path:
-    return repo_root / "runtime" / "opencl"
+    return repo_root / "runtime" / "src" / "backends" / "opencl"
 
 
 def library(repo_root: Path, *, kernels: bytes | None = None, adreno: bool = True,
@@ -47,7 +47,8 @@ def test_a_good_build_passes_every_check(repo_root: Path) -> None:
             "bin/ember.dll: adreno kernel prefix", "bin/ember.dll: opencl loader",
             "bin/ember.dll: no OpenCL at link time"} <= names
     line = oc.summary(checks)
-    assert "identical to runtime/opencl/ember_kernels.cl" in line and "OpenCL.dll" in line
+    assert "identical to runtime/src/backends/opencl/ember_kernels.cl" in line
+    assert "OpenCL.dll" in line
 
 
 def test_the_sources_in_the_tree_are_found() -> None:

@@ -1,4 +1,4 @@
-"""kiln/toolchains/openvino.py and kiln/verifiers/openvino_cpu.py without PyPI: the pin, the
+"""kiln/build/toolchains/openvino.py and kiln/verify/openvino_cpu.py without PyPI: the pin, the
 exact command a failed download names, unpacking a wheel (only libs/ and the C headers are
 kept), and how the verifier decides that ember-cli ran on OpenVINO's CPU plugin."""
 
@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-import kiln.build
+import kiln.build.jobs
 import kiln.verify
+from kiln.build.toolchains import TOOLCHAINS, openvino
+from kiln.build.toolchains.base import ToolchainPaths
+from kiln.build.toolchains.recipe import load_recipe
 from kiln.errors import CommandFailed, ConfigError
 from kiln.matrix import load_matrix
 from kiln.plan import make_job
-from kiln.toolchains import TOOLCHAINS, openvino
-from kiln.toolchains.base import ToolchainPaths
-from kiln.toolchains.recipe import load_recipe
-from kiln.verifiers.openvino_cpu import OpenvinoCpuVerifier, device_check
+from kiln.verify.openvino_cpu import OpenvinoCpuVerifier, device_check
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_registered_and_pinned_to_an_exact_version() -> None:
     assert openvino.OPENVINO_PINS == {"2026.2": "2026.2.1"}
     assert isinstance(kiln.verify.VERIFIERS["openvino-cpu"], OpenvinoCpuVerifier)
     # a run-based method: the host build is built first for its reference ids
-    assert "openvino-cpu" in kiln.build.RUN_METHODS
+    assert "openvino-cpu" in kiln.build.jobs.RUN_METHODS
 
 
 def test_download_unpacks_only_the_runtime_and_the_c_headers(

@@ -1,4 +1,4 @@
-"""kiln/package.py: layout, metadata and byte-for-byte reproducibility of the archives."""
+"""kiln/package/archive.py: layout, metadata and byte-for-byte reproducibility of the archives."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from kiln.errors import BuildError
 from kiln.matrix import load_matrix
-from kiln.package import BuildInfo, package
+from kiln.package.archive import BuildInfo, package
 from kiln.plan import Job, make_job
 
 EPOCH = 1_700_000_000

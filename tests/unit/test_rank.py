@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import InstallError
-from kiln.host import Host, load_profile, probe
-from kiln.install import Choice, rank, require_choice
-from kiln.manifest import AssetRecord, Verification
+from kiln.install.host import Host, load_profile, probe
+from kiln.install.installer import Choice, rank, require_choice
 from kiln.matrix import load_matrix
-from kiln.release import MissingBuild, ReleaseAsset, ReleaseManifest, disabled_builds
+from kiln.package.records import AssetRecord, Verification
+from kiln.release.assemble import disabled_builds
+from kiln.release.manifest import MissingBuild, ReleaseAsset, ReleaseManifest
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = Path(__file__).parent / "fixtures" / "hosts"

@@ -1,4 +1,5 @@
-"""kiln.install below the ranking: signatures, release resolution, download, unpack, atomic
+"""kiln.install.installer below the ranking: signatures, release resolution, download, unpack,
+atomic
 install and uninstall, all on local files (file paths, no network, no programs)."""
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from test_host import profile
 
 from kiln.errors import ConfigError, InstallError, IntegrityError
 from kiln.files import sha256_file
-from kiln.host import probe
-from kiln.install import (
+from kiln.install.host import probe
+from kiln.install.installer import (
     Fetcher,
     _covers,
     fetch_release,
@@ -30,8 +31,8 @@ from kiln.install import (
     unpack,
     verify_sums_signature,
 )
-from kiln.manifest import AssetRecord, Verification, unpacked_size
-from kiln.release import ReleaseAsset, ReleaseManifest, format_sums
+from kiln.package.records import AssetRecord, Verification, unpacked_size
+from kiln.release.manifest import ReleaseAsset, ReleaseManifest, format_sums
 
 TAG = "b7"
 
@@ -278,7 +279,7 @@ def test_cuda_device_code_coverage(cap: str, targets: tuple[str, ...], ok: bool)
 
 
 def test_malformed_manifest_is_an_install_error() -> None:
-    from kiln.install import parse_manifest
+    from kiln.install.installer import parse_manifest
 
     with pytest.raises(InstallError, match="cannot be read"):
         parse_manifest({"schema": 99}, source="m.json")

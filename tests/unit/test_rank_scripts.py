@@ -1,4 +1,4 @@
-"""kiln.install_scripts: install.sh / install.ps1 rendered from a release manifest."""
+"""kiln.release.install_scripts: install.sh / install.ps1 rendered from a release manifest."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from test_rank import matrix_manifest
 
 from kiln.errors import ConfigError
-from kiln.install_scripts import SCRIPTS, render, table_lines
+from kiln.release.install_scripts import SCRIPTS, render, table_lines
 
 PUB = bytes(minisign.KeyPair.generate().public_key).decode()
 KEY = PUB.splitlines()[-1]

@@ -14,25 +14,27 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import ConfigError, IntegrityError, ReleaseError
-from kiln.manifest import Verification, record_for, write_record
 from kiln.matrix import Matrix, load_matrix
-from kiln.release import (
+from kiln.package.records import Verification, record_for, write_record
+from kiln.release.assemble import (
+    LocalAsset,
+    assemble,
+    expand_allowed,
+    gate,
+    load_project_config,
+    release_manifest,
+    scan_artifacts,
+)
+from kiln.release.manifest import (
     MANIFEST_NAME,
     RELEASE_FILES,
     SIGNATURE_NAME,
     SUMS_NAME,
-    LocalAsset,
     ReleaseManifest,
-    assemble,
-    expand_allowed,
     format_sums,
-    gate,
-    load_project_config,
     parse_sums,
     parse_tag,
     read_release,
-    release_manifest,
-    scan_artifacts,
     verify_sums,
 )
 

@@ -1,4 +1,4 @@
-"""Signing-key handling without running minisign (``kiln.sign.run`` is replaced)."""
+"""Signing-key handling without running minisign (``kiln.release.sign.run`` is replaced)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from kiln import sign
 from kiln.errors import CommandFailed, ConfigError
+from kiln.release import sign
+from kiln.release.sign import MinisignSigner, SigningKey, key_is_encrypted, resolve_key, scrub_env
 from kiln.run import Completed
-from kiln.sign import MinisignSigner, SigningKey, key_is_encrypted, resolve_key, scrub_env
 
 
 def key_text(kdf: bytes) -> str:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from kiln.ci import job_id, load_config, render
+from kiln.build.toolchains.oneapi import CONTAINER, ONEAPI_VERSION
+from kiln.ci.workflow import job_id, load_config, render
 from kiln.matrix import load_matrix
-from kiln.toolchains.oneapi import CONTAINER, ONEAPI_VERSION
 
 
 @pytest.fixture(scope="module")

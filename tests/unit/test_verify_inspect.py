@@ -1,4 +1,4 @@
-"""kiln/verifiers/inspect.py on facts (no binaries needed) and on a synthetic code signature;
+"""kiln/verify/inspect.py on facts (no binaries needed) and on a synthetic code signature;
 the id comparison and the JSON parsing of kiln/verify.py."""
 
 from __future__ import annotations
@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.errors import VerifyError
 from kiln.matrix import Entry, load_matrix
 from kiln.plan import make_job
-from kiln.toolchains.recipe import load_verify_spec
-from kiln.verifiers.inspect import (
+from kiln.verify import CliRun, VerifyContext, compare_ids, parse_cli_json
+from kiln.verify.inspect import (
     BinaryFacts,
     _codesign_problem,
     check_facts,
     check_host_paths,
     glibc_max,
 )
-from kiln.verify import CliRun, VerifyContext, compare_ids, parse_cli_json
 
 
 def entry(repo_root: Path, entry_id: str) -> Entry:

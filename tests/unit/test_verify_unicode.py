@@ -1,4 +1,4 @@
-"""kiln/verifiers/base.py's unicode_check: a non-ASCII prompt on the command line and the model
+"""kiln/verify/base.py's unicode_check: a non-ASCII prompt on the command line and the model
 under a non-ASCII folder must give the ids of the same prompt read from a UTF-8 file.
 
 A stand-in for ember-cli (kiln.run.run replaced in-process) tokenizes the prompt's UTF-8
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.matrix import load_matrix
 from kiln.plan import make_job
 from kiln.run import Completed
-from kiln.toolchains.recipe import load_verify_spec
-from kiln.verifiers import base
-from kiln.verifiers.base import UNICODE_PROMPT, VerifyContext, unicode_check
+from kiln.verify import base
+from kiln.verify.base import UNICODE_PROMPT, VerifyContext, unicode_check
 
 
 def _ansi(s: str) -> str:

@@ -1,4 +1,4 @@
-"""kiln/toolchains/vulkan.py and kiln/verifiers/lavapipe.py without glslc or a GPU: the pins
+"""kiln/build/toolchains/vulkan.py and kiln/verify/lavapipe.py without glslc or a GPU: the pins
 and how they are checked, the job identity, and how the verifier decides that ember-cli ran on
 lavapipe (and not on its CPU path) and what it needs for each platform."""
 
@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-import kiln.build
+import kiln.build.jobs
 import kiln.verify
+from kiln.build.toolchains import TOOLCHAINS, vulkan
+from kiln.build.toolchains.recipe import load_recipe, load_verify_spec
 from kiln.errors import ConfigError, ToolMissing
 from kiln.matrix import load_matrix
 from kiln.plan import make_job
 from kiln.run import Completed
-from kiln.toolchains import TOOLCHAINS, vulkan
-from kiln.toolchains.recipe import load_recipe, load_verify_spec
-from kiln.verifiers.lavapipe import LavapipeVerifier, device_check, manifest_for
+from kiln.verify.lavapipe import LavapipeVerifier, device_check, manifest_for
 
 ROOT = Path(__file__).resolve().parents[2]
 IDS = ("ubuntu-vulkan-x64", "ubuntu-vulkan-arm64", "win-vulkan-x64")
@@ -31,7 +31,7 @@ def test_registered() -> None:
     assert load_recipe(ROOT / "recipes", "vulkan").toolchain == "vulkan"
     assert isinstance(kiln.verify.VERIFIERS["lavapipe"], LavapipeVerifier)
     # a run-based method: the host build is built first for its reference ids
-    assert "lavapipe" in kiln.build.RUN_METHODS
+    assert "lavapipe" in kiln.build.jobs.RUN_METHODS
 
 
 @pytest.mark.parametrize(("text", "version"), [

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from kiln import wheel as kw
-from kiln.conan import backend_option, conan_version, package_for, select_packages
 from kiln.errors import ConfigError, VerifyError
-from kiln.manifest import AssetRecord, Verification
 from kiln.matrix import Entry, load_matrix
-from kiln.wheel import (
+from kiln.package import wheel as kw
+from kiln.package.conan import backend_option, conan_version, package_for, select_packages
+from kiln.package.records import AssetRecord, Verification
+from kiln.package.wheel import (
     WheelFile,
     check_macos,
     host_entry,

@@ -1,4 +1,5 @@
-"""docs/packages.md and kiln/wheel.py agree: every enabled entry's wheel tag and index path is
+"""docs/packages.md and kiln/package/wheel.py agree: every enabled entry's wheel tag and index
+path is
 in the table, and every entry without a wheel is named with its reason."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import re
 from pathlib import Path
 
 from kiln.matrix import load_matrix
-from kiln.wheel import wheel_target
+from kiln.package.wheel import wheel_target
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = (REPO / "docs" / "packages.md").read_text(encoding="utf-8")

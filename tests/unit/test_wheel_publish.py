@@ -14,12 +14,12 @@ import pytest
 import requests
 
 from kiln.errors import ConfigError, PublishError
-from kiln.manifest import Verification, record_for
 from kiln.matrix import load_matrix
+from kiln.package.records import Verification, record_for
+from kiln.package.wheel import wheel_files, wheel_target, write_wheel
 from kiln.publish import LocalRelease, PublishOptions, publisher_for
 from kiln.publish.pypi_index import PyPIIndexPublisher, parse_project_page, pypi_index_publisher
-from kiln.release import ReleaseAsset, ReleaseManifest
-from kiln.wheel import wheel_files, wheel_target, write_wheel
+from kiln.release.manifest import ReleaseAsset, ReleaseManifest
 
 REPO = Path(__file__).resolve().parents[2]
 MATRIX = load_matrix(REPO / "matrix")

@@ -1,0 +1,90 @@
+"""Toolchains whose host code zig builds and which add one device step of their own.
+
+Every GPU toolchain (CUDA, HIP, Vulkan, OpenVINO) compiles ember's C code exactly as the CPU
+entries do, with zig, and differs only in what happens around it: a host tool to check, device
+code to compile and embed, a runtime to fetch for the verifier. ``ZigHostedToolchain`` holds the
+shared half (install zig, derive the identity and the configured build from zig's) and calls
+three hooks, each a no-op by default:
+
+- ``prepare(paths, env)``: before zig is installed (check or fetch host tools);
+- ``identity_extras(job)``: what the device step adds to the job's identity (cache key);
+- ``device_step(job, ...)``: before zig configures the job (compile device code, fetch
+  runtimes); returns the ccache compiler-check suffix and extra CMake options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from kiln.plan import Job
+from kiln.build.toolchains.base import Configured, Identity, Installed, ToolchainPaths
+from kiln.build.toolchains.recipe import Recipe
+from kiln.build.toolchains.zig import ZigToolchain
+
+__all__ = ["DeviceStep", "ZigHostedToolchain"]
+
+# (compiler-check suffix without the leading ':', extra CMake options)
+DeviceStep = tuple[str, Mapping[str, str]]
+
+
+def _merged(base: tuple[tuple[str, str], ...],
+            extra: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    if not extra:
+        return base
+    options = dict(base)
+    options.update(extra)
+    return tuple(sorted(options.items()))
+
+
+class ZigHostedToolchain:
+    """zig for the host code plus one device step; subclasses set ``name`` and ``label`` (the
+    identity's toolchain name, e.g. ``zig+cuda``) and override the hooks they need."""
+
+    name: str
+    label: str
+    version = ZigToolchain.version
+
+    def __init__(self) -> None:
+        self._zig = ZigToolchain()
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def prepare(self, paths: ToolchainPaths, env: Mapping[str, str]) -> None:
+        """Check or fetch host tools before zig is installed."""
+
+    def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
+        """The version suffix (appended to zig's) and CMake options the device step adds."""
+        return "", {}
+
+    def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
+                    work: Path) -> DeviceStep:
+        """Runs before zig configures ``job``: compile device code, fetch runtimes."""
+        return "", {}
+
+    # -- the Toolchain protocol ----------------------------------------------------------------
+
+    def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
+                log_file: Path | None = None) -> Installed:
+        self.prepare(paths, env)
+        installed = self._zig.install(paths, python=python, env=env, log_file=log_file)
+        return replace(installed, name=self.name)
+
+    def identity(self, job: Job, recipe: Recipe) -> Identity:
+        ident = self._zig.identity(job, recipe)
+        suffix, options = self.identity_extras(job)
+        return replace(ident, toolchain=self.label, version=ident.version + suffix,
+                       cmake_options=_merged(ident.cmake_options, options))
+
+    def configure(self, installed: Installed, job: Job, recipe: Recipe, *, recipes: Path,
+                  paths: ToolchainPaths, source: Path, build: Path,
+                  work: Path) -> Configured:
+        check, options = self.device_step(job, paths=paths, source=source, build=build,
+                                          work=work)
+        configured = self._zig.configure(installed, job, recipe, recipes=recipes, paths=paths,
+                                         source=source, build=build, work=work)
+        return replace(configured,
+                       compiler_check=f"{configured.compiler_check}:{check}" if check
+                       else configured.compiler_check,
+                       cmake_options=_merged(configured.cmake_options, options))

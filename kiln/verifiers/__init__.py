@@ -1,1 +1,0 @@
-"""Verification methods, one module each; ``kiln.verify.VERIFIERS`` registers them."""

@@ -1,0 +1,68 @@
+"""Verify a staged build: run it where an emulator exists, inspect it where none does.
+
+One module per method in ``kiln/verify/`` behind the ``Verifier`` protocol, registered in
+``VERIFIERS``:
+
+- ``native``: runs the build's ``ember-cli`` on this host;
+- ``qemu``: runs it under qemu-user (aarch64, s390x; glibc builds with ``-L`` the Debian
+  cross sysroot, static musl builds without);
+- ``wine``: runs the Windows x86_64 build under wine;
+- ``lavapipe``: runs a Vulkan build's ember-cli with ``--backend vulkan`` on Mesa's lavapipe
+  (Linux x86_64 directly, Windows x86_64 under wine, Linux aarch64 under qemu-aarch64);
+- ``inspect``: checks what cannot be run here (format and machine, macOS minimum version and
+  code signature, highest GLIBC_x.y symbol version, needed libraries against an allow-list,
+  no absolute paths of the build host).
+
+Every run-based method inspects first, then runs ``ember-cli -m MODEL -p PROMPT -n N --temp 0
+--json`` on the small model named in ``recipes/verify.yaml`` and compares ``generated_ids``
+with the host build's (the reference entry, ``ubuntu-x64``): s390x is big-endian, and the
+same little-endian GGUF must give the same tokens everywhere.
+"""
+
+from __future__ import annotations
+
+from kiln.errors import VerifyError
+from kiln.matrix import Entry
+from kiln.verify.base import (
+    VERIFY_VERSION,
+    Check,
+    CliRun,
+    ToolNeed,
+    Verifier,
+    VerifyContext,
+    VerifyReport,
+    compare_ids,
+    parse_cli_json,
+)
+from kiln.verify.inspect import InspectVerifier
+from kiln.verify.lavapipe import LavapipeVerifier
+from kiln.verify.native import NativeVerifier
+from kiln.verify.openvino_cpu import OpenvinoCpuVerifier
+from kiln.verify.qemu import QemuVerifier
+from kiln.verify.wine import WineVerifier
+
+__all__ = [
+    "VERIFIERS",
+    "VERIFY_VERSION",
+    "Check",
+    "CliRun",
+    "ToolNeed",
+    "Verifier",
+    "VerifyContext",
+    "VerifyReport",
+    "compare_ids",
+    "parse_cli_json",
+    "verifier_for",
+]
+
+VERIFIERS: dict[str, Verifier] = {
+    v.method: v for v in (NativeVerifier(), QemuVerifier(), WineVerifier(), InspectVerifier(),
+                          OpenvinoCpuVerifier(), LavapipeVerifier())
+}
+
+
+def verifier_for(entry: Entry) -> Verifier:
+    if entry.verify not in VERIFIERS:
+        raise VerifyError(f"'{entry.id}': verification method '{entry.verify}' is not "
+                          f"available in this kiln (have: {', '.join(sorted(VERIFIERS))})")
+    return VERIFIERS[entry.verify]

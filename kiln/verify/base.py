@@ -1,0 +1,308 @@
+"""What every verification method shares: the report, the context, running ember-cli and
+comparing its ids with the host build's. The methods are in this package; kiln/verify/__init__.py
+registers them."""
+
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kiln.build.toolchains.recipe import VerifySpec
+from kiln.errors import KilnError, ToolMissing, VerifyError
+from kiln.matrix import Entry
+from kiln.package.records import Verification
+from kiln.plan import Job
+from kiln.run import run
+
+__all__ = [
+    "UNICODE_PROMPT",
+    "VERIFY_VERSION",
+    "Check",
+    "CliRun",
+    "ToolNeed",
+    "Verifier",
+    "VerifyContext",
+    "VerifyReport",
+    "compare_ids",
+    "exe_name",
+    "log_line",
+    "model_check",
+    "parse_cli_json",
+    "run_and_compare",
+    "run_cli",
+    "unicode_check",
+]
+
+# Bump when a verifier's checks change, so cached reports are redone.
+VERIFY_VERSION = 3
+
+# The second prompt of the run-based verifiers: Latin accents, a dash and CJK, so a build that
+# passes its command line through a legacy code page (Windows' ANSI argv turns them into '?')
+# tokenizes it differently from the same text read from a UTF-8 file.
+UNICODE_PROMPT = "Café naïve — 東京の天気は？"
+# The folder the model is linked into for that run: a non-ASCII path (and a space).
+UNICODE_DIR = "modèle 東京"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check:
+    """One thing verified and what was seen."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyReport:
+    """The outcome of verifying one entry's staged build."""
+
+    entry_id: str
+    method: str
+    checks: tuple[Check, ...]
+    generated_ids: tuple[int, ...] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def detail(self) -> str:
+        """One line: what failed, or what was proven."""
+        failed = [c for c in self.checks if not c.ok]
+        shown = failed or list(self.checks)
+        return "; ".join(f"{c.name}: {c.detail}" for c in shown)
+
+    def to_verification(self) -> Verification:
+        return Verification(method=self.method, ok=self.ok, detail=self.detail)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entry_id": self.entry_id, "method": self.method, "ok": self.ok,
+            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "generated_ids": None if self.generated_ids is None else list(self.generated_ids),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VerifyReport:
+        ids = data.get("generated_ids")
+        return cls(entry_id=str(data["entry_id"]), method=str(data["method"]),
+                   checks=tuple(Check(name=str(c["name"]), ok=bool(c["ok"]),
+                                      detail=str(c["detail"])) for c in data["checks"]),
+                   generated_ids=None if ids is None else tuple(int(i) for i in ids))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolNeed:
+    """A program (or a directory) a verifier needs, and how to get it."""
+
+    program: str | None = None
+    path: str | None = None
+    hint: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyContext:
+    """Everything a verifier needs; built by kiln/build.py."""
+
+    job: Job
+    stage: Path
+    spec: VerifySpec
+    env: Mapping[str, str]                     # explicit environment for the programs run
+    log_file: Path
+    model: Path | None                          # the small GGUF model (None: not found)
+    reference_ids: tuple[int, ...] | None       # the host build's ids; None for the host build
+    reference_error: str | None = None          # why there are no reference ids
+    host_paths: tuple[str, ...] = ()            # must not appear inside any built file
+    wine_root: Path | None = None
+    host_arch: str = "x86_64"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def entry(self) -> Entry:
+        return self.job.entry
+
+
+class Verifier(Protocol):
+    method: str
+
+    def needs(self, entry: Entry, spec: VerifySpec) -> Sequence[ToolNeed]:
+        """What must be installed to verify ``entry`` (checked before any build starts)."""
+        ...
+
+    def verify(self, ctx: VerifyContext) -> VerifyReport:
+        ...
+
+
+def exe_name(entry: Entry, tool: str) -> str:
+    return f"{tool}.exe" if entry.os == "windows" else tool
+
+
+def log_line(ctx: VerifyContext, text: str) -> None:
+    with ctx.log_file.open("a", encoding="utf-8") as fh:
+        fh.write(text.rstrip("\n") + "\n")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CliRun:
+    """What ``ember-cli --json`` printed."""
+
+    prompt_ids: tuple[int, ...]
+    generated_ids: tuple[int, ...]
+    text: str
+
+
+def cli_args(ctx: VerifyContext, model_arg: str) -> list[str]:
+    r = ctx.spec.run
+    return ["-m", model_arg, "-p", r.prompt, "-n", str(r.n_predict), "--temp", "0",
+            "--ignore-eos", "-t", str(r.threads), "--json"]
+
+
+def parse_cli_json(stdout: str) -> CliRun:
+    """The one JSON object ``ember-cli --json`` prints (wine may add CRs, emulators noise)."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise VerifyError(f"ember-cli printed invalid JSON: {exc}: {line[:200]}") from exc
+            try:
+                return CliRun(prompt_ids=tuple(int(i) for i in data["prompt_ids"]),
+                              generated_ids=tuple(int(i) for i in data["generated_ids"]),
+                              text=str(data.get("text", "")))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise VerifyError(f"ember-cli's JSON lacks prompt_ids/generated_ids: "
+                                  f"{line[:200]}") from exc
+    raise VerifyError("ember-cli printed no JSON object",
+                      hint="it must print one line {\"prompt_ids\": ..., \"generated_ids\": ...}"
+                           " with --json")
+
+
+def backend_device_check(stdout: str, accept: Callable[[str, str], bool], expected: str) -> Check:
+    """Whether ``ember-cli --json`` ran where a backend verifier wants it: ``accept(backend,
+    device)`` judges the last JSON object's fields; ``expected`` says what was wanted."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        backend, device = str(data.get("backend", "")), str(data.get("device", ""))
+        ok = accept(backend, device)
+        return Check(name="device", ok=ok, detail=f"backend {backend}, device {device}"
+                     + ("" if ok else f" (expected {expected})"))
+    return Check(name="device", ok=False, detail="ember-cli printed no JSON object")
+
+
+def run_cli(ctx: VerifyContext, argv: Sequence[str], *, env: Mapping[str, str],
+            what: str, cwd: Path | None = None) -> CliRun:
+    """Run ember-cli (``argv`` is the full command line, emulator first) and parse its JSON."""
+    done = run(argv, env=env, cwd=cwd, check=False, timeout=ctx.spec.run.timeout_s, what=what)
+    log_line(ctx, "+ " + " ".join(done.argv))
+    log_line(ctx, done.stdout)
+    if done.stderr.strip():
+        log_line(ctx, done.stderr)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        raise VerifyError(f"{what} exited with {done.returncode}: {tail}")
+    return parse_cli_json(done.stdout)
+
+
+def compare_ids(got: CliRun, ctx: VerifyContext, *, how: str) -> Check:
+    """The run's ids against the host build's."""
+    n = ctx.spec.run.n_predict
+    if len(got.generated_ids) != n:
+        return Check(name=how, ok=False,
+                     detail=f"generated {len(got.generated_ids)} ids, expected {n}")
+    if ctx.reference_ids is None:
+        if ctx.reference_error is not None:
+            return Check(name=how, ok=False, detail=f"no host build to compare with: "
+                                                    f"{ctx.reference_error}")
+        return Check(name=how, ok=True,
+                     detail=f"{n} ids {list(got.generated_ids[:6])}... (the host build: the "
+                            "reference for the others)")
+    if got.generated_ids != ctx.reference_ids:
+        first = next(i for i, (a, b) in enumerate(
+            zip(got.generated_ids, ctx.reference_ids, strict=True)) if a != b)
+        return Check(name=how, ok=False,
+                     detail=f"ids differ from the host build's at step {first}: "
+                            f"{list(got.generated_ids)} vs {list(ctx.reference_ids)}")
+    return Check(name=how, ok=True, detail=f"{n} ids identical to the host build's")
+
+
+def model_check(ctx: VerifyContext) -> tuple[Path | None, Check | None]:
+    if ctx.model is None:
+        return None, Check(name="model", ok=False,
+                           detail="none of " + ", ".join(ctx.spec.run.models) + " exists "
+                                  "(run scripts/make_tiny_model.py)")
+    return ctx.model, None
+
+
+def run_and_compare(ctx: VerifyContext, *, how: str, prefix: Sequence[str],
+                    exe: Path, model_arg: str, env: Mapping[str, str],
+                    cwd: Path | None = None) -> tuple[Check, tuple[int, ...] | None]:
+    """Run ember-cli behind ``prefix`` (emulator) and compare; never raises for a failed run."""
+    try:
+        got = run_cli(ctx, [*prefix, str(exe), *cli_args(ctx, model_arg)], env=env, what=how,
+                      cwd=cwd)
+    except ToolMissing:
+        raise
+    except KilnError as exc:
+        return Check(name=how, ok=False, detail=exc.message), None
+    return compare_ids(got, ctx, how=how), got.generated_ids
+
+
+def unicode_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Path,
+                  model: Path, env: Mapping[str, str], cwd: Path | None = None,
+                  path_arg: Callable[[Path], str] = str) -> Check:
+    """Non-ASCII text on the command line: ``UNICODE_PROMPT`` given with -p and a copy of the
+    model under a non-ASCII folder, against the same prompt read from a UTF-8 file (-f, with
+    the model's own path). File bytes reach ember as they are, so both runs must give the
+    same prompt and generated ids; ``path_arg`` turns a host path into the program's (wine:
+    a Z: path). Never raises for a failed run."""
+    name = f"{how} (non-ASCII prompt and model path)"
+    with tempfile.TemporaryDirectory(prefix="kiln-verify-") as tmp:
+        folder = Path(tmp) / UNICODE_DIR
+        folder.mkdir()
+        linked = folder / model.name
+        try:
+            os.link(model, linked)
+        except OSError:  # another file system, or links not allowed: a copy will do
+            shutil.copyfile(model, linked)
+        prompt_file = folder / "prompt.txt"
+        prompt_file.write_bytes(UNICODE_PROMPT.encode("utf-8"))
+        r = ctx.spec.run
+        common = ["-n", str(r.n_predict), "--temp", "0", "--ignore-eos", "-t", str(r.threads),
+                  "--json"]
+        try:
+            by_arg = run_cli(ctx, [*prefix, str(exe), "-m", path_arg(linked), "-p",
+                                   UNICODE_PROMPT, *common], env=env, what=name, cwd=cwd)
+            by_file = run_cli(ctx, [*prefix, str(exe), "-m", path_arg(model), "-f",
+                                    path_arg(prompt_file), *common], env=env, what=name, cwd=cwd)
+        except ToolMissing:
+            raise
+        except KilnError as exc:
+            return Check(name=name, ok=False, detail=exc.message)
+    if by_arg.prompt_ids != by_file.prompt_ids:
+        return Check(name=name, ok=False,
+                     detail=f"-p {UNICODE_PROMPT!r} tokenizes to {list(by_arg.prompt_ids)}, the "
+                            f"same text from a UTF-8 file to {list(by_file.prompt_ids)} (the "
+                            "command line lost characters)")
+    if by_arg.generated_ids != by_file.generated_ids:
+        return Check(name=name, ok=False,
+                     detail=f"same prompt ids, but generated {list(by_arg.generated_ids)} vs "
+                            f"{list(by_file.generated_ids)} from the UTF-8 file")
+    return Check(name=name, ok=True,
+                 detail=f"{len(by_arg.prompt_ids)} prompt ids and {len(by_arg.generated_ids)} "
+                        f"generated ids identical to the UTF-8 prompt file's, model under "
+                        f"'{UNICODE_DIR}'")

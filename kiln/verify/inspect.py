@@ -1,0 +1,474 @@
+"""``inspect``: check built binaries without running them.
+
+Binary formats are read with LIEF (one well-kept library that reads ELF, PE and Mach-O alike,
+with type stubs) into ``BinaryFacts``; the checks then work on those facts only, so unit
+tests feed them fakes. What is checked, per file in bin/ and lib/:
+
+- format and machine type (ELF/PE/Mach-O; x86_64, aarch64, s390x, big-endian for s390x);
+- macOS: the minimum version in LC_BUILD_VERSION equals the entry's ``min_os``; arm64
+  binaries carry a code signature whose page hashes match the file (Apple Silicon kills
+  unsigned or altered arm64 code); LIEF finds the signature, ``_codesign_problem`` checks
+  the hashes, which LIEF does not;
+- Linux glibc: the highest GLIBC_x.y symbol version needed is at most the entry's floor;
+- Android (static musl): no program interpreter and no needed library;
+- needed libraries / imported DLLs: ember's own (present in the tree) or on the allow-list in
+  ``recipes/verify.yaml``;
+- CUDA entries: the cubins and PTX embedded in the library (found by their own ELF / PTX
+  headers, ``kiln/build/toolchains/cuda_device.py``) are exactly the entry's ``gpu_targets``, once
+  each; no binary needs a CUDA runtime or toolkit library at link time, and the library names
+  the driver it opens at run time (``libcuda.so.1`` / ``nvcuda.dll``);
+- HIP entries: likewise, the one code-object bundle holds exactly the entry's gfx targets
+  and no ROCm library is needed at link time (``libamdhip64`` is opened at run time);
+- and for every file of the tree: no absolute path of the build host inside.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.build.toolchains import cuda_device, hip
+from kiln.build.toolchains.recipe import VerifySpec
+from kiln.matrix import Entry
+from kiln.verify import opencl_checks
+from kiln.verify.base import Check, ToolNeed, VerifyContext, VerifyReport, log_line
+
+__all__ = [
+    "BinaryFacts",
+    "InspectVerifier",
+    "check_cuda_device_code",
+    "check_facts",
+    "check_gpu_runtime_links",
+    "check_hip_device_code",
+    "check_host_paths",
+    "inspect_first",
+    "inspect_stage",
+    "read_facts",
+]
+
+GLIBC_RE = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.(\d+))?$")
+FORMAT_FOR_OS = {"linux": "ELF", "android": "ELF", "macos": "MachO", "windows": "PE"}
+# Libraries a GPU build must not need at link time: the backends open their vendor's driver /
+# runtime with dlopen / LoadLibrary, so an archive runs (on the CPU) where none is installed.
+GPU_RUNTIME_LIBS = {
+    "cuda": ("libcuda.so*", "libcudart*", "libnvrtc*", "libcublas*", "nvcuda.dll",
+             "cudart*.dll", "nvrtc*.dll", "cublas*.dll"),
+    "hip": ("libamdhip64*", "libhiprtc*", "librocblas*", "amdhip64*.dll", "hiprtc*.dll"),
+}
+# The driver the backend opens at run time: its name must be in the library.
+GPU_DRIVER = {("cuda", "linux"): "libcuda.so.1", ("cuda", "windows"): "nvcuda.dll",
+              ("hip", "linux"): "libamdhip64.so", ("hip", "windows"): "amdhip64"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinaryFacts:
+    """What the checks need to know about one binary."""
+
+    path: str                          # relative to the stage, e.g. "bin/ember-cli"
+    format: str                        # "ELF" | "PE" | "MachO"
+    machine: str                       # "x86_64" | "aarch64" | "s390x" | other names as seen
+    big_endian: bool
+    libraries: tuple[str, ...]         # DT_NEEDED / imported DLLs / LC_LOAD_DYLIB
+    glibc_versions: tuple[str, ...] = ()   # GLIBC_x.y symbol versions needed
+    interpreter: str | None = None     # ELF PT_INTERP
+    macos_minos: str | None = None     # LC_BUILD_VERSION / LC_VERSION_MIN_MACOSX
+    code_signature: str | None = None  # "ad-hoc" | "signed" | "absent" | "invalid: ..." (Mach-O)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = [int(p) for p in text.split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def glibc_max(versions: Iterable[str]) -> tuple[str | None, list[str]]:
+    """Highest GLIBC_x.y (as "x.y") and any odd versions such as GLIBC_PRIVATE."""
+    best: tuple[int, ...] | None = None
+    odd = []
+    for v in versions:
+        m = GLIBC_RE.fullmatch(v)
+        if not m:
+            if v.startswith("GLIBC_"):
+                odd.append(v)
+            continue
+        t = tuple(int(g) for g in m.groups() if g is not None)
+        if best is None or t > best:
+            best = t
+    return (None if best is None else ".".join(str(x) for x in best)), odd
+
+
+# --------------------------------------------------------------------------------------------
+# Reading binaries (LIEF)
+
+
+def _codesign_problem(data: bytes, offset: int, size: int) -> str | None:
+    """None when the code directory's page hashes match ``data``; else what is wrong.
+
+    The blob format (big-endian): a SuperBlob (magic 0xfade0cc0, length, count, then
+    (type, offset) pairs) whose CodeDirectory (magic 0xfade0c02) lists the hash of each page of
+    the file up to codeLimit. LIEF exposes the blob but does not check it.
+    """
+    blob = data[offset:offset + size]
+    if len(blob) < 12 or struct.unpack(">I", blob[:4])[0] != 0xFADE0CC0:
+        return "no SuperBlob at LC_CODE_SIGNATURE's offset"
+    count = struct.unpack(">I", blob[8:12])[0]
+    for i in range(count):
+        slot_type, slot_off = struct.unpack(">II", blob[12 + 8 * i:20 + 8 * i])
+        if slot_type != 0:  # CSSLOT_CODEDIRECTORY
+            continue
+        cd = blob[slot_off:]
+        if struct.unpack(">I", cd[:4])[0] != 0xFADE0C02:
+            return "the CodeDirectory slot holds no CodeDirectory"
+        (_, _, _, _, hash_offset, _, _, n_code, code_limit) = struct.unpack(">9I", cd[:36])
+        hash_size, hash_type, _, page_log2 = struct.unpack(">4B", cd[36:40])
+        algo = {1: "sha1", 2: "sha256"}.get(hash_type)
+        if algo is None:
+            return f"unknown hash type {hash_type}"
+        page = 1 << page_log2 if page_log2 else code_limit
+        for slot in range(n_code):
+            start = slot * page
+            want = cd[hash_offset + slot * hash_size:hash_offset + (slot + 1) * hash_size]
+            got = hashlib.new(algo, data[start:min(start + page, code_limit)]).digest()
+            if got[:hash_size] != want:
+                return f"page {slot} (offset {start}) does not match its hash: the file was " \
+                       "changed after signing"
+        return None
+    return "no CodeDirectory"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def read_facts(path: Path, rel: str) -> BinaryFacts | None:
+    """Facts of one file, or None when it is no ELF/PE/Mach-O binary."""
+    import lief
+
+    lief.logging.disable()
+    name = str(path)
+    if lief.is_elf(name):
+        elf = lief.ELF.parse(name)
+        if elf is None:
+            return None
+        versions: list[str] = []
+        for req in elf.symbols_version_requirement:
+            versions.extend(_text(aux.name) for aux in req.get_auxiliary_symbols())
+        machines = {lief.ELF.ARCH.X86_64: "x86_64", lief.ELF.ARCH.AARCH64: "aarch64",
+                    lief.ELF.ARCH.S390: "s390x"}
+        arch = elf.header.machine_type
+        return BinaryFacts(
+            path=rel, format="ELF", machine=machines.get(arch, str(arch)),
+            big_endian=elf.header.identity_data == lief.ELF.Header.ELF_DATA.MSB,
+            libraries=tuple(_text(lib) for lib in elf.libraries),
+            glibc_versions=tuple(sorted(set(versions))),
+            interpreter=elf.interpreter if elf.has_interpreter else None)
+    if lief.is_pe(name):
+        pe = lief.PE.parse(name)
+        if pe is None:
+            return None
+        pe_machines = {lief.PE.Header.MACHINE_TYPES.AMD64: "x86_64",
+                       lief.PE.Header.MACHINE_TYPES.ARM64: "aarch64"}
+        m = pe.header.machine
+        return BinaryFacts(path=rel, format="PE", machine=pe_machines.get(m, str(m)),
+                           big_endian=False, libraries=tuple(_text(i.name) for i in pe.imports))
+    if lief.is_macho(name):
+        fat = lief.MachO.parse(name)
+        if fat is None or fat.size != 1:
+            return None
+        macho = fat.at(0)
+        if macho is None:
+            return None
+        cpu = macho.header.cpu_type
+        mach_machines = {lief.MachO.Header.CPU_TYPE.ARM64: "aarch64",
+                         lief.MachO.Header.CPU_TYPE.X86_64: "x86_64"}
+        minos: str | None = None
+        build_version, version_min = macho.build_version, macho.version_min
+        if build_version is not None:
+            minos = ".".join(str(x) for x in build_version.minos)
+        elif version_min is not None:
+            minos = ".".join(str(x) for x in version_min.version)
+        signature = "absent"
+        cs = macho.code_signature
+        if cs is not None:
+            problem = _codesign_problem(path.read_bytes(), cs.data_offset, cs.data_size)
+            signature = f"invalid: {problem}" if problem else "valid"
+        return BinaryFacts(path=rel, format="MachO", machine=mach_machines.get(cpu, str(cpu)),
+                           big_endian=False, libraries=tuple(lib.name for lib in macho.libraries),
+                           macos_minos=minos, code_signature=signature)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Checks on facts (no I/O)
+
+
+def _allowed(lib: str, entry: Entry, allowed: Sequence[str], own: set[str]) -> bool:
+    base = lib.rsplit("/", 1)[-1]
+    if base in own or lib in own:
+        return True
+    if entry.os == "windows":
+        return any(fnmatch.fnmatch(lib.lower(), pat.lower()) for pat in allowed)
+    return any(fnmatch.fnmatchcase(lib, pat) for pat in allowed)
+
+
+def check_facts(facts: BinaryFacts, entry: Entry, *, allowed: Sequence[str],
+                own: set[str]) -> list[Check]:
+    """The checks of one binary; ``own`` holds the file names of the archive's libraries."""
+    name = facts.path
+    out: list[Check] = []
+    want_format = FORMAT_FOR_OS[entry.os]
+    big = entry.arch == "s390x"
+    ok = (facts.format == want_format and facts.machine == entry.arch
+          and facts.big_endian == big)
+    out.append(Check(name=f"{name}: format", ok=ok,
+                     detail=f"{facts.format} {facts.machine}"
+                            + (" big-endian" if facts.big_endian else "")
+                            + ("" if ok else f" (expected {want_format} {entry.arch}"
+                               + (" big-endian" if big else "") + ")")))
+    if entry.os == "macos":
+        want = entry.min_os or ""
+        got = facts.macos_minos
+        ok = got is not None and _version_tuple(got) == _version_tuple(want)
+        out.append(Check(name=f"{name}: macOS minimum", ok=ok,
+                         detail=f"{got or 'none recorded'}" + ("" if ok else f", want {want}")))
+        if entry.arch == "aarch64":
+            sig = facts.code_signature or "absent"
+            out.append(Check(name=f"{name}: code signature", ok=sig == "valid",
+                             detail=sig if sig != "valid" else "ad-hoc signature, hashes match"))
+    if entry.os == "linux" and entry.libc == "glibc":
+        best, odd = glibc_max(facts.glibc_versions)
+        floor = entry.libc_floor or "0"
+        ok = not odd and (best is None or _version_tuple(best) <= _version_tuple(floor))
+        out.append(Check(name=f"{name}: glibc", ok=ok,
+                         detail=f"needs GLIBC_{best or '(none)'}, floor {floor}"
+                                + (f"; unexpected {', '.join(odd)}" if odd else "")))
+    if entry.libc == "musl" or entry.os == "android":
+        static = facts.interpreter is None and not facts.libraries
+        if name.startswith("bin/"):
+            out.append(Check(name=f"{name}: static", ok=static,
+                             detail="static, no interpreter" if static else
+                             f"dynamic: interpreter {facts.interpreter}, needs "
+                             f"{', '.join(facts.libraries) or 'nothing'}"))
+    bad = [lib for lib in facts.libraries if not _allowed(lib, entry, allowed, own)]
+    out.append(Check(name=f"{name}: libraries", ok=not bad,
+                     detail=("needs " + ", ".join(facts.libraries) if facts.libraries
+                             else "needs nothing") if not bad else
+                     f"needs {', '.join(bad)}, which is neither in the archive nor allowed"))
+    return out
+
+
+def check_gpu_runtime_links(facts: BinaryFacts, entry: Entry) -> Check | None:
+    """A GPU entry's binary needs no vendor runtime at link time (None for other backends)."""
+    patterns = GPU_RUNTIME_LIBS.get(entry.backend)
+    if patterns is None:
+        return None
+    bad = [lib for lib in facts.libraries
+           if any(fnmatch.fnmatch(lib.rsplit("/", 1)[-1].lower(), p.lower()) for p in patterns)]
+    return Check(name=f"{facts.path}: no {entry.backend} runtime at link time", ok=not bad,
+                 detail="links none of " + ", ".join(patterns) if not bad else
+                 f"links {', '.join(bad)}: the backend must open it at run time "
+                 "(runtime/src/gpu_dl.h), or the archive fails to load without it")
+
+
+def _range(names: Sequence[str]) -> str:
+    return f"{names[0]}..{names[-1]} ({len(names)})" if len(names) > 2 else ", ".join(names)
+
+
+def check_cuda_device_code(scanned: Sequence[tuple[str, cuda_device.DeviceCode]],
+                           entry: Entry, driver_named: Sequence[str] = ()) -> list[Check]:
+    """The device code found in each binary (``scanned``: (path, what scan_device_code found))
+    against the entry's ``gpu_targets``: one binary (the library) carries it, exactly that SM
+    list once each and its PTX; ``driver_named``: the binaries that name the driver."""
+    carriers = [(rel, dc) for rel, dc in scanned if dc.cubins or dc.ptx]
+    if not carriers:
+        return [Check(name="cuda device code", ok=False,
+                      detail="no cubin and no PTX in any binary of bin/ or lib/: the build did "
+                             "not embed runtime/cuda/ember_kernels.cu (EMBER_CUDA_BLOBS unset?)")]
+    out = []
+    for rel, dc in carriers:
+        problems = cuda_device.check_targets(dc, entry.gpu_targets)
+        out.append(Check(name=f"{rel}: cuda device code", ok=not problems,
+                         detail="; ".join(problems) if problems else
+                         f"cubins {_range(dc.cubins)} + PTX {', '.join(dc.ptx) or 'none'}, "
+                         "exactly the matrix's gpu_targets"))
+    return out + _carrier_checks("cuda device code", "cuda driver",
+                                 [rel for rel, _ in carriers], entry, driver_named)
+
+
+def _carrier_checks(code_name: str, driver_name: str, carriers: Sequence[str], entry: Entry,
+                    driver_named: Sequence[str]) -> list[Check]:
+    """What CUDA and HIP share: device code in exactly one binary, and that binary names the
+    vendor runtime it opens at run time."""
+    out = []
+    if len(carriers) > 1:
+        out.append(Check(name=code_name, ok=False,
+                         detail="device code embedded more than once: " + ", ".join(carriers)))
+    driver = GPU_DRIVER.get((entry.backend, entry.os))
+    if driver is not None:
+        holders = [rel for rel in carriers if rel in driver_named]
+        out.append(Check(name=driver_name, ok=bool(holders),
+                         detail=f"{', '.join(holders)} opens {driver} at run time" if holders
+                         else f"{driver} is named in no binary that carries device code"))
+    return out
+
+
+def check_hip_device_code(scanned: Sequence[tuple[str, hip.BundleScan]], entry: Entry,
+                          driver_named: Sequence[str] = ()) -> list[Check]:
+    """``check_cuda_device_code`` for HIP: the code-object bundle of the library holds
+    exactly the entry's gfx targets."""
+    carriers = [(rel, sc) for rel, sc in scanned if sc.bundles or sc.compressed]
+    if not carriers:
+        return [Check(name="hip device code", ok=False,
+                      detail="no offload bundle in any binary of bin/ or lib/: the build did "
+                             "not embed runtime/hip/ember_kernels.hip (EMBER_HIP_BLOBS unset?)")]
+    out = []
+    for rel, sc in carriers:
+        problems = hip.check_gfx_targets(sc, entry.gpu_targets)
+        out.append(Check(name=f"{rel}: hip device code", ok=not problems,
+                         detail="; ".join(problems) if problems else
+                         f"code objects {', '.join(sc.gfx)}, exactly the matrix's gpu_targets"))
+    return out + _carrier_checks("hip device code", "hip runtime",
+                                 [rel for rel, _ in carriers], entry, driver_named)
+
+
+def check_host_paths(files: Iterable[tuple[str, bytes]], host_paths: Sequence[str]) -> Check:
+    """No absolute path of the build host in any file (UTF-8 or UTF-16LE, as PE strings)."""
+    needles = []
+    for p in host_paths:
+        if len(p) > 1:
+            needles.append((p, p.encode()))
+            needles.append((p, p.encode("utf-16-le")))
+    hits = []
+    for rel, data in files:
+        found = sorted({p for p, n in needles if n in data})
+        if found:
+            hits.append(f"{rel} contains {', '.join(found)}")
+    return Check(name="host paths", ok=not hits,
+                 detail="no absolute path of the build host in any file" if not hits
+                 else "; ".join(hits) + " (fix: -ffile-prefix-map, no debug info, @rpath)")
+
+
+# --------------------------------------------------------------------------------------------
+# The verifier
+
+
+def _stage_files(stage: Path) -> list[Path]:
+    return sorted(p for p in stage.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def inspect_stage(ctx: VerifyContext) -> list[Check]:
+    """Every inspect check on the stage (the run-based methods start with these)."""
+    entry = ctx.entry
+    files = _stage_files(ctx.stage)
+    own = {p.name for p in ctx.stage.rglob("*") if p.parent.name in ("lib", "bin")}
+    allowed = ctx.spec.allowed_for(entry.os, entry.backend)
+    checks: list[Check] = []
+    binaries = 0
+    scanned: list[tuple[str, cuda_device.DeviceCode]] = []
+    bundles: list[tuple[str, hip.BundleScan]] = []
+    driver_named: list[str] = []
+    opencl_bins: list[opencl_checks.OpenclBinary] = []
+    driver = GPU_DRIVER.get((entry.backend, entry.os), "")
+    for path in files:
+        rel = path.relative_to(ctx.stage).as_posix()
+        if not rel.startswith(("bin/", "lib/")):
+            continue
+        facts = read_facts(path, rel)
+        if facts is None:
+            continue
+        binaries += 1
+        checks.extend(check_facts(facts, entry, allowed=allowed, own=own))
+        links = check_gpu_runtime_links(facts, entry)
+        if links is not None:
+            checks.append(links)
+        if entry.backend in ("cuda", "hip"):
+            data = path.read_bytes()
+            if entry.backend == "cuda":
+                scanned.append((rel, cuda_device.scan_device_code(data)))
+            else:
+                bundles.append((rel, hip.scan_bundles(data)))
+            if driver and driver.encode() in data:
+                driver_named.append(rel)
+        if entry.backend == "opencl":
+            opencl_bins.append(opencl_checks.OpenclBinary(rel, path.read_bytes(), facts.libraries))
+    if binaries == 0:
+        checks.append(Check(name="binaries", ok=False,
+                            detail="no ELF/PE/Mach-O file in bin/ or lib/"))
+    elif entry.backend == "cuda":
+        checks.extend(check_cuda_device_code(scanned, entry, driver_named))
+    elif entry.backend == "hip":
+        checks.extend(check_hip_device_code(bundles, entry, driver_named))
+    elif entry.backend == "opencl":
+        checks.extend(opencl_checks.check_opencl(opencl_bins, entry, opencl_checks.source_dir()))
+    checks.append(check_host_paths(((p.relative_to(ctx.stage).as_posix(), p.read_bytes())
+                                    for p in files), ctx.host_paths))
+    return checks
+
+
+def summarize(checks: Sequence[Check], entry: Entry) -> Check:
+    """Fold the per-file checks into one line for the record (failures kept apart)."""
+    n = sum(1 for c in checks if c.name.endswith(": format"))
+    facts = f"{n} binaries, {FORMAT_FOR_OS[entry.os]} {entry.arch}"
+    if entry.os == "macos":
+        facts += f", minos {entry.min_os}"
+        if entry.arch == "aarch64":
+            facts += ", ad-hoc signed"
+    if entry.os == "linux" and entry.libc == "glibc":
+        facts += f", glibc <= {entry.libc_floor}"
+    if entry.os == "android":
+        facts += ", static"
+    facts += ", allowed libraries only, no host paths"
+    # the GPU evidence as it was seen (which file, which SMs, which driver), not restated
+    gpu = [(c.name.removesuffix(" device code") + ": " if c.name.endswith(" device code")
+            else "") + c.detail
+           for c in checks
+           if c.name.endswith((": cuda device code", ": hip device code", "cuda driver",
+                               "hip runtime"))]
+    if gpu:
+        facts += "; " + "; ".join(gpu) + f"; no {entry.backend} runtime library at link time"
+    if entry.backend == "opencl":
+        facts += "; " + opencl_checks.summary(checks)
+    if entry.backend in GPU_RUNTIME_LIBS:
+        # what the binaries do link, for the record: system libraries and ember's own only
+        linked = sorted({lib for c in checks if c.name.endswith(": libraries")
+                         and c.detail.startswith("needs ") and c.detail != "needs nothing"
+                         for lib in c.detail.removeprefix("needs ").split(", ")},
+                        key=str.lower)
+        crt = [lib for lib in linked if lib.lower().startswith("api-ms-win-crt-")]
+        if len(crt) > 1:  # the Universal CRT's API sets, one name for all of them
+            linked = [f"api-ms-win-crt-*.dll ({len(crt)})"] + [x for x in linked if x not in crt]
+        facts += "; links only " + (", ".join(linked) or "nothing")
+    return Check(name="inspect", ok=True, detail=facts)
+
+
+class InspectVerifier:
+    method = "inspect"
+
+    def needs(self, entry: Entry, spec: VerifySpec) -> Sequence[ToolNeed]:
+        return ()
+
+    def verify(self, ctx: VerifyContext) -> VerifyReport:
+        checks = inspect_stage(ctx)
+        return VerifyReport(entry_id=ctx.entry.id, method=self.method,
+                            checks=tuple(compact(checks, ctx.entry)))
+
+
+def inspect_first(ctx: VerifyContext) -> list[Check]:
+    """What the run verifiers (native, qemu, wine) start with: every inspect check, each
+    logged to the entry's log, then compacted for the report; run checks are appended."""
+    checks = inspect_stage(ctx)
+    for c in checks:
+        log_line(ctx, f"inspect {'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+    return compact(checks, ctx.entry)
+
+
+def compact(checks: Sequence[Check], entry: Entry) -> list[Check]:
+    """All failures as they are, or one summary line when everything passed."""
+    failed = [c for c in checks if not c.ok]
+    return failed if failed else [summarize(checks, entry)]

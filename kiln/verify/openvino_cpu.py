@@ -1,0 +1,107 @@
+"""``openvino-cpu``: run the OpenVINO build's ember-cli with ``--backend openvino`` on
+OpenVINO's CPU plugin and compare its ids with the host build's.
+
+The OpenVINO runtime is the one kiln pins and unpacks into its cache
+(kiln/build/toolchains/openvino.py); ember-cli is pointed at it with ``EMBER_OPENVINO_LIB`` and at
+the
+CPU plugin with ``EMBER_OPENVINO_DEVICE=CPU``. That it ran there, and not on ember's own CPU
+path, is checked from the JSON ember-cli prints: ``backend`` must be ``openvino`` and
+``device`` must name the CPU plugin with f32 inference precision (ember sets the hint to f32
+so that CPUs with AMX or AVX512-BF16 do not compute in bf16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from kiln.build.toolchains.base import ToolchainPaths
+from kiln.build.toolchains.openvino import install_openvino, runtime_library
+from kiln.build.toolchains.recipe import VerifySpec
+from kiln.errors import KilnError
+from kiln.matrix import Entry
+from kiln.run import run
+from kiln.verify.base import (
+    Check,
+    ToolNeed,
+    VerifyContext,
+    VerifyReport,
+    backend_device_check,
+    cli_args,
+    compare_ids,
+    exe_name,
+    log_line,
+    model_check,
+    parse_cli_json,
+)
+from kiln.verify.inspect import inspect_first
+
+__all__ = ["OpenvinoCpuVerifier", "device_check"]
+
+HOW = "ran on OpenVINO's CPU plugin"
+
+
+def device_check(stdout: str) -> Check:
+    """Whether ember-cli's JSON says it computed with OpenVINO on the CPU plugin in f32."""
+    return backend_device_check(
+        stdout, lambda backend, device: (backend == "openvino" and "CPU plugin" in device
+                                         and device.endswith(", f32)")),
+        "backend openvino on the CPU plugin in f32")
+
+
+class OpenvinoCpuVerifier:
+    method = "openvino-cpu"
+
+    def needs(self, entry: Entry, spec: VerifySpec) -> Sequence[ToolNeed]:
+        return ()  # the runtime is fetched into kiln's cache by verify() itself
+
+    def verify(self, ctx: VerifyContext) -> VerifyReport:
+        entry = ctx.entry
+        out = inspect_first(ctx)
+        ids = None
+        model, problem = model_check(ctx)
+        toolchains = ctx.extra.get("toolchains")
+        if entry.os != "linux" or entry.arch != ctx.host_arch or entry.backend != "openvino":
+            out.append(Check(name="run", ok=False,
+                             detail=f"openvino-cpu runs Linux {ctx.host_arch} OpenVINO builds "
+                                    f"only, not {entry.os} {entry.arch} {entry.backend}"))
+        elif problem is not None or model is None:
+            out.append(problem or Check(name="model", ok=False, detail="missing"))
+        elif not toolchains:
+            out.append(Check(name="run", ok=False,
+                             detail="no toolchain directory given to find the OpenVINO runtime"))
+        else:
+            root = Path(toolchains)
+            try:
+                rt = install_openvino(ToolchainPaths(root=root, zig_cache=root.parent / "zig"),
+                                      entry.backend_version or "", "linux", env=ctx.env,
+                                      log_file=ctx.log_file)
+                lib = runtime_library(rt, "linux")
+            except KilnError as exc:
+                out.append(Check(name="runtime", ok=False, detail=exc.message))
+                return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out))
+            env = {k: v for k, v in ctx.env.items() if k != "EMBER_BACKEND"}
+            env.update({"EMBER_OPENVINO_LIB": str(lib), "EMBER_OPENVINO_DEVICE": "CPU"})
+            exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
+            argv = [str(exe), *cli_args(ctx, str(model)), "--backend", "openvino"]
+            done = run(argv, env=env, check=False, timeout=ctx.spec.run.timeout_s, what=HOW)
+            log_line(ctx, f"+ EMBER_OPENVINO_LIB={lib} EMBER_OPENVINO_DEVICE=CPU "
+                          + " ".join(done.argv))
+            log_line(ctx, done.stdout)
+            if done.stderr.strip():
+                log_line(ctx, done.stderr)
+            if done.returncode != 0:
+                tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+                out.append(Check(name=HOW, ok=False,
+                                 detail=f"ember-cli exited with {done.returncode}: {tail}"))
+            else:
+                out.append(device_check(done.stdout))
+                try:
+                    got = parse_cli_json(done.stdout)
+                except KilnError as exc:
+                    out.append(Check(name=HOW, ok=False, detail=exc.message))
+                else:
+                    out.append(compare_ids(got, ctx, how=HOW))
+                    ids = got.generated_ids
+        return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
+                            generated_ids=ids)
