@@ -73,17 +73,12 @@ from __future__ import annotations
 import binascii
 import contextlib
 import json
-import lzma
 import os
 import re
 import shutil
-import stat
 import sys
-import tarfile
 import time
 import urllib.parse
-import zipfile
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +86,14 @@ from typing import IO, Any
 
 from kiln.build.cache import cache_root_from_env
 from kiln.errors import ConfigError, InstallError, IntegrityError, KilnError
-from kiln.files import atomic_write_text, sha256_file
+from kiln.files import (
+    UNPACK_DAMAGE,
+    ArchiveMember,
+    atomic_write_text,
+    safe_unpack,
+    sha256_file,
+    write_archive_members,
+)
 from kiln.install.host import Host
 from kiln.package.records import AssetRecord
 from kiln.release.manifest import (
@@ -1016,6 +1018,10 @@ def _sha256(data: bytes) -> str:
 # --------------------------------------------------------------------------------------------
 # unpacking and installing
 
+# The unpacking's parts under the names they had here (the hostile-archive tests use them).
+_Member = ArchiveMember
+_write_members = write_archive_members
+
 
 @dataclass(frozen=True, kw_only=True)
 class InstallResult:
@@ -1053,280 +1059,18 @@ def _check_prefix(prefix: Path) -> dict[str, Any] | None:
     return record
 
 
-# An archive with more members than this is refused before anything is written: a release
-# archive holds a few dozen, and each member costs an inode even when it is empty.
-MAX_MEMBERS = 100_000
-# A symbolic link in a zip stores its target as the entry's data.
-MAX_LINK_TARGET = 4096
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Member:
-    """One archive member, checked: ``path`` is relative, '/'-separated, normalised."""
-
-    raw: str  # the name as the archive spells it, for messages
-    path: str
-    kind: str  # "file" | "dir" | "link"
-    size: int  # declared size of a file's content
-    mode: int  # 0o755 or 0o644, whatever the archive says
-    target: str = ""  # a link's target
-    source: Callable[[], IO[bytes]] | None = None  # a file's content
-
-
-def _refuse(archive: Path, raw: str, why: str) -> IntegrityError:
-    return IntegrityError(f"{archive.name}: member {raw[:200]!r} {why}",
-                          hint="the archive is hostile or broken: do not install it")
-
-
-def _member_path(archive: Path, raw: str, *, is_dir: bool) -> str | None:
-    """The normalised relative path of a member name; ``None`` for the archive's root itself
-    ("./" as ``tar -C dir .`` writes it). Absolute names, ``..``, NUL, backslashes and ':'
-    (a drive letter on Windows, where kiln install also runs) are refused."""
-    if "\0" in raw:
-        raise _refuse(archive, raw, "has a NUL in its name")
-    if "\\" in raw:
-        raise _refuse(archive, raw, "has a backslash in its name")
-    if ":" in raw:
-        raise _refuse(archive, raw, "has a ':' in its name (a drive on Windows)")
-    if raw.startswith("/"):
-        raise _refuse(archive, raw, "has an absolute path")
-    parts = raw.split("/")
-    if ".." in parts:
-        raise _refuse(archive, raw, "has a '..' component: it would be written outside the "
-                                    "install directory")
-    kept = [q for q in parts if q not in ("", ".")]
-    if not kept:
-        if is_dir:
-            return None
-        raise _refuse(archive, raw, "has an empty name")
-    return "/".join(kept)
-
-
-def _check_mode(archive: Path, raw: str, mode: int) -> int:
-    """The mode an unpacked file gets: 0o755 when the archive gives it any execute bit, else
-    0o644. Set-user-ID, set-group-ID and sticky bits are refused, not masked: no release
-    archive has them."""
-    if mode & 0o7000:
-        raise _refuse(archive, raw, f"has mode {mode & 0o7777:o}: set-user-ID, set-group-ID "
-                                    "and sticky bits are refused")
-    return 0o755 if mode & 0o111 else 0o644
-
-
-def _link_target(archive: Path, raw: str, path: str, target: str) -> str:
-    """A link's target, if it is relative and, read as text, stays inside the archive's root.
-    (Links through other links are checked on the unpacked tree, see ``_check_links``.)"""
-    if not target or "\0" in target or "\\" in target or ":" in target:
-        raise _refuse(archive, raw, f"is a symbolic link to {target[:200]!r}: an empty "
-                                    "target or one with a NUL, backslash or ':' is refused")
-    if target.startswith("/"):
-        raise _refuse(archive, raw, f"is a symbolic link to the absolute path {target!r}")
-    where = path.split("/")[:-1]
-    for part in target.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not where:
-                raise _refuse(archive, raw, f"is a symbolic link to {target!r}, outside the "
-                                            "archive")
-            where.pop()
-        else:
-            where.append(part)
-    return target
-
-
-def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
-    out: list[_Member] = []
-    for n, info in enumerate(tf):
-        if n >= MAX_MEMBERS:
-            raise IntegrityError(f"{archive.name} has more than {MAX_MEMBERS} members",
-                                 hint="the archive is hostile or broken: do not install it")
-        raw = info.name
-        if info.islnk():
-            raise _refuse(archive, raw, f"is a hard link (to {info.linkname!r})")
-        if info.ischr() or info.isblk():
-            raise _refuse(archive, raw, "is a device file")
-        if info.isfifo():
-            raise _refuse(archive, raw, "is a FIFO")
-        if info.issparse():
-            raise _refuse(archive, raw, "is a sparse file")
-        if not (info.isreg() or info.isdir() or info.issym()):
-            raise _refuse(archive, raw, f"has the tar type {info.type!r}: only files, "
-                                        "directories and symbolic links are allowed")
-        mode = _check_mode(archive, raw, info.mode)
-        path = _member_path(archive, raw, is_dir=info.isdir())
-        if path is None:
-            continue
-        if info.isdir():
-            out.append(_Member(raw=raw, path=path, kind="dir", size=0, mode=0o755))
-        elif info.issym():
-            out.append(_Member(raw=raw, path=path, kind="link", size=0, mode=0o777,
-                               target=_link_target(archive, raw, path, info.linkname)))
-        else:
-            def source(info: tarfile.TarInfo = info) -> IO[bytes]:
-                fh = tf.extractfile(info)
-                assert fh is not None  # a regular file always has content
-                return fh
-
-            out.append(_Member(raw=raw, path=path, kind="file", size=info.size, mode=mode,
-                               source=source))
-    return out
-
-
-def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
-    infos = zf.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise IntegrityError(f"{archive.name} has {len(infos)} members, more than "
-                             f"{MAX_MEMBERS}",
-                             hint="the archive is hostile or broken: do not install it")
-    out: list[_Member] = []
-    for info in infos:
-        raw = info.filename
-        unix = info.external_attr >> 16  # the Unix mode, when the zip was made on Unix
-        fmt = stat.S_IFMT(unix)
-        is_dir = info.is_dir() or fmt == stat.S_IFDIR
-        if is_dir and fmt not in (0, stat.S_IFDIR):
-            raise _refuse(archive, raw, f"is named like a directory but has the type "
-                                        f"{fmt:o}")
-        if not is_dir and fmt not in (0, stat.S_IFREG, stat.S_IFLNK):
-            raise _refuse(archive, raw, f"has the file type {fmt:o}: only files, "
-                                        "directories and symbolic links are allowed")
-        mode = _check_mode(archive, raw, unix)
-        path = _member_path(archive, raw, is_dir=is_dir)
-        if path is None:
-            continue
-        if is_dir:
-            out.append(_Member(raw=raw, path=path, kind="dir", size=0, mode=0o755))
-        elif fmt == stat.S_IFLNK:
-            if info.file_size > MAX_LINK_TARGET:
-                raise _refuse(archive, raw, f"is a symbolic link with a {info.file_size}-byte "
-                                            "target")
-            with zf.open(info) as fh:
-                data = fh.read(MAX_LINK_TARGET + 1)
-            target = data.decode("utf-8", errors="replace")
-            out.append(_Member(raw=raw, path=path, kind="link", size=0, mode=0o777,
-                               target=_link_target(archive, raw, path, target)))
-        else:
-            def source(info: zipfile.ZipInfo = info) -> IO[bytes]:
-                return zf.open(info)
-
-            out.append(_Member(raw=raw, path=path, kind="file", size=info.file_size,
-                               mode=mode, source=source))
-    return out
-
-
-def _check_plan(archive: Path, members: Sequence[_Member], max_bytes: int) -> None:
-    """Refuse, before anything is written: a path listed twice, a member below a link or
-    below a file, and declared file content above ``max_bytes``."""
-    kinds: dict[str, _Member] = {}
-    for m in members:
-        if m.path in kinds:
-            raise _refuse(archive, m.raw, f"is listed twice (as {kinds[m.path].raw!r} "
-                                          "before)")
-        kinds[m.path] = m
-    for m in members:
-        parts = m.path.split("/")
-        for i in range(1, len(parts)):
-            above = kinds.get("/".join(parts[:i]))
-            if above is not None and above.kind == "link":
-                raise _refuse(archive, m.raw, f"would be written through the symbolic link "
-                                              f"{above.raw!r}")
-            if above is not None and above.kind == "file":
-                raise _refuse(archive, m.raw, f"is below the file {above.raw!r}")
-    declared = sum(m.size for m in members if m.kind == "file")
-    if declared > max_bytes:
-        raise _too_big_unpacked(archive, max_bytes, f"its members declare {declared} bytes")
-
-
-def _too_big_unpacked(archive: Path, max_bytes: int, detail: str) -> IntegrityError:
-    return IntegrityError(f"{archive.name} unpacks to more than the {max_bytes} bytes its "
-                          f"signed record says ({detail})",
-                          hint="the archive is hostile or broken: do not install it")
-
-
-def _mkdirs(dest: Path, parts: Sequence[str]) -> Path:
-    """Create ``dest/parts...`` as real directories (mode 0o755), never through a link."""
-    here = dest
-    for part in parts:
-        here = here / part
-        try:
-            os.mkdir(here, 0o755)
-        except FileExistsError:
-            if here.is_symlink() or not here.is_dir():
-                raise
-    return here
-
-
-def _write_members(archive: Path, dest: Path, members: Sequence[_Member],
-                   max_bytes: int) -> None:
-    """Write each member under ``dest`` by hand (no ``extractall``): files created anew
-    (O_EXCL, O_NOFOLLOW), never owned as the archive says, modes 0o755/0o644, and the file
-    content counted as it is written, so that an archive whose content outgrows its declared
-    sizes stops at ``max_bytes`` instead of filling the disk."""
-    written = 0
-    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    for m in members:
-        parts = m.path.split("/")
-        parent = _mkdirs(dest, parts[:-1])
-        path = parent / parts[-1]
-        if m.kind == "dir":
-            _mkdirs(parent, parts[-1:])
-            os.chmod(path, 0o755)
-        elif m.kind == "link":
-            os.symlink(m.target, path)
-        else:
-            assert m.source is not None
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o600)
-            with os.fdopen(fd, "wb") as out, m.source() as src:
-                while chunk := src.read(1 << 16):
-                    written += len(chunk)
-                    if written > max_bytes:
-                        raise _too_big_unpacked(archive, max_bytes,
-                                                f"stopped at {m.raw!r}")
-                    out.write(chunk)
-            os.chmod(path, m.mode)
-
-
-def _check_links(archive: Path, dest: Path, members: Sequence[_Member]) -> None:
-    """Each unpacked link, resolved on disk (through any other links), stays in ``dest``."""
-    root = os.path.realpath(dest)
-    for m in members:
-        if m.kind != "link":
-            continue
-        real = os.path.realpath(dest.joinpath(*m.path.split("/")))
-        if real != root and not real.startswith(root + os.sep):
-            raise _refuse(archive, m.raw, f"is a symbolic link to {m.target!r}, which "
-                                          "resolves outside the archive")
-
-
 def unpack(archive: Path, dest: Path, *, max_bytes: int) -> Path:
-    """Unpack ``archive`` (.tar.gz or .zip) into the empty directory ``dest``; return the
-    tree's root (the single top-level directory when the archive wraps its tree in one).
+    """Unpack ``archive`` (.tar.gz or .zip) into the empty directory ``dest`` with
+    ``kiln.files.safe_unpack``; return the tree's root (the single top-level directory when
+    the archive wraps its tree in one).
 
     Every member is checked before anything is written (docs/install.md, "What an installer
-    refuses"): only files, directories and symbolic links; no absolute path, ``..``, NUL,
-    backslash, hard link, device, FIFO, set-ID or sticky bit, duplicate, member below a link,
-    link leading outside; no more than ``max_bytes`` (the signed ``unpacked_size``) of file
-    content. A refusal is an ``IntegrityError``; ``dest`` may then hold part of the archive
-    and is the caller's to remove."""
+    refuses"); no more than ``max_bytes`` (the signed ``unpacked_size``) of file content. A
+    refusal is an ``IntegrityError``, a damaged archive an ``InstallError``; ``dest`` may then
+    hold part of the archive and is the caller's to remove."""
     try:
-        if archive.name.endswith(".zip"):
-            with zipfile.ZipFile(archive) as zf:
-                members = _zip_members(archive, zf)
-                _check_plan(archive, members, max_bytes)
-                _write_members(archive, dest, members, max_bytes)
-        elif archive.name.endswith(".tar.gz"):
-            with tarfile.open(archive, "r:gz") as tf:
-                members = _tar_members(archive, tf)
-                _check_plan(archive, members, max_bytes)
-                _write_members(archive, dest, members, max_bytes)
-        else:
-            raise IntegrityError(f"{archive.name} is neither a .tar.gz nor a .zip",
-                                 hint="the release is damaged or hostile: do not install it")
-        _check_links(archive, dest, members)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError,
-            NotImplementedError, RuntimeError, ValueError) as exc:
-        # zipfile: NotImplementedError for an unknown compression method, RuntimeError for
-        # an encrypted member; both only in an archive that kiln did not write.
+        safe_unpack(archive, dest, max_bytes=max_bytes)
+    except UNPACK_DAMAGE as exc:
         raise InstallError(f"cannot unpack {archive.name}: {exc}",
                            hint="the archive is damaged; run again to download it anew") \
             from exc

@@ -27,9 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tarfile
 import tempfile
-import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from urllib.parse import urlsplit
 
 import kiln
 from kiln.errors import CommandFailed, ConfigError, PublishError
+from kiln.files import UNPACK_DAMAGE, safe_unpack
 from kiln.matrix import Matrix, load_matrix
 from kiln.package.conan import ConanPackage, conan_version, select_packages
 from kiln.package.records import AssetRecord
@@ -88,19 +87,20 @@ def _conan_env(env: Mapping[str, str], home: Path) -> dict[str, str]:
     return out
 
 
-def _unpack(archive: Path, dest: Path) -> Path:
-    """Unpack a release archive into ``dest``; return its single top directory."""
+def _unpack(archive: Path, dest: Path, *, max_bytes: int) -> Path:
+    """Unpack a release archive into ``dest`` with the installer's checks
+    (``kiln.files.safe_unpack``: the archive is what users install, so it is held to the same
+    rules, at most its record's ``unpacked_size``); return its single top directory."""
     dest.mkdir(parents=True)
-    if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                target = (dest / name).resolve()
-                if not target.is_relative_to(dest.resolve()):
-                    raise PublishError(f"{archive.name}: member {name!r} leaves the archive")
-            zf.extractall(dest)
-    else:
-        with tarfile.open(archive) as tf:
-            tf.extractall(dest, filter="data")
+    try:
+        safe_unpack(archive, dest, max_bytes=max_bytes)
+    except UNPACK_DAMAGE as exc:
+        raise PublishError(f"cannot unpack {archive.name}: {exc}",
+                           hint="the release's archive is damaged: build the release "
+                                "again") from exc
+    except OSError as exc:
+        raise PublishError(f"cannot unpack {archive.name} into {dest}: {exc}",
+                           hint="is the disk full?") from exc
     tops = [p for p in dest.iterdir()]
     if len(tops) != 1 or not tops[0].is_dir():
         raise PublishError(f"{archive.name}: expected one top directory, found "
@@ -193,7 +193,8 @@ class ConanPublisher:
     def _export(self, pkg: ConanPackage, release: LocalRelease, work: Path, recipe: Path,
                 profile: Path, cenv: Mapping[str, str], version: str) -> _Exported:
         tree = _unpack(confined(release.directory, pkg.record.name),
-                       confined(work / "unpacked", pkg.record.entry_id))
+                       confined(work / "unpacked", pkg.record.entry_id),
+                       max_bytes=pkg.record.unpacked_size)
         args = ["export-pkg", str(recipe), "--name", PACKAGE, "--version", version,
                 "-pr:h", str(profile), "-pr:b", str(profile), *pkg.settings_args(),
                 "-c", f"user.ember:prebuilt={tree}", "--format=json"]
