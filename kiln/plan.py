@@ -20,42 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kiln.catalogue import backend as catalogue_backend
 from kiln.errors import SelectionError
 from kiln.matrix import FIELD_BY_NAME, Entry, Matrix
 
 __all__ = ["Job", "artifact_name", "github_matrix", "make_job", "plan", "select"]
-
-# CMake option that switches each backend on (one option per backend, as ggml does).
-BACKEND_OPTION: dict[str, str | None] = {
-    "cpu": None,
-    "cuda": "EMBER_CUDA",
-    "hip": "EMBER_HIP",
-    "sycl": "EMBER_SYCL",
-    "vulkan": "EMBER_VULKAN",
-    "opencl": "EMBER_OPENCL",
-    "openvino": "EMBER_OPENVINO",
-    "cann": "EMBER_CANN",
-    "kleidiai": "EMBER_KLEIDIAI",
-}
-
-# The compiler that builds each entry: zig for every host-side build made here; ci-only entries
-# name the vendor compiler their CI job installs.
-CI_TOOLCHAIN: dict[str, str] = {
-    "hip": "hipcc (ROCm {version})",
-    "sycl": "icx (oneAPI DPC++ {version})",
-    "cann": "CANN {version} + gcc",
-    "kleidiai": "clang (Xcode) + KleidiAI {version}",
-}
-
-# Device-code compilers used alongside zig for local GPU builds.
-DEVICE_TOOLCHAIN: dict[str, str] = {
-    "cuda@12.4": "NVRTC 12.4 + ptxas",
-    "cuda@13.3": "nvcc 13.3",
-    "vulkan": "glslc",
-    "opencl": "OpenCL C source (built at run time)",
-    "openvino": "OpenVINO 2026.2 C API",
-}
-
 
 @dataclass(frozen=True, kw_only=True)
 class Job:
@@ -87,19 +56,20 @@ def artifact_name(entry: Entry, build_number: int) -> str:
 
 def make_job(entry: Entry, build_number: int) -> Job:
     options: dict[str, str] = {}
-    flag = BACKEND_OPTION[entry.backend]
-    if flag is not None:
-        options[flag] = "ON"
+    # The backend's CMake option, compiler names: the catalogue's (kiln/catalogue.py). zig
+    # builds every host side made here; ci-only entries name the vendor compiler their CI job
+    # installs.
+    b = catalogue_backend(entry.backend)
+    if b.cmake_option is not None:
+        options[b.cmake_option] = "ON"
     if entry.gpu_targets:
         options["EMBER_GPU_TARGETS"] = ";".join(entry.gpu_targets)
     options.update(dict(entry.cmake))
     if entry.local:
-        device = DEVICE_TOOLCHAIN.get(f"{entry.backend}@{entry.backend_version}",
-                                      DEVICE_TOOLCHAIN.get(entry.backend))
+        device = b.toolchain_for_device(entry.backend_version)
         toolchain = f"zig cc ({entry.zig_target})" + (f" + {device}" if device else "")
     else:
-        toolchain = CI_TOOLCHAIN.get(entry.backend, "zig cc").format(
-            version=entry.backend_version)
+        toolchain = (b.ci_toolchain or "zig cc").format(version=entry.backend_version)
     return Job(entry=entry, build_number=build_number, artifact=artifact_name(entry, build_number),
                target=entry.zig_target, toolchain=toolchain,
                cmake_options=tuple(sorted(options.items())), verify=entry.verify)

@@ -85,6 +85,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from kiln.build.cache import cache_root_from_env
+from kiln.catalogue import (
+    BACKEND_BY_NAME,
+    EMULATED_X86_LEVEL,
+    UNKNOWN_TIER,
+    Runtime,
+    cpu_arch_of_level,
+    feature_label,
+    tiers,
+)
+from kiln.catalogue import level as cpu_level
 from kiln.errors import ConfigError, InstallError, IntegrityError, KilnError
 from kiln.files import (
     UNPACK_DAMAGE,
@@ -94,7 +104,7 @@ from kiln.files import (
     sha256_file,
     write_archive_members,
 )
-from kiln.install.host import Host
+from kiln.install.host import Gpu, Host
 from kiln.package.records import AssetRecord
 from kiln.release.manifest import (
     MANIFEST_NAME,
@@ -128,20 +138,8 @@ __all__ = [
     "uninstall",
 ]
 
-# Backend tiers, fastest first (see the module docstring).
-TIERS: Mapping[str, int] = {"cuda": 0, "cann": 0, "hip": 1, "sycl": 2, "openvino": 3,
-                            "vulkan": 4, "opencl": 5, "kleidiai": 6, "cpu": 7}
-BACKEND_NAMES = {"cuda": "CUDA", "hip": "HIP", "sycl": "SYCL", "openvino": "OpenVINO",
-                 "vulkan": "Vulkan", "opencl": "OpenCL", "cann": "CANN",
-                 "kleidiai": "KleidiAI", "cpu": "CPU"}
-X86_LEVELS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
-ARM_LEVELS = ("armv8-a", "armv8.2-a", "apple-m1")
-Z_LEVELS = ("z13", "z14", "z15", "z16", "z17")
-FEATURE_NAMES = {"sse4.2": "SSE4.2", "avx2": "AVX2", "avx512": "AVX-512",
-                 "avxvnni": "AVX-VNNI", "neon": "NEON", "dotprod": "dotprod", "i8mm": "i8mm",
-                 "sve": "SVE", "vxe": "VXE"}
-# What an emulator runs: Rosetta 2 and Windows' Prism both provide SSE4.2 (x86-64-v2).
-EMULATED_X86_LEVEL = "x86-64-v2"
+# Backend tiers, fastest first (see the module docstring): the catalogue's.
+TIERS: Mapping[str, int] = tiers()
 INSTALL_RECORD = ".ember-install.json"
 CLI_NAMES = ("bin/ember-cli", "bin/ember-cli.exe", "ember-cli", "ember-cli.exe")
 
@@ -277,7 +275,8 @@ def _os_label(os_name: str) -> str:
 
 
 def _backend_label(r: AssetRecord) -> str:
-    name = BACKEND_NAMES.get(r.backend, r.backend)
+    known = BACKEND_BY_NAME.get(r.backend)
+    name = known.label if known is not None else r.backend
     return f"{name} {r.backend_version}" if r.backend_version else name
 
 
@@ -330,18 +329,15 @@ def _check_min_os(r: AssetRecord, host: Host, notes: list[str]) -> None:
 def _check_cpu(r: AssetRecord, host: Host, emulated: bool, notes: list[str]) -> str:
     base = r.cpu_baseline
     level = EMULATED_X86_LEVEL if emulated else host.cpu.level
-    for order in (X86_LEVELS, ARM_LEVELS, Z_LEVELS):
-        if base in order:
-            if base == order[0] and order is not Z_LEVELS:
-                break  # every CPU of the architecture has it
-            if level is None:
-                notes.append(f"CPU level unknown; assumed to meet {base}")
-                break
-            if level not in order or order.index(level) < order.index(base):
-                missing = _missing_for(base, host)
-                raise _Unfit(f"needs a {base} CPU; this CPU is {level}"
-                             + (f" (no {missing})" if missing else ""))
-            break
+    family = cpu_arch_of_level(base)
+    if family is not None and not (base == family.names[0] and family.first_implied):
+        order = family.names
+        if level is None:
+            notes.append(f"CPU level unknown; assumed to meet {base}")
+        elif level not in order or order.index(level) < order.index(base):
+            missing = cpu_level(base).missing
+            raise _Unfit(f"needs a {base} CPU; this CPU is {level}"
+                         + (f" (no {missing})" if missing else ""))
     if emulated:
         return f"{base} code under emulation"
     have = [f for f in r.cpu_dispatch if f in host.cpu.features]
@@ -349,23 +345,13 @@ def _check_cpu(r: AssetRecord, host: Host, emulated: bool, notes: list[str]) -> 
     if not r.cpu_dispatch:
         return f"{level or base} CPU"
     top = [f for f in have if f != "avxvnni"]
-    best = FEATURE_NAMES.get(top[-1], top[-1]) if top else "baseline"
+    best = feature_label(top[-1]) if top else "baseline"
     if "avxvnni" in have:
         best += "+VNNI"
     text = f"{level or base} CPU, {best} kernels"
     if "avx2" in lacking and host.arch == "x86_64" and host.cpu.level is not None:
         text += " (no AVX2)"
     return text
-
-
-def _missing_for(base: str, host: Host) -> str:
-    if base == "x86-64-v2":
-        return "SSE4.2/POPCNT"
-    if base == "x86-64-v3":
-        return "AVX2/FMA"
-    if base == "apple-m1":
-        return "Apple Silicon"
-    return ""
 
 
 def _covers(cap: str, targets: Sequence[str]) -> bool:
@@ -393,92 +379,133 @@ def _sm_range(targets: Sequence[str]) -> str:
     return text + (f" + PTX {ptx[-1]}" if ptx else "")
 
 
+def _floor_ok(spec: Runtime, have: str, need: str) -> bool:
+    """Whether a host's runtime version ``have`` meets a build's ``need`` under the
+    catalogue's floor rule for the backend."""
+    if spec.floor == "min_driver":
+        return _ge(have, need)
+    if spec.floor == "same-major":
+        return version_tuple(have)[:1] == version_tuple(need)[:1] and _ge(have, need)
+    return True
+
+
+def _vendor_gpus(spec: Runtime, host: Host, label: str) -> list[Gpu]:
+    """The GPUs of the vendor the backend needs; none is unfit."""
+    gpus = list(host.gpus_of(spec.gpu_vendor)) if spec.gpu_vendor else []
+    if spec.gpu_vendor and not gpus:
+        raise _Unfit(spec.missing.format(label=label))
+    return gpus
+
+
+def _runtime_cuda(r: AssetRecord, host: Host, notes: list[str], spec: Runtime) -> str:
+    label = _backend_label(r)
+    if host.nvidia_driver is None:
+        where = ("nvidia-smi did not answer" if host.os == "windows" else
+                 "no /proc/driver/nvidia/version, no nvidia-smi")
+        raise _Unfit(f"no NVIDIA driver found ({where})")
+    need = r.min_driver
+    if need and not _floor_ok(spec, host.nvidia_driver, need):
+        raise _Unfit(f"driver {host.nvidia_driver} < {need} needed by {label}; update "
+                     "the NVIDIA driver to use it")
+    gpus = [g for g in host.gpus_of("nvidia") if g.arch]
+    if gpus and r.gpu_targets:
+        fit = [g for g in gpus if _covers(g.arch or "", r.gpu_targets)]
+        if not fit:
+            g = gpus[0]
+            raise _Unfit(f"GPU {g.name} (sm_{(g.arch or '').replace('.', '')}) has no "
+                         f"device code in this build ({_sm_range(r.gpu_targets)})")
+        gpu = f"; {fit[0].name} sm_{(fit[0].arch or '').replace('.', '')} covered"
+    else:
+        gpu = ""
+        if not gpus:
+            notes.append("GPU compute capability unknown; device code not checked")
+    return (f"driver {host.nvidia_driver} >= {need} needed by {label}" if need
+            else f"NVIDIA driver {host.nvidia_driver}") + gpu
+
+
+def _runtime_hip(r: AssetRecord, host: Host, notes: list[str], spec: Runtime) -> str:
+    amd = _vendor_gpus(spec, host, _backend_label(r))
+    if host.os == "windows":
+        if host.hip_runtime is None:
+            raise _Unfit("no HIP runtime (amdhip64_7.dll) from the AMD driver")
+        have = "the AMD driver's HIP runtime"
+    else:
+        if host.rocm_version is None:
+            raise _Unfit("no ROCm installation found (/opt/rocm/.info/version)")
+        want = r.backend_version or "0"
+        major = version_tuple(want)[:1]
+        if not _floor_ok(spec, host.rocm_version, want):
+            raise _Unfit(f"built for ROCm {want}; this machine has ROCm "
+                         f"{host.rocm_version} (install ROCm {major[0]}.x >= {want})")
+        have = f"ROCm {host.rocm_version}"
+    targets = [g.arch for g in amd if g.arch]
+    if targets and r.gpu_targets and not any(t in r.gpu_targets for t in targets):
+        raise _Unfit(f"GPU {targets[0]} is not among this build's targets "
+                     f"({', '.join(r.gpu_targets)})")
+    return f"{have} and {amd[0].name}"
+
+
+def _runtime_sycl(r: AssetRecord, host: Host, notes: list[str], spec: Runtime) -> str:
+    intel = _vendor_gpus(spec, host, _backend_label(r))
+    if host.level_zero is None:
+        raise _Unfit("no Level Zero loader (libze_loader / ze_loader.dll) from the "
+                     "Intel GPU driver")
+    return f"{intel[0].name} with Level Zero"
+
+
+def _runtime_openvino(r: AssetRecord, host: Host, notes: list[str], spec: Runtime) -> str:
+    intel = _vendor_gpus(spec, host, _backend_label(r))
+    if host.openvino is None:
+        raise _Unfit("no OpenVINO runtime found (INTEL_OPENVINO_DIR, libopenvino_c)")
+    return f"{intel[0].name} with the OpenVINO runtime"
+
+
+def _runtime_vulkan(r: AssetRecord, host: Host, notes: list[str], spec: Runtime) -> str:
+    if host.vulkan_loader is None:
+        raise _Unfit("no Vulkan loader (" + ("vulkan-1.dll" if host.os == "windows" else
+                                             "libvulkan.so.1") + ")")
+    if host.vulkan_gpu is None:
+        cpu = [i.name for i in host.vulkan_icds if i.cpu]
+        if cpu:
+            raise _Unfit(f"Vulkan drivers only for the CPU ({', '.join(cpu)}); no "
+                         "faster than the CPU build")
+        raise _Unfit("no Vulkan driver for a GPU of this machine")
+    return f"Vulkan on {host.vulkan_gpu}"
+
+
+def _runtime_opencl(r: AssetRecord, host: Host, notes: list[str], spec: Runtime) -> str:
+    # The kernels are tuned for Adreno: another vendor's GPU does not count.
+    adreno = [g for g in _vendor_gpus(spec, host, _backend_label(r))
+              if "adreno" in g.name.lower()]
+    if not adreno:
+        raise _Unfit(spec.missing.format(label=_backend_label(r)))
+    if not host.opencl_icds:
+        raise _Unfit(f"{adreno[0].name} but no OpenCL driver (OpenCL.dll / ICD)")
+    return f"{adreno[0].name} with an OpenCL driver"
+
+
+def _runtime_cann(r: AssetRecord, host: Host, notes: list[str], spec: Runtime) -> str:
+    if host.ascend_driver is None:
+        raise _Unfit(spec.missing.format(label=_backend_label(r)))
+    return f"Ascend driver {host.ascend_driver}"
+
+
+# The runtime checks the catalogue names (``Runtime.check``): what a host needs for a backend.
+RUNTIME_CHECKS: Mapping[str, Callable[[AssetRecord, Host, list[str], Runtime], str]] = {
+    "cuda": _runtime_cuda, "hip": _runtime_hip, "sycl": _runtime_sycl,
+    "openvino": _runtime_openvino, "vulkan": _runtime_vulkan, "opencl": _runtime_opencl,
+    "cann": _runtime_cann,
+}
+
+
 def _check_runtime(r: AssetRecord, host: Host, notes: list[str]) -> str:
     """Whether the backend's driver / runtime is here; the reason it qualifies."""
-    b = r.backend
-    label = _backend_label(r)
-    if b in ("cpu", "kleidiai"):
+    known = BACKEND_BY_NAME.get(r.backend)
+    if known is None:
+        raise _Unfit(f"unknown backend '{r.backend}'")
+    if known.runtime is None:
         return ""
-    if b == "cuda":
-        if host.nvidia_driver is None:
-            where = ("nvidia-smi did not answer" if host.os == "windows" else
-                     "no /proc/driver/nvidia/version, no nvidia-smi")
-            raise _Unfit(f"no NVIDIA driver found ({where})")
-        need = r.min_driver
-        if need and not _ge(host.nvidia_driver, need):
-            raise _Unfit(f"driver {host.nvidia_driver} < {need} needed by {label}; update "
-                         "the NVIDIA driver to use it")
-        gpus = [g for g in host.gpus_of("nvidia") if g.arch]
-        if gpus and r.gpu_targets:
-            fit = [g for g in gpus if _covers(g.arch or "", r.gpu_targets)]
-            if not fit:
-                g = gpus[0]
-                raise _Unfit(f"GPU {g.name} (sm_{(g.arch or '').replace('.', '')}) has no "
-                             f"device code in this build ({_sm_range(r.gpu_targets)})")
-            gpu = f"; {fit[0].name} sm_{(fit[0].arch or '').replace('.', '')} covered"
-        else:
-            gpu = ""
-            if not gpus:
-                notes.append("GPU compute capability unknown; device code not checked")
-        return (f"driver {host.nvidia_driver} >= {need} needed by {label}" if need
-                else f"NVIDIA driver {host.nvidia_driver}") + gpu
-    if b == "hip":
-        amd = host.gpus_of("amd")
-        if not amd:
-            raise _Unfit("no AMD GPU found")
-        if host.os == "windows":
-            if host.hip_runtime is None:
-                raise _Unfit("no HIP runtime (amdhip64_7.dll) from the AMD driver")
-            have = "the AMD driver's HIP runtime"
-        else:
-            if host.rocm_version is None:
-                raise _Unfit("no ROCm installation found (/opt/rocm/.info/version)")
-            want = r.backend_version or "0"
-            major = version_tuple(want)[:1]
-            if version_tuple(host.rocm_version)[:1] != major or not _ge(host.rocm_version, want):
-                raise _Unfit(f"built for ROCm {want}; this machine has ROCm "
-                             f"{host.rocm_version} (install ROCm {major[0]}.x >= {want})")
-            have = f"ROCm {host.rocm_version}"
-        targets = [g.arch for g in amd if g.arch]
-        if targets and r.gpu_targets and not any(t in r.gpu_targets for t in targets):
-            raise _Unfit(f"GPU {targets[0]} is not among this build's targets "
-                         f"({', '.join(r.gpu_targets)})")
-        return f"{have} and {amd[0].name}"
-    if b in ("sycl", "openvino"):
-        intel = host.gpus_of("intel")
-        if not intel:
-            raise _Unfit(f"no Intel GPU found ({label} is used for Intel GPUs)")
-        if b == "sycl":
-            if host.level_zero is None:
-                raise _Unfit("no Level Zero loader (libze_loader / ze_loader.dll) from the "
-                             "Intel GPU driver")
-            return f"{intel[0].name} with Level Zero"
-        if host.openvino is None:
-            raise _Unfit("no OpenVINO runtime found (INTEL_OPENVINO_DIR, libopenvino_c)")
-        return f"{intel[0].name} with the OpenVINO runtime"
-    if b == "vulkan":
-        if host.vulkan_loader is None:
-            raise _Unfit("no Vulkan loader (" + ("vulkan-1.dll" if host.os == "windows" else
-                                                 "libvulkan.so.1") + ")")
-        if host.vulkan_gpu is None:
-            cpu = [i.name for i in host.vulkan_icds if i.cpu]
-            if cpu:
-                raise _Unfit(f"Vulkan drivers only for the CPU ({', '.join(cpu)}); no "
-                             "faster than the CPU build")
-            raise _Unfit("no Vulkan driver for a GPU of this machine")
-        return f"Vulkan on {host.vulkan_gpu}"
-    if b == "opencl":
-        adreno = [g for g in host.gpus_of("qualcomm") if "adreno" in g.name.lower()]
-        if not adreno:
-            raise _Unfit("no Adreno GPU (this build's OpenCL kernels are tuned for Adreno)")
-        if not host.opencl_icds:
-            raise _Unfit(f"{adreno[0].name} but no OpenCL driver (OpenCL.dll / ICD)")
-        return f"{adreno[0].name} with an OpenCL driver"
-    if b == "cann":
-        if host.ascend_driver is None:
-            raise _Unfit("no Ascend driver (/usr/local/Ascend/driver/version.info)")
-        return f"Ascend driver {host.ascend_driver}"
-    raise _Unfit(f"unknown backend '{b}'")
+    return RUNTIME_CHECKS[known.runtime.check](r, host, notes, known.runtime)
 
 
 def _matches_backend(r: AssetRecord, wanted: str) -> bool:
@@ -489,8 +516,9 @@ def _matches_backend(r: AssetRecord, wanted: str) -> bool:
     if r.backend_version:
         forms |= {f"{r.backend}-{r.backend_version}", f"{r.backend}@{r.backend_version}",
                   f"{r.backend}{r.backend_version}"}
-    if r.backend == "hip":
-        forms |= {"rocm", f"rocm-{r.backend_version}"}
+    known = BACKEND_BY_NAME.get(r.backend)
+    for alias in known.aliases if known is not None else ():
+        forms |= {alias, f"{alias}-{r.backend_version}"}
     return w in forms
 
 
@@ -532,7 +560,7 @@ def rank(manifest: ReleaseManifest, host: Host, *, backend: str | None = None) -
             how = "Rosetta 2" if host.os == "macos" else "x64 emulation"
             notes.append(f"runs under {how}: slower than a native {host.arch} build")
         why = runtime or ", ".join(p for p in (f"{_backend_label(r)} build", libc, cpu) if p)
-        tier = TIERS.get(r.backend, len(TIERS))
+        tier = TIERS.get(r.backend, UNKNOWN_TIER)
         distro_match = bool(host.distro) and r.entry_id.split("-", 1)[0] == host.distro
         newest_first = tuple(-x for x in version_tuple(r.backend_version))
         key = (emulated, tier, newest_first, not distro_match, index)
