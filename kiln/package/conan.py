@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from kiln.catalogue import wheel_variant
 from kiln.matrix import Entry
 from kiln.package.records import AssetRecord
-from kiln.package.wheel import variant
 
 __all__ = ["CONAN_ARCH", "CONAN_OS", "ConanPackage", "conan_version", "package_for",
            "select_packages"]
@@ -29,7 +29,6 @@ __all__ = ["CONAN_ARCH", "CONAN_OS", "ConanPackage", "conan_version", "package_f
 CONAN_OS = {"linux": "Linux", "macos": "Macos", "windows": "Windows"}
 CONAN_ARCH = {"x86_64": "x86_64", "aarch64": "armv8", "s390x": "s390x"}
 BUILD_TYPE = "Release"
-DEFAULT_BACKEND = "cpu"
 
 
 def conan_version(build_number: int) -> str:
@@ -37,8 +36,10 @@ def conan_version(build_number: int) -> str:
 
 
 def backend_option(entry: Entry) -> str:
-    """The recipe's ``backend`` option value: the wheel variant name, ``cpu`` for CPU."""
-    return variant(entry) or DEFAULT_BACKEND
+    """The recipe's ``backend`` option value: the backend's wheel variant in the catalogue
+    (``cu124``, ``rocm7.2``, ``syclfp16``), or the backend's own name where it has none (the
+    CPU, the recipe's default)."""
+    return wheel_variant(entry.backend, entry.backend_version, entry.cmake) or entry.backend
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln import __version__
+from kiln.catalogue import wheel_variant
 from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.package.records import AssetRecord, Verification, record_for, write_record
@@ -135,17 +136,7 @@ def variant(entry: Entry) -> str | None:
     label and index path (``cu124``, ``cu133``, ``rocm7.2``, ``vulkan``, ``sycl``, ``syclfp16``,
     ``openvino``, ``opencl``, ...). CUDA and ROCm carry their version, as PyTorch's indexes do,
     because one release ships two CUDA versions; the others have one version per release."""
-    b = entry.backend
-    if b == "cpu":
-        return None
-    version = entry.backend_version or ""
-    if b == "cuda":
-        return "cu" + version.replace(".", "")
-    if b == "hip":
-        return "rocm" + version
-    if b == "sycl":
-        return "syclfp16" if ("EMBER_SYCL_F16", "ON") in entry.cmake else "sycl"
-    return b
+    return wheel_variant(entry.backend, entry.backend_version, entry.cmake)
 
 
 def index_path(variant_name: str | None) -> str:
