@@ -14,27 +14,31 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from kiln import vcs
-from kiln.build.cache import CacheLayout, default_cache_dir
-from kiln.build.jobs import BuildSummary, ReproResult, build_env, build_jobs, check_reproducible
-from kiln.build.toolchains import check_buildable
-from kiln.console import Style
 from kiln.errors import BuildError, IntegrityError
-from kiln.plan import plan
 
 if TYPE_CHECKING:
-    from kiln.cli import Context
+    from kiln.build.jobs import BuildSummary, ReproResult
+    from kiln.cli.context import Context
+    from kiln.plan import Job
 
-__all__ = ["cmd_build", "register"]
+__all__ = ["DEFAULT_JOBS", "build_jobs", "cmd_build", "register"]
 
-RESULT_STYLE = Style({"ok": "green", "FAILED": "red"})
 DEFAULT_JOBS = 2
+
+
+def build_jobs(jobs: Sequence[Job], **kwargs: Any) -> BuildSummary:
+    """``kiln.build.jobs.build_jobs``, imported when a build runs rather than when the parser
+    is built (it pulls in every toolchain and the packagers); a name of this module so that
+    tests can stand in for the build."""
+    from kiln.build.jobs import build_jobs as run
+
+    return run(jobs, **kwargs)
 
 
 def register(subparsers: Any) -> None:
@@ -84,6 +88,8 @@ def _fmt_seconds(s: float) -> str:
 
 
 def _print_summary(ctx: Context, summary: BuildSummary) -> None:
+    from kiln.console import Style
+
     rows = []
     for r in summary.results:
         state = ("ok (cached)" if r.cached else "ok") if r.ok else "FAILED"
@@ -94,12 +100,15 @@ def _print_summary(ctx: Context, summary: BuildSummary) -> None:
     caption = (f"{n_ok} of {len(summary.results)} built and verified in "
                f"{_fmt_seconds(summary.seconds)}")
     ctx.console.table("kiln build", ["entry", "result", "verified", "time", "asset", "log"],
-                      rows, styles={"result": RESULT_STYLE}, caption=caption)
+                      rows, styles={"result": Style({"ok": "green", "FAILED": "red"})},
+                      caption=caption)
     for r in summary.failed:
         ctx.console.line(f"{r.entry_id}: {r.error}")
 
 
 def _print_repro(ctx: Context, results: tuple[ReproResult, ...]) -> None:
+    from kiln.console import Style
+
     rows = [[r.entry_id, "identical" if r.same else "DIFFERENT", (r.first or "-")[:16],
              (r.second or "-")[:16], ", ".join(r.differing[:4]) or "-"] for r in results]
     ctx.console.table("reproducibility: a second build with empty caches",
@@ -109,6 +118,12 @@ def _print_repro(ctx: Context, results: tuple[ReproResult, ...]) -> None:
 
 
 def cmd_build(ctx: Context) -> int:
+    from kiln import vcs
+    from kiln.build.cache import CacheLayout, default_cache_dir
+    from kiln.build.jobs import build_env, check_reproducible
+    from kiln.build.toolchains import check_buildable
+    from kiln.plan import plan
+
     a = ctx.args
     repo = ctx.repo
     if a.build_number is not None:

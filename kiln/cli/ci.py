@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kiln.ci.workflow import CiConfig
-    from kiln.cli import Context
+    from kiln.cli.context import Context
 
 __all__ = ["register"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from kiln.errors import ConfigError
 
 if TYPE_CHECKING:
-    from kiln.cli import Context
+    from kiln.cli.context import Context
     from kiln.install.host import Host
 
 __all__ = ["PINNED_PUBKEY", "register"]

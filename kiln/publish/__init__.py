@@ -1,8 +1,10 @@
 """Publish a release directory (made by ``kiln release``) to a destination.
 
 One module per destination behind one small Protocol, registered in ``PUBLISHERS`` by URL
-scheme: ``file://PATH`` (``kiln.publish.directory``: a mirror directory) and
-``github://OWNER/REPO`` (``kiln.publish.github``: GitHub Releases through the REST API).
+scheme: ``file://PATH`` (``kiln.publish.directory``: a mirror directory),
+``github://OWNER/REPO`` (``kiln.publish.github``: GitHub Releases through the REST API),
+``pypi-index+http(s)://`` (``kiln.publish.pypi_index``: the wheels to a package index) and
+``conan://`` (``kiln.publish.conan``). ``publish()`` is the whole step as one call.
 Every publisher is idempotent: re-running after a failure resumes, and a release is visible
 as published only once it is complete.
 
@@ -12,7 +14,9 @@ checksum in ``SHA256SUMS`` and the minisign signature of ``SHA256SUMS``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import ConfigError
@@ -31,11 +35,14 @@ __all__ = [
     "LocalRelease",
     "PublishOptions",
     "PublishResult",
+    "Published",
     "Publisher",
     "check_names",
     "confined",
     "load_release",
+    "publish",
     "publisher_for",
+    "scheme_help",
 ]
 
 
@@ -76,13 +83,43 @@ PUBLISHERS: dict[str, Callable[[str, PublishOptions], Publisher]] = {
 }
 
 
+def scheme_help() -> str:
+    """Every destination ``PUBLISHERS`` knows, as ``scheme://...`` (for ``--help`` and error
+    hints: derived from the registry so that a new publisher is never left unmentioned)."""
+    return ", ".join(f"{s}://" for s in sorted(PUBLISHERS))
+
+
 def publisher_for(url: str, options: PublishOptions) -> Publisher:
     scheme, sep, rest = url.partition("://")
     if not sep or not rest:
         raise ConfigError(f"--to {url!r} is not a destination URL",
-                          hint="use file://PATH or github://OWNER/REPO")
+                          hint=f"use one of: {scheme_help()} (file://PATH, "
+                               f"github://OWNER/REPO, ...)")
     factory = PUBLISHERS.get(scheme)
     if factory is None:
         raise ConfigError(f"--to {url!r}: unknown destination scheme '{scheme}'",
-                          hint="known: " + ", ".join(f"{s}://" for s in sorted(PUBLISHERS)))
+                          hint=f"known: {scheme_help()}")
     return factory(rest, options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Published:
+    """What ``publish`` did: the release's tag and the publisher's ``PublishResult``."""
+
+    tag: str
+    result: PublishResult
+
+
+def publish(directory: Path, to: str, *, env: Mapping[str, str] | None = None,
+            log: Callable[[str], None] | None = None) -> Published:
+    """Check the release directory ``directory`` (every checksum of ``SHA256SUMS`` and its
+    signature) and publish it to the destination URL ``to`` (a scheme of ``PUBLISHERS``).
+    Idempotent: publishing again resumes, or reports ``already_published``. ``env`` (default
+    ``os.environ``) holds the credentials, e.g. ``GITHUB_TOKEN``; ``log`` gets progress lines.
+    Raises ``ConfigError`` (exit code 2) for a bad URL, ``PublishError`` (10) and
+    ``IntegrityError`` (12)."""
+    env = dict(os.environ) if env is None else env
+    release = load_release(Path(directory), env=env)
+    options = PublishOptions(env=env) if log is None else PublishOptions(env=env, log=log)
+    result = publisher_for(to, options).publish(release)
+    return Published(tag=release.tag, result=result)

@@ -1,6 +1,6 @@
 """``kiln release`` end to end on a throwaway git repository: real git, real minisign, synthetic
 archives with their records (the build stage is someone else's; its outputs are simulated
-byte for byte as ``kiln.manifest`` defines them). The helpers here are used by the publish
+byte for byte as ``kiln.package.records`` defines them). The helpers here are used by the publish
 tests too."""
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kiln.manifest import AssetRecord, Verification, record_for, write_record
-from kiln.toolchains import refusal
 
-import kiln.build
+import kiln.build.jobs
+from kiln.build.toolchains import refusal
 from kiln.cli import main
 from kiln.matrix import load_matrix
+from kiln.package.records import AssetRecord, Verification, record_for, write_record
 
 pytestmark = pytest.mark.integration
 
@@ -374,7 +374,7 @@ def test_without_artifacts_it_builds_through_build_jobs(
                 results.append(Result(job.entry.id, False, f"{job.entry.backend}: not yet"))
         return Summary(tuple(results))
 
-    monkeypatch.setattr(kiln.build, "build_jobs", build_jobs)
+    monkeypatch.setattr(kiln.build.jobs, "build_jobs", build_jobs)
     out = project.root / "r"
     # Which entries reach the build stage is this kiln's own decision (refusal()); the ones it
     # cannot build yet are missing with their reason, never handed to the build stage.

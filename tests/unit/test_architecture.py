@@ -45,12 +45,12 @@ def _imports(path: Path, known: dict[str, Path]) -> Iterator[tuple[str, str, int
                     yield sub, "", node.lineno
                 else:
                     yield node.module, alias.name, node.lineno
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "import_module" and node.args
-              and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)
-              and node.args[0].value.startswith("kiln")):
-            yield node.args[0].value, "", node.lineno
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and node.value in known):
+            # A string that is exactly a kiln module's name is an import by name:
+            # ``import_module("kiln.x")``, or the entries of a tuple of module names that a
+            # loop hands to ``import_module`` (``SUBCOMMAND_MODULES``).
+            yield node.value, "", node.lineno
 
 
 def _graph() -> dict[str, set[str]]:

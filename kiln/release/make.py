@@ -1,0 +1,217 @@
+"""``make_release()``: the whole of a release as one call, for ``kiln release`` and for
+pipelines that use kiln as a library.
+
+It reads the project settings, git state, signing key and matrix once, and hands typed values
+to ``kiln.release.assemble`` (gate, manifest, assembly), ``kiln.release.notes``,
+``kiln.release.sbom`` and ``kiln.release.sign``: check the work tree and the tag, build the
+local entries (or take ``artifacts``), apply the completeness gate, write the manifest, notes
+and SBOM, sign, assemble the directory atomically, create the tag, and keep the notes under
+``release_notes/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.console import Console
+from kiln.errors import ReleaseError
+from kiln.files import atomic_write_text
+from kiln.matrix import Matrix, load_matrix
+from kiln.plan import make_job, plan
+from kiln.release.assemble import (
+    LocalAsset,
+    assemble,
+    create_tag,
+    expand_allowed,
+    gate,
+    load_project_config,
+    release_manifest,
+    scan_artifacts,
+    tag_commit,
+)
+from kiln.release.manifest import (
+    MANIFEST_NAME,
+    PUBLIC_KEY_NAME,
+    SBOM_NAME,
+    SIGNATURE_NAME,
+    SUMS_NAME,
+    ReleaseManifest,
+    parse_tag,
+)
+from kiln.release.notes import check_links, git_changes, notes_context, previous_tag, render_notes
+from kiln.release.sbom import cyclonedx, source_files, toolchains_from_jobs
+from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
+from kiln.run import require_tool
+from kiln.vcs import build_number, commit_sha, commit_time, is_dirty
+
+__all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release"]
+
+NOTES_DIR = "release_notes"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseResult:
+    """What ``make_release`` made: the directory, its manifest (the assets, the missing and
+    disabled entries), where the notes were kept, and whether the tag was created now."""
+
+    tag: str
+    commit: str
+    out: Path
+    manifest: ReleaseManifest
+    notes: Path
+    tag_created: bool
+
+
+def log_dir_for(out: Path) -> Path:
+    """Where a release's build logs go: beside ``out`` (``release`` -> ``release-logs``), not
+    in the scratch directory, which is deleted whatever happens, and not inside ``out``, which
+    holds only what ``SHA256SUMS`` lists. Emptied at the start of each release."""
+    logs = out.absolute().parent / f"{out.absolute().name}-logs"
+    if logs.exists():
+        shutil.rmtree(logs)
+    logs.mkdir(parents=True)
+    return logs
+
+
+def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], *,
+                repo: Path, parallel: int, console: Console,
+                log_dir: Path) -> tuple[tuple[LocalAsset, ...], dict[str, str]]:
+    """Build every local enabled entry with ``kiln.build.jobs.build_jobs`` into ``out``, with
+    the per-entry logs in ``log_dir`` (they outlive the build's scratch directory)."""
+    try:
+        build = importlib.import_module("kiln.build.jobs")
+    except ModuleNotFoundError as exc:
+        raise ReleaseError("this kiln cannot build yet (no kiln.build.jobs)",
+                           hint="pass --artifacts DIR with built archives and records") from exc
+    from kiln.build.toolchains import refusal
+
+    failures: dict[str, str] = {}
+    jobs = []
+    for job in plan(matrix, build_number=number, local=True):
+        # Entries whose backend this kiln cannot build yet are missing, with the reason; the
+        # completeness gate then decides (--allow-missing).
+        why = refusal(job.entry, repo / "recipes")
+        if why is None:
+            jobs.append(job)
+        else:
+            failures[job.entry.id] = f"not built here: {why}"
+    if not jobs:
+        return scan_artifacts(out), failures
+    summary = build.build_jobs(jobs, repo=repo, out=out, env=env, parallel=parallel,
+                               console=console, log_dir=log_dir)
+    for result in summary.results:
+        if not result.ok:
+            failures[str(result.entry_id)] = f"build failed here: {result.error}"
+    return scan_artifacts(out), failures
+
+
+def _pinned_toolchains() -> dict[str, str]:
+    """Toolchain name -> pinned version, from the build stage's registry (``TOOLCHAINS`` of
+    ``kiln.build.toolchains``), for the SBOM. Looked up by name so that the release stage keeps
+    working while that registry grows."""
+    try:
+        module = importlib.import_module("kiln.build.toolchains")
+    except ImportError:
+        return {}
+    table = getattr(module, "TOOLCHAINS", {})
+    return {str(name): str(tc.version) for name, tc in table.items()
+            if isinstance(getattr(tc, "version", None), str)}
+
+
+def make_release(out: Path, *, repo: Path, tag: str | None = None,
+                 artifacts: Path | None = None, allow_missing: Sequence[str] = (),
+                 allow_dirty: bool = False, signing_key: str | None = None,
+                 base_url: str | None = None, git_tag: bool = True,
+                 parallel: int | None = None, matrix: Matrix | None = None,
+                 env: Mapping[str, str] | None = None,
+                 console: Console | None = None) -> ReleaseResult:
+    """Write the signed release directory ``out`` for the commit checked out in ``repo``.
+
+    ``tag`` defaults to ``b<N>`` with N = ``git rev-list --count HEAD``. With ``artifacts``,
+    the archives and ``.json`` records under it are released; without, the local enabled
+    entries are built here (``parallel`` at once). ``allow_missing`` names enabled entries
+    (ids or globs) that may be missing. ``signing_key`` is a minisign secret key file
+    (default: ``$KILN_SIGNING_KEY``; password from ``$KILN_SIGNING_PASSWORD``). ``base_url``
+    is where the assets will be downloaded from (``{tag}`` is replaced). The annotated tag is
+    created unless ``git_tag`` is false (an existing one must point at HEAD). ``env`` defaults
+    to ``os.environ``; ``console`` (for warnings and build progress) to standard error.
+    Raises ``ReleaseError`` (exit code 9) and the errors of the steps."""
+    env_in: Mapping[str, str] = dict(os.environ) if env is None else env
+    console = console or Console.from_env(env_in, stream=sys.stderr)
+    matrix = matrix or load_matrix(repo / "matrix")
+    config = load_project_config(repo / "pyproject.toml")
+    genv = scrub_env(env_in)
+    head = commit_sha(repo, genv)
+    if is_dirty(repo, genv):
+        if not allow_dirty:
+            raise ReleaseError(f"the work tree of {repo} has uncommitted changes",
+                               hint="commit or stash them (a release is of a commit), or pass "
+                                    "--allow-dirty")
+        console.note("warning: releasing from a work tree with uncommitted changes")
+    number = parse_tag(tag) if tag else build_number(repo, genv)
+    tag = tag or f"b{number}"
+    tagged = tag_commit(repo, genv, tag)
+    if tagged is not None and tagged != head:
+        raise ReleaseError(f"tag {tag} exists and points at {tagged[:12]}, not at HEAD "
+                           f"({head[:12]})",
+                           hint=f"check out {tag} to release it again, or pick another --tag")
+    key = resolve_key(signing_key, env_in, repo=repo)
+    require_tool("minisign", path=genv.get("PATH"))  # fail now, not after a long build
+    allowed = expand_allowed(matrix, allow_missing)
+    epoch = commit_time(repo, genv)
+    out = Path(out)
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix=".kiln-build-", dir=out.absolute().parent) as tmp:
+        failures: dict[str, str] = {}
+        if artifacts is not None:
+            assets = scan_artifacts(Path(artifacts))
+        else:
+            build_env = dict(genv)
+            build_env.setdefault("SOURCE_DATE_EPOCH", str(epoch))
+            assets, failures = _build_here(
+                matrix, number, Path(tmp), build_env, repo=repo,
+                parallel=parallel or max(1, os.cpu_count() or 1), console=console,
+                log_dir=log_dir_for(out))
+        result = gate(matrix, assets, build_number=number, commit=head,
+                      allow_missing=allowed, failures=failures)
+        manifest = release_manifest(result, project=config.project, tag=tag,
+                                    build_number=number, commit=head, commit_epoch=epoch,
+                                    base_url=base_url.replace("{tag}", tag) if base_url
+                                    else config.base_url(tag))
+        signer = MinisignSigner(key, env=genv)
+        public_key = signer.public_key()
+        previous = previous_tag(repo, genv)
+        context = notes_context(
+            manifest, repo_url=config.repo_url, changes=git_changes(repo, genv, previous),
+            previous=previous, public_key=public_key,
+            file_names={"sums": SUMS_NAME, "signature": SIGNATURE_NAME,
+                        "public_key": PUBLIC_KEY_NAME, "manifest": MANIFEST_NAME,
+                        "sbom": SBOM_NAME})
+        notes = render_notes(repo / NOTES_DIR, context)
+        check_links(notes, manifest)
+        released = {x.record.entry_id for x in manifest.assets}
+        sbom = cyclonedx(
+            project=config.project, tag=tag, commit=head, date=manifest.date,
+            repo_url=config.repo_url, sources=source_files(repo, genv, config.sources),
+            toolchains=toolchains_from_jobs({e.id: make_job(e, number).toolchain
+                                             for e in matrix.enabled if e.id in released},
+                                            pins=_pinned_toolchains()),
+            assets={x.record.name: x.record.sha256 for x in manifest.assets})
+        assemble(out, assets=result.assets, manifest=manifest, notes=notes, sbom=sbom,
+                 signer=signer)
+
+    created = tagged is None and git_tag
+    if created:
+        create_tag(repo, genv, tag, head, f"{config.project} {tag}")
+    kept = repo / NOTES_DIR / f"{tag}.md"
+    atomic_write_text(kept, notes)  # release_notes/ exists: the template came from there
+    return ReleaseResult(tag=tag, commit=head, out=out, manifest=manifest, notes=kept,
+                         tag_created=created)
