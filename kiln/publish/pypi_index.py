@@ -1,10 +1,25 @@
-"""Publish a release's wheels to a PEP 503 package index (``pypi-index+http(s)://HOST/PATH``).
+"""Publish a release's wheels to PEP 503 package indexes (``pypi-index+http(s)://HOST/PATH``).
 
-The URL names the root of a family of indexes, one per backend variant, as PyTorch's and
-llama-cpp-python's are laid out (wheel tags cannot tell a CUDA build from a CPU build):
+Each backend variant has an index of its own, as PyTorch's and llama-cpp-python's are laid out
+(wheel tags cannot tell a CUDA build from a CPU build, and in one index ``pip install ember``
+would take ``0.0.N+cu124`` over ``0.0.N``: a local version label sorts higher). The URL names
+them in one of two ways:
 
-- CPU wheels (no local version label) go to ``ROOT/`` and are read from ``ROOT/simple/``;
-- a GPU wheel ``ember-0.0.N+cu124-...`` goes to ``ROOT/cu124/`` (``ROOT/cu124/simple/``).
+- a root (``pypi-index+http://HOST/ROOT/``): CPU wheels (no local version label) go to
+  ``ROOT/`` and are read from ``ROOT/simple/``; a GPU wheel ``ember-0.0.N+cu124-...`` goes to
+  ``ROOT/cu124/`` (``ROOT/cu124/simple/``);
+- a template holding ``{variant}`` once, in the path or the host
+  (``pypi-index+http://HOST/{variant}/``, ``pypi-index+https://{variant}.pypi.example/``):
+  ``{variant}`` is the wheel's local version label, ``cpu`` for the CPU wheels.
+
+A plain ``pypi-server run DIR`` serves one index, at its root, and takes uploads only there:
+behind a root URL it has no ``ROOT/cu124/``. An index that is missing (an upload there answered
+404, 405 or a redirect, or the server cannot be reached) is not a failure of the first wheel
+that meets it: the variant indexes are published first and the CPU index last, every missing
+index is collected, and the error lists them all with the template to pass instead. The CPU
+wheels (what ``pip install ember`` takes) are then not uploaded, and what was uploaded to the
+indexes that exist stays valid: publishing again, to the same URL once the indexes exist or to
+a template, finishes the release.
 
 Uploads use the legacy upload API that twine speaks (and pypiserver, devpi, Artifactory,
 Nexus and Warehouse accept): a multipart ``POST`` to the index URL with ``:action=file_upload``,
@@ -48,6 +63,12 @@ PASSWORD_ENV = "TWINE_PASSWORD"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # A variant index below the root (kiln.package.wheel's local version labels: "cu124", "rocm7.2").
 _INDEX_RE = re.compile(r"[a-z0-9]+(?:\.[a-z0-9]+)*")
+VARIANT_FIELD = "{variant}"
+# What ``{variant}`` stands for in a template for the CPU wheels (no local version label).
+CPU_VARIANT = "cpu"
+# Answers to an upload that mean "no index takes uploads here" (pypiserver: 405 for a POST
+# anywhere but its root; a redirect: the path is read as a project name).
+_NO_INDEX = (301, 302, 303, 307, 308, 404, 405)
 
 
 def _normalize(name: str) -> str:
@@ -113,6 +134,10 @@ class _Transient(Exception):
     pass
 
 
+class _NoIndex(Exception):
+    """The index a wheel should go to is not there (``str``: what it answered)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Wheel:
     name: WheelName
@@ -126,6 +151,8 @@ class PyPIIndexPublisher:
                  log: Callable[[str], None] = lambda _m: None, attempts: int = 4,
                  backoff: float = 0.5, timeout: float = 60.0,
                  session: requests.Session | None = None) -> None:
+        """``root``: the root of the index family, or a template holding ``{variant}``."""
+        self.template = root if VARIANT_FIELD in root else None
         self.root = root.rstrip("/")
         self.log = log
         self.attempts = attempts
@@ -139,7 +166,17 @@ class PyPIIndexPublisher:
     # urls
 
     def index_url(self, index: str) -> str:
+        if self.template is not None:
+            url = self.template.replace(VARIANT_FIELD, index or CPU_VARIANT)
+            return url if url.endswith("/") else url + "/"
         return f"{self.root}/{index}/" if index else f"{self.root}/"
+
+    def _below(self, url: str) -> bool:
+        """``url`` is an index of this family (a variant label cannot climb out of it)."""
+        if self.template is None:
+            return url.startswith(self.root + "/")
+        head, _, tail = self.template.partition(VARIANT_FIELD)
+        return url.startswith(head) and url.rstrip("/").endswith(tail.rstrip("/"))
 
     def project_url(self, index: str, project: str) -> str:
         return f"{self.index_url(index)}simple/{_normalize(project)}/"
@@ -185,9 +222,7 @@ class PyPIIndexPublisher:
                 raise PublishError(f"reading {url}: HTTP {resp.status_code}",
                                    hint=f"set {USER_ENV} and {PASSWORD_ENV} for this index")
             if resp.status_code != 200:
-                raise PublishError(f"reading {url}: HTTP {resp.status_code}",
-                                   hint="is this the root of a PEP 503 index? "
-                                        "(ROOT/simple/ must exist)")
+                raise _NoIndex(f"HTTP {resp.status_code} for {url}")
             return parse_project_page(resp.text, url)
         raise PublishError(f"reading {self.project_url(index, project)}: too many redirects")
 
@@ -239,14 +274,16 @@ class PyPIIndexPublisher:
             return True
         if resp.status_code in (400, 409) and "exist" in resp.text.lower():
             return False
+        if resp.status_code in _NO_INDEX:
+            raise _NoIndex(f"HTTP {resp.status_code} to an upload")
         if resp.status_code in (401, 403):
             raise PublishError(f"uploading {w.name.filename} to {url}: HTTP {resp.status_code}",
                                hint=f"set {USER_ENV} and {PASSWORD_ENV} to an account that "
                                     "may upload to this index")
         raise PublishError(f"uploading {w.name.filename} to {url}: HTTP {resp.status_code}: "
                            f"{resp.text.strip()[:300]}",
-                           hint="check the index URL: uploads go to the index root, next to "
-                                "its simple/ page")
+                           hint=f"check the index URL: uploads go to {url}, the index whose "
+                                f"project pages are {url}simple/")
 
     # the publisher
 
@@ -262,9 +299,9 @@ class PyPIIndexPublisher:
             if index and not _INDEX_RE.fullmatch(index):
                 raise PublishError(f"{asset.record.name}: local version label {index!r} cannot "
                                    "name an index below the root; nothing was published")
-            if not self.index_url(index).startswith(self.root + "/"):
+            if not self._below(self.index_url(index)):
                 raise PublishError(f"{asset.record.name}: index {self.index_url(index)} is not "
-                                   f"below {self.root}/")
+                                   f"one of {self.root}")
             out.append(_Wheel(name=name, path=release.path(asset.record.name),
                               sha256=asset.record.sha256, index=index))
         return sorted(out, key=lambda w: (w.index, w.name.filename))
@@ -280,30 +317,77 @@ class PyPIIndexPublisher:
             groups.setdefault((w.index, w.name.distribution), []).append(w)
         uploaded: list[str] = []
         kept: list[str] = []
-        for (index, project), members in sorted(groups.items()):
-            present = self.listing(index, project)
-            for w in members:
-                have = present.get(w.name.filename)
-                if have is not None:
-                    self._check_same(w, have)
-                    kept.append(w.name.filename)
-                    self.log(f"{w.name.filename} is already on {self.index_url(index)}")
-                    continue
-                if self.upload(w):
-                    uploaded.append(w.name.filename)
-                    self.log(f"uploaded {w.name.filename} to {self.index_url(index)}")
+        missing: dict[str, str] = {}  # index URL -> what it answered
+        # The variant indexes first, the CPU index (what a plain `pip install ember` reads)
+        # last, and only when every variant index took its wheels.
+        for (index, project), members in sorted(groups.items(), key=lambda g: (not g[0][0],
+                                                                              g[0])):
+            if not index and missing:
+                break
+            try:
+                self._publish_group(index, project, members, uploaded, kept)
+            except _NoIndex as exc:
+                missing[self.index_url(index)] = str(exc)
+            except PublishError as exc:
+                if index and isinstance(exc.__cause__, (requests.ConnectionError,
+                                                        requests.Timeout, _Transient)):
+                    missing[self.index_url(index)] = f"not reachable: {exc.__cause__}"
                 else:
-                    again = self.listing(index, project).get(w.name.filename)
-                    if again is None:
-                        raise PublishError(f"{self.index_url(index)} refused "
-                                           f"{w.name.filename} as existing, but does not "
-                                           "list it", hint="check the index server's logs")
-                    self._check_same(w, again)
-                    kept.append(w.name.filename)
-            self._verify(index, project, members)
-        return PublishResult(destination=f"pypi-index+{self.root}",
+                    raise
+        if missing:
+            raise self._missing_error(wheels, missing, uploaded)
+        return PublishResult(destination=f"pypi-index+{self.template or self.root}",
                              url=f"{self.index_url('')}simple/", uploaded=tuple(uploaded),
                              kept=tuple(kept), already_published=not uploaded)
+
+    def _publish_group(self, index: str, project: str, members: Sequence[_Wheel],
+                       uploaded: list[str], kept: list[str]) -> None:
+        present = self.listing(index, project)
+        for w in members:
+            have = present.get(w.name.filename)
+            if have is not None:
+                self._check_same(w, have)
+                kept.append(w.name.filename)
+                self.log(f"{w.name.filename} is already on {self.index_url(index)}")
+                continue
+            if self.upload(w):
+                uploaded.append(w.name.filename)
+                self.log(f"uploaded {w.name.filename} to {self.index_url(index)}")
+            else:
+                again = self.listing(index, project).get(w.name.filename)
+                if again is None:
+                    raise PublishError(f"{self.index_url(index)} refused "
+                                       f"{w.name.filename} as existing, but does not "
+                                       "list it", hint="check the index server's logs")
+                self._check_same(w, again)
+                kept.append(w.name.filename)
+        self._verify(index, project, members)
+
+    def _missing_error(self, wheels: Sequence[_Wheel], missing: Mapping[str, str],
+                       uploaded: Sequence[str]) -> PublishError:
+        lines = [f"  {url} ({why}), for "
+                 + ", ".join(w.name.filename for w in wheels if self.index_url(w.index) == url)
+                 for url, why in sorted(missing.items())]
+        cpu = [w for w in wheels if not w.index]
+        done = (f"; uploaded to the indexes that exist: {', '.join(uploaded)}" if uploaded
+                else "; nothing was uploaded")
+        if cpu and self.index_url("") not in missing:
+            done += f"; the CPU wheels were not uploaded to {self.index_url('')} either"
+        if self.template is None:
+            example = f"pypi-index+{self.root}/{VARIANT_FIELD}/"
+            hint = (f"a plain `pypi-server run DIR` serves one index, at its root. Serve one "
+                    "index per backend variant (a pypi-server per variant behind a reverse "
+                    f"proxy, or a server with several indexes) and pass --to '{example}': "
+                    f"the CPU wheels then go to {self.root}/{CPU_VARIANT}/, the "
+                    + ", ".join(f"{v} wheels to {self.root}/{v}/"
+                                for v in sorted({w.index for w in wheels if w.index}))
+                    + "; or make the indexes listed above exist. Publishing again finishes "
+                      "the release")
+        else:
+            hint = (f"make the indexes listed above exist (the template {self.template} "
+                    "names them), then publish again: it finishes the release")
+        return PublishError(f"{len(missing)} package index(es) that the release's wheels go "
+                            "to are missing:\n" + "\n".join(lines) + done, hint=hint)
 
     def _check_same(self, w: _Wheel, have: IndexFile) -> None:
         if self._digest_of(have) != w.sha256:
@@ -358,10 +442,18 @@ def pypi_index_publisher(target: str, *, secure: bool, env: Mapping[str, str],
     credentials from ``env`` (the CLI edge)."""
     scheme = "https" if secure else "http"
     root = f"{scheme}://{target}"
-    parts = urlsplit(root)
+    if root.count(VARIANT_FIELD) > 1 or "{" in root.replace(VARIANT_FIELD, "") \
+            or "}" in root.replace(VARIANT_FIELD, ""):
+        raise ConfigError(f"pypi-index+{root}: a template holds {VARIANT_FIELD} once and no "
+                          "other braces",
+                          hint=f"e.g. pypi-index+{scheme}://HOST/{VARIANT_FIELD}/")
+    # A variant label in place of the field, so that the template parses as the URLs it makes.
+    parts = urlsplit(root.replace(VARIANT_FIELD, "cu124"))
     if not parts.hostname or parts.query or parts.fragment:
         raise ConfigError(f"pypi-index+{root}: expected pypi-index+{scheme}://HOST[:PORT][/PATH]",
-                          hint="name the index root, e.g. pypi-index+http://127.0.0.1:8080/")
+                          hint="name the index root, e.g. pypi-index+http://127.0.0.1:8080/, "
+                               f"or a template, e.g. pypi-index+http://127.0.0.1:8080/"
+                               f"{VARIANT_FIELD}/")
     user = env.get(USER_ENV, "")
     password = env.get(PASSWORD_ENV, "")
     auth = (user, password) if (user or password) else None
