@@ -41,14 +41,13 @@ def _host(ctx: Context) -> Host:
 
 def cmd_install(ctx: Context) -> int:
     from kiln.install.installer import (
+        Choice,
         Fetcher,
-        cache_dir,
+        Release,
         default_prefix,
-        fetch_release,
-        install,
+        install_release,
         progress_printer,
         pubkey_from,
-        rank,
         require_choice,
     )
 
@@ -64,30 +63,39 @@ def cmd_install(ctx: Context) -> int:
     pubkey = pubkey_from(a.pubkey or ctx.env.get(PUBKEY_ENV)) or PINNED_PUBKEY
     err = sys.stderr
     fetcher = Fetcher(progress=progress_printer(err, terminal=err.isatty() and not a.json))
-    release = fetch_release(source, a.tag, pubkey=pubkey, fetcher=fetcher,
-                            insecure_skip_signature=a.insecure_skip_signature)
-    if not release.signed:
-        print("kiln: warning: --insecure-skip-signature: the release's signature was NOT "
-              "checked; checksums only protect against damage, not tampering", file=err)
-    host = _host(ctx)
-    choice = rank(release.manifest, host, backend=a.backend)
-    if a.dry_run:
-        if a.json:
-            ctx.out.write(json.dumps(choice.to_json(), indent=2) + "\n")
-        else:
-            ctx.console.line(f"ember {release.tag} from {release.url}")
-            for line in choice.explain():
-                ctx.console.line(line)
+    prefix = Path(a.prefix).expanduser() if a.prefix else None
+
+    def show(release: Release, choice: Choice) -> None:
+        """What is known before any download: the signature warning and the choice."""
+        if not release.signed:
+            print("kiln: warning: --insecure-skip-signature: the release's signature was NOT "
+                  "checked; checksums only protect against damage, not tampering", file=err)
+        if a.dry_run:
+            if a.json:
+                ctx.out.write(json.dumps(choice.to_json(), indent=2) + "\n")
+            else:
+                ctx.console.line(f"ember {release.tag} from {release.url}")
+                for line in choice.explain():
+                    ctx.console.line(line)
+            return
+        best = require_choice(choice)
+        if prefix is None:
+            default_prefix(ctx.env)  # no HOME: refused before the summary, as before a download
+        if not a.json:
+            ctx.console.line(f"ember {release.tag}: {choice.summary()}")
+            for note in best.notes:
+                ctx.console.line(f"  note: {note}")
+
+    done = install_release(source, tag=a.tag, prefix=prefix, pubkey=pubkey, backend=a.backend,
+                           host=_host(ctx) if a.host_profile else None, env=ctx.env,
+                           fetcher=fetcher,
+                           allow_downgrade=a.allow_downgrade,
+                           insecure_skip_signature=a.insecure_skip_signature,
+                           dry_run=a.dry_run, on_choice=show)
+    release, choice, result = done.release, done.choice, done.result
+    if result is None:  # --dry-run
         require_choice(choice)
         return 0
-    best = require_choice(choice)
-    prefix = Path(a.prefix).expanduser() if a.prefix else default_prefix(ctx.env)
-    if not a.json:
-        ctx.console.line(f"ember {release.tag}: {choice.summary()}")
-        for note in best.notes:
-            ctx.console.line(f"  note: {note}")
-    result = install(release, best, prefix, cache=cache_dir(ctx.env), fetcher=fetcher,
-                     host_summary=host.summary, allow_downgrade=a.allow_downgrade)
     if a.json:
         ctx.out.write(json.dumps({"installed": str(result.prefix), "tag": result.tag,
                                   "date": release.date, "entry_id": result.entry_id,

@@ -1349,3 +1349,57 @@ def pubkey_from(value: str | None) -> str | None:
         raise ConfigError(f"--pubkey {value}: neither a minisign key (RW...) nor a readable "
                           f"file: {exc.strerror}") from exc
 
+
+
+# --------------------------------------------------------------------------------------------
+# the whole step as one call (``kiln install`` and the library API)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Installation:
+    """What ``install_release`` did: the checked release, the choice for the host (with every
+    reason), and the install (``None`` for a dry run)."""
+
+    release: Release
+    choice: Choice
+    result: InstallResult | None
+
+
+def install_release(source: str, *, tag: str = "latest", prefix: Path | None = None,
+                    pubkey: str | None = None, backend: str | None = None,
+                    host: Host | None = None, env: Mapping[str, str] | None = None,
+                    fetcher: Fetcher | None = None, allow_downgrade: bool = False,
+                    insecure_skip_signature: bool = False, dry_run: bool = False,
+                    on_choice: Callable[[Release, Choice], None] | None = None,
+                    ) -> Installation:
+    """Fetch and check release ``tag`` from ``source`` (a mirror root, a release directory,
+    or a URL with ``{tag}``) against the minisign key ``pubkey`` (base64 text), rank its
+    assets for ``host`` (default: this machine, probed), and install the best into
+    ``prefix`` (default ``~/.ember``), atomically.
+
+    ``on_choice`` sees the release and the choice before anything is downloaded (the CLI
+    prints them there). With ``dry_run`` nothing is downloaded and an empty choice is not an
+    error (``require_choice`` makes it one); otherwise a host nothing fits is an
+    ``InstallError`` (exit code 11) and a damaged or tampered release an ``IntegrityError``
+    (12). ``env`` defaults to ``os.environ`` (``HOME``, ``KILN_CACHE``)."""
+    env = dict(os.environ) if env is None else env
+    fetcher = fetcher or Fetcher()
+    release = fetch_release(source, tag, pubkey=pubkey, fetcher=fetcher,
+                            insecure_skip_signature=insecure_skip_signature)
+    if host is None:
+        from kiln.install.host import LiveSource, probe
+
+        host = probe(LiveSource(env))
+    choice = rank(release.manifest, host, backend=backend)
+    if on_choice is not None:
+        on_choice(release, choice)
+    if dry_run:
+        return Installation(release=release, choice=choice, result=None)
+    best = require_choice(choice)
+    result = install(release, best, prefix or default_prefix(env), cache=cache_dir(env),
+                     fetcher=fetcher, host_summary=host.summary,
+                     allow_downgrade=allow_downgrade)
+    return Installation(release=release, choice=choice, result=result)
+
+
+__all__ += ["Installation", "install_release"]
