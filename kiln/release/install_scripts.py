@@ -1,10 +1,11 @@
 """``install.sh`` and ``install.ps1``: the installers published with each release.
 
-``render(manifest, pubkey, base_url)`` fills ``kiln/release/templates/install.{sh,ps1}.j2``. Python
-computes every value (the pinned public key, the default mirror, one line per build with its
-floors, driver minimum and device code, the rank tier and order from ``kiln.install.installer``, the
-x86-64 level feature lists from archspec); the templates only print, and do the same
-detection and the same ranking as ``kiln install`` with no Python on the machine.
+``render(manifest, pubkey, base_url)`` fills ``kiln/release/templates/install.{sh,ps1}.j2``.
+Python computes every value (the pinned public key, the default mirror, one line per build
+with its floors, driver minimum and device code, the rank tier and order; from the catalogue,
+``kiln.catalogue``, the CPU level orders, the x86-64 level feature lists (archspec's), the IBM
+Z machine types and the backends that need no runtime); the templates only print, and do the
+same detection and the same ranking as ``kiln install`` with no Python on the machine.
 
 The table describes the release the script is published with. With ``--tag`` another release
 can be installed: its ``SHA256SUMS`` says which builds exist, and the table says what each
@@ -20,12 +21,20 @@ from typing import Any
 
 import jinja2
 
+from kiln.catalogue import (
+    BACKEND_BY_NAME,
+    BACKENDS,
+    CPU_ARCH_BY_NAME,
+    CPU_ARCHES,
+    EMULATED_X86_LEVEL,
+    UNKNOWN_TIER,
+)
 from kiln.errors import ConfigError
 from kiln.install.host.probe import Z_MACHINES, archspec_targets, features_of
-from kiln.install.installer import TIERS, parse_manifest, read_pubkey, version_tuple
+from kiln.install.installer import parse_manifest, read_pubkey, version_tuple
 from kiln.release.manifest import ReleaseManifest
 
-__all__ = ["SCRIPTS", "render", "table_lines"]
+__all__ = ["SCRIPTS", "catalogue_values", "render", "table_lines"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 SCRIPTS = ("install.sh", "install.ps1")
@@ -67,6 +76,37 @@ def _order(version: str | None) -> str:
     return f"{9999 - min(parts[0] * 100 + parts[1], 9999):04d}"
 
 
+def _tier(backend: str) -> int:
+    known = BACKEND_BY_NAME.get(backend)
+    return known.tier if known is not None else UNKNOWN_TIER
+
+
+def catalogue_values() -> dict[str, object]:
+    """What the scripts know of backends and CPU levels, from the catalogue: the x86-64 level
+    feature lists (archspec's), the level order of each architecture and which first levels
+    every CPU meets, the Arm levels told by cpuinfo flags, the IBM Z machine types, the level
+    an x86-64 emulator provides, the backends that need no runtime."""
+    targets = archspec_targets()
+    x86 = {f"x86_{lv.name.rsplit('-', 1)[1]}": " ".join(sorted(features_of(targets[lv.archspec])))
+           for lv in CPU_ARCH_BY_NAME["x86_64"].levels if lv.archspec is not None}
+    arm = CPU_ARCH_BY_NAME["aarch64"]
+    checked = [a.levels[0].name for a in CPU_ARCHES if not a.first_implied]
+    no_runtime = [b.name for b in BACKENDS if b.runtime is None]
+    return {
+        **x86,
+        "level_orders": " ".join(f'"{" ".join(a.names)}"' for a in CPU_ARCHES),
+        # POSIX sh: the first level of an architecture is met by every CPU of it, except these.
+        "first_level_implied": " && ".join(f'[ "$lo_first" != {n} ]' for n in checked) or "true",
+        "arm_base": arm.levels[0].name,
+        "arm_flag_levels": [(" ".join(lv.cpuinfo_flags), lv.name) for lv in arm.levels
+                            if lv.cpuinfo_flags],
+        "z_machines": " ".join(f"{k}={v}" for k, v in sorted(Z_MACHINES.items())),
+        "emulated_x86_level": EMULATED_X86_LEVEL,
+        "no_runtime_sh": "|".join(no_runtime),
+        "no_runtime_ps1": ", ".join(f"'{n}'" for n in no_runtime),
+    }
+
+
 def table_lines(manifest: ReleaseManifest) -> tuple[list[str], list[str]]:
     """The scripts' build table and the list of builds not in the release."""
     entries = []
@@ -77,7 +117,7 @@ def table_lines(manifest: ReleaseManifest) -> tuple[list[str], list[str]]:
         ext = "zip" if r.name.endswith(".zip") else "tar.gz"
         cells = [_name(r.entry_id, what="build id"), r.os, r.arch, r.backend,
                  r.backend_version, r.libc, r.libc_floor, r.min_os, r.cpu_baseline,
-                 r.min_driver, TIERS.get(r.backend, 9),
+                 r.min_driver, _tier(r.backend),
                  _order(r.backend_version), " ".join(r.gpu_targets), ext]
         entries.append("|".join(_field(c, what=f"{r.entry_id}:") for c in cells))
     skipped = ["|".join((_field(d.entry_id, what="id"), "disabled",
@@ -109,9 +149,6 @@ def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
         raise ConfigError(f"install scripts: tag {manifest.tag!r} is not b followed by 1 to 9 "
                           "digits", hint="release tags are bN")
     entries, skipped = table_lines(manifest)
-    targets = archspec_targets()
-    levels = {f"x86_v{n}": " ".join(sorted(features_of(targets[f"x86_64_v{n}"])))
-              for n in (2, 3, 4)}
     base = _field(base_url, what="base URL", quoted=True)
     script_base = base.replace("{tag}", manifest.tag)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -120,7 +157,6 @@ def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
     values = {
         "tag": _field(manifest.tag, what="tag", quoted=True), "base_url": base,
         "pubkey": _key_line(pubkey), "entries": entries, "skipped": skipped,
-        "z_machines": " ".join(f"{k}={v}" for k, v in sorted(Z_MACHINES.items())),
-        "script_url": script_base.rstrip("/") + "/install.sh", **levels,
+        "script_url": script_base.rstrip("/") + "/install.sh", **catalogue_values(),
     }
     return {name: env.get_template(f"{name}.j2").render(**values) for name in SCRIPTS}

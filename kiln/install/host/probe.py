@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from kiln.catalogue import CPU_ARCH_BY_NAME
 from kiln.install.host.facts import Cpu, Gpu, Host, VulkanIcd
 from kiln.install.host.source import Source
 
@@ -49,10 +50,12 @@ VENDOR_LABELS = {"nvidia": "NVIDIA", "amd": "AMD", "intel": "Intel", "qualcomm":
 # When several GPUs could run Vulkan, the first vendor here is named (discrete cards first).
 GPU_PREFERENCE = ("nvidia", "amd", "intel", "qualcomm", "apple", "arm", "virtio", "other")
 CPU_ICDS = ("lvp", "lavapipe", "swiftshader", "llvmpipe")
+# The CPU levels and features of each architecture are the catalogue's (kiln/catalogue.py).
+_X86 = CPU_ARCH_BY_NAME["x86_64"]
+_ARM = CPU_ARCH_BY_NAME["aarch64"]
+_Z = CPU_ARCH_BY_NAME["s390x"]
 # IBM Z machine types -> the z level the matrix's cpu_baseline uses.
-Z_MACHINES = {"2964": "z13", "2965": "z13", "3906": "z14", "3907": "z14", "8561": "z15",
-              "8562": "z15", "3931": "z16", "3932": "z16", "9175": "z17", "9176": "z17"}
-Z_ORDER = ("z13", "z14", "z15", "z16", "z17")
+Z_MACHINES = {m: lv.name for lv in _Z.levels for m in lv.machines}
 NVIDIA_SMI_QUERY = ("--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader")
 WIN_GPU_QUERY = ("powershell", "-NoProfile", "-NonInteractive", "-Command",
                  "Get-CimInstance Win32_VideoController | ForEach-Object { $_.Name }")
@@ -210,7 +213,7 @@ def _s390x_cpu(src: Source, info: dict[str, str]) -> Cpu:
     level = Z_MACHINES.get(m.group(1)) if m else None
     feats = frozenset(info.get("features", "").split())
     return Cpu(vendor=info.get("vendor_id"), model=f"IBM {m.group(1)}" if m else None,
-               level=level, features=frozenset({"vxe"} if "vxe" in feats else set()))
+               level=level, features=frozenset(f.name for f in _Z.features if f.present(feats)))
 
 
 def archspec_targets() -> dict[str, object]:
@@ -245,10 +248,10 @@ def x86_level(flags: Iterable[str]) -> str:
     with the feature lists from archspec."""
     have = frozenset(flags)
     targets = archspec_targets()
-    level = "x86-64"
-    for n in ("2", "3", "4"):
-        if features_of(targets[f"x86_64_v{n}"]) <= have:
-            level = f"x86-64-v{n}"
+    level = _X86.levels[0].name
+    for lv in _X86.levels[1:]:
+        if lv.archspec is not None and features_of(targets[lv.archspec]) <= have:
+            level = lv.name
         else:
             break
     return level
@@ -287,27 +290,21 @@ def _arm_uarch(implementer: str | None, part: str | None) -> str | None:
 
 
 def _x86_features(flags: frozenset[str]) -> frozenset[str]:
-    out = set()
-    if "sse4_2" in flags:
-        out.add("sse4.2")
-    if "avx2" in flags:
-        out.add("avx2")
-    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
-        out.add("avx512")
-    if flags & {"avx_vnni", "avx512_vnni"}:
-        out.add("avxvnni")
-    return frozenset(out)
+    return frozenset(f.name for f in _X86.features if f.present(flags))
 
 
 def _arm_features(flags: frozenset[str]) -> frozenset[str]:
-    table = {"asimd": "neon", "neon": "neon", "asimddp": "dotprod", "i8mm": "i8mm",
-             "sve": "sve"}
-    return frozenset(v for k, v in table.items() if k in flags)
+    return frozenset(f.name for f in _ARM.features if f.present(flags))
 
 
 def _arm_level(flags: frozenset[str]) -> str:
-    # Armv8.2-A made half-precision arithmetic and DC CVAP mandatory.
-    return "armv8.2-a" if {"asimdhp", "fphp", "dcpop"} <= flags else "armv8-a"
+    """The highest Arm level whose cpuinfo flags ``flags`` has (levels without flags, such
+    as apple-m1, are not told by cpuinfo)."""
+    level = _ARM.levels[0].name
+    for lv in _ARM.levels[1:]:
+        if lv.cpuinfo_flags and set(lv.cpuinfo_flags) <= flags:
+            level = lv.name
+    return level
 
 
 def _pci_vendor(uevent: str) -> str | None:
