@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from kiln.errors import ConfigError
 
 __all__ = [
+    "APPLE_SILICON_LEVEL",
     "BACKENDS",
     "BACKEND_BY_NAME",
     "CPU_ARCHES",
@@ -340,6 +341,8 @@ CPU_BASELINES: tuple[str, ...] = tuple(lv.name for lv in CPU_LEVELS if lv.baseli
 CPU_FEATURES: tuple[CpuFeature, ...] = tuple(f for a in CPU_ARCHES for f in a.features)
 _LEVEL_BY_NAME = {lv.name: lv for lv in CPU_LEVELS}
 _FEATURE_BY_NAME = {f.name: f for f in CPU_FEATURES}
+# The level every Apple Silicon Mac reports (macOS tells no Arm feature flags).
+APPLE_SILICON_LEVEL = "apple-m1"
 # The level an x86-64 emulator provides: Rosetta 2 and Windows' Prism both run SSE4.2.
 EMULATED_X86_LEVEL = "x86-64-v2"
 

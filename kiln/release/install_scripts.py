@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 
 from kiln.catalogue import (
+    APPLE_SILICON_LEVEL,
     BACKEND_BY_NAME,
     BACKENDS,
     CPU_ARCH_BY_NAME,
@@ -97,6 +98,9 @@ def catalogue_values() -> dict[str, object]:
         "level_orders": " ".join(f'"{" ".join(a.names)}"' for a in CPU_ARCHES),
         # POSIX sh: the first level of an architecture is met by every CPU of it, except these.
         "first_level_implied": " && ".join(f'[ "$lo_first" != {n} ]' for n in checked) or "true",
+        # The x86-64 detection is written out per level (X86_V2 ... X86_V4 above).
+        "x86_levels": list(CPU_ARCH_BY_NAME["x86_64"].names),
+        "apple_silicon_level": APPLE_SILICON_LEVEL,
         "arm_base": arm.levels[0].name,
         "arm_flag_levels": [(" ".join(lv.cpuinfo_flags), lv.name) for lv in arm.levels
                             if lv.cpuinfo_flags],

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from kiln.catalogue import CPU_ARCH_BY_NAME
+from kiln.catalogue import APPLE_SILICON_LEVEL, CPU_ARCH_BY_NAME
 from kiln.install.host.facts import Cpu, Gpu, Host, VulkanIcd
 from kiln.install.host.source import Source
 
@@ -492,7 +492,7 @@ def _macos(src: Source) -> Host:
     arch = "aarch64" if apple_silicon else process
     brand = _sysctl(src, "machdep.cpu.brand_string")
     if arch == "aarch64":
-        cpu = Cpu(vendor="apple", model=brand, level="apple-m1",
+        cpu = Cpu(vendor="apple", model=brand, level=APPLE_SILICON_LEVEL,
                   features=frozenset({"neon", "dotprod"}),
                   uarch=_apple_uarch(brand))
     else:
