@@ -34,22 +34,29 @@ def _imports(path: Path, known: dict[str, Path]) -> Iterator[tuple[str, str, int
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.startswith("kiln"):
+                # ``import kiln`` (for ``kiln.__file__``) reads the root package's metadata.
+                if alias.name.startswith("kiln") and alias.name != "kiln":
                     yield alias.name, "", node.lineno
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if not node.module.startswith("kiln"):
                 continue
             for alias in node.names:
+                if node.module == "kiln" and alias.name.startswith("__"):
+                    # ``from kiln import __version__``: the root package's metadata, set
+                    # before anything else there; the root's library API names are resolved
+                    # on first use (PEP 562), so reading its metadata loads no stage.
+                    continue
                 sub = f"{node.module}.{alias.name}"
                 if sub in known:  # `from kiln.verify import opencl_checks`: a module
                     yield sub, "", node.lineno
                 else:
                     yield node.module, alias.name, node.lineno
         elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
-              and node.value in known):
+              and node.value.startswith("kiln.") and node.value in known):
             # A string that is exactly a kiln module's name is an import by name:
             # ``import_module("kiln.x")``, or the entries of a tuple of module names that a
-            # loop hands to ``import_module`` (``SUBCOMMAND_MODULES``).
+            # loop hands to ``import_module`` (``SUBCOMMAND_MODULES``). Plain "kiln" is the
+            # program's name far more often (cache folders, SBOM tools) than its root package.
             yield node.value, "", node.lineno
 
 
