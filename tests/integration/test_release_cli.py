@@ -407,3 +407,30 @@ def test_without_artifacts_it_builds_through_build_jobs(
     for entry_id, why in refused.items():
         if why is not None:
             assert f"`{entry_id}`: not built here" in notes
+
+
+def test_the_library_api_releases_and_publishes_without_the_cli(project: Project) -> None:
+    """``kiln.make_release`` and ``kiln.publish_release`` as a pipeline calls them (docs/api.md):
+    the same release as ``kiln release --artifacts``, typed results, the tag created."""
+    import kiln
+
+    art = project.artifacts()
+    out = project.root / "release"
+    release = kiln.make_release(out, repo=project.repo, artifacts=art,
+                                allow_missing=list(CI_ONLY), env=project.env)
+    assert release.tag == f"b{project.number}" and release.commit == project.head
+    assert release.out == out and release.tag_created
+    assert sorted(x.record.entry_id for x in release.manifest.assets) == sorted(LOCAL)
+    assert sorted(m.entry_id for m in release.manifest.missing) == sorted(CI_ONLY)
+    assert release.notes == project.repo / "release_notes" / f"{release.tag}.md"
+    assert release.notes.read_text() == (out / "RELEASE_NOTES.md").read_text()
+    assert git(project.repo, project.env, "tag", "--list") == release.tag
+    with pytest.raises(AttributeError):
+        release.tag = "b1"  # type: ignore[misc]  # frozen: a result is a record
+
+    mirror = project.root / "mirror"
+    published = kiln.publish_release(out, f"file://{mirror}", env=project.env)
+    assert published.tag == release.tag and not published.result.already_published
+    assert (mirror / release.tag / "SHA256SUMS").is_file()
+    again = kiln.publish_release(out, f"file://{mirror}", env=project.env)
+    assert again.result.already_published and again.result.uploaded == ()
