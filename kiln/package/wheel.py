@@ -12,9 +12,9 @@ Tags. The binding is plain Python over ctypes, so every wheel is ``py3-none-<pla
 - Linux glibc 2.17 builds: ``manylinux_2_17_<arch>.manylinux2014_<arch>`` (x86_64, aarch64,
   s390x), checked with ``auditwheel show`` and repaired with ``auditwheel repair`` when the
   library needs a shared library outside the manylinux policy (none today);
-- macOS: ``macosx_<min_os>_<arm64|x86_64>``, checked here by reading the Mach-O load commands
-  (architecture, minimum macOS at most the tag's, only system dylibs); delocate needs macOS and
-  runs in the generated CI;
+- macOS: ``macosx_<min_os>_<arm64|x86_64>``, checked by reading the Mach-O load commands
+  with LIEF (``kiln.package.macho``: architecture, minimum macOS at most the tag's, only system
+  dylibs); delocate needs macOS and runs in the generated CI;
 - Windows: ``win_amd64`` / ``win_arm64``, checked with ``delvewheel show`` and repaired with
   ``delvewheel repair`` when a DLL that is not part of Windows is imported (none today).
 
@@ -53,7 +53,6 @@ import os
 import re
 import shutil
 import stat
-import struct
 import sys
 import time
 import zipfile
@@ -65,6 +64,7 @@ from kiln import __version__
 from kiln.catalogue import wheel_variant
 from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
 from kiln.matrix import Entry
+from kiln.package.macho import MachOFacts, read_macho
 from kiln.package.records import AssetRecord, Verification, record_for, write_record
 from kiln.run import require_tool, run
 
@@ -463,56 +463,10 @@ def renormalize(path: Path, dest: Path, epoch: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Mach-O inspection (macOS wheels; delocate needs macOS)
+# Mach-O inspection (macOS wheels; delocate needs macOS): kiln.package.macho reads the file
 
-MH_MAGIC_64 = 0xFEEDFACF
-LC_LOAD_DYLIB = 0xC
-LC_LOAD_WEAK_DYLIB = 0x80000018
-LC_REEXPORT_DYLIB = 0x8000001F
-LC_VERSION_MIN_MACOSX = 0x24
-LC_BUILD_VERSION = 0x32
-MACHO_CPU = {0x01000007: "x86_64", 0x0100000C: "arm64"}
 # Dylibs every macOS has; anything else would have to be bundled by delocate.
 MACOS_SYSTEM_PREFIXES = ("/usr/lib/", "/System/Library/")
-
-
-@dataclass(frozen=True, kw_only=True)
-class MachOFacts:
-    arch: str
-    minos: tuple[int, int, int] | None
-    dylibs: tuple[str, ...]
-
-
-def read_macho(data: bytes) -> MachOFacts:
-    """Architecture, minimum macOS and needed dylibs of a thin 64-bit Mach-O file.
-
-    The header (``mach_header_64``) is 32 bytes; then ``ncmds`` load commands, each starting
-    with ``(cmd, cmdsize)``. LC_BUILD_VERSION holds ``minos`` as ``xxxx.yy.zz`` nibbles;
-    dylib commands hold the offset of the name within the command.
-    """
-    if len(data) < 32 or struct.unpack_from("<I", data)[0] != MH_MAGIC_64:
-        raise VerifyError("not a thin little-endian 64-bit Mach-O file",
-                          hint="macOS wheels carry one architecture; build thin libraries")
-    _, cpu, _, _, ncmds, _, _, _ = struct.unpack_from("<8I", data)
-    minos: tuple[int, int, int] | None = None
-    dylibs: list[str] = []
-    offset = 32
-    for _ in range(ncmds):
-        if offset + 8 > len(data):
-            raise VerifyError("truncated Mach-O load commands")
-        cmd, size = struct.unpack_from("<II", data, offset)
-        if size < 8:
-            raise VerifyError(f"Mach-O load command at {offset} has size {size}")
-        if cmd in (LC_BUILD_VERSION, LC_VERSION_MIN_MACOSX):
-            value = struct.unpack_from("<I", data, offset + (12 if cmd == LC_BUILD_VERSION
-                                                             else 8))[0]
-            minos = (value >> 16, (value >> 8) & 0xFF, value & 0xFF)
-        elif cmd in (LC_LOAD_DYLIB, LC_LOAD_WEAK_DYLIB, LC_REEXPORT_DYLIB):
-            name_off = struct.unpack_from("<I", data, offset + 8)[0]
-            raw = data[offset + name_off:offset + size]
-            dylibs.append(raw.split(b"\0", 1)[0].decode("utf-8", "replace"))
-        offset += size
-    return MachOFacts(arch=MACHO_CPU.get(cpu, hex(cpu)), minos=minos, dylibs=tuple(dylibs))
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from pathlib import Path
 from kiln.build.toolchains import cuda_device, hip
 from kiln.build.toolchains.recipe import VerifySpec
 from kiln.matrix import Entry
+from kiln.package.macho import macho_facts
 from kiln.verify import opencl_checks
 from kiln.verify.base import Check, ToolNeed, VerifyContext, VerifyReport, log_line
 
@@ -184,23 +185,18 @@ def read_facts(path: Path, rel: str) -> BinaryFacts | None:
         macho = fat.at(0)
         if macho is None:
             return None
-        cpu = macho.header.cpu_type
-        mach_machines = {lief.MachO.Header.CPU_TYPE.ARM64: "aarch64",
-                         lief.MachO.Header.CPU_TYPE.X86_64: "x86_64"}
-        minos: str | None = None
-        build_version, version_min = macho.build_version, macho.version_min
-        if build_version is not None:
-            minos = ".".join(str(x) for x in build_version.minos)
-        elif version_min is not None:
-            minos = ".".join(str(x) for x in version_min.version)
+        # the same reader as the macOS wheel check (kiln.package.macho)
+        mfacts = macho_facts(macho)
+        minos = None if mfacts.minos is None else ".".join(map(str, mfacts.minos))
         signature = "absent"
         cs = macho.code_signature
         if cs is not None:
             problem = _codesign_problem(path.read_bytes(), cs.data_offset, cs.data_size)
             signature = f"invalid: {problem}" if problem else "valid"
-        return BinaryFacts(path=rel, format="MachO", machine=mach_machines.get(cpu, str(cpu)),
-                           big_endian=False, libraries=tuple(lib.name for lib in macho.libraries),
-                           macos_minos=minos, code_signature=signature)
+        machine = {"arm64": "aarch64"}.get(mfacts.arch, mfacts.arch)
+        return BinaryFacts(path=rel, format="MachO", machine=machine, big_endian=False,
+                           libraries=mfacts.dylibs, macos_minos=minos,
+                           code_signature=signature)
     return None
 
 
