@@ -103,3 +103,25 @@ def test_readme_matrix_table_is_in_step(repo_root: Path) -> None:
     end = text.index(README_END)
     assert text[start:end].strip() == matrix_table(load_matrix(repo_root / "matrix")).strip(), (
         "run: kiln docs --write")
+
+
+def test_publish_help_and_hints_name_every_registered_destination(
+        repo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The destinations come from ``kiln.publish.PUBLISHERS``: none is left out of ``kiln
+    publish --help`` or of the hint for a --to that is not a URL."""
+    from kiln.errors import ConfigError
+    from kiln.publish import PUBLISHERS, PublishOptions, publisher_for
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["publish", "--help"], repo_root, capsys)
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert {"file", "github", "pypi-index+https", "conan"} <= set(PUBLISHERS)
+    for scheme in PUBLISHERS:
+        assert f"{scheme}://" in help_text, scheme
+    for url in ("somewhere", "ftp://host/dir"):
+        with pytest.raises(ConfigError) as raised:
+            publisher_for(url, PublishOptions(env={}))
+        assert raised.value.exit_code == 2 and repr(url) in str(raised.value)
+        for scheme in PUBLISHERS:
+            assert f"{scheme}://" in (raised.value.hint or ""), (url, scheme)
