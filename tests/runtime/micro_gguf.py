@@ -1,13 +1,19 @@
 """Write very small llama GGUF files (a few KB to a few hundred KB) for corruption tests and
-the fuzzer's seed corpus.
+the fuzzer's seed corpus: the one GGUF writer of the runtime tests.
 
-The vocabulary is either a handful of byte-level BPE tokens or copied, with its merges and
-special-token ids, from an existing GGUF file; the weights are random F32 from a fixed seed.
-The files go through the ``gguf`` package's writer, so they are valid by construction.
+``write_micro_model``: the vocabulary is either a handful of byte-level BPE tokens or copied,
+with its merges and special-token ids, from an existing GGUF file; the weights are random F32
+from a fixed seed. The files go through the ``gguf`` package's writer, so they are valid by
+construction.
+
+``raw_gguf`` and the ``gguf_*`` encoders: a file written byte by byte, for layouts the ``gguf``
+package will not write (many tensors sharing one data block, for the load-time test).
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +46,7 @@ def _vocab_from(path: Path) -> dict[str, object]:
     return out
 
 
-def _default_vocab() -> dict[str, object]:
+def default_vocab() -> dict[str, object]:
     # GPT-2 byte-level symbols for printable ASCII map to themselves; 'Ġ' is the space byte.
     tokens = [
         "<|endoftext|>",
@@ -87,7 +93,7 @@ def write_micro_model(
 ) -> Path:
     import gguf
 
-    vocab = _vocab_from(vocab_from) if vocab_from else _default_vocab()
+    vocab = _vocab_from(vocab_from) if vocab_from else default_vocab()
     tokens = vocab["tokenizer.ggml.tokens"]
     assert isinstance(tokens, list)
     n_vocab = len(tokens)
@@ -159,3 +165,76 @@ def write_micro_model(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# GGUF written byte by byte (little-endian, v3)
+
+# gguf.GGUFValueType and gguf.GGMLQuantizationType values
+GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL, GGUF_STRING, GGUF_ARRAY = 4, 5, 6, 7, 8, 9
+GGML_F32 = 0
+
+
+def gguf_string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def gguf_kv(key: str, vtype: int, value: object) -> bytes:
+    """One metadata pair of a scalar or string type."""
+    out = gguf_string(key) + struct.pack("<I", vtype)
+    if vtype == GGUF_U32:
+        return out + struct.pack("<I", value)
+    if vtype == GGUF_I32:
+        return out + struct.pack("<i", value)
+    if vtype == GGUF_F32:
+        return out + struct.pack("<f", value)
+    if vtype == GGUF_BOOL:
+        return out + struct.pack("<B", 1 if value else 0)
+    if vtype == GGUF_STRING:
+        assert isinstance(value, str)
+        return out + gguf_string(value)
+    raise AssertionError(f"value type {vtype} is not written here")
+
+
+def gguf_array(key: str, etype: int, values: Sequence[object]) -> bytes:
+    """One metadata array of strings or I32."""
+    assert etype in (GGUF_STRING, GGUF_I32), etype
+    out = gguf_string(key) + struct.pack("<IIQ", GGUF_ARRAY, etype, len(values))
+    for v in values:
+        out += gguf_string(str(v)) if etype == GGUF_STRING else struct.pack("<i", v)
+    return out
+
+
+def gguf_tensor_info(name: str, dims: Sequence[int], ggml_type: int, offset: int) -> bytes:
+    """One tensor's entry: name, dimensions (innermost first), type, offset in the data."""
+    out = gguf_string(name) + struct.pack("<I", len(dims))
+    out += b"".join(struct.pack("<Q", d) for d in dims)
+    return out + struct.pack("<IQ", ggml_type, offset)
+
+
+def gguf_vocab_kvs(vocab: dict[str, object]) -> list[bytes]:
+    """The metadata pairs of a ``default_vocab()``-shaped vocabulary."""
+    return [
+        gguf_kv("tokenizer.ggml.model", GGUF_STRING, str(vocab["tokenizer.ggml.model"])),
+        gguf_kv("tokenizer.ggml.pre", GGUF_STRING, str(vocab["tokenizer.ggml.pre"])),
+        gguf_array("tokenizer.ggml.tokens", GGUF_STRING,
+                   list(vocab["tokenizer.ggml.tokens"])),  # type: ignore[call-overload]
+        gguf_array("tokenizer.ggml.token_type", GGUF_I32,
+                   list(vocab["tokenizer.ggml.token_type"])),  # type: ignore[call-overload]
+        gguf_array("tokenizer.ggml.merges", GGUF_STRING,
+                   list(vocab["tokenizer.ggml.merges"])),  # type: ignore[call-overload]
+        gguf_kv("tokenizer.ggml.bos_token_id", GGUF_U32, vocab["tokenizer.ggml.bos_token_id"]),
+        gguf_kv("tokenizer.ggml.eos_token_id", GGUF_U32, vocab["tokenizer.ggml.eos_token_id"]),
+        gguf_kv("tokenizer.ggml.add_bos_token", GGUF_BOOL,
+                vocab["tokenizer.ggml.add_bos_token"]),
+    ]
+
+
+def raw_gguf(kvs: Sequence[bytes], infos: Sequence[bytes], data: bytes, *,
+             version: int = 3, alignment: int = 32) -> bytes:
+    """A whole file: header, metadata, tensor entries, padding to ``alignment``, data."""
+    head = b"GGUF" + struct.pack("<IQQ", version, len(infos), len(kvs)) + b"".join(kvs)
+    head += b"".join(infos)
+    head += b"\0" * (-len(head) % alignment)
+    return head + data

@@ -14,81 +14,51 @@ asserted, never an absolute time.
 
 from __future__ import annotations
 
-import struct
 import time
 from pathlib import Path
 
 from conftest import EmberBuild, run_cli
-from micro_gguf import _default_vocab
+from micro_gguf import (
+    GGML_F32,
+    GGUF_F32,
+    GGUF_STRING,
+    GGUF_U32,
+    default_vocab,
+    gguf_kv,
+    gguf_string,
+    gguf_tensor_info,
+    gguf_vocab_kvs,
+    raw_gguf,
+)
 
 E = 8  # embedding length; one head of 8, feed-forward 8
 TENSORS_PER_LAYER = 50  # the model's 9 per layer plus unused ones
 SMALL_LAYERS = 200  # 10,000 tensors
 LARGE_LAYERS = 2000  # 100,000 tensors (the model allows 4096 layers)
 
-GGUF_U32, GGUF_F32, GGUF_BOOL, GGUF_STRING, GGUF_ARRAY, GGUF_I32 = 4, 6, 7, 8, 9, 5
-F32 = 0
-
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("<Q", len(b)) + b
-
-
-def _kv(key: str, vtype: int, value: object) -> bytes:
-    out = _str(key) + struct.pack("<I", vtype)
-    if vtype == GGUF_U32:
-        return out + struct.pack("<I", value)
-    if vtype == GGUF_I32:
-        return out + struct.pack("<i", value)
-    if vtype == GGUF_F32:
-        return out + struct.pack("<f", value)
-    if vtype == GGUF_BOOL:
-        return out + struct.pack("<B", 1 if value else 0)
-    if vtype == GGUF_STRING:
-        assert isinstance(value, str)
-        return out + _str(value)
-    raise AssertionError(vtype)
-
-
-def _array(key: str, etype: int, values: list[object]) -> bytes:
-    out = _str(key) + struct.pack("<IIQ", GGUF_ARRAY, etype, len(values))
-    for v in values:
-        out += _str(str(v)) if etype == GGUF_STRING else struct.pack("<i", v)
-    return out
-
 
 def write_many_tensors(path: Path, n_layer: int) -> tuple[int, str]:
     """The file described in the module docstring; returns its tensor count and the name of
     the missing tensor."""
-    vocab = _default_vocab()
+    vocab = default_vocab()
     tokens = vocab["tokenizer.ggml.tokens"]
     assert isinstance(tokens, list)
     kvs = [
-        _kv("general.architecture", GGUF_STRING, "llama"),
-        _kv("llama.context_length", GGUF_U32, 64),
-        _kv("llama.embedding_length", GGUF_U32, E),
-        _kv("llama.block_count", GGUF_U32, n_layer),
-        _kv("llama.feed_forward_length", GGUF_U32, E),
-        _kv("llama.attention.head_count", GGUF_U32, 1),
-        _kv("llama.attention.head_count_kv", GGUF_U32, 1),
-        _kv("llama.attention.layer_norm_rms_epsilon", GGUF_F32, 1e-5),
-        _kv("llama.rope.freq_base", GGUF_F32, 10000.0),
-        _kv("tokenizer.ggml.model", GGUF_STRING, str(vocab["tokenizer.ggml.model"])),
-        _kv("tokenizer.ggml.pre", GGUF_STRING, str(vocab["tokenizer.ggml.pre"])),
-        _array("tokenizer.ggml.tokens", GGUF_STRING, list(tokens)),
-        _array("tokenizer.ggml.token_type", GGUF_I32, list(vocab["tokenizer.ggml.token_type"])),  # type: ignore[arg-type]
-        _array("tokenizer.ggml.merges", GGUF_STRING, list(vocab["tokenizer.ggml.merges"])),  # type: ignore[arg-type]
-        _kv("tokenizer.ggml.bos_token_id", GGUF_U32, 0),
-        _kv("tokenizer.ggml.eos_token_id", GGUF_U32, 0),
-        _kv("tokenizer.ggml.add_bos_token", GGUF_BOOL, False),
+        gguf_kv("general.architecture", GGUF_STRING, "llama"),
+        gguf_kv("llama.context_length", GGUF_U32, 64),
+        gguf_kv("llama.embedding_length", GGUF_U32, E),
+        gguf_kv("llama.block_count", GGUF_U32, n_layer),
+        gguf_kv("llama.feed_forward_length", GGUF_U32, E),
+        gguf_kv("llama.attention.head_count", GGUF_U32, 1),
+        gguf_kv("llama.attention.head_count_kv", GGUF_U32, 1),
+        gguf_kv("llama.attention.layer_norm_rms_epsilon", GGUF_F32, 1e-5),
+        gguf_kv("llama.rope.freq_base", GGUF_F32, 10000.0),
+        *gguf_vocab_kvs(vocab),
     ]
 
     def info(name: str, *dims: int) -> bytes:
         # every tensor's data is the same block at offset 0 (the format does not forbid it)
-        b = _str(name) + struct.pack("<I", len(dims))
-        b += b"".join(struct.pack("<Q", d) for d in dims)
-        return b + struct.pack("<IQ", F32, 0)
+        return gguf_tensor_info(name, dims, GGML_F32, 0)
 
     infos = [info("token_embd.weight", E, len(tokens)), info("output_norm.weight", E)]
     missing = f"blk.{n_layer - 1}.ffn_down.weight"
@@ -100,11 +70,8 @@ def write_many_tensors(path: Path, n_layer: int) -> tuple[int, str]:
                 layer.append(info(p + n + ".weight", E, E))
         layer += [info(f"{p}unused.{k}", E) for k in range(TENSORS_PER_LAYER - len(layer))]
         infos += layer
-    head = b"GGUF" + struct.pack("<IQQ", 3, len(infos), len(kvs)) + b"".join(kvs)
-    head += b"".join(infos)
-    head += b"\0" * (-len(head) % 32)
     data = b"\0" * (4 * E * len(tokens))  # the largest tensor, token_embd
-    path.write_bytes(head + data)
+    path.write_bytes(raw_gguf(kvs, infos, data))
     return len(infos), missing
 
 
@@ -141,7 +108,7 @@ def test_duplicate_tensor_name_is_still_an_error(ember_build: EmberBuild, tmp_pa
     write_many_tensors(model, 3)
     data = model.read_bytes()
     # rename blk.2.unused.1 to blk.0.unused.1 (same length): the file then names it twice
-    old, new = _str("blk.2.unused.1"), _str("blk.0.unused.1")
+    old, new = gguf_string("blk.2.unused.1"), gguf_string("blk.0.unused.1")
     assert data.count(old) == 1
     model.write_bytes(data.replace(old, new))
     r = run_cli(ember_build, ["-m", str(model), "-p", "a", "-n", "1"], timeout=60)
