@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from kiln.ci.workflow import CiConfig
     from kiln.cli.context import Context
 
-__all__ = ["register"]
+__all__ = ["cmd_ci", "register"]
 
 
 def cmd_ci(ctx: Context) -> int:

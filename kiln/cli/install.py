@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from kiln.cli.context import Context
     from kiln.install.host import Host
 
-__all__ = ["PINNED_PUBKEY", "register"]
+__all__ = ["FROM_ENV", "PINNED_PUBKEY", "PUBKEY_ENV", "cmd_host", "cmd_install", "cmd_uninstall",
+           "register"]
 
 # The project's release key (minisign, base64), pinned here so that a mirror cannot swap it.
 # ``None`` until the project's release key exists; then ``--pubkey`` / KILN_INSTALL_PUBKEY
