@@ -42,6 +42,7 @@ __all__ = [
     "CPU_FEATURES",
     "CPU_LEVELS",
     "EMULATED_X86_LEVEL",
+    "FLOORS",
     "UNKNOWN_TIER",
     "Backend",
     "CpuArch",
@@ -50,7 +51,6 @@ __all__ = [
     "Placement",
     "Runtime",
     "backend",
-    "cpu_arch",
     "cpu_arch_of_level",
     "feature_label",
     "level",
@@ -353,10 +353,6 @@ def level(name: str) -> CpuLevel:
     except KeyError:
         raise ConfigError(f"unknown CPU level '{name}'",
                           hint="use one of " + ", ".join(_LEVEL_BY_NAME)) from None
-
-
-def cpu_arch(arch: str) -> CpuArch | None:
-    return CPU_ARCH_BY_NAME.get(arch)
 
 
 def cpu_arch_of_level(name: str) -> CpuArch | None:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from kiln.catalogue import BACKENDS as CATALOGUE
-from kiln.catalogue import CPU_ARCHES, CPU_BASELINES, CPU_FEATURES
+from kiln.catalogue import CPU_ARCHES, CPU_BASELINES, CPU_FEATURES, Placement
 from kiln.errors import MatrixError
 
 __all__ = [
@@ -443,14 +443,14 @@ _Pred = Callable[[Mapping[str, Any]], bool]
 _Rule = tuple[_Pred, str, str, str]
 
 
-def _outside(backend: str, fld: str, allowed: tuple[str, ...]) -> _Pred:
-    return lambda e: e["backend"] == backend and e[fld] not in allowed
+def _outside(backend: str, fld: str, place: Placement) -> _Pred:
+    return lambda e: e["backend"] == backend and not place.allows(e[fld])
 
 
 def _placement_rules() -> tuple[_Rule, ...]:
     """Where each backend exists (the catalogue's ``oses`` and ``arches``); an entry has one
     backend, so its OS rule is checked before its architecture rule."""
-    return tuple((_outside(b.name, fld, place.values), "backend", place.message, place.fix)
+    return tuple((_outside(b.name, fld, place), "backend", place.message, place.fix)
                  for b in CATALOGUE for fld, place in (("os", b.oses), ("arch", b.arches))
                  if place.values is not None)
 
