@@ -149,7 +149,7 @@ def test_install_sh_ranks_like_kiln(release: tuple[Path, Path, ReleaseManifest],
 
 
 def test_install_sh_uses_only_allowed_programs() -> None:
-    text = (REPO / "kiln" / "templates" / "install.sh.j2").read_text(encoding="utf-8")
+    text = (REPO / "kiln" / "release" / "templates" / "install.sh.j2").read_text(encoding="utf-8")
     assert "bash" not in text.splitlines()[0]
     # no bash: [[ ]], function, local, ${var//x/y}
     assert not re.search(r"\[\[ |\bfunction |\blocal |\$\{[A-Za-z_]+//", text)
