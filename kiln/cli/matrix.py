@@ -34,7 +34,7 @@ def verify_style() -> Style:
     from kiln.console import Style
 
     return Style({"native": "green", "qemu": "green", "wine": "green", "lavapipe": "green",
-                  "pocl": "green", "openvino-cpu": "green", "inspect": "blue"})
+                  "openvino-cpu": "green", "inspect": "blue"})
 
 
 def cmd_matrix_validate(ctx: Context) -> int:

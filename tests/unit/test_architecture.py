@@ -133,5 +133,5 @@ def test_the_stages_have_their_folders() -> None:
     for stage in ("build", "verify", "package", "release", "publish", "install", "ci", "cli"):
         assert (KILN / stage / "__init__.py").is_file(), stage
     flat = sorted(p.name for p in KILN.glob("*.py"))
-    assert flat == ["__init__.py", "__main__.py", "catalogue.py", "console.py", "errors.py", "files.py",
-                    "matrix.py", "plan.py", "run.py", "vcs.py"], flat
+    assert flat == ["__init__.py", "__main__.py", "catalogue.py", "console.py", "errors.py",
+                    "files.py", "matrix.py", "plan.py", "run.py", "vcs.py"], flat
