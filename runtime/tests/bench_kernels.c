@@ -1,9 +1,9 @@
 /* bench_kernels.c - nanoseconds per vec_dot row, per weight type and kernel level.
  *
  * Not a test (CTest only collects test_*.c); build it by hand next to the library sources:
- *     cc -std=c11 -O2 -ffp-contract=off -Iruntime/src runtime/src/quants.c \
- *        runtime/src/quants_x86.c runtime/src/quants_arm.c runtime/src/kernels.c \
- *        runtime/src/cpu_features.c runtime/tests/bench_kernels.c -lm -o bench_kernels
+ *     cc -std=c11 -O2 -ffp-contract=off -Iruntime/src/cpu runtime/src/cpu/quants.c \
+ *        runtime/src/cpu/quants_x86.c runtime/src/cpu/quants_arm.c runtime/src/cpu/kernels.c \
+ *        runtime/src/cpu/cpu_features.c runtime/tests/bench_kernels.c -lm -o bench_kernels
  *     ./bench_kernels [n ...]          (default: 576 1536)
  *
  * Each measurement runs one activation row against 64 weight rows (small enough to stay in

@@ -1,4 +1,4 @@
-/* test_quants.c - unit tests of runtime/src/quants.c (a CTest program: exit status 0 = pass).
+/* test_quants.c - unit tests of runtime/src/cpu/quants.c (a CTest program: exit status 0 = pass).
  *
  *  - traits:      block sizes/bytes/vec_dot types as ggml, row sizes, unknown ids
  *  - fp16, bf16:  every 16-bit pattern round-trips; ties round to even; inf/NaN/subnormals

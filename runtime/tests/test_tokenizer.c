@@ -1,4 +1,4 @@
-/* Unit tests of runtime/src/tokenizer.c on small hand-made vocabularies: the API contract
+/* Unit tests of runtime/src/tokenizer/tokenizer.c on small hand-made vocabularies: the API contract
  * (buffer retry, errors, bad ids), special-token handling, BOS/EOS defaults, byte fallback,
  * invalid UTF-8 and a large input. Token-for-token agreement with llama.cpp on real
  * vocabularies is tested by tests/runtime/test_tokenizer_ref.py. */

@@ -18,7 +18,7 @@
  * a whole thread's share of the row in half; summing blocks in float rounds less). K-quants,
  * BF16 and F32 weights stay in float.
  *
- * Layouts are ggml's, read byte-wise from the GGUF data uploaded as is (runtime/src/quants.h).
+ * Layouts are ggml's, read byte-wise from the GGUF data uploaded as is (runtime/src/cpu/quants.h).
  * Kernels (all in-order on one queue):
  *   matmul<T>   y[t][r] = W[r] . x[t]; one work-group of MM_LANES items per (row, token)
  *   rmsnorm     y[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w; one work-group per token

@@ -3,12 +3,12 @@
 // Compiled ahead of time on the build host, never at the user's: nvcc 13.3 or NVRTC 12.4 +
 // ptxas give one cubin per SM architecture plus PTX for the newest (see
 // kiln/toolchains/cuda_device.py); hipcc gives one code-object bundle for a gfx list
-// (runtime/hip/ember_kernels.hip includes this file). The host side loads the result through
+// (runtime/src/backends/hip/ember_kernels.hip includes this file). The host side loads the result through
 // the driver API (backend_gpu.inc) and calls the kernels below by their extern "C" names.
 //
 // Self-contained on purpose: no CUDA or C++ library header is included, so NVRTC (which has
 // no system headers) and hipcc compile the same text. Block layouts are ggml's, read
-// byte-wise from the GGUF data uploaded as is (see runtime/src/quants.h for each layout).
+// byte-wise from the GGUF data uploaded as is (see runtime/src/cpu/quants.h for each layout).
 //
 // Kernels (all launched by backend_gpu.inc; "rows" are tokens of the batch):
 //   em_matmul_<type>  y[t][r] = W[r] . x[t]; blockDim (32, EM_MM_ROWS), one row per y-thread
@@ -61,7 +61,7 @@ typedef long long i64;
 
 __device__ inline float em_ld16(const u8 *p) { return em_h2f((u16)(p[0] | (p[1] << 8))); }
 
-// ggml type ids (runtime/src/quants.h em_type)
+// ggml type ids (runtime/src/cpu/quants.h em_type)
 enum { T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
        T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30 };
 

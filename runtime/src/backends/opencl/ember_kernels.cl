@@ -1,11 +1,11 @@
 /* ember_kernels.cl - the device code of ember's OpenCL backend (OpenCL C 1.2).
  *
- * Embedded in the library as a string (runtime/opencl/embed.cmake) and compiled by the
+ * Embedded in the library as a string (embed.cmake, beside this file) and compiled by the
  * device's driver when a context is created (backend_opencl.c). The Adreno variant is this
- * file with runtime/opencl/adreno.cl in front of it; everything Qualcomm-specific is behind
+ * file with adreno.cl (also beside it) in front of it; everything Qualcomm-specific is behind
  * EM_ADRENO and the extension macros, so every OpenCL 1.2 compiler builds both.
  *
- * The numbers follow the CPU path (runtime/src/llama.c, quants.c) operation for operation:
+ * The numbers follow the CPU path (runtime/src/core/llama.c, quants.c) operation for operation:
  * activations quantized to q8_0/q8_1 blocks as ggml's from_float does it, each dot product
  * in the lane order of the CPU kernel, fused multiply-adds only where the CPU has them
  * (FP_CONTRACT is off), the exponential as the polynomial of ggml_v_expf, fp16 KV cache.

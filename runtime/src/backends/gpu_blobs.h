@@ -14,11 +14,11 @@ typedef struct em_gpu_blob {
     size_t size;
 } em_gpu_blob;
 
-/* runtime/src/cuda_blobs_none.c, or the file kiln generates (EMBER_CUDA_BLOBS) */
+/* runtime/src/backends/cuda/cuda_blobs_none.c, or the file kiln generates (EMBER_CUDA_BLOBS) */
 extern const em_gpu_blob em_cuda_blobs[];
 extern const int em_cuda_n_blobs;
 extern const char em_cuda_toolchain[];
-/* runtime/src/hip_blobs_none.c, or the file the HIP build generates (EMBER_HIP_BLOBS) */
+/* runtime/src/backends/hip/hip_blobs_none.c, or the file the HIP build generates (EMBER_HIP_BLOBS) */
 extern const em_gpu_blob em_hip_blobs[];
 extern const int em_hip_n_blobs;
 extern const char em_hip_toolchain[];

@@ -1,5 +1,5 @@
 // common.glsl - what every ember compute shader shares: the descriptor set, fp16 bit
-// conversions and the scalar replicas of ggml's vector math (runtime/src/llama.c).
+// conversions and the scalar replicas of ggml's vector math (runtime/src/core/llama.c).
 //
 // One descriptor set for the whole token step, bound once; shaders address their tensors by
 // offsets in push constants:

@@ -1,6 +1,6 @@
 /* backend_hip.c - the HIP backend for AMD GPUs: the HIP runtime (libamdhip64.so /
  * amdhip64_*.dll), opened at run time, and the code-object bundle for a gfx list that the
- * HIP build embeds in em_hip_blobs[] (hipcc --genco from runtime/hip/ember_kernels.hip, the
+ * HIP build embeds in em_hip_blobs[] (hipcc --genco from runtime/src/backends/hip/ember_kernels.hip, the
  * same kernels as CUDA). hipModuleLoadData picks the device's code object from the bundle.
  * No HIP header: the entry points used are declared here. */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)

@@ -1,5 +1,5 @@
 # shaders.cmake - the Vulkan backend's device code (included by runtime/CMakeLists.txt when
-# EMBER_VULKAN is on): runtime/vulkan/*.comp compiled to SPIR-V by glslc at build time and
+# EMBER_VULKAN is on): the *.comp beside it compiled to SPIR-V by glslc at build time and
 # embedded in the library as a generated C source, plus the Vulkan headers it compiles against.
 #
 # glslc: EMBER_GLSLC (default: glslc on PATH). Its version is checked against
@@ -15,7 +15,7 @@ set(EMBER_VULKAN_INCLUDE_DIR "" CACHE PATH "Directory holding vulkan/vulkan_core
 if(NOT EMBER_GLSLC)
   find_program(EMBER_GLSLC_FOUND glslc)
   if(NOT EMBER_GLSLC_FOUND)
-    message(FATAL_ERROR "EMBER_VULKAN needs glslc to compile runtime/vulkan/*.comp; on Debian/Ubuntu: "
+    message(FATAL_ERROR "EMBER_VULKAN needs glslc to compile runtime/src/backends/vulkan/*.comp; on Debian/Ubuntu: "
                         "apt-get install glslc, or pass -DEMBER_GLSLC=/path/to/glslc")
   endif()
   set(EMBER_GLSLC "${EMBER_GLSLC_FOUND}")
@@ -80,7 +80,7 @@ foreach(entry IN LISTS _vk_shaders)
   list(APPEND _vk_variants "${name}_f64n|${src}|${defs} -DEM_F64 -DEM_FMA_NATIVE")
 endforeach()
 list(APPEND _vk_variants "probe_fma|probe_fma.comp|")
-set(_vk_dir "${CMAKE_CURRENT_SOURCE_DIR}/vulkan")
+set(_vk_dir "${CMAKE_CURRENT_LIST_DIR}") # this file sits with the shaders
 set(_vk_out "${CMAKE_CURRENT_BINARY_DIR}/vulkan-spv")
 file(MAKE_DIRECTORY "${_vk_out}")
 set(_vk_spvs)
@@ -110,5 +110,5 @@ add_custom_command(
   DEPENDS ${_vk_spvs} "${_vk_dir}/embed_spirv.cmake"
   COMMENT "embedding the Vulkan SPIR-V"
   VERBATIM)
-set(EMBER_VULKAN_SOURCES src/backend_vulkan.c "${_vk_out}/vulkan_shaders.c")
-set_source_files_properties(src/backend_vulkan.c PROPERTIES INCLUDE_DIRECTORIES "${EMBER_VULKAN_HEADERS}")
+set(EMBER_VULKAN_SOURCES "${_vk_dir}/backend_vulkan.c" "${_vk_out}/vulkan_shaders.c")
+set_source_files_properties("${_vk_dir}/backend_vulkan.c" PROPERTIES INCLUDE_DIRECTORIES "${EMBER_VULKAN_HEADERS}")
