@@ -38,6 +38,7 @@ __all__ = [
     "VERIFY_METHODS",
     "Disabled",
     "Entry",
+    "FieldSpec",
     "Matrix",
     "json_schema",
     "load_matrix",

@@ -62,6 +62,7 @@ __all__ = [
     "build_env",
     "build_jobs",
     "check_reproducible",
+    "host_arch",
 ]
 
 SOURCE_DIR = "runtime"

@@ -127,15 +127,33 @@ __all__ = [
     "TIERS",
     "Candidate",
     "Choice",
+    "Fetcher",
     "InstallResult",
+    "Installation",
     "Rejected",
     "Release",
+    "cache_dir",
+    "check_comment_names",
+    "check_downgrade",
+    "check_requested_tag",
+    "comment_date",
+    "default_prefix",
+    "download_asset",
     "fetch_release",
     "install",
+    "install_release",
     "parse_manifest",
+    "progress_printer",
+    "pubkey_from",
     "rank",
     "read_install_record",
+    "read_pubkey",
+    "require_choice",
+    "resolve_release_url",
     "uninstall",
+    "unpack",
+    "verify_sums_signature",
+    "version_tuple",
 ]
 
 # Backend tiers, fastest first (see the module docstring): the catalogue's.
@@ -1402,4 +1420,3 @@ def install_release(source: str, *, tag: str = "latest", prefix: Path | None = N
     return Installation(release=release, choice=choice, result=result)
 
 
-__all__ += ["Installation", "install_release"]

@@ -30,8 +30,17 @@ from typing import Any
 from kiln.errors import BuildError
 from kiln.plan import Job
 
-__all__ = ["BuildInfo", "Member", "collect_members", "package", "required_files",
-           "write_tar_gz", "write_zip"]
+__all__ = [
+    "BuildInfo",
+    "Member",
+    "archive_top",
+    "check_layout",
+    "collect_members",
+    "package",
+    "required_files",
+    "write_tar_gz",
+    "write_zip",
+]
 
 ZIP_EPOCH_MIN = 315532800  # 1980-01-01: the earliest time a zip entry can hold
 GZIP_LEVEL = 9

@@ -23,8 +23,15 @@ from kiln.catalogue import wheel_variant
 from kiln.matrix import Entry
 from kiln.package.records import AssetRecord
 
-__all__ = ["CONAN_ARCH", "CONAN_OS", "ConanPackage", "conan_version", "package_for",
-           "select_packages"]
+__all__ = [
+    "CONAN_ARCH",
+    "CONAN_OS",
+    "ConanPackage",
+    "backend_option",
+    "conan_version",
+    "package_for",
+    "select_packages",
+]
 
 CONAN_OS = {"linux": "Linux", "macos": "Macos", "windows": "Windows"}
 CONAN_ARCH = {"x86_64": "x86_64", "aarch64": "armv8", "s390x": "s390x"}

@@ -78,9 +78,12 @@ __all__ = [
     "Signer",
     "assemble",
     "create_tag",
+    "disabled_builds",
+    "expand_allowed",
     "gate",
     "load_project_config",
     "release_manifest",
+    "render_install_scripts",
     "scan_artifacts",
     "tag_commit",
 ]

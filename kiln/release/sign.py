@@ -33,6 +33,7 @@ __all__ = [
     "key_is_encrypted",
     "resolve_key",
     "scrub_env",
+    "verify_signature",
 ]
 
 KEY_ENV = "KILN_SIGNING_KEY"

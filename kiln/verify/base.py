@@ -30,6 +30,8 @@ __all__ = [
     "Verifier",
     "VerifyContext",
     "VerifyReport",
+    "backend_device_check",
+    "cli_args",
     "compare_ids",
     "exe_name",
     "log_line",

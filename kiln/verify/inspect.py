@@ -47,9 +47,12 @@ __all__ = [
     "check_gpu_runtime_links",
     "check_hip_device_code",
     "check_host_paths",
+    "compact",
+    "glibc_max",
     "inspect_first",
     "inspect_stage",
     "read_facts",
+    "summarize",
 ]
 
 GLIBC_RE = re.compile(r"^GLIBC_(\d+)\.(\d+)(?:\.(\d+))?$")

@@ -135,3 +135,22 @@ def test_the_stages_have_their_folders() -> None:
     flat = sorted(p.name for p in KILN.glob("*.py"))
     assert flat == ["__init__.py", "__main__.py", "catalogue.py", "console.py", "errors.py",
                     "files.py", "matrix.py", "plan.py", "run.py", "vcs.py"], flat
+
+
+def test_every_module_lists_its_public_names_in_all() -> None:
+    """``__all__`` is each module's public face: every public function and class is in it."""
+    missing = []
+    for mod, path in _modules().items():
+        if path.name == "__main__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        public = [n.name for n in tree.body
+                  if isinstance(n, ast.FunctionDef | ast.ClassDef) and not n.name.startswith("_")]
+        listed: set[str] = set()
+        for n in tree.body:
+            if (isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__"
+                                                  for t in n.targets)
+                    and isinstance(n.value, ast.List | ast.Tuple)):
+                listed |= {e.value for e in n.value.elts if isinstance(e, ast.Constant)}
+        missing += [f"{mod}.{name}" for name in public if name not in listed]
+    assert not missing, "public names missing from __all__: " + ", ".join(missing)

@@ -33,7 +33,13 @@ from kiln.build.toolchains import cuda_device
 from kiln.build.toolchains.base import ToolchainPaths
 from kiln.build.toolchains.hosted import DeviceStep, ZigHostedToolchain
 
-__all__ = ["CUDA_PINS", "CudaToolchain", "install_command"]
+__all__ = [
+    "CUDA_PINS",
+    "CudaToolchain",
+    "compile_device_code",
+    "install_command",
+    "install_cuda",
+]
 
 CUDA_PINS: dict[str, tuple[str, ...]] = {
     "13.3": ("nvidia-cuda-nvcc==13.3.73", "nvidia-cuda-crt==13.3.73", "nvidia-nvvm==13.3.73",

@@ -32,14 +32,15 @@ from kiln.build.toolchains.base import ToolchainPaths
 from kiln.build.toolchains.hosted import DeviceStep, ZigHostedToolchain
 
 __all__ = [
-    "HIP_VERSION",
     "BundleScan",
+    "HIP_VERSION",
     "HipToolchain",
     "check_gfx_targets",
     "compile_bundle",
     "emit_c",
     "find_hipcc",
     "hipcc_version",
+    "parse_hip_version",
     "scan_bundles",
 ]
 

@@ -40,10 +40,12 @@ __all__ = [
     "ONEAPI_VERSION",
     "OneApiCompilers",
     "OneApiToolchain",
+    "cxx_name",
     "install_hint",
     "locate",
     "parse_version",
     "toolchain_file_text",
+    "version_matches",
 ]
 
 # The oneAPI release every SYCL entry of the matrix pins (backend_version); a unit test keeps

@@ -23,7 +23,14 @@ from kiln.catalogue import APPLE_SILICON_LEVEL, CPU_ARCH_BY_NAME
 from kiln.install.host.facts import Cpu, Gpu, Host, VulkanIcd
 from kiln.install.host.source import Source
 
-__all__ = ["probe", "x86_flags", "x86_level", "x86_uarch"]
+__all__ = [
+    "archspec_targets",
+    "features_of",
+    "probe",
+    "x86_flags",
+    "x86_level",
+    "x86_uarch",
+]
 
 # platform.machine() spellings -> matrix names
 ARCH_ALIASES = {
