@@ -17,6 +17,7 @@ can point at it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -35,11 +36,13 @@ __all__ = [
     "BACKENDS",
     "FIELDS",
     "OSES",
+    "REQUIREMENT_FIELDS",
     "VERIFY_METHODS",
     "Disabled",
     "Entry",
     "FieldSpec",
     "Matrix",
+    "Requirements",
     "json_schema",
     "load_matrix",
 ]
@@ -150,13 +153,17 @@ class Disabled:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Entry:
-    """One platform configuration, fully merged and validated."""
+class Requirements:
+    """What a build needs from the machine that runs it: platform, C library and its floor,
+    oldest OS, CPU level, GPU backend, targets and driver floor.
 
-    id: str
+    Declared once and shared: a matrix ``Entry`` is a ``Requirements`` plus how and where it
+    builds, and a release asset's record (``kiln.package.records.AssetRecord``) is the same
+    ``Requirements`` plus the file's name, size and verification, so the facts an installer
+    ranks by are the facts the matrix declared, field for field."""
+
     os: str
     arch: str
-    distro: str | None
     backend: str
     backend_version: str | None
     libc: str
@@ -166,6 +173,38 @@ class Entry:
     cpu_dispatch: tuple[str, ...]
     gpu_targets: tuple[str, ...]
     min_driver: str | None
+
+    def requirements(self) -> Requirements:
+        """This value's requirements alone (from an ``Entry`` or a record)."""
+        return Requirements(**{name: getattr(self, name) for name in REQUIREMENT_FIELDS})
+
+    @property
+    def backend_label(self) -> str:
+        return self.backend if self.backend_version is None else (
+            f"{self.backend} {self.backend_version}")
+
+    @property
+    def floor(self) -> str:
+        """Human summary of what the host needs at least: glibc, macOS, Windows, Android."""
+        if self.os == "linux":
+            return f"glibc {self.libc_floor}" if self.libc == "glibc" else "musl (static)"
+        if self.os == "android":
+            return f"Android API {self.min_os}"
+        if self.os == "macos":
+            return f"macOS {self.min_os}"
+        return f"Windows {self.min_os}"
+
+
+REQUIREMENT_FIELDS = tuple(f.name for f in dataclasses.fields(Requirements))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry(Requirements):
+    """One platform configuration, fully merged and validated: its ``Requirements`` plus how
+    and where it builds and is verified."""
+
+    id: str
+    distro: str | None
     build: str
     runner: str
     container: str | None
@@ -186,11 +225,6 @@ class Entry:
         return self.build == "local"
 
     @property
-    def backend_label(self) -> str:
-        return self.backend if self.backend_version is None else (
-            f"{self.backend} {self.backend_version}")
-
-    @property
     def zig_target(self) -> str:
         """The ``zig cc -target`` triple, with the libc floor or minimum OS built in."""
         if self.os == "linux":
@@ -202,17 +236,6 @@ class Entry:
         if self.os == "macos":
             return f"{self.arch}-macos.{self.min_os}"
         return f"{self.arch}-windows-gnu"
-
-    @property
-    def floor(self) -> str:
-        """Human summary of what the host needs at least: glibc, macOS, Windows, Android."""
-        if self.os == "linux":
-            return f"glibc {self.libc_floor}" if self.libc == "glibc" else "musl (static)"
-        if self.os == "android":
-            return f"Android API {self.min_os}"
-        if self.os == "macos":
-            return f"macOS {self.min_os}"
-        return f"Windows {self.min_os}"
 
     def attribute(self, name: str) -> str | None:
         """An attribute as a string, for selectors such as ``backend=cuda``."""

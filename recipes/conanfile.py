@@ -27,7 +27,7 @@ Consumers::
 No ``compiler`` setting: ember's API is C, so one binary serves every compiler of a platform.
 Only Release binaries are published; a Debug consumer asks for them with
 ``-s ember/*:build_type=Release``. The backend values are the variant names of the wheel
-indexes (``kiln/wheel.py``: ``variant``); a unit test keeps the two lists in step.
+indexes (``kiln/package/wheel.py``: ``variant``); a unit test keeps the two lists in step.
 """
 
 import json

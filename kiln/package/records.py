@@ -20,7 +20,7 @@ from typing import Any
 
 from kiln.errors import IntegrityError, ReleaseError
 from kiln.files import atomic_write_text, sha256_file
-from kiln.matrix import Entry
+from kiln.matrix import Entry, Requirements
 
 __all__ = [
     "MANIFEST_SCHEMA",
@@ -46,23 +46,13 @@ class Verification:
 
 
 @dataclass(frozen=True, kw_only=True)
-class AssetRecord:
-    """One release asset and everything a release or an installer needs to know about it."""
+class AssetRecord(Requirements):
+    """One release asset and everything a release or an installer needs to know about it:
+    the ``Requirements`` of the matrix entry it was built from, plus the file."""
 
     name: str
     kind: str  # "archive" | "wheel"
     entry_id: str
-    os: str
-    arch: str
-    backend: str
-    backend_version: str | None
-    libc: str
-    libc_floor: str | None
-    min_os: str | None
-    cpu_baseline: str
-    cpu_dispatch: tuple[str, ...]
-    gpu_targets: tuple[str, ...]
-    min_driver: str | None
     build_number: int
     commit: str
     size: int
@@ -111,7 +101,8 @@ class AssetRecord:
             cpu_baseline=str(data["cpu_baseline"]),
             cpu_dispatch=tuple(str(x) for x in data["cpu_dispatch"]),
             gpu_targets=tuple(str(x) for x in data["gpu_targets"]),
-            min_driver=_opt(data["min_driver"]), build_number=int(data["build_number"]),
+            min_driver=_opt(data["min_driver"]),
+            build_number=int(data["build_number"]),
             commit=str(data["commit"]), size=int(data["size"]), sha256=str(data["sha256"]),
             unpacked_size=int(data["unpacked_size"]),
             verification=Verification(method=str(v["method"]), ok=bool(v["ok"]),
@@ -126,11 +117,8 @@ def _opt(value: object) -> str | None:
 def record_for(entry: Entry, asset: Path, *, kind: str, build_number: int, commit: str,
                verification: Verification) -> AssetRecord:
     return AssetRecord(
-        name=asset.name, kind=kind, entry_id=entry.id, os=entry.os, arch=entry.arch,
-        backend=entry.backend, backend_version=entry.backend_version, libc=entry.libc,
-        libc_floor=entry.libc_floor, min_os=entry.min_os, cpu_baseline=entry.cpu_baseline,
-        cpu_dispatch=entry.cpu_dispatch, gpu_targets=entry.gpu_targets,
-        min_driver=entry.min_driver, build_number=build_number, commit=commit,
+        **vars(entry.requirements()),
+        name=asset.name, kind=kind, entry_id=entry.id, build_number=build_number, commit=commit,
         size=asset.stat().st_size, sha256=sha256_file(asset),
         unpacked_size=unpacked_size(asset), verification=verification,
     )

@@ -272,7 +272,7 @@ def check_gpu_runtime_links(facts: BinaryFacts, entry: Entry) -> Check | None:
     return Check(name=f"{facts.path}: no {entry.backend} runtime at link time", ok=not bad,
                  detail="links none of " + ", ".join(patterns) if not bad else
                  f"links {', '.join(bad)}: the backend must open it at run time "
-                 "(runtime/src/gpu_dl.h), or the archive fails to load without it")
+                 "(runtime/src/backends/gpu_dl.h), or the archive fails to load without it")
 
 
 def _range(names: Sequence[str]) -> str:
@@ -288,7 +288,8 @@ def check_cuda_device_code(scanned: Sequence[tuple[str, cuda_device.DeviceCode]]
     if not carriers:
         return [Check(name="cuda device code", ok=False,
                       detail="no cubin and no PTX in any binary of bin/ or lib/: the build did "
-                             "not embed runtime/cuda/ember_kernels.cu (EMBER_CUDA_BLOBS unset?)")]
+                             "not embed runtime/src/backends/cuda/ember_kernels.cu "
+                             "(EMBER_CUDA_BLOBS unset?)")]
     out = []
     for rel, dc in carriers:
         problems = cuda_device.check_targets(dc, entry.gpu_targets)
@@ -325,7 +326,8 @@ def check_hip_device_code(scanned: Sequence[tuple[str, hip.BundleScan]], entry: 
     if not carriers:
         return [Check(name="hip device code", ok=False,
                       detail="no offload bundle in any binary of bin/ or lib/: the build did "
-                             "not embed runtime/hip/ember_kernels.hip (EMBER_HIP_BLOBS unset?)")]
+                             "not embed runtime/src/backends/hip/ember_kernels.hip "
+                             "(EMBER_HIP_BLOBS unset?)")]
     out = []
     for rel, sc in carriers:
         problems = hip.check_gfx_targets(sc, entry.gpu_targets)

@@ -1,17 +1,17 @@
 """OpenCL entries, checked without running them (called by ``inspect``).
 
 The OpenCL backend carries its kernels as OpenCL C source, embedded in the library by CMake
-(``runtime/opencl/embed.cmake``) and compiled by the device's driver at run time, and it opens
-the ICD loader itself (``OpenCL.dll`` / ``libOpenCL.so.1``). So for an OpenCL build:
+(``runtime/src/backends/opencl/embed.cmake``) and compiled by the device's driver at run time,
+and it opens the ICD loader itself (``OpenCL.dll`` / ``libOpenCL.so.1``). So for an OpenCL build:
 
 - no binary needs the OpenCL loader at link time (the archive must load, and fall back to the
   CPU, where no OpenCL driver is installed);
 - the binaries that carry the kernels name the loader they open at run time;
 - the embedded kernel source is there, NUL-terminated, with every kernel the host code asks
-  for, and is byte for byte ``runtime/opencl/ember_kernels.cl`` of this source tree (when kiln
-  runs from a checkout that has it);
-- Adreno entries (``adreno`` in the id) also carry ``runtime/opencl/adreno.cl``, the prefix
-  with the Qualcomm extension guards.
+  for, and is byte for byte ``runtime/src/backends/opencl/ember_kernels.cl`` of this source tree
+  (when kiln runs from a checkout that has it);
+- Adreno entries (``adreno`` in the id) also carry ``runtime/src/backends/opencl/adreno.cl``,
+  the prefix with the Qualcomm extension guards.
 
 The functions work on bytes and library lists only, so unit tests feed them fakes.
 """
@@ -64,8 +64,8 @@ class OpenclBinary:
 
 
 def source_dir() -> Path | None:
-    """``runtime/opencl`` of the checkout kiln runs from, or None (an installed kiln)."""
-    d = Path(__file__).resolve().parents[2] / "runtime" / "opencl"
+    """``runtime/src/backends/opencl`` of the checkout kiln runs from, or None (installed)."""
+    d = Path(__file__).resolve().parents[2] / "runtime" / "src" / "backends" / "opencl"
     return d if (d / "ember_kernels.cl").is_file() else None
 
 
@@ -84,7 +84,7 @@ def _links(b: OpenclBinary) -> Check:
     return Check(name=f"{b.path}: no OpenCL at link time", ok=not bad,
                  detail="imports no OpenCL loader" if not bad else
                  f"links {', '.join(bad)}: the backend must open it at run time "
-                 "(runtime/src/gpu_dl.h), or the archive fails to load without a driver")
+                 "(runtime/src/backends/gpu_dl.h), or the archive fails to load without a driver")
 
 
 def _source_check(name: str, rel: str, src: bytes, want: Path | None) -> Check:
@@ -95,9 +95,10 @@ def _source_check(name: str, rel: str, src: bytes, want: Path | None) -> Check:
     expected = want.read_bytes()
     same = expected == src
     return Check(name=f"{rel}: {name}", ok=same,
-                 detail=f"{len(src)} bytes, identical to runtime/opencl/{want.name} "
+                 detail=f"{len(src)} bytes, identical to runtime/src/backends/opencl/{want.name} "
                         f"(sha256 {digest})" if same else
-                        f"differs from runtime/opencl/{want.name} ({len(src)} bytes embedded, "
+                        f"differs from runtime/src/backends/opencl/{want.name} "
+                        f"({len(src)} bytes embedded, "
                         f"{len(expected)} in the tree): a stale build or a different source")
 
 
@@ -109,7 +110,8 @@ def check_opencl(binaries: Sequence[OpenclBinary], entry: Entry,
                 if (s := embedded_source(b.data, KERNEL_HEADER)) is not None]
     if not carriers:
         out.append(Check(name="opencl kernels", ok=False,
-                         detail="no binary of bin/ or lib/ embeds runtime/opencl/ember_kernels.cl: "
+                         detail="no binary of bin/ or lib/ embeds "
+                                "runtime/src/backends/opencl/ember_kernels.cl: "
                                 "the build was not configured with EMBER_OPENCL=ON"))
         return out
     loader = LOADER.get(entry.os)
@@ -125,7 +127,8 @@ def check_opencl(binaries: Sequence[OpenclBinary], entry: Entry,
             pre = embedded_source(b.data, ADRENO_HEADER)
             if pre is None or b"cl_qcom_reqd_sub_group_size" not in pre:
                 out.append(Check(name=f"{b.path}: adreno kernels", ok=False,
-                                 detail="runtime/opencl/adreno.cl (the Adreno prefix with its "
+                                 detail="runtime/src/backends/opencl/adreno.cl (the Adreno "
+                                        "prefix with its "
                                         "cl_qcom guards) is not embedded"))
             else:
                 out.append(_source_check("adreno kernel prefix", b.path, pre,

@@ -1,5 +1,7 @@
-"""Write very small llama GGUF files (a few KB to a few hundred KB) for corruption tests and
-the fuzzer's seed corpus: the one GGUF writer of the runtime tests.
+"""Write very small llama GGUF files (a few KB to a few hundred KB) for corruption, load-time
+and hostile-input tests: the one GGUF writer of the runtime tests. (The fuzzer's seeds are
+written by runtime/fuzz/make_corpus.py, which stays beside the runtime with the standard library
+only, so the committed corpus can be regenerated without the test environment.)
 
 ``write_micro_model``: the vocabulary is either a handful of byte-level BPE tokens or copied,
 with its merges and special-token ids, from an existing GGUF file; the weights are random F32

@@ -3,7 +3,7 @@
 ember's CUDA backend has no link-time dependency on a toolkit (it opens the driver with
 dlopen / LoadLibrary), so the host side is the zig cross build of ``kiln/build/toolchains/zig.py``
 with ``EMBER_CUDA=ON``. Before CMake runs, ``configure`` compiles
-``runtime/cuda/ember_kernels.cu`` for the entry's ``gpu_targets`` (matrix/backends.yaml) into
+``runtime/src/backends/cuda/ember_kernels.cu`` for the entry's ``gpu_targets`` (matrix/backends.yaml) into
 cubins + PTX and writes ``<work>/cuda/ember_cuda_blobs.c``, which CMake compiles into the
 library (``-DEMBER_CUDA_BLOBS=...``). Device code is OS-independent: the Linux and Windows
 entries of one CUDA version embed the same bytes.
@@ -48,7 +48,7 @@ CUDA_PINS: dict[str, tuple[str, ...]] = {
     "12.4": ("nvidia-cuda-nvrtc-cu12==12.4.127", "nvidia-cuda-nvcc-cu12==12.4.131"),
 }
 DEVICE_COMPILER = {"13.3": "nvcc 13.3.73", "12.4": "NVRTC 12.4.127 + ptxas 12.4.131"}
-KERNELS = Path("runtime") / "cuda" / "ember_kernels.cu"
+KERNELS = Path("runtime") / "src" / "backends" / "cuda" / "ember_kernels.cu"
 # Bump when how device code is made or embedded changes: it is part of every CUDA build key.
 EMBED_SCHEME = 2
 
@@ -147,8 +147,8 @@ class CudaToolchain(ZigHostedToolchain):
         root = install_cuda(paths, ver, env=os.environ)
         # inside the build tree: -ffile-prefix-map={build} keeps its path out of the objects
         blobs_c = build / "ember_cuda_blobs.c"
-        kernels = source / "cuda" / "ember_kernels.cu"
-        if not kernels.is_file():  # source may be the repository or runtime/
+        kernels = source / KERNELS.relative_to("runtime")
+        if not kernels.is_file():  # source may be runtime/ or the repository
             kernels = source / KERNELS
         compile_device_code(root, ver, kernels, tuple(job.entry.gpu_targets), blobs_c,
                             work / "cuda" / "obj")

@@ -2,7 +2,7 @@
 runtime from PyPI for verification.
 
 ember's OpenVINO backend opens the OpenVINO C API (``libopenvino_c.so`` / ``openvino_c.dll``)
-at run time and declares the few entry points it calls itself (runtime/src/backend_openvino.c),
+at run time and declares the few entry points it calls itself (runtime/src/backends/openvino/backend_openvino.c),
 so the build needs neither OpenVINO's headers nor its libraries: the host side is the zig cross
 build of ``kiln/build/toolchains/zig.py`` with ``EMBER_OPENVINO=ON``, and the Windows entry
 cross-builds like win-cpu-x64.

@@ -3,8 +3,8 @@
 ember's Vulkan backend opens the loader (``libvulkan.so.1`` / ``vulkan-1.dll``) at run time and
 takes every entry point from ``vkGetInstanceProcAddr`` (the headers are used with
 ``VK_NO_PROTOTYPES``), so nothing links against Vulkan and every target cross-compiles with
-zig like the CPU build. The device code is GLSL (``runtime/vulkan/*.comp``) that CMake compiles
-to SPIR-V with glslc at build time and embeds in the library (``runtime/vulkan/shaders.cmake``):
+zig like the CPU build. The device code is GLSL (``runtime/src/backends/vulkan/*.comp``) that CMake compiles
+to SPIR-V with glslc at build time and embeds in the library (``runtime/src/backends/vulkan/shaders.cmake``):
 SPIR-V is the same for every OS and CPU, so one host compiler serves Linux x86_64, Linux
 aarch64 and Windows.
 
