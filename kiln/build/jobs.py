@@ -45,7 +45,7 @@ from kiln.build.cache import source_tree_hash as _source_tree_hash
 from kiln.console import Console, Progress
 from kiln.errors import ConfigError, KilnError, SelectionError, ToolMissing, VerifyError
 from kiln.files import sha256_file
-from kiln.package.records import AssetRecord, Verification, record_for, write_record
+from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.matrix import Matrix, load_matrix
 from kiln.package.archive import BuildInfo, package
 from kiln.plan import Job, make_job
@@ -126,6 +126,7 @@ class _Staged:
     stage: Path
     cached: bool
     identity: Identity
+    tools: tuple[Tool, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -285,7 +286,8 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
         hit = s.cache.lookup(key)
         if hit is not None:
             _log(log, f"cache hit: {hit}")
-            return _Staged(key=key, stage=hit, cached=True, identity=ident)
+            return _Staged(key=key, stage=hit, cached=True, identity=ident,
+                           tools=toolchain.tools(job))
         with s.cache.work_lock(entry.id):
             work = s.cache.work_dir(entry.id)
             shutil.rmtree(work, ignore_errors=True)
@@ -316,7 +318,8 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
                                                 "identity": ident.to_json()})
             shutil.rmtree(work, ignore_errors=True)
             _log(log, f"stored in the cache: {stored}")
-            return _Staged(key=key, stage=stored, cached=False, identity=ident)
+            return _Staged(key=key, stage=stored, cached=False, identity=ident,
+                           tools=toolchain.tools(job))
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,12 +380,14 @@ def _package(s: _Session, job: Job, staged: _Staged,
         made = package(job, staged.stage, dest_dir=tmp, info=info, license_file=s.license_file,
                        epoch=s.epoch)
         record = record_for(entry, made, kind="archive", build_number=job.build_number,
-                            commit=s.commit, verification=report.to_verification())
+                            commit=s.commit, toolchain=staged.tools,
+                            verification=report.to_verification())
         made_record = write_record(record, tmp)
         # The wheel comes from the same staged tree (no second compile); a failed wheel check
         # fails the entry before anything of it reaches --out.
         wheel = build_wheel(entry, staged.stage, binding=s.repo / "runtime" / "python" / "ember",
                             out=tmp, build_number=job.build_number, commit=s.commit,
+                            toolchain=staged.tools,
                             source_date_epoch=s.epoch, verification=report.to_verification(),
                             env=s.env, license_file=s.license_file)
         final = s.out / made.name

@@ -13,7 +13,7 @@ import re
 import stat
 import tarfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from kiln.matrix import Entry, Requirements
 __all__ = [
     "MANIFEST_SCHEMA",
     "AssetRecord",
+    "Tool",
     "Verification",
     "read_record",
     "record_for",
@@ -46,6 +47,19 @@ class Verification:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Tool:
+    """One program of the toolchain that built an asset, at its pinned version (``zig``
+    0.17.1, ``nvcc`` 13.3.73, ``glslc`` 2023.2...): the toolchain's own account, from
+    ``kiln.build.toolchains``, which the SBOM lists as it is."""
+
+    name: str
+    version: str
+
+
+_TOOL_TEXT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .+/_-]{0,63}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class AssetRecord(Requirements):
     """One release asset and everything a release or an installer needs to know about it:
     the ``Requirements`` of the matrix entry it was built from, plus the file."""
@@ -55,6 +69,7 @@ class AssetRecord(Requirements):
     entry_id: str
     build_number: int
     commit: str
+    toolchain: tuple[Tool, ...]
     size: int
     sha256: str
     # The sum of the sizes of the regular files inside the archive or wheel: installers
@@ -66,6 +81,7 @@ class AssetRecord(Requirements):
         out = asdict(self)
         out["cpu_dispatch"] = list(self.cpu_dispatch)
         out["gpu_targets"] = list(self.gpu_targets)
+        out["toolchain"] = [{"name": t.name, "version": t.version} for t in self.toolchain]
         return out
 
     @classmethod
@@ -87,6 +103,7 @@ class AssetRecord(Requirements):
                                "{method, ok, detail}")
         if not isinstance(data["sha256"], str) or not SHA256_RE.fullmatch(data["sha256"]):
             raise ReleaseError(f"{source}: field 'sha256' is not a lower-case sha256 digest")
+        toolchain = _tools(data["toolchain"], source)
         for key in ("size", "unpacked_size"):
             value = data[key]
             # bool is an int in Python; true is not a size
@@ -103,11 +120,28 @@ class AssetRecord(Requirements):
             gpu_targets=tuple(str(x) for x in data["gpu_targets"]),
             min_driver=_opt(data["min_driver"]),
             build_number=int(data["build_number"]),
-            commit=str(data["commit"]), size=int(data["size"]), sha256=str(data["sha256"]),
+            commit=str(data["commit"]), toolchain=toolchain,
+            size=int(data["size"]), sha256=str(data["sha256"]),
             unpacked_size=int(data["unpacked_size"]),
             verification=Verification(method=str(v["method"]), ok=bool(v["ok"]),
                                       detail=str(v["detail"])),
         )
+
+
+def _tools(value: object, source: str) -> tuple[Tool, ...]:
+    """The ``toolchain`` field: a non-empty list of {name, version}, plain words only."""
+    if not isinstance(value, list) or not value:
+        raise ReleaseError(f"{source}: field 'toolchain' must be a non-empty list of "
+                           "{name, version}")
+    out = []
+    for item in value:
+        if not isinstance(item, Mapping) or set(item) != {"name", "version"} or not all(
+                isinstance(item[k], str) and _TOOL_TEXT_RE.fullmatch(item[k])
+                for k in ("name", "version")):
+            raise ReleaseError(f"{source}: field 'toolchain' has an item that is not "
+                               f"{{name, version}} of plain words: {str(item)[:80]!r}")
+        out.append(Tool(name=item["name"], version=item["version"]))
+    return tuple(out)
 
 
 def _opt(value: object) -> str | None:
@@ -115,10 +149,13 @@ def _opt(value: object) -> str | None:
 
 
 def record_for(entry: Entry, asset: Path, *, kind: str, build_number: int, commit: str,
-               verification: Verification) -> AssetRecord:
+               toolchain: Sequence[Tool], verification: Verification) -> AssetRecord:
+    if not toolchain:
+        raise ReleaseError(f"'{entry.id}': no toolchain named for {asset.name}")
     return AssetRecord(
         **vars(entry.requirements()),
         name=asset.name, kind=kind, entry_id=entry.id, build_number=build_number, commit=commit,
+        toolchain=tuple(toolchain),
         size=asset.stat().st_size, sha256=sha256_file(asset),
         unpacked_size=unpacked_size(asset), verification=verification,
     )

@@ -65,7 +65,7 @@ from kiln.catalogue import wheel_variant
 from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.package.macho import MachOFacts, read_macho
-from kiln.package.records import AssetRecord, Verification, record_for, write_record
+from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.run import require_tool, run
 
 __all__ = [
@@ -641,12 +641,14 @@ class BuiltWheel:
 
 
 def build_wheel(entry: Entry, staged: Path, *, binding: Path, out: Path, build_number: int,
-                commit: str, source_date_epoch: int, verification: Verification,
-                env: Mapping[str, str], license_file: Path | None = None) -> BuiltWheel | None:
+                commit: str, toolchain: Sequence[Tool], source_date_epoch: int,
+                verification: Verification, env: Mapping[str, str],
+                license_file: Path | None = None) -> BuiltWheel | None:
     """Make the entry's wheel from its staged tree into ``out`` and write its asset record
     (``<wheel>.json``, ``kind="wheel"``) beside it; ``None`` when the entry has no wheel
     (``no_wheel_reason``).
 
+    ``toolchain`` names the programs that built the staged tree (the record carries it).
     ``verification`` is the staged tree's (the build's verifier); the wheel's record passes
     only when that did and the wheel check (auditwheel, delvewheel, Mach-O inspection) did.
     A failed wheel check raises ``VerifyError`` after writing nothing.
@@ -678,7 +680,7 @@ def build_wheel(entry: Entry, staged: Path, *, binding: Path, out: Path, build_n
                               hint="fix the build so that the library fits the wheel's "
                                    "platform tag (see docs/packages.md)")
         record = record_for(entry, candidate, kind="wheel", build_number=build_number,
-                            commit=commit, verification=Verification(
+                            commit=commit, toolchain=toolchain, verification=Verification(
                                 method=check.method, ok=verification.ok and check.ok,
                                 detail=f"{check.detail}; staged tree: {verification.method} "
                                        + ("passed" if verification.ok else "FAILED")))

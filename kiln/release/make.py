@@ -24,7 +24,7 @@ from kiln.console import Console
 from kiln.errors import ReleaseError
 from kiln.files import atomic_write_text
 from kiln.matrix import Matrix, load_matrix
-from kiln.plan import make_job, plan
+from kiln.plan import plan
 from kiln.release.assemble import (
     LocalAsset,
     assemble,
@@ -46,7 +46,7 @@ from kiln.release.manifest import (
     parse_tag,
 )
 from kiln.release.notes import check_links, git_changes, notes_context, previous_tag, render_notes
-from kiln.release.sbom import cyclonedx, source_files, toolchains_from_jobs
+from kiln.release.sbom import cyclonedx, source_files, toolchains_from_records
 from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
 from kiln.run import require_tool
 from kiln.vcs import build_number, commit_sha, commit_time, is_dirty
@@ -110,19 +110,6 @@ def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], 
         if not result.ok:
             failures[str(result.entry_id)] = f"build failed here: {result.error}"
     return scan_artifacts(out), failures
-
-
-def _pinned_toolchains() -> dict[str, str]:
-    """Toolchain name -> pinned version, from the build stage's registry (``TOOLCHAINS`` of
-    ``kiln.build.toolchains``), for the SBOM. Looked up by name so that the release stage keeps
-    working while that registry grows."""
-    try:
-        module = importlib.import_module("kiln.build.toolchains")
-    except ImportError:
-        return {}
-    table = getattr(module, "TOOLCHAINS", {})
-    return {str(name): str(tc.version) for name, tc in table.items()
-            if isinstance(getattr(tc, "version", None), str)}
 
 
 def make_release(out: Path, *, repo: Path, tag: str | None = None,
@@ -197,13 +184,10 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
                         "sbom": SBOM_NAME})
         notes = render_notes(repo / NOTES_DIR, context)
         check_links(notes, manifest)
-        released = {x.record.entry_id for x in manifest.assets}
         sbom = cyclonedx(
             project=config.project, tag=tag, commit=head, date=manifest.date,
             repo_url=config.repo_url, sources=source_files(repo, genv, config.sources),
-            toolchains=toolchains_from_jobs({e.id: make_job(e, number).toolchain
-                                             for e in matrix.enabled if e.id in released},
-                                            pins=_pinned_toolchains()),
+            toolchains=toolchains_from_records(x.record for x in manifest.assets),
             assets={x.record.name: x.record.sha256 for x in manifest.assets})
         assemble(out, assets=result.assets, manifest=manifest, notes=notes, sbom=sbom,
                  signer=signer)

@@ -1,8 +1,8 @@
 """A CycloneDX 1.5 (JSON) software bill of materials for a release.
 
 It lists ember's source files (path and SHA-256, from the directories named by
-``[tool.kiln] sources``), each toolchain that built the assets (name, version, which entries
-used it), and the release's assets themselves.
+``[tool.kiln] sources``), each program that built the assets (name and pinned version, as the
+assets' records carry them, and which entries used it), and the release's assets themselves.
 
 Written as plain JSON rather than through ``cyclonedx-python-lib``: kiln emits one small,
 fixed document and parses none, and the library's defaults (a random serial number, the
@@ -13,18 +13,18 @@ from project, tag and commit, and the timestamp is the commit's time.
 from __future__ import annotations
 
 import json
-import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kiln import __version__
 from kiln.files import sha256_file
+from kiln.package.records import AssetRecord
 from kiln.run import run
 
-__all__ = ["SourceFile", "Toolchain", "cyclonedx", "source_files", "toolchains_from_jobs"]
+__all__ = ["SourceFile", "Toolchain", "cyclonedx", "source_files", "toolchains_from_records"]
 
 # Fixed namespace for the serial numbers (uuid5 of project, tag and commit).
 _SERIAL_NS = uuid.UUID("5b0f3c52-7a55-4d0e-9c8a-3f1d6a2e9b41")
@@ -59,30 +59,16 @@ def source_files(repo: Path, env: Mapping[str, str],
     return tuple(out)
 
 
-_VERSION_RE = re.compile(r"\b(\d+(?:\.\d+)+)\b")
-
-
-def toolchains_from_jobs(toolchain_of: Mapping[str, str],
-                         pins: Mapping[str, str] | None = None) -> tuple[Toolchain, ...]:
-    """Group entries by the toolchain that built them (``Job.toolchain``, e.g.
-    ``zig cc (x86_64-linux-gnu.2.17) + nvcc 13.3``): one component per compiler named in it.
-    ``pins`` (toolchain name -> pinned version, from ``kiln.build.toolchains``) gives the version of
-    a compiler whose first word is a pinned name (``zig cc`` -> ``zig``)."""
-    pins = pins or {}
-    users: dict[str, set[str]] = {}
-    for entry_id, description in toolchain_of.items():
-        for part in description.split(" + "):
-            # Drop parentheses without spaces (a target triple, "(Xcode)"); keep "(ROCm 7.2)".
-            name = re.sub(r"\s*\([^)\s]*\)", "", part).strip()
-            if name:
-                users.setdefault(name, set()).add(entry_id)
-    out = []
-    for name in sorted(users):
-        m = _VERSION_RE.search(name)
-        pinned = pins.get(name.split()[0])
-        version = pinned or (m.group(1) if m else "unversioned")
-        out.append(Toolchain(name=name, version=version, used_by=tuple(sorted(users[name]))))
-    return tuple(out)
+def toolchains_from_records(records: Iterable[AssetRecord]) -> tuple[Toolchain, ...]:
+    """One component per program and version that built the release's assets, as each
+    asset's record names it (``AssetRecord.toolchain``, written by the build stage from the
+    toolchain's own pins), with the entries that used it."""
+    users: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        for tool in record.toolchain:
+            users.setdefault((tool.name, tool.version), set()).add(record.entry_id)
+    return tuple(Toolchain(name=name, version=version, used_by=tuple(sorted(ids)))
+                 for (name, version), ids in sorted(users.items()))
 
 
 def _ref(kind: str, name: str) -> str:
@@ -100,9 +86,10 @@ def cyclonedx(*, project: str, tag: str, commit: str, date: str, repo_url: str,
             "type": "file", "bom-ref": _ref("source", f.path), "name": f.path,
             "hashes": [{"alg": "SHA-256", "content": f.sha256}],
         })
-    for t in sorted(toolchains, key=lambda t: t.name):
+    for t in sorted(toolchains, key=lambda t: (t.name, t.version)):
         item: dict[str, Any] = {
-            "type": "application", "bom-ref": _ref("toolchain", t.name), "name": t.name,
+            "type": "application", "bom-ref": _ref("toolchain", f"{t.name}@{t.version}"),
+            "name": t.name,
             "version": t.version, "scope": "excluded",
             "description": "toolchain that built the release assets (not shipped)",
             "properties": [{"name": "kiln:used-by", "value": e} for e in t.used_by],

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.matrix import load_matrix
-from kiln.package.records import AssetRecord, Verification, record_for
+from kiln.package.records import AssetRecord, Tool, Verification, record_for
 from kiln.release.manifest import (
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -233,11 +233,13 @@ def record_of(path: Path, name: str, number: int, unpacked: int) -> AssetRecord:
     ver = Verification(method=entry.verify, ok=True, detail="hostile corpus")
     try:
         rec = record_for(entry, path, kind="archive", build_number=number, commit=COMMIT,
+                         toolchain=(Tool(name="zig", version="0.17.1"),),
                          verification=ver)
     except Exception:
         honest = path.with_name(path.name + ".honest.tar.gz")
         honest.write_bytes(write_tar(honest_members(NEW)))
         rec = record_for(entry, honest, kind="archive", build_number=number, commit=COMMIT,
+                         toolchain=(Tool(name="zig", version="0.17.1"),),
                          verification=ver)
         honest.unlink()
     data = path.read_bytes()

@@ -33,7 +33,7 @@ from test_release_cli import Project, make_artifact, make_project
 
 from kiln.cli import main
 from kiln.matrix import load_matrix
-from kiln.package.records import Verification, record_for, write_record
+from kiln.package.records import Tool, Verification, record_for, write_record
 from kiln.release.install_scripts import render
 
 # One worker builds ember and the release once for the whole module (--dist loadgroup).
@@ -186,6 +186,7 @@ def _archive(stage: Path, directory: Path, number: int, commit: str) -> None:
         tar.add(stage, arcname=top)
     entry = MATRIX.get(HERE_ID)
     record = record_for(entry, path, kind="archive", build_number=number, commit=commit,
+                        toolchain=(Tool(name="zig", version="0.17.1"),),
                         verification=Verification(method="native", ok=True,
                                                   detail="built by the install e2e test"))
     write_record(record, directory)

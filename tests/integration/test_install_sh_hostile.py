@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.package.records import AssetRecord, Verification
+from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.install_scripts import render
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest
 
@@ -109,6 +109,7 @@ def record(name: str, entry_id: str, tag: str, size: int, sha: str) -> AssetReco
                   backend="cpu", backend_version=None, libc="glibc", libc_floor="2.17",
                   min_os=None, cpu_baseline="x86-64", cpu_dispatch=(), gpu_targets=(),
                   min_driver=None, build_number=int(tag[1:]), commit=COMMIT, size=size,
+                  toolchain=(Tool(name="zig", version="0.17.1"),),
                   sha256=sha, verification=Verification(method="native", ok=True,
                                                         detail="made by the test"))
     if "unpacked_size" in {f.name for f in dataclasses.fields(AssetRecord)}:

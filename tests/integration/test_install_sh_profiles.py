@@ -21,7 +21,7 @@ import pytest
 from kiln.install.host import load_profile, probe
 from kiln.install.installer import rank
 from kiln.matrix import load_matrix
-from kiln.package.records import AssetRecord, Verification
+from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.assemble import disabled_builds
 from kiln.release.install_scripts import render
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest
@@ -52,6 +52,7 @@ def matrix_manifest(tag: str = "b42") -> ReleaseManifest:
             cpu_dispatch=e.cpu_dispatch, gpu_targets=e.gpu_targets, min_driver=e.min_driver,
             build_number=int(tag[1:]), commit="0" * 40, size=1000, sha256="0" * 64,
             unpacked_size=4000,
+            toolchain=(Tool(name="zig", version="0.17.1"),),
             verification=Verification(method=e.verify, ok=True, detail="ok"))
         assets.append(ReleaseAsset(record=record, url=name))
     return ReleaseManifest(project="ember", tag=tag, build_number=int(tag[1:]),

@@ -24,7 +24,7 @@ import kiln.build.jobs
 from kiln.build.toolchains import refusal
 from kiln.cli import main
 from kiln.matrix import load_matrix
-from kiln.package.records import AssetRecord, Verification, record_for, write_record
+from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +108,7 @@ def make_artifact(directory: Path, entry_id: str, *, number: int, commit: str,
         tar.addfile(info, io.BytesIO(data))
     path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
     record = record_for(entry, path, kind="archive", build_number=number, commit=commit,
+                        toolchain=(Tool(name="zig", version="0.17.1"),),
                         verification=Verification(method=entry.verify, ok=ok,
                                                   detail="synthetic test asset"))
     write_record(record, directory)

@@ -28,7 +28,7 @@ from filelock import FileLock
 from kiln.errors import CommandFailed
 from kiln.matrix import load_matrix
 from kiln.package.archive import collect_members, write_tar_gz, write_zip
-from kiln.package.records import Verification, read_record, record_for, write_record
+from kiln.package.records import Tool, Verification, read_record, record_for, write_record
 from kiln.package.wheel import build_wheel, parse_wheel_name, wheel_target
 from kiln.run import run
 
@@ -163,6 +163,7 @@ def make_archive(entry_id: str, stage: Path, out: Path, *, number: int,
     else:
         write_tar_gz(collect_members(stage, top, extra, follow_links=False), path, EPOCH)
     write_record(record_for(entry, path, kind="archive", build_number=number, commit=commit,
+                            toolchain=(Tool(name="zig", version="0.17.1"),),
                             verification=Verification(method=entry.verify, ok=True,
                                                       detail="test build")), out)
     return path

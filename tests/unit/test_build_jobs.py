@@ -21,7 +21,7 @@ from kiln.build.toolchains.recipe import Recipe, VerifySpec
 from kiln.console import Console
 from kiln.errors import CommandFailed, SelectionError
 from kiln.matrix import Entry, Matrix, load_matrix
-from kiln.package.records import read_record
+from kiln.package.records import Tool, read_record
 from kiln.plan import Job, make_job
 from kiln.run import Completed
 from kiln.verify import Check, ToolNeed, VerifyContext, VerifyReport
@@ -52,6 +52,9 @@ class FakeToolchain:
         tc = work / "toolchain.cmake"
         tc.write_text("# fake\n")
         return Configured(toolchain_file=tc, compiler_check="string:fake", cmake_options=())
+
+    def tools(self, job: Job) -> tuple[Tool, ...]:
+        return (Tool(name="zig", version="0.17.1"),)
 
 
 class FakePrograms:

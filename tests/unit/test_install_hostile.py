@@ -35,7 +35,7 @@ from kiln.install.installer import (
     read_install_record,
     unpack,
 )
-from kiln.package.records import AssetRecord, Verification
+from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest, format_sums
 
 COMMIT = "a" * 40
@@ -120,7 +120,8 @@ def record_json(**over: object) -> dict[str, object]:
         "arch": "x86_64", "backend": "cpu", "backend_version": None, "libc": "glibc",
         "libc_floor": "2.17", "min_os": None, "cpu_baseline": "x86-64", "cpu_dispatch": [],
         "gpu_targets": [], "min_driver": None, "build_number": 1, "commit": COMMIT,
-        "size": 10, "sha256": "0" * 64, "unpacked_size": 20,
+        "toolchain": [{"name": "zig", "version": "0.17.1"}], "size": 10, "sha256": "0" * 64,
+        "unpacked_size": 20,
         "verification": {"method": "native", "ok": True, "detail": ""}}
     base.update(over)
     return base
@@ -305,6 +306,7 @@ class Mirror:
             min_driver=None, build_number=int(tag[1:]), commit=COMMIT,
             size=path.stat().st_size, sha256=sha256_file(path),
             unpacked_size=unpacked if unpacked is not None else unpacked_size(path),
+            toolchain=(Tool(name="zig", version="0.17.1"),),
             verification=Verification(method="native", ok=True, detail="ok"))
         manifest = ReleaseManifest(project="ember", tag=tag, build_number=int(tag[1:]),
                                    commit=COMMIT, date=date, base_url=f"{rel}/",

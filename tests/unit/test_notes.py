@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ from test_release import CI_ONLY, COMMIT, local_assets
 
 from kiln.errors import ReleaseError
 from kiln.matrix import Matrix, load_matrix
+from kiln.package.records import Tool
 from kiln.release.assemble import gate, release_manifest
 from kiln.release.manifest import ReleaseManifest
 from kiln.release.notes import (
@@ -21,7 +23,7 @@ from kiln.release.notes import (
     notes_context,
     render_notes,
 )
-from kiln.release.sbom import SourceFile, Toolchain, cyclonedx, toolchains_from_jobs
+from kiln.release.sbom import SourceFile, Toolchain, cyclonedx, toolchains_from_records
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "release_notes"
@@ -156,14 +158,25 @@ def test_sbom_is_cyclonedx_and_deterministic() -> None:
                                                    "source:runtime/src/b.c"]
 
 
-def test_toolchains_from_job_descriptions() -> None:
-    got = toolchains_from_jobs({
-        "ubuntu-x64": "zig cc (x86_64-linux-gnu.2.17)",
-        "ubuntu-cuda-13.3-x64": "zig cc (x86_64-linux-gnu.2.17) + nvcc 13.3",
-        "ubuntu-rocm-7.2-x64": "hipcc (ROCm 7.2)",
-    }, pins={"zig": "0.17.1"})
+def test_toolchains_come_from_the_records(manifest: ReleaseManifest) -> None:
+    """One SBOM component per program and version the assets' records name, with the
+    entries that used it; nothing is parsed out of display strings."""
+    zig = (Tool(name="zig", version="0.17.1"),)
+    records = [dataclasses.replace(a.record, toolchain=zig + extra) for a, extra in zip(
+        manifest.assets[:3], [(), (Tool(name="nvcc", version="13.3.73"),),
+                              (Tool(name="NVRTC", version="12.4.127"),
+                               Tool(name="ptxas", version="12.4.131"))], strict=True)]
+    ids = [r.entry_id for r in records]
+    got = toolchains_from_records(records)
     assert [(t.name, t.version, t.used_by) for t in got] == [
-        ("hipcc (ROCm 7.2)", "7.2", ("ubuntu-rocm-7.2-x64",)),
-        ("nvcc 13.3", "13.3", ("ubuntu-cuda-13.3-x64",)),
-        ("zig cc", "0.17.1", ("ubuntu-cuda-13.3-x64", "ubuntu-x64")),
+        ("NVRTC", "12.4.127", (ids[2],)),
+        ("nvcc", "13.3.73", (ids[1],)),
+        ("ptxas", "12.4.131", (ids[2],)),
+        ("zig", "0.17.1", tuple(sorted(ids))),
     ]
+    doc = json.loads(cyclonedx(project="ember", tag="b42", commit=COMMIT,
+                               date="2023-11-14T22:13:20Z", repo_url=REPO_URL, sources=[],
+                               toolchains=got, assets={}))
+    refs = [c["bom-ref"] for c in doc["components"]]
+    assert refs == ["toolchain:NVRTC@12.4.127", "toolchain:nvcc@13.3.73",
+                    "toolchain:ptxas@12.4.131", "toolchain:zig@0.17.1"]

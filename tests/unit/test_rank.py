@@ -16,7 +16,7 @@ from kiln.errors import InstallError
 from kiln.install.host import Host, load_profile, probe
 from kiln.install.installer import Choice, rank, require_choice
 from kiln.matrix import load_matrix
-from kiln.package.records import AssetRecord, Verification
+from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.assemble import disabled_builds
 from kiln.release.manifest import MissingBuild, ReleaseAsset, ReleaseManifest
 
@@ -39,6 +39,7 @@ def matrix_manifest(*, missing: tuple[str, ...] = (), tag: str = "b42") -> Relea
             cpu_dispatch=e.cpu_dispatch, gpu_targets=e.gpu_targets, min_driver=e.min_driver,
             build_number=int(tag[1:]), commit="0" * 40, size=1000, sha256="0" * 64,
             unpacked_size=4000,
+            toolchain=(Tool(name="zig", version="0.17.1"),),
             verification=Verification(method=e.verify, ok=True, detail="ok"))
         assets.append(ReleaseAsset(record=record, url=f"https://example.invalid/{name}"))
     return ReleaseManifest(

@@ -31,7 +31,7 @@ from kiln.install.installer import (
     unpack,
     verify_sums_signature,
 )
-from kiln.package.records import AssetRecord, Verification, unpacked_size
+from kiln.package.records import AssetRecord, Tool, Verification, unpacked_size
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest, format_sums
 
 TAG = "b7"
@@ -69,6 +69,7 @@ def make_release(root: Path, secret: object, *, tag: str = TAG, text: str = "v1"
         min_driver=None, build_number=int(tag[1:]), commit="a" * 40,
         size=(rel / name).stat().st_size, sha256=sha256_file(rel / name),
         unpacked_size=unpacked_size(rel / name),
+        toolchain=(Tool(name="zig", version="0.17.1"),),
         verification=Verification(method="native", ok=True, detail="ok"))
     manifest = ReleaseManifest(project="ember", tag=tag, build_number=int(tag[1:]),
                                commit="a" * 40, date="2026-01-01T00:00:00Z",

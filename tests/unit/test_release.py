@@ -15,7 +15,7 @@ import pytest
 
 from kiln.errors import ConfigError, IntegrityError, ReleaseError
 from kiln.matrix import Matrix, load_matrix
-from kiln.package.records import Verification, record_for, write_record
+from kiln.package.records import Tool, Verification, record_for, write_record
 from kiln.release.assemble import (
     LocalAsset,
     assemble,
@@ -67,6 +67,7 @@ def make_asset(directory: Path, matrix: Matrix, entry_id: str, *, number: int = 
     path = directory / f"ember-b{number}-bin-{entry_id}.{entry.archive}"
     tiny_archive(path, f"ember {entry_id}\n".encode())
     record = record_for(entry, path, kind="archive", build_number=number, commit=commit,
+                        toolchain=(Tool(name="zig", version="0.17.1"),),
                         verification=Verification(method=entry.verify, ok=ok,
                                                   detail="synthetic"))
     write_record(record, directory)

@@ -18,7 +18,7 @@ from kiln.errors import ConfigError, VerifyError
 from kiln.matrix import Entry, load_matrix
 from kiln.package import wheel as kw
 from kiln.package.conan import backend_option, conan_version, package_for, select_packages
-from kiln.package.records import AssetRecord, Verification
+from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.package.wheel import (
     WheelFile,
     check_macos,
@@ -353,6 +353,7 @@ def record(entry_id: str, kind: str = "archive") -> AssetRecord:
         libc_floor=e.libc_floor, min_os=e.min_os, cpu_baseline=e.cpu_baseline,
         cpu_dispatch=e.cpu_dispatch, gpu_targets=e.gpu_targets, min_driver=e.min_driver,
         build_number=1, commit=COMMIT, size=1, sha256="0" * 64, unpacked_size=1,
+        toolchain=(Tool(name="zig", version="0.17.1"),),
         verification=Verification(method="inspect", ok=True, detail=""))
 
 

@@ -15,7 +15,7 @@ import requests
 
 from kiln.errors import ConfigError, PublishError
 from kiln.matrix import load_matrix
-from kiln.package.records import Verification, record_for
+from kiln.package.records import Tool, Verification, record_for
 from kiln.package.wheel import wheel_files, wheel_target, write_wheel
 from kiln.publish import LocalRelease, PublishOptions, publisher_for
 from kiln.publish.pypi_index import PyPIIndexPublisher, parse_project_page, pypi_index_publisher
@@ -104,6 +104,7 @@ def make_release(tmp_path: Path, entries: tuple[str, ...]) -> LocalRelease:
         write_wheel(wheel_files(e, stage, binding=binding, build_number=9, commit="c" * 40),
                     path, 1767323045)
         rec = record_for(e, path, kind="wheel", build_number=9, commit="c" * 40,
+                         toolchain=(Tool(name="zig", version="0.17.1"),),
                          verification=Verification(method="auditwheel", ok=True, detail=""))
         assets.append(ReleaseAsset(record=rec, url=f"https://example.invalid/{path.name}"))
     manifest = ReleaseManifest(project="ember", tag="b9", build_number=9, commit="c" * 40,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from kiln.package.records import Tool
 from kiln.plan import Job
 from kiln.build.toolchains.recipe import Recipe
 
@@ -83,4 +84,9 @@ class Toolchain(Protocol):
                   paths: ToolchainPaths, source: Path, build: Path,
                   work: Path) -> Configured:
         """Write the toolchain file and wrappers for ``job`` under ``work``."""
+        ...
+
+    def tools(self, job: Job) -> tuple[Tool, ...]:
+        """The programs that build ``job``, each at its pinned version, for the asset's
+        record and the SBOM."""
         ...

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from kiln.errors import CommandFailed, ConfigError
 from kiln.files import COMPLETE, install_once
+from kiln.package.records import Tool
 from kiln.plan import Job
 from kiln.run import run
 from kiln.build.toolchains import cuda_device
@@ -47,7 +48,13 @@ CUDA_PINS: dict[str, tuple[str, ...]] = {
              "nvidia-cuda-cuobjdump==13.3.73"),
     "12.4": ("nvidia-cuda-nvrtc-cu12==12.4.127", "nvidia-cuda-nvcc-cu12==12.4.131"),
 }
-DEVICE_COMPILER = {"13.3": "nvcc 13.3.73", "12.4": "NVRTC 12.4.127 + ptxas 12.4.131"}
+# The device compilers each version runs (from the pins above), for records and the SBOM.
+DEVICE_TOOLS: dict[str, tuple[Tool, ...]] = {
+    "13.3": (Tool(name="nvcc", version="13.3.73"),),
+    "12.4": (Tool(name="NVRTC", version="12.4.127"), Tool(name="ptxas", version="12.4.131")),
+}
+DEVICE_COMPILER = {v: " + ".join(f"{t.name} {t.version}" for t in tools)
+                   for v, tools in DEVICE_TOOLS.items()}
 KERNELS = Path("runtime") / "src" / "backends" / "cuda" / "ember_kernels.cu"
 # Bump when how device code is made or embedded changes: it is part of every CUDA build key.
 EMBED_SCHEME = 2
@@ -136,6 +143,9 @@ class CudaToolchain(ZigHostedToolchain):
 
     name = "cuda"
     label = "zig+cuda"
+
+    def device_tools(self, job: Job) -> tuple[Tool, ...]:
+        return DEVICE_TOOLS.get(job.entry.backend_version or "", ())
 
     def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
         pins = ",".join(CUDA_PINS.get(job.entry.backend_version or "", ()))

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import ConfigError, ToolMissing
+from kiln.package.records import Tool
 from kiln.plan import Job
 from kiln.run import run
 from kiln.build.toolchains.base import ToolchainPaths
@@ -229,6 +230,10 @@ class HipToolchain(ZigHostedToolchain):
                      "Windows host code (as for win-cuda-*)")
         self._env = dict(env)
         self._locate(env, "linux")
+
+    def device_tools(self, job: Job) -> tuple[Tool, ...]:
+        found = self._hipcc[1] if self._hipcc is not None else HIP_VERSION
+        return (Tool(name="hipcc", version=found),)
 
     def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
         found = self._hipcc[1] if self._hipcc is not None else HIP_VERSION

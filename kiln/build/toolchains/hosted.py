@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from kiln.package.records import Tool
 from kiln.plan import Job
 from kiln.build.toolchains.base import Configured, Identity, Installed, ToolchainPaths
 from kiln.build.toolchains.recipe import Recipe
@@ -63,6 +64,10 @@ class ZigHostedToolchain:
         """Runs before zig configures ``job``: compile device code, fetch runtimes."""
         return "", {}
 
+    def device_tools(self, job: Job) -> tuple[Tool, ...]:
+        """The device-code compilers the device step runs, at their pinned versions."""
+        return ()
+
     # -- the Toolchain protocol ----------------------------------------------------------------
 
     def install(self, paths: ToolchainPaths, *, python: str, env: Mapping[str, str],
@@ -70,6 +75,9 @@ class ZigHostedToolchain:
         self.prepare(paths, env)
         installed = self._zig.install(paths, python=python, env=env, log_file=log_file)
         return replace(installed, name=self.name)
+
+    def tools(self, job: Job) -> tuple[Tool, ...]:
+        return self._zig.tools(job) + self.device_tools(job)
 
     def identity(self, job: Job, recipe: Recipe) -> Identity:
         ident = self._zig.identity(job, recipe)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import ConfigError, SelectionError, ToolMissing
+from kiln.package.records import Tool
 from kiln.plan import Job
 from kiln.run import run
 from kiln.build.toolchains.base import Configured, Identity, Installed, ToolchainPaths
@@ -196,6 +197,9 @@ class OneApiToolchain:
         options = recipe.cmake_for(job.entry.os)
         options.update(dict(job.cmake_options))
         return options
+
+    def tools(self, job: Job) -> tuple[Tool, ...]:
+        return (Tool(name="icx", version=self.version),)
 
     def identity(self, job: Job, recipe: Recipe) -> Identity:
         entry = job.entry

@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from kiln.errors import ConfigError, ToolMissing
+from kiln.package.records import Tool
 from kiln.plan import Job
 from kiln.run import install_hint, require_tool, run
 from kiln.build.toolchains.base import ToolchainPaths
@@ -99,6 +100,11 @@ class VulkanToolchain(ZigHostedToolchain):
     def prepare(self, paths: ToolchainPaths, env: Mapping[str, str]) -> None:
         self._glslc(env)
         self._check_headers()
+
+    def device_tools(self, job: Job) -> tuple[Tool, ...]:
+        # The Vulkan headers are a floor (VULKAN_HEADERS_VERSION or newer), not a pin: the
+        # shaders' compiler is what makes the embedded bytes.
+        return (Tool(name="glslc", version=GLSLC_VERSION),)
 
     def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
         return (f"+glslc-{GLSLC_VERSION}+vulkan-headers-1.3.{VULKAN_HEADERS_VERSION}",

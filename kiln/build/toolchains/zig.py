@@ -23,6 +23,7 @@ import jinja2
 
 from kiln.errors import CommandFailed, ConfigError
 from kiln.files import COMPLETE, install_once
+from kiln.package.records import Tool
 from kiln.plan import Job
 from kiln.run import run
 from kiln.build.toolchains.base import Configured, Identity, Installed, ToolchainPaths
@@ -72,6 +73,9 @@ class ZigToolchain:
 
     def _dest(self, paths: ToolchainPaths) -> Path:
         return paths.root / f"zig-{self.version}"
+
+    def tools(self, job: Job) -> tuple[Tool, ...]:
+        return (Tool(name="zig", version=self.version),)
 
     def _installed(self, dest: Path) -> Installed:
         return Installed(name=self.name, version=self.version, root=dest,
