@@ -87,6 +87,7 @@ CONTRACT_CLASSES: Mapping[str, tuple[str, ...]] = {
     "rollback": INSTALLERS, "freeze": INSTALLERS,
     "transport-truncated": INSTALLERS, "transport-http-error": INSTALLERS,
     "tag-syntax": RELEASE_CONSUMERS, "asset-name-syntax": RELEASE_CONSUMERS,
+    "record-field-syntax": (KILN, *PUBLISHERS),
     "publish-planted-link": (PUB_FILE,),
     "gguf-hostile": (BINDING, CLI), "binding-value": (BINDING,), "cli-value": (CLI,),
 }
@@ -122,6 +123,7 @@ class ReleaseSpec:
     sign_other_content: bool = False  # a valid signature, but of other bytes
     manifest_tag: str | None = None  # the tag manifest.json claims
     asset_name: str | None = None  # the archive's name in the manifest and SHA256SUMS
+    asset_toolchain: str | None = None  # JSON: what manifest.json's record says built it
     extra_files: tuple[tuple[str, bytes], ...] = ()  # files beside the release's own
 
 
@@ -309,7 +311,12 @@ class Builder:
             commit=COMMIT, date=DATE, base_url="https://ember.invalid/releases/",
             assets=(ReleaseAsset(record=record, url=f"https://ember.invalid/releases/{name}"),),
             missing=(), disabled=())
-        texts: dict[str, bytes] = {MANIFEST_NAME: manifest.text().encode()}
+        manifest_text = manifest.text()
+        if spec.asset_toolchain is not None:
+            doc = json.loads(manifest_text)
+            doc["assets"][0]["toolchain"] = json.loads(spec.asset_toolchain)
+            manifest_text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        texts: dict[str, bytes] = {MANIFEST_NAME: manifest_text.encode()}
         if full:
             texts.update(self._publish_files(manifest))
         texts.update(dict(spec.extra_files))
@@ -690,6 +697,18 @@ def release_cases() -> list[Case]:
                  release=ReleaseSpec(manifest_tag=tag),
                  expect=expect((11, 12), NOT_A_TAG),
                  per_consumer=tuple((c, expect((9, 10, 12), NOT_A_TAG)) for c in PUBLISHERS)))
+    # the programs a record says built its asset: plain words, or the release is refused
+    for label, tools in (("empty", []), ("not-a-list", "zig 0.17.1"),
+                         ("shell", [{"name": "zig$(touch PWNED)", "version": "0.17.1"}]),
+                         ("newline", [{"name": "zig", "version": "0.17.1\nb1"}]),
+                         ("extra-key", [{"name": "zig", "version": "0.17.1", "url": "x"}])):
+        value = json.dumps(tools)
+        add(Case(f"record-toolchain-{label}", "record-field-syntax", (KILN, *PUBLISHERS),
+                 mirror=MirrorSpec(releases=(ReleaseSpec(asset_toolchain=value),)),
+                 release=ReleaseSpec(asset_toolchain=value),
+                 expect=expect(11, r"(?is)field 'toolchain'"),
+                 per_consumer=tuple((c, expect(9, r"(?is)field 'toolchain'"))
+                                    for c in PUBLISHERS)))
     add(Case("tag-latest-two-lines", "tag-syntax", INSTALLERS,
              mirror=MirrorSpec(latest=b"b10\nb3\n"), expect=LATEST))
     for label, name in (("dotdot", "../../escaped.tar.gz"),
