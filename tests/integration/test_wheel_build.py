@@ -141,6 +141,7 @@ def make_wheel(entry_id: str, stage: Path, out: Path, *, number: int = 42,
                commit: str = COMMIT, env: dict[str, str] | None = None) -> Path:
     built = build_wheel(MATRIX.get(entry_id), stage, binding=BINDING, out=out,
                         build_number=number, commit=commit, source_date_epoch=EPOCH,
+                        toolchain=(Tool(name="zig", version="0.17.1"),),
                         verification=Verification(method="native", ok=True, detail="test"),
                         env=env or _env())
     assert built is not None
