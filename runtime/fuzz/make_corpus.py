@@ -3,9 +3,9 @@
 
 Small files, valid and invalid, that between them reach every branch of the reader: an empty
 header, one metadata value of every type, arrays, a complete micro llama model (F32, F16 and
-Q8_0 tensors, GPT-2 style vocabulary) in GGUF v2 and v3, and a few broken variants. Written by
-hand with struct so the seeds do not depend on any GGUF library. Deterministic: running it again
-gives the same bytes.
+Q8_0 tensors, GPT-2 style vocabulary) in GGUF v2 and v3, and a few broken variants. Written byte
+by byte with the runtime tests' encoder (tests/runtime/micro_gguf.py), so the seeds do not depend
+on any GGUF library. Deterministic: running it again gives the same bytes.
 
     python runtime/fuzz/make_corpus.py [OUT_DIR]
 """
@@ -17,40 +17,17 @@ import struct
 import sys
 from pathlib import Path
 
-U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
-FMT = {
-    U8: "<B",
-    I8: "<b",
-    U16: "<H",
-    I16: "<h",
-    U32: "<I",
-    I32: "<i",
-    F32: "<f",
-    BOOL: "<?",
-    U64: "<Q",
-    I64: "<q",
-    F64: "<d",
-}
+# The byte-level GGUF writer is the runtime tests' (tests/runtime/micro_gguf.py: standard
+# library only at import), so the seeds and the tests share one encoder.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "runtime"))
+import micro_gguf as mg
+
+kv = mg.gguf_kv
+U8, I8, U16, I16, U32, I32, F32 = (mg.GGUF_U8, mg.GGUF_I8, mg.GGUF_U16, mg.GGUF_I16,
+                                   mg.GGUF_U32, mg.GGUF_I32, mg.GGUF_F32)
+BOOL, STR, ARR, U64, I64, F64 = (mg.GGUF_BOOL, mg.GGUF_STRING, mg.GGUF_ARRAY, mg.GGUF_U64,
+                                 mg.GGUF_I64, mg.GGUF_F64)
 ALIGN = 32
-
-
-def s(text: str) -> bytes:
-    b = text.encode()
-    return struct.pack("<Q", len(b)) + b
-
-
-def value(t: int, v: object) -> bytes:
-    if t == STR:
-        return s(str(v))
-    if t == ARR:
-        et, items = v  # type: ignore[misc]
-        body = b"".join(value(et, x) for x in items)
-        return struct.pack("<IQ", et, len(items)) + body
-    return struct.pack(FMT[t], v)
-
-
-def kv(key: str, t: int, v: object) -> bytes:
-    return s(key) + struct.pack("<I", t) + value(t, v)
 
 
 def fp16(x: float) -> bytes:
@@ -71,38 +48,17 @@ def q8_0_row(xs: list[float]) -> bytes:
 def gguf(
     kvs: list[bytes], tensors: list[tuple[str, list[int], int, bytes]], version: int = 3
 ) -> bytes:
-    head = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(kvs)) + b"".join(kvs)
-    infos, data = b"", b""
+    infos, data = [], b""
     for name, dims, ttype, raw in tensors:
-        infos += (
-            s(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
-        )
-        infos += struct.pack("<IQ", ttype, len(data))
+        infos.append(mg.gguf_tensor_info(name, dims, ttype, len(data)))
         data += raw + b"\0" * ((-len(raw)) % ALIGN)
-    out = head + infos
-    out += b"\0" * ((-len(out)) % ALIGN)
-    return out + data
+    return mg.raw_gguf(kvs, infos, data, version=version, alignment=ALIGN)
 
 
 def micro_model(rng: random.Random, version: int = 3, quant: bool = True) -> bytes:
-    tokens = [
-        "<|endoftext|>",
-        "a",
-        "b",
-        "c",
-        "d",
-        "e",
-        "\u0120",
-        "ab",
-        "\u0120a",
-        "cd",
-        "de",
-        "abc",
-        "!",
-        "?",
-        ".",
-        "x",
-    ]
+    vocab = mg.default_vocab()
+    tokens = vocab["tokenizer.ggml.tokens"]
+    assert isinstance(tokens, list)
     E, H, KV, F, V = 32, 2, 1, 32, len(tokens)
     hd = E // H
     kvs = [
@@ -115,14 +71,7 @@ def micro_model(rng: random.Random, version: int = 3, quant: bool = True) -> byt
         kv("llama.attention.head_count_kv", U32, KV),
         kv("llama.rope.freq_base", F32, 10000.0),
         kv("llama.attention.layer_norm_rms_epsilon", F32, 1e-5),
-        kv("tokenizer.ggml.model", STR, "gpt2"),
-        kv("tokenizer.ggml.pre", STR, "default"),
-        kv("tokenizer.ggml.tokens", ARR, (STR, tokens)),
-        kv("tokenizer.ggml.token_type", ARR, (I32, [3] + [1] * (V - 1))),
-        kv("tokenizer.ggml.merges", ARR, (STR, ["a b", "\u0120 a", "c d", "d e", "ab c"])),
-        kv("tokenizer.ggml.bos_token_id", U32, 0),
-        kv("tokenizer.ggml.eos_token_id", U32, 0),
-        kv("tokenizer.ggml.add_bos_token", BOOL, False),
+        *mg.gguf_vocab_kvs(vocab),
     ]
 
     def mat(rows: int, cols: int) -> list[float]:

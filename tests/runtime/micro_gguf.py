@@ -1,15 +1,15 @@
 """Write very small llama GGUF files (a few KB to a few hundred KB) for corruption, load-time
-and hostile-input tests: the one GGUF writer of the runtime tests. (The fuzzer's seeds are
-written by runtime/fuzz/make_corpus.py, which stays beside the runtime with the standard library
-only, so the committed corpus can be regenerated without the test environment.)
+and hostile-input tests and the fuzzer's seed corpus: the one GGUF writer of the runtime tests
+(runtime/fuzz/make_corpus.py writes its seeds with the byte-level part below).
 
 ``write_micro_model``: the vocabulary is either a handful of byte-level BPE tokens or copied,
 with its merges and special-token ids, from an existing GGUF file; the weights are random F32
 from a fixed seed. The files go through the ``gguf`` package's writer, so they are valid by
 construction.
 
-``raw_gguf`` and the ``gguf_*`` encoders: a file written byte by byte, for layouts the ``gguf``
-package will not write (many tensors sharing one data block, for the load-time test).
+``raw_gguf`` and the ``gguf_*`` encoders: a file written byte by byte, with the standard library
+only, for layouts the ``gguf`` package will not write (many tensors sharing one data block for
+the load-time test, every value type and broken files for the fuzzer's seeds).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 TOKENIZER_KEYS = (
     "tokenizer.ggml.model",
@@ -94,6 +92,7 @@ def write_micro_model(
     seed: int = 7,
 ) -> Path:
     import gguf
+    import numpy as np
 
     vocab = _vocab_from(vocab_from) if vocab_from else default_vocab()
     tokens = vocab["tokenizer.ggml.tokens"]
@@ -173,8 +172,12 @@ def write_micro_model(
 # GGUF written byte by byte (little-endian, v3)
 
 # gguf.GGUFValueType and gguf.GGMLQuantizationType values
-GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL, GGUF_STRING, GGUF_ARRAY = 4, 5, 6, 7, 8, 9
+(GGUF_U8, GGUF_I8, GGUF_U16, GGUF_I16, GGUF_U32, GGUF_I32, GGUF_F32, GGUF_BOOL, GGUF_STRING,
+ GGUF_ARRAY, GGUF_U64, GGUF_I64, GGUF_F64) = range(13)
 GGML_F32 = 0
+_SCALAR = {GGUF_U8: "<B", GGUF_I8: "<b", GGUF_U16: "<H", GGUF_I16: "<h", GGUF_U32: "<I",
+           GGUF_I32: "<i", GGUF_F32: "<f", GGUF_BOOL: "<B", GGUF_U64: "<Q", GGUF_I64: "<q",
+           GGUF_F64: "<d"}
 
 
 def gguf_string(text: str) -> bytes:
@@ -182,30 +185,28 @@ def gguf_string(text: str) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def gguf_kv(key: str, vtype: int, value: object) -> bytes:
-    """One metadata pair of a scalar or string type."""
-    out = gguf_string(key) + struct.pack("<I", vtype)
-    if vtype == GGUF_U32:
-        return out + struct.pack("<I", value)
-    if vtype == GGUF_I32:
-        return out + struct.pack("<i", value)
-    if vtype == GGUF_F32:
-        return out + struct.pack("<f", value)
-    if vtype == GGUF_BOOL:
-        return out + struct.pack("<B", 1 if value else 0)
+def gguf_value(vtype: int, value: object) -> bytes:
+    """One value of any GGUF type; an array's value is ``(element type, items)``."""
     if vtype == GGUF_STRING:
         assert isinstance(value, str)
-        return out + gguf_string(value)
-    raise AssertionError(f"value type {vtype} is not written here")
+        return gguf_string(value)
+    if vtype == GGUF_ARRAY:
+        etype, items = value  # type: ignore[misc]
+        return struct.pack("<IQ", etype, len(items)) + b"".join(
+            gguf_value(etype, v) for v in items)
+    if vtype == GGUF_BOOL:
+        value = 1 if value else 0
+    return struct.pack(_SCALAR[vtype], value)
+
+
+def gguf_kv(key: str, vtype: int, value: object) -> bytes:
+    """One metadata pair of any type (``gguf_value``)."""
+    return gguf_string(key) + struct.pack("<I", vtype) + gguf_value(vtype, value)
 
 
 def gguf_array(key: str, etype: int, values: Sequence[object]) -> bytes:
-    """One metadata array of strings or I32."""
-    assert etype in (GGUF_STRING, GGUF_I32), etype
-    out = gguf_string(key) + struct.pack("<IIQ", GGUF_ARRAY, etype, len(values))
-    for v in values:
-        out += gguf_string(str(v)) if etype == GGUF_STRING else struct.pack("<i", v)
-    return out
+    """One metadata array."""
+    return gguf_kv(key, GGUF_ARRAY, (etype, list(values)))
 
 
 def gguf_tensor_info(name: str, dims: Sequence[int], ggml_type: int, offset: int) -> bytes:
