@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kiln.catalogue import backend as catalogue_backend
 from kiln.errors import SelectionError
 from kiln.matrix import FIELD_BY_NAME, Entry, Matrix
+from kiln.matrix.catalogue import backend as catalogue_backend
 
 __all__ = ["Job", "artifact_name", "github_matrix", "make_job", "plan", "select"]
 
@@ -56,7 +56,7 @@ def artifact_name(entry: Entry, build_number: int) -> str:
 
 def make_job(entry: Entry, build_number: int) -> Job:
     options: dict[str, str] = {}
-    # The backend's CMake option, compiler names: the catalogue's (kiln/catalogue.py). zig
+    # The backend's CMake option, compiler names: the catalogue's (kiln/matrix/catalogue.py). zig
     # builds every host side made here; ci-only entries name the vendor compiler their CI job
     # installs.
     b = catalogue_backend(entry.backend)

@@ -85,16 +85,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from kiln.build.cache import cache_root_from_env
-from kiln.catalogue import (
-    BACKEND_BY_NAME,
-    EMULATED_X86_LEVEL,
-    UNKNOWN_TIER,
-    Runtime,
-    cpu_arch_of_level,
-    feature_label,
-    tiers,
-)
-from kiln.catalogue import level as cpu_level
 from kiln.errors import ConfigError, InstallError, IntegrityError, KilnError
 from kiln.files import (
     UNPACK_DAMAGE,
@@ -105,6 +95,16 @@ from kiln.files import (
     write_archive_members,
 )
 from kiln.install.host import Gpu, Host
+from kiln.matrix.catalogue import (
+    BACKEND_BY_NAME,
+    EMULATED_X86_LEVEL,
+    UNKNOWN_TIER,
+    Runtime,
+    cpu_arch_of_level,
+    feature_label,
+    tiers,
+)
+from kiln.matrix.catalogue import level as cpu_level
 from kiln.package.records import AssetRecord
 from kiln.release.manifest import (
     MANIFEST_NAME,

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kiln.catalogue import wheel_variant
 from kiln.matrix import Entry
+from kiln.matrix.catalogue import wheel_variant
 from kiln.package.records import AssetRecord
 
 __all__ = [

@@ -61,9 +61,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln import __version__
-from kiln.catalogue import wheel_variant
 from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
 from kiln.matrix import Entry
+from kiln.matrix.catalogue import wheel_variant
 from kiln.package.macho import MachOFacts, read_macho
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.run import require_tool, run

@@ -2,10 +2,11 @@
 
 ``render(manifest, pubkey, base_url)`` fills ``kiln/release/templates/install.{sh,ps1}.j2``.
 Python computes every value (the pinned public key, the default mirror, one line per build
-with its floors, driver minimum and device code, the rank tier and order; from the catalogue,
-``kiln.catalogue``, the CPU level orders, the x86-64 level feature lists (archspec's), the IBM
-Z machine types and the backends that need no runtime); the templates only print, and do the
-same detection and the same ranking as ``kiln install`` with no Python on the machine.
+with its floors, driver minimum and device code, the rank tier and order; from the
+catalogue, ``kiln.matrix.catalogue``, the CPU level orders, the x86-64 level feature lists
+(archspec's), the IBM Z machine types and the backends that need no runtime); the templates
+only print, and do the same detection and the same ranking as ``kiln install`` with no Python
+on the machine.
 
 The table describes the release the script is published with. With ``--tag`` another release
 can be installed: its ``SHA256SUMS`` says which builds exist, and the table says what each
@@ -21,7 +22,10 @@ from typing import Any
 
 import jinja2
 
-from kiln.catalogue import (
+from kiln.errors import ConfigError
+from kiln.install.host.probe import Z_MACHINES, archspec_targets, features_of
+from kiln.install.installer import parse_manifest, read_pubkey, version_tuple
+from kiln.matrix.catalogue import (
     APPLE_SILICON_LEVEL,
     BACKEND_BY_NAME,
     BACKENDS,
@@ -30,9 +34,6 @@ from kiln.catalogue import (
     EMULATED_X86_LEVEL,
     UNKNOWN_TIER,
 )
-from kiln.errors import ConfigError
-from kiln.install.host.probe import Z_MACHINES, archspec_targets, features_of
-from kiln.install.installer import parse_manifest, read_pubkey, version_tuple
 from kiln.release.manifest import ReleaseManifest
 
 __all__ = ["SCRIPTS", "catalogue_values", "render", "table_lines"]

@@ -130,11 +130,12 @@ def test_no_module_imports_another_modules_private_name() -> None:
 
 def test_the_stages_have_their_folders() -> None:
     """The layout docs/architecture.md draws: one folder per stage of the pipeline."""
-    for stage in ("build", "verify", "package", "release", "publish", "install", "ci", "cli"):
+    for stage in ("matrix", "build", "verify", "package", "release", "publish", "install", "ci",
+                  "cli"):
         assert (KILN / stage / "__init__.py").is_file(), stage
     flat = sorted(p.name for p in KILN.glob("*.py"))
-    assert flat == ["__init__.py", "__main__.py", "catalogue.py", "console.py", "errors.py",
-                    "files.py", "matrix.py", "plan.py", "run.py", "vcs.py"], flat
+    assert flat == ["__init__.py", "__main__.py", "console.py", "errors.py", "files.py",
+                    "plan.py", "run.py", "vcs.py"], flat
 
 
 def test_every_module_lists_its_public_names_in_all() -> None:

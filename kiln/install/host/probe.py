@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from kiln.catalogue import APPLE_SILICON_LEVEL, CPU_ARCH_BY_NAME
 from kiln.install.host.facts import Cpu, Gpu, Host, VulkanIcd
 from kiln.install.host.source import Source
+from kiln.matrix.catalogue import APPLE_SILICON_LEVEL, CPU_ARCH_BY_NAME
 
 __all__ = [
     "archspec_targets",
@@ -57,7 +57,7 @@ VENDOR_LABELS = {"nvidia": "NVIDIA", "amd": "AMD", "intel": "Intel", "qualcomm":
 # When several GPUs could run Vulkan, the first vendor here is named (discrete cards first).
 GPU_PREFERENCE = ("nvidia", "amd", "intel", "qualcomm", "apple", "arm", "virtio", "other")
 CPU_ICDS = ("lvp", "lavapipe", "swiftshader", "llvmpipe")
-# The CPU levels and features of each architecture are the catalogue's (kiln/catalogue.py).
+# The CPU levels and features of each architecture are the catalogue's (kiln/matrix/catalogue.py).
 _X86 = CPU_ARCH_BY_NAME["x86_64"]
 _ARM = CPU_ARCH_BY_NAME["aarch64"]
 _Z = CPU_ARCH_BY_NAME["s390x"]
