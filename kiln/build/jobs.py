@@ -280,14 +280,14 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
     recipe = s.recipes_by_backend[entry.backend]
     toolchain = TOOLCHAINS[recipe.toolchain]
     ident = toolchain.identity(job, recipe)
+    tools = toolchain.tools(job)
     key = _build_key(s, job, recipe, ident)
     _log(log, f"== {entry.id}: build key {key}")
     with s.cache.lock(key):
         hit = s.cache.lookup(key)
         if hit is not None:
             _log(log, f"cache hit: {hit}")
-            return _Staged(key=key, stage=hit, cached=True, identity=ident,
-                           tools=toolchain.tools(job))
+            return _Staged(key=key, stage=hit, cached=True, identity=ident, tools=tools)
         with s.cache.work_lock(entry.id):
             work = s.cache.work_dir(entry.id)
             shutil.rmtree(work, ignore_errors=True)
@@ -318,8 +318,7 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
                                                 "identity": ident.to_json()})
             shutil.rmtree(work, ignore_errors=True)
             _log(log, f"stored in the cache: {stored}")
-            return _Staged(key=key, stage=stored, cached=False, identity=ident,
-                           tools=toolchain.tools(job))
+            return _Staged(key=key, stage=stored, cached=False, identity=ident, tools=tools)
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,6 @@ from kiln.matrix.yaml_lines import LineLoader, duplicate_keys, line_of
 
 __all__ = [
     "load_matrix",
-    "one_line",
 ]
 
 
@@ -310,13 +309,13 @@ def _merge_entry(own: dict[str, Any], file_defaults: Mapping[str, Any],
         cpu_baseline=layered["cpu_baseline"], cpu_dispatch=tuple(layered["cpu_dispatch"]),
         gpu_targets=tuple(layered["gpu_targets"]), min_driver=layered.get("min_driver"),
         build=layered["build"], runner=layered["runner"], container=layered.get("container"),
-        verify=layered["verify"], verify_note=one_line(layered.get("verify_note")),
+        verify=layered["verify"], verify_note=_one_line(layered.get("verify_note")),
         archive=layered["archive"],
         cmake=tuple(sorted((str(k), str(v)) for k, v in cmake.items())),
-        disabled=disabled, notes=one_line(layered.get("notes")),
+        disabled=disabled, notes=_one_line(layered.get("notes")),
         source=path.name,
     )
 
 
-def one_line(text: str | None) -> str | None:
+def _one_line(text: str | None) -> str | None:
     return None if text is None else " ".join(text.split())

@@ -22,9 +22,7 @@ from kiln.matrix.yaml_lines import line_of
 
 __all__ = [
     "RULES",
-    "Pred",
     "Problems",
-    "Rule",
     "check_disabled",
     "check_value",
     "suggest",
@@ -144,15 +142,15 @@ def check_disabled(value: object, file: Path, where: str, problems: Problems,
 
 
 # Impossible combinations: (predicate on the merged raw entry, field, message, fix).
-Pred = Callable[[Mapping[str, Any]], bool]
-Rule = tuple[Pred, str, str, str]
+_Pred = Callable[[Mapping[str, Any]], bool]
+_Rule = tuple[_Pred, str, str, str]
 
 
-def _outside(backend: str, fld: str, place: Placement) -> Pred:
+def _outside(backend: str, fld: str, place: Placement) -> _Pred:
     return lambda e: e["backend"] == backend and not place.allows(e[fld])
 
 
-def _placement_rules() -> tuple[Rule, ...]:
+def _placement_rules() -> tuple[_Rule, ...]:
     """Where each backend exists (the catalogue's ``oses`` and ``arches``); an entry has one
     backend, so its OS rule is checked before its architecture rule."""
     return tuple((_outside(b.name, fld, place), "backend", place.message, place.fix)
@@ -160,28 +158,28 @@ def _placement_rules() -> tuple[Rule, ...]:
                  if place.values is not None)
 
 
-def _built_here(backend: str, strict: bool) -> Pred:
+def _built_here(backend: str, strict: bool) -> _Pred:
     return lambda e: (e["build"] == "local" and e["backend"] == backend
                       and (strict or e.get("disabled") is None))
 
 
-def _ci_only_rules() -> tuple[Rule, ...]:
+def _ci_only_rules() -> tuple[_Rule, ...]:
     """Backends the release host cannot build (``ci_only`` in the catalogue); a strict one is
     refused on disabled entries too."""
     return tuple((_built_here(b.name, b.ci_only_strict), "build", b.ci_only, "set build: ci-only")
                  for b in CATALOGUE if b.ci_only is not None)
 
 
-def _level_outside(arch: str, names: tuple[str, ...]) -> Pred:
+def _level_outside(arch: str, names: tuple[str, ...]) -> _Pred:
     return lambda e: e["arch"] == arch and e["cpu_baseline"] not in names
 
 
-def _features_off(arch: str) -> Pred:
+def _features_off(arch: str) -> _Pred:
     names = tuple(f.name for a in CPU_ARCHES if a.arch == arch for f in a.features)
     return lambda e: any(f in names for f in e["cpu_dispatch"]) and e["arch"] != arch
 
 
-def _cpu_rules() -> tuple[Rule, ...]:
+def _cpu_rules() -> tuple[_Rule, ...]:
     """Each architecture's cpu_baseline levels, and its cpu_dispatch features on no other."""
     return (
         *((_level_outside(a.arch, a.baselines), "cpu_baseline",
@@ -193,7 +191,7 @@ def _cpu_rules() -> tuple[Rule, ...]:
     )
 
 
-def _lacks_target(backend: str, prefix: str) -> Pred:
+def _lacks_target(backend: str, prefix: str) -> _Pred:
     return lambda e: (e["backend"] == backend
                       and not any(t.startswith(prefix) for t in e["gpu_targets"]))
 
@@ -201,7 +199,7 @@ def _lacks_target(backend: str, prefix: str) -> Pred:
 _NO_DEVICE_CODE = tuple(b.name for b in CATALOGUE if not b.device_code)
 
 
-def _device_code_rules() -> tuple[Rule, ...]:
+def _device_code_rules() -> tuple[_Rule, ...]:
     """The device targets a backend's entry must list, and backends that embed none."""
     return (
         *((_lacks_target(b.name, b.required_target[0]), "gpu_targets",
@@ -214,7 +212,7 @@ def _device_code_rules() -> tuple[Rule, ...]:
 
 _VERSIONED = tuple(b.name for b in CATALOGUE if b.versioned)
 
-RULES: tuple[Rule, ...] = (
+RULES: tuple[_Rule, ...] = (
     *_placement_rules(),
     (lambda e: e["os"] == "macos" and e["arch"] == "s390x",
      "arch", "macOS does not run on s390x", "use aarch64 or x86_64"),

@@ -10,13 +10,12 @@ import yaml
 
 __all__ = [
     "LineLoader",
-    "LineMap",
     "duplicate_keys",
     "line_of",
 ]
 
 
-class LineMap(dict[str, Any]):
+class _LineMap(dict[str, Any]):
     """A mapping that remembers the line (1-based) of each of its keys."""
 
     lines: dict[str, int]
@@ -34,9 +33,9 @@ class LineLoader(_BaseLoader):  # type: ignore[valid-type,misc]
     pass
 
 
-def _construct_mapping(loader: LineLoader, node: yaml.MappingNode) -> LineMap:
+def _construct_mapping(loader: LineLoader, node: yaml.MappingNode) -> _LineMap:
     loader.flatten_mapping(node)
-    out = LineMap()
+    out = _LineMap()
     out.lines = {}
     out.duplicates = []
     out.start_line = node.start_mark.line + 1
@@ -57,11 +56,11 @@ LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _cons
 
 
 def duplicate_keys(mapping: object) -> list[tuple[str, int]]:
-    return list(mapping.duplicates) if isinstance(mapping, LineMap) else []
+    return list(mapping.duplicates) if isinstance(mapping, _LineMap) else []
 
 
 def line_of(mapping: object, key: str | None = None) -> int | None:
-    if not isinstance(mapping, LineMap):
+    if not isinstance(mapping, _LineMap):
         return None
     if key is not None and key in mapping.lines:
         return mapping.lines[key]

@@ -48,10 +48,22 @@ CUDA_PINS: dict[str, tuple[str, ...]] = {
              "nvidia-cuda-cuobjdump==13.3.73"),
     "12.4": ("nvidia-cuda-nvrtc-cu12==12.4.127", "nvidia-cuda-nvcc-cu12==12.4.131"),
 }
-# The device compilers each version runs (from the pins above), for records and the SBOM.
+# The device compilers each version runs and the pinned wheel that carries each one; their
+# versions are read from CUDA_PINS, so a pin moved there moves the records and the SBOM too.
+_DEVICE_TOOL_WHEELS: dict[str, tuple[tuple[str, str], ...]] = {
+    "13.3": (("nvcc", "nvidia-cuda-nvcc"),),
+    "12.4": (("NVRTC", "nvidia-cuda-nvrtc-cu12"), ("ptxas", "nvidia-cuda-nvcc-cu12")),
+}
+
+
+def _pinned(version: str, wheel: str) -> str:
+    pins = dict(pin.split("==", 1) for pin in CUDA_PINS[version])
+    return pins[wheel]
+
+
 DEVICE_TOOLS: dict[str, tuple[Tool, ...]] = {
-    "13.3": (Tool(name="nvcc", version="13.3.73"),),
-    "12.4": (Tool(name="NVRTC", version="12.4.127"), Tool(name="ptxas", version="12.4.131")),
+    version: tuple(Tool(name=name, version=_pinned(version, wheel)) for name, wheel in tools)
+    for version, tools in _DEVICE_TOOL_WHEELS.items()
 }
 DEVICE_COMPILER = {v: " + ".join(f"{t.name} {t.version}" for t in tools)
                    for v, tools in DEVICE_TOOLS.items()}

@@ -231,13 +231,15 @@ class HipToolchain(ZigHostedToolchain):
         self._env = dict(env)
         self._locate(env, "linux")
 
+    def _hipcc_version(self) -> str:
+        """The version of the hipcc found, or the pinned one before it is looked for."""
+        return self._hipcc[1] if self._hipcc is not None else HIP_VERSION
+
     def device_tools(self, job: Job) -> tuple[Tool, ...]:
-        found = self._hipcc[1] if self._hipcc is not None else HIP_VERSION
-        return (Tool(name="hipcc", version=found),)
+        return (Tool(name="hipcc", version=self._hipcc_version()),)
 
     def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
-        found = self._hipcc[1] if self._hipcc is not None else HIP_VERSION
-        return f"+hipcc-{found}+embed{EMBED_SCHEME}", {}
+        return f"+hipcc-{self._hipcc_version()}+embed{EMBED_SCHEME}", {}
 
     def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
                     work: Path) -> DeviceStep:
