@@ -11,6 +11,8 @@ Layout under the cache root (``--cache-dir``, ``$KILN_CACHE``, ``$XDG_CACHE_HOME
                         ccache's hashes match from one build to the next)
     ccache/             ccache's object cache: an edit recompiles only what changed
     wine/               wine prefixes for running Windows builds
+    authenticode/       the throwaway self-signed code-signing certificate of local builds
+                        (kiln/package/authenticode.py), made once and kept
     locks/              one lock file per build key and per work directory
 
 The key of a build hashes everything that changes its output (``key_of``): the source tree
@@ -102,18 +104,20 @@ def default_cache_dir(env: Mapping[str, str]) -> Path:
 @dataclass(frozen=True, kw_only=True)
 class CacheLayout:
     """Where each part of the cache lives. ``fresh`` gives a layout with empty build caches that
-    still shares the installed toolchains, zig's cache and the wine prefixes."""
+    still shares the installed toolchains, zig's cache, the wine prefixes and the throwaway
+    code-signing certificate (so a rebuild signs with the same one)."""
 
     root: Path
     toolchains: Path
     zig: Path
     wine: Path
+    authenticode: Path
 
     @classmethod
     def at(cls, root: Path) -> CacheLayout:
         root = root.absolute()
         return cls(root=root, toolchains=root / "toolchains", zig=root / "zig",
-                   wine=root / "wine")
+                   wine=root / "wine", authenticode=root / "authenticode")
 
     def fresh(self, root: Path) -> CacheLayout:
         return replace(self, root=root.absolute())

@@ -8,9 +8,11 @@
 3. build the host build first when a run-based verification needs its ids (the reference,
    ``ubuntu-x64``: ``recipes/verify.yaml``);
 4. then every job in a thread pool of ``parallel`` workers, each with its own log file:
-   stage (a cache hit, or CMake + Ninja through zig and ccache, installed into a stage and
-   stored in the cache), verify (kiln/verify/__init__.py), package (kiln/package/archive.py) and write the
-   asset record (kiln/package/records.py) into ``out``.
+   stage (a cache hit, or CMake + Ninja through zig and ccache, installed into a stage,
+   Windows binaries Authenticode-signed (kiln/package/authenticode.py), and stored in the
+   cache: the certificate's fingerprint is part of a Windows build's key), verify
+   (kiln/verify/__init__.py), package (kiln/package/archive.py) and write the asset record
+   (kiln/package/records.py) into ``out``.
 
 A failing job does not stop the others; its ``BuildResult`` says why and names its log.
 Nothing half-written reaches ``out``: archives and records are written in a hidden temporary
@@ -42,18 +44,19 @@ from typing import Any
 from kiln import __version__, vcs
 from kiln.build.cache import CACHE_SCHEMA, BuildCache, CacheLayout, default_cache_dir, key_of
 from kiln.build.cache import source_tree_hash as _source_tree_hash
+from kiln.build.toolchains import TOOLCHAINS, Identity, Installed, ToolchainPaths, check_buildable
+from kiln.build.toolchains.recipe import Recipe, VerifySpec, load_recipe, load_verify_spec
 from kiln.console import Console, Progress
 from kiln.errors import ConfigError, KilnError, SelectionError, ToolMissing, VerifyError
 from kiln.files import sha256_file
-from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.matrix import Matrix, load_matrix
 from kiln.package.archive import BuildInfo, package
+from kiln.package.authenticode import CodeSigningKey, resolve_code_signing, sign_tree, tool_version
+from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
+from kiln.package.wheel import build_wheel
 from kiln.plan import Job, make_job
 from kiln.run import require_tool, run
-from kiln.build.toolchains import TOOLCHAINS, Identity, Installed, ToolchainPaths, check_buildable
-from kiln.build.toolchains.recipe import Recipe, VerifySpec, load_recipe, load_verify_spec
 from kiln.verify import VERIFY_VERSION, VerifyContext, VerifyReport, verifier_for
-from kiln.package.wheel import build_wheel
 
 __all__ = [
     "BuildResult",
@@ -73,6 +76,9 @@ HOST_TOOLS = ("cmake", "ninja", "ccache", "git")
 KEPT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
 LICENSE_CANDIDATES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "runtime/LICENSE")
 TMP_PREFIX = ".kiln-tmp-"
+# Part of every verification's cache key: bumped when the signature checks (Authenticode,
+# Mach-O code signatures) change, so that reports cached before are redone.
+SIGNATURE_CHECKS = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +166,9 @@ class _Session:
     ninja_jobs: int
     host_arch: str
     host_paths: tuple[str, ...]
+    # the Windows binaries' signing key (None: no Windows job) and what of it goes into keys
+    signing: CodeSigningKey | None = None
+    signing_id: Mapping[str, Any] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     # entries built or verified by this run before their job (the host build): not "cached"
     fresh: set[str] = field(default_factory=set)
@@ -202,11 +211,12 @@ def _preflight(jobs: Sequence[Job], spec: VerifySpec, env: Mapping[str, str]) ->
     path = env.get("PATH")
     missing: list[str] = []
     hints: list[str] = []
-    for tool in HOST_TOOLS:
+    signing = ("osslsigncode",) if any(j.entry.os == "windows" for j in jobs) else ()
+    for tool in (*HOST_TOOLS, *signing):
         try:
             require_tool(tool, path=path)
         except ToolMissing as exc:
-            missing.append(f"'{tool}' (building)")
+            missing.append(f"'{tool}' ({'signing' if tool in signing else 'building'})")
             hints.append(exc.hint or "")
     for job in jobs:
         verifier = verifier_for(job.entry)
@@ -246,6 +256,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _code_signing(env: Mapping[str, str], repo: Path, layout: CacheLayout,
+                  run_env: Mapping[str, str]) -> tuple[CodeSigningKey, dict[str, Any]]:
+    """The Windows binaries' signing key (``KILN_AUTHENTICODE_*`` in ``env``, else the
+    throwaway certificate kept in the cache) and what of it goes into the cache keys."""
+    key = resolve_code_signing(env, repo=repo, local_dir=layout.authenticode, run_env=run_env)
+    return key, {"cert": key.sha256, "timestamp": key.timestamp_url,
+                 "tool": tool_version(run_env)}
+
+
 def _first_model(repo: Path, spec: VerifySpec) -> Path | None:
     for rel in spec.run.models:
         if (repo / rel).is_file():
@@ -270,9 +289,13 @@ def _log(path: Path, text: str) -> None:
 
 
 def _build_key(s: _Session, job: Job, recipe: Recipe, ident: Identity) -> str:
-    return key_of({"schema": CACHE_SCHEMA, "entry": job.entry.id, "source": s.source_hash,
-                   "recipe": recipe.sha256, "toolchain": ident.to_json(),
-                   "host_tools": [list(t) for t in s.host_tools]})
+    parts = {"schema": CACHE_SCHEMA, "entry": job.entry.id, "source": s.source_hash,
+             "recipe": recipe.sha256, "toolchain": ident.to_json(),
+             "host_tools": [list(t) for t in s.host_tools]}
+    if job.entry.os == "windows":
+        # the cache holds signed trees: another certificate is another build
+        parts["authenticode"] = s.signing_id
+    return key_of(parts)
 
 
 def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
@@ -314,6 +337,9 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
                 if s.cancel.is_set():
                     raise _Cancelled("cancelled")
                 run(argv, env=env, cwd=work, log_file=log, what=f"{step} {entry.id}")
+            if entry.os == "windows" and s.signing is not None:
+                signed = sign_tree(stage, s.signing, epoch=s.epoch, env=s.env, log_file=log)
+                _log(log, f"Authenticode-signed: {', '.join(signed) or 'no PE file'}")
             stored = s.cache.store(key, stage, {"entry": entry.id, "source": s.source_hash,
                                                 "identity": ident.to_json()})
             shutil.rmtree(work, ignore_errors=True)
@@ -330,7 +356,8 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
     verifier = verifier_for(job.entry)
     vkey = key_of({"version": VERIFY_VERSION, "method": verifier.method, "spec": s.spec.sha256,
                    "model": s.model_sha, "reference": None if ref is None else list(ref.ids or ()),
-                   "host_paths": list(s.host_paths)})
+                   "host_paths": list(s.host_paths), "signatures": SIGNATURE_CHECKS,
+                   "authenticode": s.signing_id if job.entry.os == "windows" else None})
     usable = ref is None or ref.ids is not None
     if usable:
         with s.cache.lock(staged.key):
@@ -344,7 +371,7 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
                         model=s.model, reference_ids=None if ref is None else ref.ids,
                         reference_error=None if ref is None else ref.error,
                         host_paths=s.host_paths, wine_root=s.layout.wine,
-                        host_arch=s.host_arch, extra={"toolchains": str(s.layout.toolchains)})
+                        host_arch=s.host_arch, extra=_verify_extra(s))
     report = verifier.verify(ctx)
     _log(log, f"verification ({report.method}): {'ok' if report.ok else 'FAILED'}: "
               f"{report.detail}")
@@ -352,6 +379,14 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
         with s.cache.lock(staged.key):
             s.cache.write_verify(staged.key, vkey, report.to_json())
     return report, False
+
+
+def _verify_extra(s: _Session) -> dict[str, str]:
+    extra = {"toolchains": str(s.layout.toolchains)}
+    if s.signing is not None:  # what the Windows binaries' signatures are checked against
+        extra.update({"authenticode_cert": str(s.signing.cert),
+                      "authenticode_throwaway": "1" if s.signing.throwaway else ""})
+    return extra
 
 
 # --------------------------------------------------------------------------------------------
@@ -576,6 +611,10 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
                                                 env=env)
                  for name in sorted({r.toolchain for r in recipes_by_backend.values()})}
     model = _first_model(repo, spec)
+    signing: CodeSigningKey | None = None
+    signing_id: dict[str, Any] | None = None
+    if any(j.entry.os == "windows" for j in all_jobs):
+        signing, signing_id = _code_signing(env, repo, layout, base_env)
     home = env.get("HOME", "")
     # Where a build could leak this machine's paths from (not --out: it must not change keys).
     host_paths = tuple(sorted({*layout.host_paths(), str(repo),
@@ -587,7 +626,7 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
         host_tools=host_tools, installed=installed, recipes_by_backend=recipes_by_backend,
         spec=spec, model=model, model_sha=None if model is None else sha256_file(model),
         license_file=_license(repo), ninja_jobs=max(1, cores // parallel),
-        host_arch=host_arch(), host_paths=host_paths)
+        host_arch=host_arch(), host_paths=host_paths, signing=signing, signing_id=signing_id)
 
     results: list[BuildResult] = []
     progress = contextlib.nullcontext(None) if quiet else console.progress("building", len(jobs))

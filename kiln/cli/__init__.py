@@ -34,7 +34,8 @@ __all__ = ["SUBCOMMAND_MODULES", "main"]
 # ``register(subparsers)`` that adds its parser(s) with ``set_defaults(func=...)``; the function
 # takes a ``Context`` and returns an exit code.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "kiln.cli.matrix", "kiln.cli.build", "kiln.cli.ci", "kiln.cli.release", "kiln.cli.install")
+    "kiln.cli.matrix", "kiln.cli.build", "kiln.cli.ci", "kiln.cli.release", "kiln.cli.install",
+    "kiln.cli.reproduce", "kiln.cli.verify")
 
 
 def _parser() -> argparse.ArgumentParser:

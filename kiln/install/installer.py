@@ -30,6 +30,11 @@ its reason. An archive is a *candidate* when every check passes:
    a GPU of this machine (software rasterisers such as lavapipe do not count); OpenCL: an
    OpenCL driver and an Adreno GPU; CANN: the Ascend driver.
 
+7. **Linux distribution**: a build made for one distribution (the release index's ``scope``
+   ``distribution``: ``openeuler-*``) is chosen only on that distribution or one like it
+   (os-release ``ID`` / ``ID_LIKE``), or when ``--backend`` names its entry id; elsewhere the
+   general Linux build (``scope`` ``general``: the lowest glibc floor, ``ubuntu-*``) is.
+
 Disabled entries and entries missing from the release are listed with their reason (and
 tracking link) and never chosen.
 
@@ -49,6 +54,12 @@ start at all.
 
 Installing
 ==========
+
+The installer chooses from the release's signed ``index.json`` (``kiln.release.index``,
+docs/index.md): its signature, the version and expiry its signed comment names, and that its
+assets are the manifest's are checked first. A mirror root's own ``index.json`` says which
+release is the newest; the highest version seen per key is kept (``trust.json`` beside the
+download cache) and an older one is refused (rollback), as is an expired one (freeze).
 
 ``install`` resolves the release (``--from`` a mirror root with ``latest`` and ``<tag>/``, a
 release directory, or a URL template with ``{tag}``), downloads ``SHA256SUMS`` and its
@@ -81,6 +92,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -106,7 +118,17 @@ from kiln.matrix.catalogue import (
 )
 from kiln.matrix.catalogue import level as cpu_level
 from kiln.package.records import AssetRecord
+from kiln.release.index import (
+    INDEX_MAX_BYTES,
+    IndexRelease,
+    ReleaseIndex,
+    TrustStore,
+    check_fresh,
+    parse_index,
+)
 from kiln.release.manifest import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     SUMS_NAME,
@@ -150,8 +172,10 @@ __all__ = [
     "read_pubkey",
     "require_choice",
     "resolve_release_url",
+    "trust_store",
     "uninstall",
     "unpack",
+    "verify_signature_of",
     "verify_sums_signature",
     "version_tuple",
 ]
@@ -540,9 +564,37 @@ def _matches_backend(r: AssetRecord, wanted: str) -> bool:
     return w in forms
 
 
-def rank(manifest: ReleaseManifest, host: Host, *, backend: str | None = None) -> Choice:
+def _distro_fit(r: AssetRecord, host: Host, placement: Mapping[str, tuple[str | None, str]],
+                backend: str | None) -> tuple[bool, str]:
+    """Whether a Linux build was made for the host's distribution family (``ID`` or
+    ``ID_LIKE`` of os-release), and a note; raises ``_Unfit`` for a distribution's own build
+    on another distribution, unless it was asked for by id."""
+    family = {d for d in (host.distro, *host.distro_like) if d}
+    if r.os != "linux":
+        return False, ""
+    if r.entry_id not in placement:
+        # No placement known (a manifest without an index): the entry id's first word.
+        return r.entry_id.split("-", 1)[0] in family, ""
+    distro, scope = placement[r.entry_id]
+    match = distro is not None and distro in family
+    if scope == "distribution" and not match:
+        if backend is not None and backend.strip().lower() == r.entry_id:
+            return False, f"made for {distro}, installed because --backend named it"
+        raise _Unfit(f"made for {distro}; this machine runs {host.distro or 'another Linux'}"
+                     f" (the general Linux build is preferred; --backend {r.entry_id} "
+                     "installs it anyway)")
+    if match:
+        return True, f"made for {distro}"
+    return False, "general Linux build" if scope == "general" else ""
+
+
+def rank(manifest: ReleaseManifest, host: Host, *, backend: str | None = None,
+         placement: Mapping[str, tuple[str | None, str]] | None = None) -> Choice:
     """Candidates of ``manifest`` for ``host``, best first, and every rejection with its
-    reason (see the module docstring for the rule)."""
+    reason (see the module docstring for the rule). ``placement`` (from the release index:
+    entry id -> the distribution it was made for and its scope) decides the Linux
+    distribution rule; without it, an entry id's first word is taken as its distribution."""
+    placement = placement or {}
     ranked: list[tuple[tuple[Any, ...], Candidate]] = []
     rejected: list[Rejected] = []
     for index, asset in enumerate(manifest.assets):
@@ -560,6 +612,7 @@ def rank(manifest: ReleaseManifest, host: Host, *, backend: str | None = None) -
             continue
         notes: list[str] = []
         try:
+            distro_match, distro_note = _distro_fit(r, host, placement, backend)
             libc = _check_libc(r, host, notes)
             _check_min_os(r, host, notes)
             cpu = _check_cpu(r, host, emulated, notes)
@@ -577,9 +630,9 @@ def rank(manifest: ReleaseManifest, host: Host, *, backend: str | None = None) -
         if emulated:
             how = "Rosetta 2" if host.os == "macos" else "x64 emulation"
             notes.append(f"runs under {how}: slower than a native {host.arch} build")
-        why = runtime or ", ".join(p for p in (f"{_backend_label(r)} build", libc, cpu) if p)
+        why = runtime or ", ".join(p for p in (f"{_backend_label(r)} build", distro_note, libc,
+                                                cpu) if p)
         tier = TIERS.get(r.backend, UNKNOWN_TIER)
-        distro_match = bool(host.distro) and r.entry_id.split("-", 1)[0] == host.distro
         newest_first = tuple(-x for x in version_tuple(r.backend_version))
         key = (emulated, tier, newest_first, not distro_match, index)
         ranked.append((key, Candidate(asset=asset, emulated=emulated, why=why,
@@ -878,6 +931,16 @@ class Release:
     # The release date: from the signed trusted comment ("... date 2026-01-02T03:04:05Z"),
     # else the manifest's; None when neither holds one.
     date: str | None = None
+    # The release as its signed index.json lists it: what the installer chooses from.
+    index: IndexRelease | None = None
+    # What the installer could not check and says so (e.g. a mirror without a root index).
+    notes: tuple[str, ...] = ()
+
+    def placement(self) -> dict[str, tuple[str | None, str]]:
+        """Entry id -> (the distribution it was made for, its scope), from the index."""
+        if self.index is None:
+            return {}
+        return {a.record.entry_id: (a.distro, a.scope) for a in self.index.assets}
 
 
 def _join(base: str, name: str) -> str:
@@ -895,7 +958,8 @@ def check_requested_tag(tag: str) -> str:
                       "by 1 to 9 digits, e.g. b42)")
 
 
-def resolve_release_url(source: str, tag: str, fetcher: Fetcher) -> tuple[str, str | None]:
+def resolve_release_url(source: str, tag: str, fetcher: Fetcher,
+                        root_index: ReleaseIndex | None = None) -> tuple[str, str | None]:
     """The release directory for ``tag`` under ``source``, and the tag if known.
 
     ``source`` is a URL template with ``{tag}``, a mirror root (``latest`` file and one
@@ -913,6 +977,14 @@ def resolve_release_url(source: str, tag: str, fetcher: Fetcher) -> tuple[str, s
             return _join(source, tag), tag
         return source, tag  # a release directory itself; its tag is checked below
     pointer = fetcher.get(_join(source, "latest"), missing_ok=True, limit=LATEST_CAP)
+    if pointer is not None and root_index is not None and root_index.latest is not None:
+        # The signed root index says which release is the newest; `latest` must agree.
+        name = root_index.latest.tag
+        if parse_latest(pointer, source=_join(source, "latest")) != name:
+            raise IntegrityError(f"{_join(source, 'latest')} names another release than the "
+                                 f"mirror's signed {INDEX_NAME} ({name})",
+                                 hint="the mirror is damaged or hostile: do not install from it")
+        return _join(source, name), name
     if pointer is not None:
         name = parse_latest(pointer, source=_join(source, "latest"))
         return _join(source, name), name
@@ -953,6 +1025,27 @@ def comment_date(comment: str) -> str | None:
         if word == "date" and DATE_RE.fullmatch(words[i + 1]):
             return words[i + 1]
     return None
+
+
+def verify_signature_of(data: bytes, signature: bytes, pubkey: str, *, what: str) -> str:
+    """Check the minisign signature of a small file ``what``; return its trusted comment."""
+    import minisign
+
+    key = read_pubkey(pubkey)
+    try:
+        sig = minisign.Signature.from_bytes(signature)
+    except (minisign.Error, ValueError, binascii.Error, IndexError) as exc:
+        raise IntegrityError(f"{what}.minisig is not a minisign signature: {exc}",
+                             hint="the mirror is damaged or tampered with; do not install "
+                                  "from it") from exc
+    try:
+        key.verify(data, sig)
+    except minisign.Error as exc:
+        raise IntegrityError(f"{what}.minisig does not verify {what} with the pinned public "
+                             f"key ({exc})", hint="the file was changed after it was signed, "
+                                                  "or signed by another key: do not install "
+                                                  "from this mirror; check --pubkey") from exc
+    return str(sig.trusted_comment)
 
 
 def verify_sums_signature(sums: bytes, signature: bytes, pubkey: str, *,
@@ -998,21 +1091,69 @@ def _check_manifest_names(data: object, *, where: str) -> None:
             check_name(name, what=f"{where}: the asset name")
 
 
+def _signed_index(url: str, fetcher: Fetcher, *, pubkey: str | None, kind: str,
+                  missing_ok: bool, now: datetime) -> ReleaseIndex | None:
+    """``index.json`` at ``url`` checked against its signature (``pubkey``; unchecked with
+    ``None``, i.e. --insecure-skip-signature): signed comment, version and expiry. Looking
+    for a mirror's index (``missing_ok``) where a release's is found: ``None`` (``url`` is a
+    release directory, whose index is read as the release's)."""
+    where = _join(url, INDEX_NAME)
+    raw = fetcher.get(where, limit=INDEX_MAX_BYTES, missing_ok=True)
+    if raw is None:
+        if missing_ok:
+            return None
+        raise IntegrityError(f"{where} is missing: installers choose from the release's "
+                             "signed index", hint="the release was made by an older kiln or "
+                                                  "is damaged: do not install from it")
+    index = parse_index(raw, source=where)
+    if missing_ok and kind == "mirror" and index.kind == "release":
+        return None
+    if pubkey is not None:
+        sig = fetcher.get(_join(url, INDEX_SIGNATURE_NAME), limit=SIGNATURE_CAP,
+                          missing_ok=True)
+        if sig is None:
+            raise IntegrityError(f"{_join(url, INDEX_SIGNATURE_NAME)} is missing: the index "
+                                 "is not signed", hint="do not install from this mirror")
+        comment = verify_signature_of(raw, sig, pubkey, what=INDEX_NAME)
+        check_fresh(index, comment, now=now, source=where)
+    if index.kind != kind:
+        raise IntegrityError(f"{where} is a {index.kind} index where a {kind} index belongs",
+                             hint="the mirror is damaged or hostile: do not install from it")
+    return index
+
+
 def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher,
-                  insecure_skip_signature: bool = False) -> Release:
+                  insecure_skip_signature: bool = False, trust: TrustStore | None = None,
+                  now: datetime | None = None) -> Release:
     """Resolve, fetch and check a release: the signature of ``SHA256SUMS`` (and that its
     trusted comment names the release's tag), ``SHA256SUMS`` itself (strictly, see
     ``kiln.release.sums``), ``manifest.json`` against it, and every name and tag in them."""
-    url, known_tag = resolve_release_url(source, tag, fetcher)
+    now = now or datetime.now(UTC)
+    key = None if insecure_skip_signature else pubkey
+    if not insecure_skip_signature and not pubkey:
+        raise ConfigError("no minisign public key to check the release with",
+                          hint="pass --pubkey KEY (or set KILN_INSTALL_PUBKEY) with the "
+                               "project's published key; --insecure-skip-signature "
+                               "skips the check")
+    notes: list[str] = []
+    root_index = None
+    if "{tag}" not in source:
+        # A mirror root keeps every release in its signed index.json (kind "mirror"): its
+        # version may only grow (rollback) and it must not be past its expiry (freeze).
+        root_index = _signed_index(source, fetcher, pubkey=key, kind="mirror",
+                                   missing_ok=True, now=now)
+        if root_index is not None and key is not None and trust is not None:
+            trust.check(root_index, key, source=_join(source, INDEX_NAME))
+            trust.remember(root_index, key)
+    url, known_tag = resolve_release_url(source, tag, fetcher, root_index)
+    if root_index is not None and known_tag is not None and root_index.release(known_tag) is None:
+        raise InstallError(f"release {known_tag} is not in the mirror's signed "
+                           f"{_join(source, INDEX_NAME)}", hint="check --tag")
     sums_bytes = fetcher.get(_join(url, SUMS_NAME), limit=SUMS_CAP)
     assert sums_bytes is not None
     comment: str | None = None
     if not insecure_skip_signature:
-        if not pubkey:
-            raise ConfigError("no minisign public key to check the release with",
-                              hint="pass --pubkey KEY (or set KILN_INSTALL_PUBKEY) with the "
-                                   "project's published key; --insecure-skip-signature "
-                                   "skips the check")
+        assert pubkey is not None
         sig = fetcher.get(_join(url, SIGNATURE_NAME), limit=SIGNATURE_CAP, missing_ok=True)
         if sig is None:
             raise IntegrityError(f"{_join(url, SIGNATURE_NAME)} is missing: the release is "
@@ -1051,8 +1192,26 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
         check_comment_names(comment, manifest.tag)
     date = (comment_date(comment) if comment is not None else None) or (
         manifest.date if DATE_RE.fullmatch(manifest.date) else None)
+    index = _signed_index(url, fetcher, pubkey=key, kind="release", missing_ok=False, now=now)
+    assert index is not None
+    listed = sums.get(INDEX_NAME)
+    if listed is not None and listed != _sha256(fetcher.get(_join(url, INDEX_NAME),
+                                                            limit=INDEX_MAX_BYTES) or b""):
+        raise IntegrityError(f"{INDEX_NAME} does not match its sha256 in {SUMS_NAME}",
+                             hint="the mirror's index was changed after signing")
+    entry = index.release(manifest.tag)
+    if entry is None or entry.commit != manifest.commit:
+        raise IntegrityError(f"{_join(url, INDEX_NAME)} is not the index of release "
+                             f"{manifest.tag}", hint="the mirror is damaged or hostile: do not "
+                                                     "install from it")
+    if [a.record for a in entry.assets] != [a.record for a in manifest.assets]:
+        raise IntegrityError(f"{_join(url, INDEX_NAME)} and {MANIFEST_NAME} list different "
+                             "assets", hint="the release is damaged: do not install it")
+    if root_index is None and "{tag}" not in source and known_tag is not None and tag == "latest":
+        notes.append("the mirror has no signed index.json: its 'latest' file cannot be "
+                     "checked against a rollback")
     return Release(url=url, tag=manifest.tag, manifest=manifest, sums=sums,
-                   signed=comment is not None, date=date)
+                   signed=comment is not None, date=date, index=entry, notes=tuple(notes))
 
 
 def _sha256(data: bytes) -> str:
@@ -1180,6 +1339,11 @@ def cache_dir(env: Mapping[str, str]) -> Path:
         return Path(env["LOCALAPPDATA"]) / "kiln" / "cache" / "downloads"
     home = env.get("HOME") or env.get("USERPROFILE") or "."
     return Path(home) / ".cache" / "kiln" / "downloads"
+
+
+def trust_store(env: Mapping[str, str]) -> TrustStore:
+    """Where the highest index versions seen are kept: beside the download cache."""
+    return TrustStore(cache_dir(env).parent / "trust.json")
 
 
 def default_prefix(env: Mapping[str, str]) -> Path:
@@ -1403,12 +1567,13 @@ def install_release(source: str, *, tag: str = "latest", prefix: Path | None = N
     env = dict(os.environ) if env is None else env
     fetcher = fetcher or Fetcher()
     release = fetch_release(source, tag, pubkey=pubkey, fetcher=fetcher,
-                            insecure_skip_signature=insecure_skip_signature)
+                            insecure_skip_signature=insecure_skip_signature,
+                            trust=trust_store(env))
     if host is None:
         from kiln.install.host import LiveSource, probe
 
         host = probe(LiveSource(env))
-    choice = rank(release.manifest, host, backend=backend)
+    choice = rank(release.manifest, host, backend=backend, placement=release.placement())
     if on_choice is not None:
         on_choice(release, choice)
     if dry_run:

@@ -48,11 +48,16 @@ from kiln.errors import CommandFailed, ConfigError, IntegrityError, ReleaseError
 from kiln.files import atomic_write_text, fsync_dir, sha256_file
 from kiln.matrix import Entry, Matrix
 from kiln.package.records import AssetRecord, read_record
+from kiln.release.index import ReleaseIndex, index_comment
 from kiln.release.install_scripts import render
 from kiln.release.manifest import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
     MANIFEST_NAME,
     NOTES_NAME,
     PROJECT_RE,
+    PROVENANCE_NAME,
+    PROVENANCE_SIGNATURE_NAME,
     PUBLIC_KEY_NAME,
     RELEASE_FILES,
     SBOM_NAME,
@@ -69,6 +74,7 @@ from kiln.release.manifest import (
     release_comment,
     verify_sums,
 )
+from kiln.release.provenance import provenance_comment
 from kiln.run import run
 
 __all__ = [
@@ -99,6 +105,9 @@ class ProjectConfig:
     github: str  # OWNER/REPO of the project on GitHub
     download_url: str  # where a release's assets live; "{tag}" is replaced
     sources: tuple[str, ...]  # directories whose files the SBOM lists as ember's sources
+    # How long a release's index.json is valid after the release date (installers refuse an
+    # expired index: docs/index.md).
+    index_expiry_days: int = 365
 
     @property
     def repo_url(self) -> str:
@@ -108,7 +117,7 @@ class ProjectConfig:
         return self.download_url.replace("{tag}", tag).rstrip("/") + "/"
 
 
-_CONFIG_KEYS = ("project", "github", "download_url", "sources")
+_CONFIG_KEYS = ("project", "github", "download_url", "sources", "index_expiry_days")
 
 
 def load_project_config(pyproject: Path) -> ProjectConfig:
@@ -145,8 +154,12 @@ def load_project_config(pyproject: Path) -> ProjectConfig:
     if not isinstance(project, str) or not PROJECT_RE.fullmatch(project):
         raise ConfigError(f"{pyproject}: [tool.kiln] project = {project!r} is not a plain name",
                           hint="use letters, digits, '.', '_' and '-', e.g. project = \"ember\"")
+    expiry = table.get("index_expiry_days", 365)
+    if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= 36500:
+        raise ConfigError(f"{pyproject}: [tool.kiln] index_expiry_days = {expiry!r} is not a "
+                          "number of days from 1 to 36500")
     return ProjectConfig(project=project, github=github, download_url=download_url,
-                         sources=tuple(sources))
+                         sources=tuple(sources), index_expiry_days=expiry)
 
 
 def tag_commit(repo: Path, env: Mapping[str, str], tag: str) -> str | None:
@@ -362,17 +375,22 @@ def _copy_checked(src: Path, dst: Path, *, size: int, sha256: str) -> None:
                              hint="make sure nothing writes to the artifacts directory")
 
 
-def render_install_scripts(manifest: ReleaseManifest, pubkey: str,
-                           base_url: str) -> dict[str, str]:
-    return render(manifest, pubkey, base_url)
+def render_install_scripts(manifest: ReleaseManifest, pubkey: str, base_url: str, *,
+                           placement: Mapping[str, tuple[str | None, str]] | None = None
+                           ) -> dict[str, str]:
+    return render(manifest, pubkey, base_url, placement=placement)
 
 
 def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManifest,
-             notes: str, sbom: str, signer: Signer) -> dict[str, str]:
+             notes: str, sbom: str, signer: Signer, index: ReleaseIndex,
+             provenance: str | None = None) -> dict[str, str]:
     """Write the release directory ``out`` atomically; returns ``SHA256SUMS`` as a dict.
 
     An existing ``out`` is replaced only if it is a previous kiln release (or empty), so a
-    typo in ``--out`` cannot delete an unrelated directory.
+    typo in ``--out`` cannot delete an unrelated directory. ``index`` is the release's
+    ``index.json`` (``kiln.release.index``), written and signed. ``provenance`` is the text of
+    ``provenance.intoto.json`` (``kiln.release.provenance``): written, signed and listed in
+    ``SHA256SUMS`` with its signature.
     """
     manifest.check(source=f"the manifest of {manifest.tag!r}")
     out = out.absolute()
@@ -393,10 +411,31 @@ def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManife
         texts = {MANIFEST_NAME: manifest.text(), SBOM_NAME: sbom, NOTES_NAME: notes,
                  PUBLIC_KEY_NAME: signer.public_key()}
         # The installers pin this release's public key and default to its download URL.
-        texts.update(render_install_scripts(manifest, signer.public_key(), manifest.base_url))
+        texts.update(render_install_scripts(
+            manifest, signer.public_key(), manifest.base_url,
+            placement={a.record.entry_id: (a.distro, a.scope) for a in index.releases[0].assets}))
         for name, text in texts.items():
             atomic_write_text(stage / name, text)
             digests[name] = sha256_file(stage / name)
+        # The release index is signed on its own (installers that start from it check its
+        # version and expiry in the signed comment) and listed in SHA256SUMS like the rest.
+        if index.kind != "release" or index.latest is None or index.latest.tag != manifest.tag:
+            raise ReleaseError(f"the index given for {manifest.tag} is not that release's")
+        atomic_write_text(stage / INDEX_NAME, index.text())
+        signer.sign(stage / INDEX_NAME, stage / INDEX_SIGNATURE_NAME,
+                    trusted_comment=index_comment(index))
+        for name in (INDEX_NAME, INDEX_SIGNATURE_NAME):
+            digests[name] = sha256_file(stage / name)
+        if provenance is not None:
+            # The build provenance, signed on its own (a reader may fetch it alone), both
+            # files listed in SHA256SUMS.
+            atomic_write_text(stage / PROVENANCE_NAME, provenance)
+            signer.sign(stage / PROVENANCE_NAME, stage / PROVENANCE_SIGNATURE_NAME,
+                        trusted_comment=provenance_comment(manifest))
+            signer.verify(stage / PROVENANCE_NAME, stage / PROVENANCE_SIGNATURE_NAME,
+                          stage / PUBLIC_KEY_NAME)
+            for name in (PROVENANCE_NAME, PROVENANCE_SIGNATURE_NAME):
+                digests[name] = sha256_file(stage / name)
         atomic_write_text(stage / SUMS_NAME, format_sums(digests))
         # The signature names the release's identity (contract: installers check the tag
         # token and read the date from it), so files of one release cannot pass as another's.

@@ -112,8 +112,14 @@ def catalogue_values() -> dict[str, object]:
     }
 
 
-def table_lines(manifest: ReleaseManifest) -> tuple[list[str], list[str]]:
-    """The scripts' build table and the list of builds not in the release."""
+def table_lines(manifest: ReleaseManifest,
+                placement: Mapping[str, tuple[str | None, str]] | None = None,
+                ) -> tuple[list[str], list[str]]:
+    """The scripts' build table and the list of builds not in the release. ``placement``
+    (entry id -> distribution and scope, from the release index) gives the last two cells;
+    without it, a Linux entry's distribution is its id's first word and every build is
+    general."""
+    placement = placement or {}
     entries = []
     for a in manifest.assets:
         r = a.record
@@ -123,7 +129,10 @@ def table_lines(manifest: ReleaseManifest) -> tuple[list[str], list[str]]:
         cells = [_name(r.entry_id, what="build id"), r.os, r.arch, r.backend,
                  r.backend_version, r.libc, r.libc_floor, r.min_os, r.cpu_baseline,
                  r.min_driver, _tier(r.backend),
-                 _order(r.backend_version), " ".join(r.gpu_targets), ext]
+                 _order(r.backend_version), " ".join(r.gpu_targets), ext,
+                 *placement.get(r.entry_id, (r.entry_id.split("-", 1)[0] if r.os == "linux"
+                                             else None, "general" if r.os == "linux"
+                                             else "any"))]
         entries.append("|".join(_field(c, what=f"{r.entry_id}:") for c in cells))
     skipped = ["|".join((_field(d.entry_id, what="id"), "disabled",
                          _text(f"{d.reason} (tracking: {d.tracking})")))
@@ -141,7 +150,8 @@ def _key_line(pubkey: str) -> str:
 
 
 def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
-           base_url: str) -> dict[str, str]:
+           base_url: str, *,
+           placement: Mapping[str, tuple[str | None, str]] | None = None) -> dict[str, str]:
     """``{"install.sh": text, "install.ps1": text}`` for ``manifest``'s release.
 
     ``pubkey``: the minisign public key (``minisign.pub``'s text or its base64 line) the
@@ -153,7 +163,7 @@ def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
     if not _TAG.fullmatch(manifest.tag):
         raise ConfigError(f"install scripts: tag {manifest.tag!r} is not b followed by 1 to 9 "
                           "digits", hint="release tags are bN")
-    entries, skipped = table_lines(manifest)
+    entries, skipped = table_lines(manifest, placement)
     base = _field(base_url, what="base URL", quoted=True)
     script_base = base.replace("{tag}", manifest.tag)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from kiln.release.assemble import (
     scan_artifacts,
     tag_commit,
 )
+from kiln.release.index import matrix_index
 from kiln.release.manifest import (
     MANIFEST_NAME,
     PUBLIC_KEY_NAME,
@@ -43,15 +45,17 @@ from kiln.release.manifest import (
     SIGNATURE_NAME,
     SUMS_NAME,
     ReleaseManifest,
+    iso_date,
     parse_tag,
 )
 from kiln.release.notes import check_links, git_changes, notes_context, previous_tag, render_notes
+from kiln.release.provenance import release_provenance
 from kiln.release.sbom import cyclonedx, source_files, toolchains_from_records
 from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
 from kiln.run import require_tool
 from kiln.vcs import build_number, commit_sha, commit_time, is_dirty
 
-__all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release"]
+__all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release", "measured_floors"]
 
 NOTES_DIR = "release_notes"
 
@@ -112,6 +116,33 @@ def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], 
     return scan_artifacts(out), failures
 
 
+def measured_floors(matrix: Matrix, assets: Sequence[LocalAsset]
+                    ) -> dict[str, dict[str, str | int | None]]:
+    """The floors read from each archive's binaries (``kiln.verify.floors``), by asset name.
+    A floor above what the matrix promises fails the release, naming the file and the floor:
+    a build that silently needs a newer glibc or OS than its entry says is not released."""
+    from kiln.verify.floors import check_promise, measure_archive
+
+    by_id = {e.id: e for e in matrix.entries}
+    out: dict[str, dict[str, str | int | None]] = {}
+    broken: list[str] = []
+    for a in assets:
+        if a.record.kind != "archive":
+            continue
+        floors = measure_archive(a.path)
+        entry = by_id.get(a.record.entry_id)
+        if entry is not None:
+            broken += [f"{a.record.entry_id}: {why}"
+                       for why in check_promise(floors, entry.requirements())]
+        out[a.record.name] = floors.to_json()
+    if broken:
+        raise ReleaseError("floors measured in the binaries are above what the matrix "
+                           "promises:\n  " + "\n  ".join(broken),
+                           hint="lower what the code needs, or raise the entry's floor in "
+                                "matrix/ on purpose (the notes then say it rose)")
+    return out
+
+
 def make_release(out: Path, *, repo: Path, tag: str | None = None,
                  artifacts: Path | None = None, allow_missing: Sequence[str] = (),
                  allow_dirty: bool = False, signing_key: str | None = None,
@@ -169,6 +200,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
                 log_dir=log_dir_for(out))
         result = gate(matrix, assets, build_number=number, commit=head,
                       allow_missing=allowed, failures=failures)
+        floors = measured_floors(matrix, result.assets)
         manifest = release_manifest(result, project=config.project, tag=tag,
                                     build_number=number, commit=head, commit_epoch=epoch,
                                     base_url=base_url.replace("{tag}", tag) if base_url
@@ -189,8 +221,19 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
             repo_url=config.repo_url, sources=source_files(repo, genv, config.sources),
             toolchains=toolchains_from_records(x.record for x in manifest.assets),
             assets={x.record.name: x.record.sha256 for x in manifest.assets})
+        # The signed build provenance (in-toto Statement, SLSA provenance v1).
+        provenance = release_provenance(manifest, repo_url=config.repo_url,
+                                        matrix_dir=matrix.root, recipes=repo / "recipes",
+                                        epoch=epoch)
+        index = matrix_index(manifest, matrix, floors=floors,
+                             expiry_days=config.index_expiry_days)
+        if index.expires <= iso_date(int(time.time())):
+            raise ReleaseError(f"the index of {tag} would have expired on {index.expires} "
+                               f"(the commit is from {manifest.date})",
+                               hint="raise [tool.kiln] index_expiry_days, or release a newer "
+                                    "commit")
         assemble(out, assets=result.assets, manifest=manifest, notes=notes, sbom=sbom,
-                 signer=signer)
+                 signer=signer, index=index, provenance=provenance)
 
     created = tagged is None and git_tag
     if created:

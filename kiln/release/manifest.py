@@ -27,6 +27,8 @@ __all__ = [
     "ASSET_NAME_RE",
     "COMMIT_RE",
     "DATE_RE",
+    "INDEX_NAME",
+    "INDEX_SIGNATURE_NAME",
     "INSTALL_SCRIPTS",
     "MANIFEST_MAX_BYTES",
     "MANIFEST_NAME",
@@ -79,6 +81,25 @@ PUBLIC_KEY_NAME = "minisign.pub"
 SBOM_NAME = "sbom.cdx.json"
 
 
+# The release's in-toto provenance statement (``kiln.release.provenance``), its minisign
+# signature, and the cap on what is read of it. Listed in SHA256SUMS, not in RELEASE_FILES:
+# releases made before provenance existed still read.
+PROVENANCE_NAME = "provenance.intoto.json"
+
+
+PROVENANCE_SIGNATURE_NAME = "provenance.intoto.json.minisig"
+
+
+PROVENANCE_MAX_BYTES = 4 << 20
+
+
+# The release index (kiln.release.index) and its signature.
+INDEX_NAME = "index.json"
+
+
+INDEX_SIGNATURE_NAME = "index.json.minisig"
+
+
 NOTES_NAME = "RELEASE_NOTES.md"
 
 
@@ -87,7 +108,7 @@ INSTALL_SCRIPTS = ("install.sh", "install.ps1")
 
 
 RELEASE_FILES = (MANIFEST_NAME, SUMS_NAME, SIGNATURE_NAME, PUBLIC_KEY_NAME, SBOM_NAME,
-                 NOTES_NAME, *INSTALL_SCRIPTS)
+                 NOTES_NAME, INDEX_NAME, INDEX_SIGNATURE_NAME, *INSTALL_SCRIPTS)
 
 
 # Every pattern here is used with fullmatch: ``re.match(...$)`` would also accept the value

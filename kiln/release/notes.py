@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 
 from kiln.errors import ReleaseError
+from kiln.package.authenticode import signers_in
 from kiln.package.records import AssetRecord
 from kiln.release.manifest import TAG_RE, ReleaseManifest
 from kiln.run import run
@@ -160,6 +161,9 @@ class NotesContext:
     public_key_file: str
     manifest: str
     sbom: str
+    # how the Windows binaries are signed, one Markdown line per certificate (none: no Windows
+    # asset); read from the Windows assets' verification records
+    windows_signing: tuple[str, ...] = ()
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -224,6 +228,25 @@ def _targets(targets: Sequence[str]) -> str:
     return "; ".join(parts)
 
 
+def _windows_signing(manifest: ReleaseManifest) -> tuple[str, ...]:
+    """The certificates the Windows assets' verification found on their .exe and .dll files."""
+    windows = [a.record for a in manifest.assets if a.record.os == "windows"]
+    if not windows:
+        return ()
+    lines = []
+    signers = {s: None for r in windows for s in signers_in(r.verification.detail)}
+    for s in signers:
+        kind = ("a throwaway self-signed certificate made for a local build (Windows does not "
+                "trust it)" if s.throwaway else "the certificate")
+        subject = s.subject.replace("`", "'")
+        lines.append(f"The Windows `.exe` and `.dll` files are Authenticode-signed with {kind}: "
+                     f"subject `{subject}`, sha256 `{s.sha256}`.")
+    unsigned = [r.name for r in windows if not signers_in(r.verification.detail)]
+    if unsigned:
+        lines.append("Not Authenticode-signed: " + ", ".join(f"`{n}`" for n in unsigned) + ".")
+    return tuple(lines)
+
+
 def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence[Change],
                   previous: str | None, public_key: str, file_names: Mapping[str, str]
                   ) -> NotesContext:
@@ -265,7 +288,7 @@ def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence
         public_key=key_lines[0] if key_lines else "",
         sums=file_names["sums"], signature=file_names["signature"],
         public_key_file=file_names["public_key"], manifest=file_names["manifest"],
-        sbom=file_names["sbom"],
+        sbom=file_names["sbom"], windows_signing=_windows_signing(manifest),
     )
 
 

@@ -17,6 +17,11 @@ Every run-based method inspects first, then runs ``ember-cli -m MODEL -p PROMPT 
 --json`` on the small model named in ``recipes/verify.yaml`` and compares ``generated_ids``
 with the host build's (the reference entry, ``ubuntu-x64``): s390x is big-endian, and the
 same little-endian GGUF must give the same tokens everywhere.
+
+``kiln.verify.floors`` (imported by its own name, not re-exported here) measures an archive's
+compatibility floors from its binaries (glibc and GLIBCXX symbol versions, macOS minos, PE
+subsystem version, x86-64 level outside run-time dispatch, Android API level) and checks them
+against the matrix's promise (docs/floors.md).
 """
 
 from __future__ import annotations

@@ -6,9 +6,14 @@ tests feed them fakes. What is checked, per file in bin/ and lib/:
 
 - format and machine type (ELF/PE/Mach-O; x86_64, aarch64, s390x, big-endian for s390x);
 - macOS: the minimum version in LC_BUILD_VERSION equals the entry's ``min_os``; arm64
-  binaries carry a code signature whose page hashes match the file (Apple Silicon kills
-  unsigned or altered arm64 code); LIEF finds the signature, ``_codesign_problem`` checks
-  the hashes, which LIEF does not;
+  binaries carry the ad-hoc code signature zig's linker writes (LC_CODE_SIGNATURE, a
+  CodeDirectory with the adhoc flag) whose page hashes match the file (Apple Silicon kills
+  unsigned or altered arm64 code); x86_64 binaries may be unsigned (zig signs none there), but
+  a signature they carry must match, and what was seen is recorded. LIEF finds the signature,
+  ``kiln.package.macho.read_code_signature`` checks it, which LIEF does not;
+- Windows: every PE file of bin/ and lib/ carries an Authenticode signature that verifies
+  (``osslsigncode verify``, ``kiln.package.authenticode.verify_pe``) against the certificate
+  the build signed with (``ctx.extra["authenticode_cert"]``); the record names it;
 - Linux glibc: the highest GLIBC_x.y symbol version needed is at most the entry's floor;
 - Android (static musl): no program interpreter and no needed library;
 - needed libraries / imported DLLs: ember's own (present in the tree) or on the allow-list in
@@ -25,17 +30,18 @@ tests feed them fakes. What is checked, per file in bin/ and lib/:
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import re
-import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.build.toolchains import cuda_device, hip
 from kiln.build.toolchains.recipe import VerifySpec
+from kiln.errors import IntegrityError
 from kiln.matrix import Entry
-from kiln.package.macho import macho_facts
+from kiln.package.authenticode import Signer, cert_sha256, signer_note, verify_pe
+from kiln.package.macho import macho_facts, read_code_signature
+from kiln.run import install_hint
 from kiln.verify import opencl_checks
 from kiln.verify.base import Check, ToolNeed, VerifyContext, VerifyReport, log_line
 
@@ -47,11 +53,13 @@ __all__ = [
     "check_gpu_runtime_links",
     "check_hip_device_code",
     "check_host_paths",
+    "check_pe_signature",
     "compact",
     "glibc_max",
     "inspect_first",
     "inspect_stage",
     "read_facts",
+    "signature_needs",
     "summarize",
 ]
 
@@ -81,7 +89,8 @@ class BinaryFacts:
     glibc_versions: tuple[str, ...] = ()   # GLIBC_x.y symbol versions needed
     interpreter: str | None = None     # ELF PT_INTERP
     macos_minos: str | None = None     # LC_BUILD_VERSION / LC_VERSION_MIN_MACOSX
-    code_signature: str | None = None  # "ad-hoc" | "signed" | "absent" | "invalid: ..." (Mach-O)
+    # Mach-O: "ad-hoc" | "signed" (no adhoc flag) | "absent" | "invalid: ..."
+    code_signature: str | None = None
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -112,38 +121,9 @@ def glibc_max(versions: Iterable[str]) -> tuple[str | None, list[str]]:
 
 
 def _codesign_problem(data: bytes, offset: int, size: int) -> str | None:
-    """None when the code directory's page hashes match ``data``; else what is wrong.
-
-    The blob format (big-endian): a SuperBlob (magic 0xfade0cc0, length, count, then
-    (type, offset) pairs) whose CodeDirectory (magic 0xfade0c02) lists the hash of each page of
-    the file up to codeLimit. LIEF exposes the blob but does not check it.
-    """
-    blob = data[offset:offset + size]
-    if len(blob) < 12 or struct.unpack(">I", blob[:4])[0] != 0xFADE0CC0:
-        return "no SuperBlob at LC_CODE_SIGNATURE's offset"
-    count = struct.unpack(">I", blob[8:12])[0]
-    for i in range(count):
-        slot_type, slot_off = struct.unpack(">II", blob[12 + 8 * i:20 + 8 * i])
-        if slot_type != 0:  # CSSLOT_CODEDIRECTORY
-            continue
-        cd = blob[slot_off:]
-        if struct.unpack(">I", cd[:4])[0] != 0xFADE0C02:
-            return "the CodeDirectory slot holds no CodeDirectory"
-        (_, _, _, _, hash_offset, _, _, n_code, code_limit) = struct.unpack(">9I", cd[:36])
-        hash_size, hash_type, _, page_log2 = struct.unpack(">4B", cd[36:40])
-        algo = {1: "sha1", 2: "sha256"}.get(hash_type)
-        if algo is None:
-            return f"unknown hash type {hash_type}"
-        page = 1 << page_log2 if page_log2 else code_limit
-        for slot in range(n_code):
-            start = slot * page
-            want = cd[hash_offset + slot * hash_size:hash_offset + (slot + 1) * hash_size]
-            got = hashlib.new(algo, data[start:min(start + page, code_limit)]).digest()
-            if got[:hash_size] != want:
-                return f"page {slot} (offset {start}) does not match its hash: the file was " \
-                       "changed after signing"
-        return None
-    return "no CodeDirectory"
+    """None when the code directory's page hashes match ``data``; else what is wrong
+    (``kiln.package.macho.read_code_signature``)."""
+    return read_code_signature(data, offset, size).problem
 
 
 def _text(value: str | bytes) -> str:
@@ -194,8 +174,8 @@ def read_facts(path: Path, rel: str) -> BinaryFacts | None:
         signature = "absent"
         cs = macho.code_signature
         if cs is not None:
-            problem = _codesign_problem(path.read_bytes(), cs.data_offset, cs.data_size)
-            signature = f"invalid: {problem}" if problem else "valid"
+            signature = read_code_signature(path.read_bytes(), cs.data_offset,
+                                            cs.data_size).state
         machine = {"arm64": "aarch64"}.get(mfacts.arch, mfacts.arch)
         return BinaryFacts(path=rel, format="MachO", machine=machine, big_endian=False,
                            libraries=mfacts.dylibs, macos_minos=minos,
@@ -236,10 +216,19 @@ def check_facts(facts: BinaryFacts, entry: Entry, *, allowed: Sequence[str],
         ok = got is not None and _version_tuple(got) == _version_tuple(want)
         out.append(Check(name=f"{name}: macOS minimum", ok=ok,
                          detail=f"{got or 'none recorded'}" + ("" if ok else f", want {want}")))
+        sig = facts.code_signature or "absent"
         if entry.arch == "aarch64":
-            sig = facts.code_signature or "absent"
-            out.append(Check(name=f"{name}: code signature", ok=sig == "valid",
-                             detail=sig if sig != "valid" else "ad-hoc signature, hashes match"))
+            ok = sig == "ad-hoc"
+            detail = ("ad-hoc signature, hashes match" if ok else
+                      "absent: arm64 macOS refuses to run unsigned code" if sig == "absent" else
+                      "signed without the adhoc flag: kiln signs no Mach-O with a certificate"
+                      if sig == "signed" else sig)
+        else:  # x86_64 Macs run unsigned code, and zig signs none there: recorded, not needed
+            ok = not sig.startswith("invalid")
+            detail = {"ad-hoc": "ad-hoc signature, hashes match",
+                      "absent": "unsigned (x86_64 macOS runs unsigned code)",
+                      "signed": "signed, hashes match"}.get(sig, sig)
+        out.append(Check(name=f"{name}: code signature", ok=ok, detail=detail))
     if entry.os == "linux" and entry.libc == "glibc":
         best, odd = glibc_max(facts.glibc_versions)
         floor = entry.libc_floor or "0"
@@ -260,6 +249,24 @@ def check_facts(facts: BinaryFacts, entry: Entry, *, allowed: Sequence[str],
                              else "needs nothing") if not bad else
                      f"needs {', '.join(bad)}, which is neither in the archive nor allowed"))
     return out
+
+
+def check_pe_signature(path: Path, rel: str, ctx: VerifyContext) -> Check:
+    """A Windows binary's Authenticode signature against the build's certificate."""
+    name = f"{rel}: authenticode"
+    cert_text = ctx.extra.get("authenticode_cert")
+    if not cert_text:
+        return Check(name=name, ok=False,
+                     detail="no certificate to check the signature against (the build signs "
+                            "Windows binaries: kiln/package/authenticode.py)")
+    cert = Path(cert_text)
+    try:
+        seen = verify_pe(path, cert, env=ctx.env)
+    except IntegrityError as exc:
+        return Check(name=name, ok=False, detail=exc.message)
+    signer = Signer(subject=seen.subject, sha256=cert_sha256(cert),
+                    throwaway=bool(ctx.extra.get("authenticode_throwaway")))
+    return Check(name=name, ok=True, detail="verifies: " + signer_note(signer))
 
 
 def check_gpu_runtime_links(facts: BinaryFacts, entry: Entry) -> Check | None:
@@ -385,6 +392,8 @@ def inspect_stage(ctx: VerifyContext) -> list[Check]:
             continue
         binaries += 1
         checks.extend(check_facts(facts, entry, allowed=allowed, own=own))
+        if entry.os == "windows" and facts.format == "PE":
+            checks.append(check_pe_signature(path, rel, ctx))
         links = check_gpu_runtime_links(facts, entry)
         if links is not None:
             checks.append(links)
@@ -418,8 +427,15 @@ def summarize(checks: Sequence[Check], entry: Entry) -> Check:
     facts = f"{n} binaries, {FORMAT_FOR_OS[entry.os]} {entry.arch}"
     if entry.os == "macos":
         facts += f", minos {entry.min_os}"
-        if entry.arch == "aarch64":
+        signatures = {c.detail for c in checks if c.name.endswith(": code signature")}
+        if signatures and all(d.startswith("ad-hoc") for d in signatures):
             facts += ", ad-hoc signed"
+        elif signatures:
+            facts += ", code signature: " + "; ".join(sorted(signatures))
+    if entry.os == "windows":
+        signed = [c for c in checks if c.name.endswith(": authenticode")]
+        notes = sorted({c.detail.removeprefix("verifies: ") for c in signed})
+        facts += f", {len(signed)} PE files Authenticode-signed ({'; '.join(notes) or 'none'})"
     if entry.os == "linux" and entry.libc == "glibc":
         facts += f", glibc <= {entry.libc_floor}"
     if entry.os == "android":
@@ -452,12 +468,19 @@ class InspectVerifier:
     method = "inspect"
 
     def needs(self, entry: Entry, spec: VerifySpec) -> Sequence[ToolNeed]:
-        return ()
+        return signature_needs(entry)
 
     def verify(self, ctx: VerifyContext) -> VerifyReport:
         checks = inspect_stage(ctx)
         return VerifyReport(entry_id=ctx.entry.id, method=self.method,
                             checks=tuple(compact(checks, ctx.entry)))
+
+
+def signature_needs(entry: Entry) -> tuple[ToolNeed, ...]:
+    """What checking a Windows entry's Authenticode signatures needs."""
+    if entry.os != "windows":
+        return ()
+    return (ToolNeed(program="osslsigncode", hint=install_hint("osslsigncode")),)
 
 
 def inspect_first(ctx: VerifyContext) -> list[Check]:

@@ -10,6 +10,9 @@ Besides the host build's prompt, the build runs a non-ASCII prompt with the mode
 non-ASCII folder (``unicode_check``): a Windows program that reads its arguments through the
 ANSI code page gets '?' for them. Wine builds the UTF-16 command line from the Unix one with
 the locale's charset, so wine runs under ``LC_ALL=C.UTF-8``.
+
+Before running anything, ``inspect_first`` checks the Authenticode signature of every .exe and
+.dll (``kiln.verify.inspect.check_pe_signature``), so an unsigned or altered file fails.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from kiln.verify.base import (
     run_and_compare,
     unicode_check,
 )
-from kiln.verify.inspect import inspect_first
+from kiln.verify.inspect import inspect_first, signature_needs
 
 __all__ = ["WineVerifier", "windows_path"]
 
@@ -46,7 +49,8 @@ class WineVerifier:
     method = "wine"
 
     def needs(self, entry: Entry, spec: VerifySpec) -> Sequence[ToolNeed]:
-        return (ToolNeed(program="wine", hint=install_hint("wine")),)
+        # inspect_first checks the Authenticode signatures (osslsigncode) before the run
+        return (ToolNeed(program="wine", hint=install_hint("wine")), *signature_needs(entry))
 
     def verify(self, ctx: VerifyContext) -> VerifyReport:
         entry = ctx.entry

@@ -78,6 +78,9 @@ def bad_cache_entries(caches: Iterable[Path]) -> list[str]:
         for p in cache.rglob("*"):
             if not p.is_file() or p.name.endswith(".part"):
                 continue
+            # the installers' record of the highest index version seen (docs/index.md)
+            if p.name in ("trust.json", "trust.json.lock") or p.parent.name == "trust":
+                continue
             m = re.match(r"([0-9a-f]{64})-", p.name)
             got = hashlib.sha256(p.read_bytes()).hexdigest()
             if m is None or m.group(1) != got:

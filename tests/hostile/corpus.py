@@ -33,7 +33,10 @@ from pathlib import Path
 
 from kiln.matrix import load_matrix
 from kiln.package.records import AssetRecord, Tool, Verification, record_for
+from kiln.release.index import ReleaseIndex
 from kiln.release.manifest import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     SUMS_NAME,
@@ -125,6 +128,9 @@ class ReleaseSpec:
     asset_name: str | None = None  # the archive's name in the manifest and SHA256SUMS
     asset_toolchain: str | None = None  # JSON: what manifest.json's record says built it
     extra_files: tuple[tuple[str, bytes], ...] = ()  # files beside the release's own
+    # the release's index.json: valid this many days after DATE (a small number: expired)
+    index_days: int = 36500
+    index_signer: str | None = None  # None: the release's signer; "other": an untrusted key
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,10 @@ class MirrorSpec:
     args: tuple[str, ...] = ("--tag", "latest")
     faults: tuple[tuple[str, Fault], ...] = ()
     template: bool = False  # --from <mirror>/{tag}/ instead of the mirror root
+    # the mirror root's signed index.json: (version, days valid from today, newest tag listed)
+    root_index: tuple[int, int, str] | None = None
+    # the highest mirror index version the installer has seen before (its trust record)
+    trust_seen: int | None = None
 
 
 @dataclass(frozen=True)
@@ -317,11 +327,18 @@ class Builder:
             doc["assets"][0]["toolchain"] = json.loads(spec.asset_toolchain)
             manifest_text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
         texts: dict[str, bytes] = {MANIFEST_NAME: manifest_text.encode()}
+        index = self.release_index(manifest, spec)
+        texts[INDEX_NAME] = index.text().encode()
         if full:
             texts.update(self._publish_files(manifest))
         texts.update(dict(spec.extra_files))
         for fname, data in texts.items():
             (directory / fname).write_bytes(data)
+        # The index is signed on its own and, with its signature, listed in SHA256SUMS.
+        index_key = self.other_key if (spec.index_signer or spec.signer) == "other" else self.key
+        self.sign(directory / INDEX_NAME, directory / INDEX_SIGNATURE_NAME,
+                  comment=index.comment(), key=index_key)
+        texts[INDEX_SIGNATURE_NAME] = (directory / INDEX_SIGNATURE_NAME).read_bytes()
         digests = {fname: hashlib.sha256(data).hexdigest() for fname, data in texts.items()}
         digests[name] = record.sha256
         sums = format_sums(digests)
@@ -338,6 +355,46 @@ class Builder:
         if spec.sign_other_content:
             target.unlink()
         return name
+
+    @staticmethod
+    def release_index(manifest: ReleaseManifest, spec: ReleaseSpec) -> ReleaseIndex:
+        """The release's index.json as ``kiln release`` writes it (of the manifest's honest
+        values: a hostile tag or name makes the index refuse itself, as it should)."""
+        from kiln.release.index import ReleaseIndex as Index
+        from kiln.release.index import release_index
+
+        try:
+            return release_index(manifest, distros={ENTRY: "ubuntu"},
+                                 general=frozenset({"ubuntu"}), floors={},
+                                 expiry_days=spec.index_days)
+        except (ValueError, IndexError):
+            return Index(project=PROJECT, kind="release", version=1, expires=DATE,
+                         releases=())
+
+    def root_index(self, d: Path, spec: MirrorSpec) -> None:
+        """The mirror root's signed index.json, listing the newest release of ``spec``."""
+        from datetime import UTC, datetime, timedelta
+
+        from kiln.release.index import ReleaseIndex as Index
+        from kiln.release.index import parse_index
+
+        assert spec.root_index is not None
+        version, days, newest = spec.root_index
+        releases = []
+        for sub in sorted(d.iterdir()):
+            if (sub / INDEX_NAME).is_file():
+                try:
+                    one = parse_index((sub / INDEX_NAME).read_bytes(), source="corpus")
+                except Exception:
+                    continue
+                releases += [r for r in one.releases if r.tag == newest or r.tag != NEW]
+        releases.sort(key=lambda r: r.build_number, reverse=True)
+        expires = (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        index = Index(project=PROJECT, kind="mirror", version=version, expires=expires,
+                      releases=tuple(releases))
+        (d / INDEX_NAME).write_text(index.text(), encoding="utf-8")
+        self.sign(d / INDEX_NAME, d / INDEX_SIGNATURE_NAME, comment=index.comment(),
+                  key=self.key)
 
     def _publish_files(self, manifest: ReleaseManifest) -> dict[str, bytes]:
         from kiln.release.manifest import NOTES_NAME, PUBLIC_KEY_NAME, SBOM_NAME
@@ -367,6 +424,8 @@ class Builder:
                 self.write_release(d / sub, spec, full=False)
             if case.mirror.latest is not None:
                 (d / "latest").write_bytes(case.mirror.latest)
+            if case.mirror.root_index is not None:
+                self.root_index(d, case.mirror)
             self._done[key] = d
         return self._done[key]  # type: ignore[return-value]
 
@@ -666,6 +725,27 @@ def release_cases() -> list[Case]:
                  expect=expect(11, down.format(n=n)),
                  why="a mirror frozen on an older release is refused as a rollback is"
                  if klass == "freeze" else ""))
+    # the signed index (docs/index.md): its version may only grow, its expiry is enforced,
+    # and its signature is the release key's
+    add(Case("rollback-index-version", "rollback", INSTALLERS,
+             mirror=MirrorSpec(root_index=(3, 30, NEW), trust_seen=5),
+             expect=expect(12, r"(?is)index version 3 is older than version 5.*rollback"),
+             why="a mirror index older than one the installer has seen is an old index "
+                 "served as current"))
+    add(Case("freeze-root-index-expired", "freeze", INSTALLERS,
+             mirror=MirrorSpec(root_index=(7, -1, NEW)),
+             expect=expect(12, r"(?is)index expired on .*freeze"),
+             why="a mirror whose index is past its expiry stopped being updated (or replays "
+                 "an old index)"))
+    add(Case("freeze-release-index-expired", "freeze", INSTALLERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(index_days=1),)),
+             expect=expect(12, r"(?is)index expired on .*freeze")))
+    add(Case("sig-index-other-key", "sig-other-key", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(index_signer="other"),)),
+             release=ReleaseSpec(index_signer="other"),
+             expect=expect(12, r"(?is)index\.json\.minisig does not verify"),
+             per_consumer=tuple((c, expect((9, 12), r"(?is)index\.json\.minisig"))
+                                for c in PUBLISHERS)))
     # transport
     add(Case("transport-truncated-fin", "transport-truncated", INSTALLERS,
              mirror=MirrorSpec(faults=((ASSET, Fault("truncate-fin")),)),

@@ -23,6 +23,7 @@ from kiln.install.installer import rank
 from kiln.matrix import load_matrix
 from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.assemble import disabled_builds
+from kiln.release.index import matrix_index
 from kiln.release.install_scripts import render
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest
 
@@ -61,6 +62,12 @@ def matrix_manifest(tag: str = "b42") -> ReleaseManifest:
                            disabled=disabled_builds(matrix))
 
 
+def placement(manifest: ReleaseManifest) -> dict[str, tuple[str | None, str]]:
+    """Entry id -> (distribution, scope), as the release index records them."""
+    index = matrix_index(manifest, load_matrix(REPO / "matrix"))
+    return {a.record.entry_id: (a.distro, a.scope) for a in index.releases[0].assets}
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, ReleaseManifest]:
     if shutil.which("dash") is None and shutil.which("sh") is None:
@@ -72,8 +79,8 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Relea
     (rel / "SHA256SUMS").write_text("".join(f"{'0' * 64}  {a.record.name}\n"
                                             for a in manifest.assets), encoding="utf-8")
     script = root / "install.sh"
-    script.write_text(render(manifest, PUBKEY, str(root) + "/")["install.sh"],
-                      encoding="utf-8")
+    script.write_text(render(manifest, PUBKEY, str(root) + "/",
+                             placement=placement(manifest))["install.sh"], encoding="utf-8")
     return root, script, manifest
 
 
@@ -134,7 +141,8 @@ def test_install_sh_ranks_like_kiln(release: tuple[Path, Path, ReleaseManifest],
     done = subprocess.run([shell, str(script), "--from", str(root) + "/", "--tag", "b42",
                            "--dry-run", "--insecure-skip-signature"], env=env,
                           capture_output=True, text=True, timeout=120, check=False)
-    want = rank(manifest, probe(load_profile(HOSTS / f"{profile}.yaml")))
+    want = rank(manifest, probe(load_profile(HOSTS / f"{profile}.yaml")),
+                placement=placement(manifest))
     text = done.stdout + done.stderr
     got = re.findall(r"^(?:choice|fallback): ([a-z0-9.-]+):", done.stdout, re.M)
     assert got == [c.entry_id for c in want.candidates], text

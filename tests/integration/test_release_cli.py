@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +101,18 @@ def make_artifact(directory: Path, entry_id: str, *, number: int, commit: str,
     entry = MATRIX.get(entry_id)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ember-b{number}-bin-{entry_id}.{entry.archive}"
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = _payload(entry_id, size)
-        info = tarfile.TarInfo(f"ember-b{number}-bin-{entry_id}/lib/libember.bin")
-        info.size, info.mtime = len(data), 0
-        tar.addfile(info, io.BytesIO(data))
-    path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    data = _payload(entry_id, size)
+    member = f"ember-b{number}-bin-{entry_id}/lib/libember.bin"
+    if entry.archive == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0)), data)
+    else:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(member)
+            info.size, info.mtime = len(data), 0
+            tar.addfile(info, io.BytesIO(data))
+        path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
     record = record_for(entry, path, kind="archive", build_number=number, commit=commit,
                         toolchain=(Tool(name="zig", version="0.17.1"),),
                         verification=Verification(method=entry.verify, ok=ok,
@@ -207,7 +213,9 @@ def test_release_is_complete_verifiable_and_tagged(project: Project,
     assets = sorted(f"ember-b{n}-bin-{i}.{MATRIX.get(i).archive}" for i in LOCAL)
     assert names == sorted([*assets, "RELEASE_NOTES.md", "SHA256SUMS", "SHA256SUMS.minisig",
                             "install.ps1", "install.sh", "manifest.json", "minisign.pub",
-                            "sbom.cdx.json"])
+                            "sbom.cdx.json", "provenance.intoto.json",
+                            "provenance.intoto.json.minisig", "index.json",
+                            "index.json.minisig"])
     # The installers published with the release pin its key and name its tag.
     pub_line = (out / "minisign.pub").read_text().splitlines()[1]
     for script in ("install.sh", "install.ps1"):

@@ -21,6 +21,7 @@ from kiln.build.toolchains.recipe import Recipe, VerifySpec
 from kiln.console import Console
 from kiln.errors import CommandFailed, SelectionError
 from kiln.matrix import Entry, Matrix, load_matrix
+from kiln.package.authenticode import CodeSigningKey
 from kiln.package.records import Tool, read_record
 from kiln.plan import Job, make_job
 from kiln.run import Completed
@@ -113,6 +114,31 @@ class FakeVerifier:
                             generated_ids=IDS)
 
 
+class FakeSigning:
+    """Stands in for the Authenticode key (kiln.package.authenticode) and osslsigncode: appends
+    the certificate's fingerprint to each .exe / .dll."""
+
+    def __init__(self) -> None:
+        self.cert_sha = "c" * 64
+        self.signed: list[str] = []
+
+    def resolve(self, env: Mapping[str, str], repo: Path, layout: Any,
+                run_env: Mapping[str, str]) -> tuple[CodeSigningKey, dict[str, Any]]:
+        key = CodeSigningKey(key=layout.authenticode / "key.pem",
+                             cert=layout.authenticode / "cert.pem", throwaway=True)
+        return key, {"cert": self.cert_sha, "timestamp": None, "tool": "fake 1.0"}
+
+    def sign_tree(self, tree: Path, key: CodeSigningKey, *, epoch: int,
+                  env: Mapping[str, str], log_file: Path | None = None) -> tuple[str, ...]:
+        done = []
+        for p in sorted(tree.rglob("*")):
+            if p.suffix in (".exe", ".dll"):
+                p.write_bytes(p.read_bytes() + f"|signed {self.cert_sha} {epoch}".encode())
+                done.append(p.relative_to(tree).as_posix())
+        self.signed.extend(done)
+        return tuple(done)
+
+
 @pytest.fixture
 def fake_repo(tmp_path: Path, repo_root: Path) -> Path:
     repo = tmp_path / "repo"
@@ -142,7 +168,11 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     verifiers = {m: FakeVerifier(m) for m in ("native", "qemu", "wine", "inspect")}
     for m, v in verifiers.items():
         monkeypatch.setitem(kiln.verify.VERIFIERS, m, v)
-    return {"toolchain": toolchain, "programs": programs, "verifiers": verifiers}
+    signing = FakeSigning()
+    monkeypatch.setattr(kiln.build.jobs, "_code_signing", signing.resolve)
+    monkeypatch.setattr(kiln.build.jobs, "sign_tree", signing.sign_tree)
+    return {"toolchain": toolchain, "programs": programs, "verifiers": verifiers,
+            "signing": signing}
 
 
 @pytest.fixture
@@ -289,3 +319,63 @@ def test_leftovers_of_a_killed_run_are_swept(fake_repo: Path, tmp_path: Path, ma
     (dead / "ember-b5-bin-ubuntu-x64.tar.gz").write_bytes(b"partial")
     assert go(jobs_for(matrix, "macos-x64"), fake_repo, tmp_path, matrix).ok
     assert not dead.exists()
+
+
+class StageReader(FakeVerifier):
+    """A verifier that keeps what it saw of the staged tree."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(method)
+        self.files: dict[str, bytes] = {}
+        self.extra: dict[str, str] = {}
+
+    def verify(self, ctx: VerifyContext) -> VerifyReport:
+        self.files = {p.relative_to(ctx.stage).as_posix(): p.read_bytes()
+                      for p in ctx.stage.rglob("*") if p.is_file()}
+        self.extra = dict(ctx.extra)
+        return super().verify(ctx)
+
+
+def test_windows_trees_are_signed_before_verification_and_cached_signed(
+        fake_repo: Path, tmp_path: Path, matrix: Matrix, fakes: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    inspect = StageReader("inspect")
+    monkeypatch.setitem(kiln.verify.VERIFIERS, "inspect", inspect)
+    summary = go(jobs_for(matrix, "win-cpu-arm64"), fake_repo, tmp_path, matrix)
+    assert summary.ok
+    signing: FakeSigning = fakes["signing"]
+    assert signing.signed == ["bin/ember-bench.exe", "bin/ember-cli.exe", "bin/ember.dll"]
+    # the verifier saw the signed files, and the certificate to check them against
+    assert inspect.files["bin/ember.dll"].endswith(f"|signed {'c' * 64} 1700000000".encode())
+    assert inspect.files["include/ember.h"] == b"win-cpu-arm64:include/ember.h"
+    assert inspect.extra["authenticode_cert"].endswith("cert.pem")
+    assert inspect.extra["authenticode_throwaway"] == "1"
+
+
+def test_another_certificate_is_another_windows_build(fake_repo: Path, tmp_path: Path,
+                                                     matrix: Matrix,
+                                                     fakes: dict[str, Any]) -> None:
+    jobs = jobs_for(matrix, "macos-arm64", "win-cpu-arm64")
+    first = go(jobs, fake_repo, tmp_path, matrix)
+    assert first.ok
+    signing: FakeSigning = fakes["signing"]
+    signing.cert_sha = "d" * 64
+    signing.signed.clear()
+    second = go(jobs, fake_repo, tmp_path, matrix)
+    by_id = {r.entry_id: r for r in second.results}
+    # the cache never hands out a tree signed with the old certificate
+    assert not by_id["win-cpu-arm64"].cached
+    assert signing.signed == ["bin/ember-bench.exe", "bin/ember-cli.exe", "bin/ember.dll"]
+    assert by_id["macos-arm64"].cached  # other entries' keys do not depend on it
+    third = go(jobs, fake_repo, tmp_path, matrix)
+    assert all(r.cached for r in third.results)
+
+
+def test_no_signing_key_is_looked_up_without_a_windows_job(
+        fake_repo: Path, tmp_path: Path, matrix: Matrix, fakes: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("no Windows job: no signing key needed")
+
+    monkeypatch.setattr(kiln.build.jobs, "_code_signing", refuse)
+    assert go(jobs_for(matrix, "macos-arm64"), fake_repo, tmp_path, matrix).ok

@@ -42,8 +42,22 @@ def test_build_jobs_are_the_25_enabled_entries(repo_root: Path,
         run_lines = [s.get("run", "") for s in job["steps"]]
         assert any(f"kiln build {entry.id}" in r for r in run_lines)
     assert sorted(jobs["release"]["needs"]) == sorted(builds)
-    assert jobs["release"]["permissions"] == {"contents": "write"}
+    assert jobs["release"]["permissions"] == {"attestations": "write", "contents": "write",
+                                              "id-token": "write"}
     assert wf["permissions"] == {"contents": "read"}
+    for key in builds:
+        assert "permissions" not in jobs[key]  # the release job alone may attest
+
+
+def test_the_release_job_attests_every_asset(rendered: dict[str, str]) -> None:
+    steps = yaml.safe_load(rendered["release.yml"])["jobs"]["release"]["steps"]
+    names = [s.get("name", s.get("uses", "")) for s in steps]
+    attest = next(s for s in steps if s.get("uses", "").startswith(
+        "actions/attest-build-provenance@"))
+    assert attest["with"]["subject-path"].split() == ["release/*.tar.gz", "release/*.zip",
+                                                      "release/*.whl"]
+    # after the release directory is made, before it is published
+    assert names.index("kiln release") < steps.index(attest) < names.index("kiln publish")
 
 
 def test_disabled_entries_are_comments_with_their_links(repo_root: Path,

@@ -17,6 +17,7 @@ from test_release import CI_ONLY, COMMIT, FakeSigner, local_assets
 from kiln.errors import ConfigError, IntegrityError, ReleaseError
 from kiln.matrix import Matrix, load_matrix
 from kiln.release.assemble import assemble, gate, release_manifest
+from kiln.release.index import matrix_index
 from kiln.release.manifest import (
     SIGNATURE_NAME,
     TAG_RE,
@@ -180,7 +181,7 @@ def assembled(tmp_path: Path, matrix: Matrix) -> tuple[Path, ReleaseManifest]:
                                 base_url="https://x/b42")
     out = tmp_path / "release"
     assemble(out, assets=result.assets, manifest=manifest, notes="# notes\n", sbom="{}\n",
-             signer=FakeSigner())
+             signer=FakeSigner(), index=matrix_index(manifest, matrix))
     return out, manifest
 
 
@@ -201,7 +202,7 @@ def test_assemble_refuses_a_manifest_that_would_not_load(tmp_path: Path,
                                 commit=COMMIT, commit_epoch=0, base_url="https://x/b42")
     with pytest.raises(ReleaseError, match="field 'tag'"):
         assemble(tmp_path / "release", assets=result.assets, manifest=manifest, notes="",
-                 sbom="{}\n", signer=FakeSigner())
+                 sbom="{}\n", signer=FakeSigner(), index=matrix_index(manifest, matrix))
     assert not (tmp_path / "release").exists()
 
 

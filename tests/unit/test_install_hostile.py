@@ -36,6 +36,7 @@ from kiln.install.installer import (
     unpack,
 )
 from kiln.package.records import AssetRecord, Tool, Verification
+from kiln.release.index import release_index
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest, format_sums
 
 COMMIT = "a" * 40
@@ -271,6 +272,15 @@ def test_unpack_counts_while_writing(tmp_path: Path) -> None:
 # a signed mirror on disk
 
 
+def write_index(rel: Path, manifest: ReleaseManifest, secret: object) -> None:
+    """The release's signed index.json, as ``kiln release`` writes it."""
+    index = release_index(manifest, distros={"ubuntu-x64": "ubuntu"},
+                          general=frozenset({"ubuntu"}), floors={}, expiry_days=36500)
+    (rel / "index.json").write_text(index.text(), encoding="utf-8")
+    (rel / "index.json.minisig").write_bytes(
+        sign(secret, index.text().encode(), index.comment()))
+
+
 def keypair() -> tuple[object, str]:
     kp = minisign.KeyPair.generate()
     return kp.secret_key, bytes(kp.public_key).decode()
@@ -312,6 +322,7 @@ class Mirror:
                                    commit=COMMIT, date=date, base_url=f"{rel}/",
                                    assets=(ReleaseAsset(record=record, url=name),),
                                    missing=(), disabled=())
+        write_index(rel, manifest, self.secret)
         (rel / "manifest.json").write_text(manifest.text(), encoding="utf-8")
         text = sums if sums is not None else format_sums(
             {name: record.sha256, "manifest.json": sha256_file(rel / "manifest.json")}

@@ -18,6 +18,7 @@ from kiln.install.installer import Choice, rank, require_choice
 from kiln.matrix import load_matrix
 from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.assemble import disabled_builds
+from kiln.release.index import matrix_index
 from kiln.release.manifest import MissingBuild, ReleaseAsset, ReleaseManifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,12 +52,18 @@ def matrix_manifest(*, missing: tuple[str, ...] = (), tag: str = "b42") -> Relea
         disabled=disabled_builds(matrix))
 
 
+def placement() -> dict[str, tuple[str | None, str]]:
+    """Entry id -> (distribution, scope), as the release index records them."""
+    index = matrix_index(matrix_manifest(), load_matrix(REPO / "matrix"))
+    return {a.record.entry_id: (a.distro, a.scope) for a in index.releases[0].assets}
+
+
 def host(name: str) -> Host:
     return probe(load_profile(HOSTS / f"{name}.yaml"))
 
 
 def choose(name: str, **kw: str) -> Choice:
-    return rank(matrix_manifest(), host(name), **kw)
+    return rank(matrix_manifest(), host(name), placement=placement(), **kw)
 
 
 # profile, chosen entry (None: nothing fits), first fallbacks in order, phrases of the reasons
@@ -74,21 +81,26 @@ TABLE: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
     ("wsl2-nvidia", "ubuntu-cuda-13.3-x64", ("ubuntu-cuda-12.4-x64", "ubuntu-x64"),
      ("driver 581.15 >= 580.65 needed by CUDA 13.3",)),
     ("centos7-old-glibc", "ubuntu-x64", (),
-     ("glibc 2.17 >= 2.17", "openeuler-x64: needs glibc >= 2.28; this machine has glibc 2.17")),
+     ("glibc 2.17 >= 2.17", "openeuler-x64: made for openeuler; this machine runs centos")),
     ("rhel6-too-old-glibc", None, (),
      ("ubuntu-x64: needs glibc >= 2.17; this machine has glibc 2.12",)),
     ("alpine-musl", None, (),
      ("ubuntu-x64: needs glibc >= 2.17; this machine's C library is musl 1.2.5",)),
-    ("no-avx2-sandybridge", "ubuntu-x64", ("openeuler-x64",),
+    ("no-avx2-sandybridge", "ubuntu-x64", (),
      ("x86-64-v2 CPU, SSE4.2 kernels (no AVX2)",)),
-    ("fedora-avx512", "ubuntu-x64", ("openeuler-x64",),
-     ("x86-64-v4 CPU, AVX-512+VNNI kernels",)),
+    ("fedora-avx512", "ubuntu-x64", (),
+     ("x86-64-v4 CPU, AVX-512+VNNI kernels", "general Linux build",
+      "openeuler-x64: made for openeuler; this machine runs fedora")),
+    ("debian12-x64", "ubuntu-x64", (),
+     ("choice: ubuntu-x64: CPU build, general Linux build, glibc 2.36 >= 2.17",
+      "openeuler-x64: made for openeuler; this machine runs debian (the general Linux build "
+      "is preferred; --backend openeuler-x64 installs it anyway)")),
     ("rocm72-rx7900", "ubuntu-rocm-7.2-x64", ("ubuntu-vulkan-x64", "ubuntu-x64"),
      ("ROCm 7.2.0 and AMD GPU gfx1100",)),
     ("vulkan-only-radeon", "ubuntu-vulkan-x64", ("ubuntu-x64",),
      ("Vulkan on AMD GPU (amdgpu) (radeon_icd.x86_64)",
       "ubuntu-rocm-7.2-x64: no ROCm installation found")),
-    ("lavapipe-only-vm", "ubuntu-x64", ("openeuler-x64",),
+    ("lavapipe-only-vm", "ubuntu-x64", (),
      ("ubuntu-vulkan-x64: Vulkan drivers only for the CPU",)),
     ("intel-arc-oneapi", "ubuntu-sycl-fp32-x64",
      ("ubuntu-sycl-fp16-x64", "ubuntu-openvino-2026.2-x64", "ubuntu-vulkan-x64", "ubuntu-x64"),
@@ -108,12 +120,13 @@ TABLE: list[tuple[str, str | None, tuple[str, ...], tuple[str, ...]]] = [
      ("win-cuda-12.4-x64", "win-vulkan-x64", "win-cpu-x64"),
      ("driver 581.15 >= 580.88 needed by CUDA 13.3",)),
     ("s390x-z15", "ubuntu-s390x", (), ("z15 CPU",)),
-    ("openeuler-x64", "openeuler-x64", ("ubuntu-x64",), ("glibc 2.34 >= 2.28",)),
+    ("openeuler-x64", "openeuler-x64", ("ubuntu-x64",),
+     ("made for openeuler, glibc 2.34 >= 2.28",)),
     ("openeuler-ascend-910b", "openeuler-arm64", ("ubuntu-arm64",),
      ("disabled: openeuler-ascend-910b-arm64: The CANN toolkit",
       "https://github.com/ggml-org/llama.cpp/pull/17192")),
     ("android-termux", "android-arm64", (), ("Android 14 (API 34)", "static executable")),
-    ("graviton-arm64", "ubuntu-arm64", ("openeuler-arm64",), ("dotprod kernels",)),
+    ("graviton-arm64", "ubuntu-arm64", (), ("dotprod kernels",)),
 ]
 
 
@@ -144,8 +157,7 @@ def test_profile_choice(profile: str, want: str | None, fallbacks: tuple[str, ..
 def test_summary_names_reason_and_fallbacks() -> None:
     s = choose("ubuntu-cuda13-rtx4090").summary()
     assert s.startswith("ubuntu-cuda-13.3-x64: driver 580.65.06 >= 580.65 needed by CUDA 13.3")
-    assert s.endswith("fallback ubuntu-cuda-12.4-x64, ubuntu-vulkan-x64, ubuntu-x64, "
-                      "openeuler-x64")
+    assert s.endswith("fallback ubuntu-cuda-12.4-x64, ubuntu-vulkan-x64, ubuntu-x64")
 
 
 def test_missing_entry_is_skipped_with_its_reason() -> None:
@@ -228,3 +240,16 @@ def test_docs_state_the_matrix_driver_minimums() -> None:
             family = e.id.split("-")[0]
             assert (f"{e.libc_floor} for `{family}-*`" in text
                     or f"{e.libc_floor} for `{family}-{e.backend}-*`" in text), e.id
+
+
+def test_a_distributions_own_build_is_installed_when_asked_for_by_id() -> None:
+    choice = choose("debian12-x64", backend="openeuler-x64")
+    assert choice.chosen is not None and choice.chosen.entry_id == "openeuler-x64"
+    assert "installed because --backend named it" in choice.chosen.why
+
+
+def test_without_an_index_the_entry_id_names_the_distribution() -> None:
+    """A manifest ranked without placement (no index) keeps the old rule: every build is
+    general, a build named after the host's distribution is preferred."""
+    choice = rank(matrix_manifest(), host("openeuler-x64"))
+    assert choice.chosen is not None and choice.chosen.entry_id == "openeuler-x64"

@@ -32,9 +32,19 @@ from kiln.install.installer import (
     verify_sums_signature,
 )
 from kiln.package.records import AssetRecord, Tool, Verification, unpacked_size
+from kiln.release.index import release_index
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest, format_sums
 
 TAG = "b7"
+
+
+def write_index(rel: Path, manifest: ReleaseManifest, secret: object) -> None:
+    """The release's signed index.json, as ``kiln release`` writes it."""
+    index = release_index(manifest, distros={"ubuntu-x64": "ubuntu"},
+                          general=frozenset({"ubuntu"}), floors={}, expiry_days=36500)
+    (rel / "index.json").write_text(index.text(), encoding="utf-8")
+    (rel / "index.json.minisig").write_bytes(
+        sign(secret, index.text().encode(), index.comment()))
 
 
 def keypair() -> tuple[object, str]:
@@ -76,6 +86,7 @@ def make_release(root: Path, secret: object, *, tag: str = TAG, text: str = "v1"
                                base_url=str(rel) + "/",
                                assets=(ReleaseAsset(record=record, url=name),), missing=(),
                                disabled=())
+    write_index(rel, manifest, secret)
     (rel / "manifest.json").write_text(manifest.text(), encoding="utf-8")
     sums = format_sums({name: record.sha256,
                         "manifest.json": sha256_file(rel / "manifest.json")})
@@ -258,6 +269,7 @@ def test_archive_without_cli_is_refused(mirror: tuple[Path, str, object],
     data["assets"][0]["size"] = (rel / name).stat().st_size
     data["assets"][0]["sha256"] = sha256_file(rel / name)
     (rel / "manifest.json").write_text(json.dumps(data), encoding="utf-8")
+    write_index(rel, ReleaseManifest.from_json(data, source="m"), secret)
     sums = format_sums({name: sha256_file(rel / name),
                         "manifest.json": sha256_file(rel / "manifest.json")})
     (rel / "SHA256SUMS").write_text(sums, encoding="utf-8")

@@ -25,6 +25,7 @@ from kiln.release.assemble import (
     release_manifest,
     scan_artifacts,
 )
+from kiln.release.index import matrix_index
 from kiln.release.manifest import (
     MANIFEST_NAME,
     RELEASE_FILES,
@@ -230,7 +231,7 @@ def _assemble(tmp_path: Path, matrix: Matrix, out: Path,
     manifest = release_manifest(result, project="ember", tag="b42", build_number=42,
                                 commit=COMMIT, commit_epoch=0, base_url="https://x/b42")
     assemble(out, assets=result.assets, manifest=manifest, notes="# notes\n", sbom="{}\n",
-             signer=signer or FakeSigner())
+             signer=signer or FakeSigner(), index=matrix_index(manifest, matrix))
     return manifest
 
 

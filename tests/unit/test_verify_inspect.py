@@ -12,6 +12,7 @@ import pytest
 from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.errors import VerifyError
 from kiln.matrix import Entry, load_matrix
+from kiln.package.macho import CS_ADHOC, read_code_signature
 from kiln.plan import make_job
 from kiln.verify import CliRun, VerifyContext, compare_ids, parse_cli_json
 from kiln.verify.inspect import (
@@ -20,6 +21,7 @@ from kiln.verify.inspect import (
     check_facts,
     check_host_paths,
     glibc_max,
+    summarize,
 )
 
 
@@ -116,7 +118,7 @@ def macho(**kw: object) -> BinaryFacts:
                                    big_endian=False,
                                    libraries=("/usr/lib/libSystem.B.dylib",
                                               "@rpath/libember.0.dylib"),
-                                   macos_minos="11.0.0", code_signature="valid")
+                                   macos_minos="11.0.0", code_signature="ad-hoc")
     base.update(kw)
     return BinaryFacts(**base)  # type: ignore[arg-type]
 
@@ -130,10 +132,23 @@ def test_macos_minimum_and_signature(repo_root: Path) -> None:
         "bin/ember-cli: macOS minimum"]
     assert failed(check_facts(macho(code_signature="absent"), arm, allowed=allowed,
                               own=own)) == ["bin/ember-cli: code signature"]
-    # x86_64 Macs run unsigned code: no signature check there
+    # hashes that match but no adhoc flag: not what zig writes, and no certificate is checked
+    assert failed(check_facts(macho(code_signature="signed"), arm, allowed=allowed,
+                              own=own)) == ["bin/ember-cli: code signature"]
+    # x86_64 Macs run unsigned code: an absent signature is recorded, not refused
     x64 = entry(repo_root, "macos-x64")
     facts = macho(machine="x86_64", macos_minos="10.15.0", code_signature="absent")
-    assert failed(check_facts(facts, x64, allowed=allowed, own=own)) == []
+    checks = check_facts(facts, x64, allowed=allowed, own=own)
+    assert failed(checks) == []
+    assert [c.detail for c in checks if c.name.endswith("code signature")] == [
+        "unsigned (x86_64 macOS runs unsigned code)"]
+    assert "code signature: unsigned" in summarize(checks, x64).detail
+    assert "ad-hoc signed" in summarize(check_facts(macho(), arm, allowed=allowed, own=own),
+                                        arm).detail
+    # but a signature that does not match the file fails there too
+    broken = macho(machine="x86_64", macos_minos="10.15.0", code_signature="invalid: page 1")
+    assert failed(check_facts(broken, x64, allowed=allowed, own=own)) == [
+        "bin/ember-cli: code signature"]
 
 
 def test_windows_dlls_case_insensitive_patterns(repo_root: Path) -> None:
@@ -184,6 +199,24 @@ def test_code_signature_hashes_checked() -> None:
     problem = _codesign_problem(bytes(tampered), len(code), len(blob))
     assert problem is not None and "page 1" in problem
     assert _codesign_problem(data, 0, 16) == "no SuperBlob at LC_CODE_SIGNATURE's offset"
+
+
+def test_code_signature_flags_and_identifier_are_read() -> None:
+    code = bytes(range(256)) * 40
+    blob = signed_blob(code)
+    sig = read_code_signature(code + blob, len(code), len(blob))
+    assert sig.adhoc and sig.flags == CS_ADHOC and sig.identifier == "ember-cli"
+    assert sig.hash_type == "sha256" and sig.state == "ad-hoc"
+    # the same blob without the adhoc flag (flags are the CodeDirectory's fourth word)
+    cd_at = 20
+    no_flag = bytearray(blob)
+    no_flag[cd_at + 12:cd_at + 16] = struct.pack(">I", 0)
+    plain = read_code_signature(code + bytes(no_flag), len(code), len(no_flag))
+    assert not plain.adhoc and plain.state == "signed"
+    tampered = bytearray(code + blob)
+    tampered[100] ^= 1
+    assert read_code_signature(bytes(tampered), len(code), len(blob)).state.startswith(
+        "invalid: page 0")
 
 
 def test_parse_cli_json_ignores_noise_and_crlf() -> None:
