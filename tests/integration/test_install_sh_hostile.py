@@ -28,6 +28,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,8 +173,9 @@ def publish(root: Path, key: Key, tag: str, *, kind: str = "tar",
     doc["assets"][0]["unpacked_size"] = files if unpacked is None else unpacked
     (rel / "manifest.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n",
                                        encoding="utf-8")
+    write_index(key, rel, doc)
     lines = [f"{hashlib.sha256((rel / n).read_bytes()).hexdigest()}  {n}"
-             for n in sorted((asset, "manifest.json"))]
+             for n in sorted((asset, *RELEASE_FILES))]
     if sums_lines is not None:
         lines = sums_lines(lines)
     (rel / "SHA256SUMS").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
@@ -184,13 +186,42 @@ def publish(root: Path, key: Key, tag: str, *, kind: str = "tar",
     return Release(directory=rel, tag=tag, asset=asset)
 
 
-def resign(key: Key, rel: Release, doc: dict[str, object]) -> None:
-    """Write ``doc`` as the release's manifest.json, then SHA256SUMS and its signature."""
+def write_index(key: Key, rel: Path, doc: dict[str, Any]) -> None:
+    """The release's index.json, as ``kiln release`` lays it out, made from the manifest
+    ``doc`` (whatever it holds: a test may have broken it on purpose), and its signature."""
+    assets = []
+    for a in doc["assets"]:
+        item = {"id": a["entry_id"], "file": a["name"], "kind": a["kind"], "url": a["url"],
+                "size": a["size"], "sha256": a["sha256"], "backend": a["backend"],
+                "backend_version": a["backend_version"], "distro": "ubuntu",
+                "scope": "general", "verification": a["verification"]["method"],
+                "floors": {}, "properties": [],
+                "record": {k: v for k, v in a.items() if k != "url"}}
+        if "unpacked_size" in a:
+            item["unpacked_size"] = a["unpacked_size"]
+        assets.append(item)
+    index = {"schema": "kiln-index/1", "project": "ember", "kind": "release",
+             "version": doc["build_number"], "expires": "2126-01-01T00:00:00Z",
+             "releases": [{"tag": doc["tag"], "date": doc["date"], "commit": doc["commit"],
+                           "assets": assets, "disabled": [], "missing": []}]}
+    (rel / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n",
+                                    encoding="utf-8")
+    key.sign(rel / "index.json",
+             f"ember release-index version {doc['build_number']} expires 2126-01-01T00:00:00Z")
+
+
+RELEASE_FILES = ("manifest.json", "index.json", "index.json.minisig")
+
+
+def resign(key: Key, rel: Release, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as the release's manifest.json (and the index made from it), then
+    SHA256SUMS and its signature."""
     (rel.directory / "manifest.json").write_text(json.dumps(doc, indent=2, sort_keys=True)
                                                  + "\n", encoding="utf-8")
+    write_index(key, rel.directory, doc)
     (rel.directory / "SHA256SUMS").write_text("".join(
         f"{hashlib.sha256((rel.directory / n).read_bytes()).hexdigest()}  {n}\n"
-        for n in sorted((rel.asset, "manifest.json"))), encoding="utf-8")
+        for n in sorted((rel.asset, *RELEASE_FILES))), encoding="utf-8")
     key.sign(rel.directory / "SHA256SUMS", f"ember {rel.tag} commit {COMMIT} date {DATE}")
 
 
@@ -547,7 +578,7 @@ def test_an_announced_oversized_archive_is_refused(mirror: Mirror) -> None:
 
 @pytest.mark.parametrize(("name", "cap"), [("b2/SHA256SUMS", 1048576),
                                            ("b2/SHA256SUMS.minisig", 4096),
-                                           ("b2/manifest.json", 4194304), ("latest", 256)])
+                                           ("b2/index.json", 16777216), ("latest", 256)])
 def test_endless_release_files_are_capped(mirror: Mirror, name: str, cap: int) -> None:
     before = installed(mirror)
     publish(mirror.root, mirror.key, "b2")
@@ -563,7 +594,7 @@ def test_sha256sums_is_fetched_once(mirror: Mirror) -> None:
     done = mirror.run("--tag", "b1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert mirror.server.log.count("b1/SHA256SUMS") == 1, mirror.server.log
-    assert mirror.server.log.count("b1/manifest.json") == 1, mirror.server.log
+    assert mirror.server.log.count("b1/index.json") == 1, mirror.server.log
 
 
 def test_a_partial_download_resumes_within_the_cap(mirror: Mirror) -> None:
@@ -736,7 +767,7 @@ def test_an_install_whose_release_cannot_be_read_needs_the_flag(mirror: Mirror) 
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_a_manifest_with_two_records_of_the_archive_is_refused(mirror: Mirror) -> None:
+def test_an_index_with_two_records_of_the_archive_is_refused(mirror: Mirror) -> None:
     before = installed(mirror)
     rel = publish(mirror.root, mirror.key, "b2")
     doc = json.loads((rel.directory / "manifest.json").read_text(encoding="utf-8"))
@@ -836,11 +867,11 @@ def test_a_release_without_unpacked_size_is_refused(mirror: Mirror) -> None:
     refused(mirror, before, mirror.run("--tag", "b2"), 12, "records no unpacked_size")
 
 
-def test_a_manifest_not_matching_its_signed_sum_is_refused(mirror: Mirror) -> None:
+def test_an_index_not_matching_its_signed_sum_is_refused(mirror: Mirror) -> None:
     before = installed(mirror)
     rel = publish(mirror.root, mirror.key, "b2")
-    text = (rel.directory / "manifest.json").read_text(encoding="utf-8")
-    (rel.directory / "manifest.json").write_text(text.replace('"unpacked_size": ',
-                                                              '"unpacked_size": 9'))
+    text = (rel.directory / "index.json").read_text(encoding="utf-8")
+    (rel.directory / "index.json").write_text(text.replace('"unpacked_size": ',
+                                                           '"unpacked_size": 9'))
     refused(mirror, before, mirror.run("--tag", "b2"), 12,
-            "manifest.json does not match its sha256")
+            "index.json does not match its sha256")

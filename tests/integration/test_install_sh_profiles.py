@@ -9,6 +9,7 @@ utilities, so the script also proves it needs nothing else. Windows profiles are
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -76,8 +77,12 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Relea
     manifest = matrix_manifest()
     rel = root / "b42"
     rel.mkdir()
+    index = matrix_index(manifest, load_matrix(REPO / "matrix")).text()
+    (rel / "index.json").write_text(index, encoding="utf-8")
+    digest = hashlib.sha256(index.encode()).hexdigest()
     (rel / "SHA256SUMS").write_text("".join(f"{'0' * 64}  {a.record.name}\n"
-                                            for a in manifest.assets), encoding="utf-8")
+                                            for a in manifest.assets)
+                                    + f"{digest}  index.json\n", encoding="utf-8")
     script = root / "install.sh"
     script.write_text(render(manifest, PUBKEY, str(root) + "/",
                              placement=placement(manifest))["install.sh"], encoding="utf-8")
