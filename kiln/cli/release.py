@@ -71,6 +71,12 @@ def register(sub: Any) -> None:
     p.add_argument("--to", required=True, metavar="URL",
                    help=f"the destination, one of {SCHEMES} (file://PATH: a mirror "
                         f"directory, github://OWNER/REPO: a GitHub release)")
+    p.add_argument("--signing-key", metavar="FILE",
+                   help="the release's minisign secret key, to re-sign a mirror's index.json "
+                        "(default: $KILN_SIGNING_KEY; without one a mirror keeps no index)")
+    p.add_argument("--index-expiry-days", type=int, default=30, metavar="N",
+                   help="how long the mirror's re-signed index.json is valid (default 30): "
+                        "installers refuse an expired one, so publish again before then")
     p.set_defaults(func=cmd_publish)
 
 
@@ -100,9 +106,14 @@ def cmd_release(ctx: Context) -> int:
 
 
 def cmd_publish(ctx: Context) -> int:
+    from kiln.errors import ConfigError
     from kiln.publish import publish
 
-    published = publish(Path(ctx.args.dir), ctx.args.to, env=ctx.env, log=ctx.console.note)
+    days = ctx.args.index_expiry_days
+    if not 1 <= days <= 3650:
+        raise ConfigError(f"--index-expiry-days {days} is not from 1 to 3650")
+    published = publish(Path(ctx.args.dir), ctx.args.to, env=ctx.env, log=ctx.console.note,
+                        signing_key=ctx.args.signing_key, index_expiry_days=days)
     result = published.result
     if result.already_published:
         ctx.console.line(f"{published.tag} was already published to {result.destination}: "

@@ -48,8 +48,14 @@ __all__ = [
 
 def _directory(target: str, options: PublishOptions) -> Publisher:
     from kiln.publish.directory import DirectoryPublisher
+    from kiln.release.sign import KEY_ENV, MinisignSigner, resolve_key, scrub_env
 
-    return DirectoryPublisher(Path(target), log=options.log)
+    signer = None
+    if options.signing_key or options.env.get(KEY_ENV):
+        key = resolve_key(options.signing_key, options.env, repo=Path.cwd())
+        signer = MinisignSigner(key, env=scrub_env(options.env))
+    return DirectoryPublisher(Path(target), log=options.log, signer=signer,
+                              index_expiry_days=options.index_expiry_days)
 
 
 def _github(target: str, options: PublishOptions) -> Publisher:
@@ -111,15 +117,22 @@ class Published:
 
 
 def publish(directory: Path, to: str, *, env: Mapping[str, str] | None = None,
-            log: Callable[[str], None] | None = None) -> Published:
+            log: Callable[[str], None] | None = None, signing_key: str | None = None,
+            index_expiry_days: int = 30) -> Published:
     """Check the release directory ``directory`` (every checksum of ``SHA256SUMS`` and its
     signature) and publish it to the destination URL ``to`` (a scheme of ``PUBLISHERS``).
     Idempotent: publishing again resumes, or reports ``already_published``. ``env`` (default
     ``os.environ``) holds the credentials, e.g. ``GITHUB_TOKEN``; ``log`` gets progress lines.
+    ``signing_key`` (default ``$KILN_SIGNING_KEY``) signs what the destination keeps of its
+    own, a mirror root's ``index.json``, valid ``index_expiry_days`` days.
     Raises ``ConfigError`` (exit code 2) for a bad URL, ``PublishError`` (10) and
     ``IntegrityError`` (12)."""
     env = dict(os.environ) if env is None else env
     release = load_release(Path(directory), env=env)
-    options = PublishOptions(env=env) if log is None else PublishOptions(env=env, log=log)
+    options = PublishOptions(env=env, signing_key=signing_key,
+                             index_expiry_days=index_expiry_days)
+    if log is not None:
+        options = PublishOptions(env=env, log=log, signing_key=signing_key,
+                                 index_expiry_days=index_expiry_days)
     result = publisher_for(to, options).publish(release)
     return Published(tag=release.tag, result=result)

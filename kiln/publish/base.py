@@ -13,6 +13,8 @@ from typing import Protocol
 from kiln.errors import PublishError
 from kiln.matrix import ID_RE
 from kiln.release.manifest import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
     NOTES_NAME,
     PUBLIC_KEY_NAME,
     SIGNATURE_NAME,
@@ -68,6 +70,10 @@ class PublishResult:
 class PublishOptions:
     env: Mapping[str, str]
     log: Callable[[str], None] = field(default=lambda _msg: None)
+    # The release key, for what a publisher signs itself (a mirror root's index.json);
+    # None: $KILN_SIGNING_KEY, if set.
+    signing_key: str | None = None
+    index_expiry_days: int = 30
 
 
 class Publisher(Protocol):
@@ -112,5 +118,9 @@ def load_release(directory: Path, *, env: Mapping[str, str],
     if check_signature:
         verify_signature(directory / SUMS_NAME, directory / SIGNATURE_NAME,
                          directory / PUBLIC_KEY_NAME, env=env)
+        if (directory / INDEX_SIGNATURE_NAME).is_file():
+            # The index installers choose from is signed on its own: by the same key.
+            verify_signature(directory / INDEX_NAME, directory / INDEX_SIGNATURE_NAME,
+                             directory / PUBLIC_KEY_NAME, env=env)
     notes = (directory / NOTES_NAME).read_text(encoding="utf-8")
     return LocalRelease(directory=directory, manifest=manifest, files=files, notes=notes)

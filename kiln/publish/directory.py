@@ -6,7 +6,9 @@ symlink, so the mirror can be copied to object storage or any web server as it i
 
 Atomicity: the release is copied into ``PATH/.<tag>.partial-<pid>/`` (each file fsync'ed and
 re-hashed), the staging directory is fsync'ed and renamed to ``PATH/<tag>`` in one step, and
-``latest`` is rewritten (temp file + rename) last. A publish that fails or is killed leaves
+``latest`` is rewritten (temp file + rename), then the mirror's signed ``index.json``
+(``kiln.release.index``: every release, newest first, version one above the last, a fresh
+expiry) when a signing key is given. A publish that fails or is killed leaves
 the previous releases and ``latest`` untouched; its staging directory is removed by the next
 run. A lock file keeps two publishers of one mirror apart. A tag already published with the
 same files is a success (a re-run); with different files it is an error: published releases
@@ -18,16 +20,25 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from filelock import FileLock, Timeout
 
-from kiln.errors import PublishError
+from kiln.errors import KilnError, PublishError
 from kiln.files import atomic_write_text, fsync_dir, sha256_file
 from kiln.publish.base import LocalRelease, PublishResult, check_names, confined
-from kiln.release.manifest import TAG_RE
+from kiln.release.index import mirror_index, parse_index
+from kiln.release.manifest import INDEX_NAME, INDEX_SIGNATURE_NAME, PUBLIC_KEY_NAME, TAG_RE
 
-__all__ = ["LATEST", "DirectoryPublisher"]
+
+class IndexSigner(Protocol):
+    def public_key(self) -> str: ...
+
+    def sign(self, path: Path, signature: Path, *, trusted_comment: str) -> None: ...
+
+__all__ = ["LATEST", "DirectoryPublisher", "IndexSigner"]
 
 LATEST = "latest"
 LOCK = ".kiln-publish.lock"
@@ -40,10 +51,54 @@ def _number(tag: str) -> int:
 
 class DirectoryPublisher:
     def __init__(self, root: Path, *, log: Callable[[str], None] = lambda _m: None,
-                 lock_timeout: float = 600.0) -> None:
+                 lock_timeout: float = 600.0, signer: IndexSigner | None = None,
+                 index_expiry_days: int = 30) -> None:
         self.root = root
         self.log = log
         self.lock_timeout = lock_timeout
+        self.signer = signer
+        self.index_expiry_days = index_expiry_days
+
+    def _update_index(self, release: LocalRelease) -> None:
+        """Re-sign the mirror root's ``index.json`` with ``release`` in it: version one above
+        the previous index's, a fresh expiry. Without a signer the mirror keeps no index and
+        says so (installers then cannot tell a rollback of ``latest``)."""
+        if self.signer is None:
+            self.log(f"warning: no signing key: {self.root / INDEX_NAME} is not written, so "
+                     "installers cannot check this mirror's 'latest' against a rollback or a "
+                     "freeze (pass --signing-key or set KILN_SIGNING_KEY)")
+            return
+        if self.signer.public_key().strip() != release.path(PUBLIC_KEY_NAME).read_text(
+                encoding="utf-8").strip():
+            raise PublishError(f"the signing key is not the key release {release.tag} is "
+                               "signed with", hint="sign the mirror's index with the release "
+                                                   "key: installers pin one key")
+        path = confined(self.root, INDEX_NAME)
+        previous = None
+        if path.is_file():
+            try:
+                previous = parse_index(path.read_bytes(), source=str(path))
+            except KilnError as exc:
+                raise PublishError(f"{path}: the mirror's index cannot be read: {exc.message}",
+                                   hint="restore it from a backup; removing it lets "
+                                        "installers that saw it refuse the mirror") from exc
+        added = parse_index(release.path(INDEX_NAME).read_bytes(),
+                            source=str(release.path(INDEX_NAME)))
+        index = mirror_index(previous, added, now=datetime.now(UTC),
+                             expiry_days=self.index_expiry_days)
+        stage = confined(self.root, f".{INDEX_NAME}.new-{os.getpid()}")
+        atomic_write_text(stage, index.text())
+        self.signer.sign(stage, stage.with_name(stage.name + ".minisig"),
+                         trusted_comment=index.comment())
+        # The index first, then its signature: an installer that reads between the two
+        # renames finds a signature that does not verify and refuses; it never trusts a
+        # mismatched pair.
+        stage.replace(path)
+        stage.with_name(stage.name + ".minisig").replace(confined(self.root,
+                                                                  INDEX_SIGNATURE_NAME))
+        fsync_dir(self.root)
+        self.log(f"{INDEX_NAME}: version {index.version}, {len(index.releases)} releases, "
+                 f"expires {index.expires}")
 
     def _copy(self, release: LocalRelease, name: str, stage: Path) -> None:
         dst = confined(stage, name)
@@ -103,6 +158,7 @@ class DirectoryPublisher:
                     f"{target} already holds a different release {tag}",
                     hint="a published release is never changed; release under a new tag")
             moved = self._update_latest(tag)
+            self._update_index(release)
             self.log(f"{tag} is already published in {self.root}"
                      + ("" if moved else " (latest points at a newer release)"))
             return PublishResult(destination=f"file://{self.root}", url=str(target),
@@ -121,6 +177,7 @@ class DirectoryPublisher:
             if stage.exists():
                 shutil.rmtree(stage)
         moved = self._update_latest(tag)
+        self._update_index(release)
         self.log(f"published {tag} to {target}"
                  + ("; latest -> " + tag if moved else "; latest unchanged (newer exists)"))
         return PublishResult(destination=f"file://{self.root}", url=str(target),

@@ -23,12 +23,16 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kiln.errors import ConfigError, IntegrityError, KilnError, ReleaseError
 from kiln.files import sha256_file
+from kiln.release.index import INDEX_MAX_BYTES, check_fresh, parse_index
 from kiln.release.manifest import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
     MANIFEST_MAX_BYTES,
     MANIFEST_NAME,
     PROVENANCE_MAX_BYTES,
@@ -52,6 +56,8 @@ __all__ = [
     "CheckOutcome",
     "ReleaseUnderCheck",
     "VerifyReport",
+    "check_floors",
+    "check_index",
     "check_manifest",
     "check_provenance",
     "check_signature",
@@ -340,6 +346,62 @@ def check_provenance(release: ReleaseUnderCheck) -> str:
             f"{prov.commit[:12]}, signed")
 
 
+def check_index(release: ReleaseUnderCheck) -> str:
+    """``index.json`` (what installers choose from) is signed with the key, its signed comment
+    names its version and expiry and it is not past that expiry, both files are listed in
+    ``SHA256SUMS``, and it lists exactly the manifest's assets, records equal."""
+    listed = release.sums()
+    for name in (INDEX_NAME, INDEX_SIGNATURE_NAME):
+        if name not in listed:
+            raise IntegrityError(f"{release.directory}: {name} is not listed in {SUMS_NAME}",
+                                 hint="a release made by this kiln carries its signed index")
+    comment = release.verify_signature(INDEX_NAME, INDEX_SIGNATURE_NAME, cap=INDEX_MAX_BYTES)
+    path = release.path(INDEX_NAME)
+    index = parse_index(release.read(INDEX_NAME, INDEX_MAX_BYTES), source=str(path))
+    check_fresh(index, comment, now=datetime.now(UTC), source=str(path))
+    manifest = release.manifest()
+    entry = index.release(manifest.tag)
+    if index.kind != "release" or entry is None or entry.commit != manifest.commit:
+        raise IntegrityError(f"{path} is not the index of release {manifest.tag}",
+                             hint="the index belongs to another release")
+    if [a.record for a in entry.assets] != [a.record for a in manifest.assets]:
+        raise IntegrityError(f"{path} and {MANIFEST_NAME} list different assets",
+                             hint="the release is damaged: do not trust it")
+    return (f"version {index.version}, expires {index.expires}, {len(entry.assets)} assets = "
+            f"the manifest's, signed")
+
+
+def check_floors(release: ReleaseUnderCheck) -> str:
+    """The floors in ``index.json`` are what the binaries need, measured again here
+    (``kiln.verify.floors``), and none is above what the asset's record promises."""
+    from kiln.verify.floors import FLOOR_FIELDS, check_promise, measure_archive
+
+    path = release.path(INDEX_NAME)
+    index = parse_index(release.read(INDEX_NAME, INDEX_MAX_BYTES), source=str(path))
+    latest = index.latest
+    if latest is None:
+        raise IntegrityError(f"{path} lists no release")
+    problems: list[str] = []
+    counted = 0
+    for asset in latest.assets:
+        if asset.record.kind != "archive":
+            continue
+        measured = measure_archive(release.path(asset.record.name))
+        counted += 1
+        for name in FLOOR_FIELDS:
+            want, got = asset.floors.get(name), getattr(measured, name)
+            if want != got:
+                problems.append(f"{asset.record.entry_id}: {name} is {got!r} in the binaries, "
+                                f"{want!r} in {INDEX_NAME}")
+        problems += [f"{asset.record.entry_id}: {why}"
+                     for why in check_promise(measured, asset.record.requirements())]
+    if problems:
+        raise IntegrityError(f"{path}: floors do not hold:\n  " + "\n  ".join(problems),
+                             hint="the index does not describe these binaries, or they need "
+                                  "more than their build promises: do not trust the release")
+    return f"{counted} archives measured: the floors in {INDEX_NAME} hold"
+
+
 CHECKS: tuple[Check, ...] = (
     Check(name="signature", run=check_signature,
           what=f"{SIGNATURE_NAME} verifies {SUMS_NAME} with the key"),
@@ -349,6 +411,10 @@ CHECKS: tuple[Check, ...] = (
           what=f"{MANIFEST_NAME} agrees with {SUMS_NAME} and the signed comment"),
     Check(name="provenance", run=check_provenance,
           what=f"{PROVENANCE_NAME}: signed, subjects = the assets, this tag and commit"),
+    Check(name="index", run=check_index,
+          what=f"{INDEX_NAME}: signed, not expired, lists the manifest's assets"),
+    Check(name="floors", run=check_floors,
+          what="the binaries' measured floors = the index's, within each promise"),
 )
 
 

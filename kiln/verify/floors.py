@@ -64,7 +64,10 @@ from __future__ import annotations
 import re
 import shutil
 import struct
+import tarfile
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -549,7 +552,13 @@ def measure_archive(path: Path) -> Floors:
     below the archive's top directory."""
     tmp = Path(tempfile.mkdtemp(prefix="kiln-floors-"))
     try:
-        safe_unpack(path, tmp, max_bytes=MAX_UNPACKED)
+        try:
+            safe_unpack(path, tmp, max_bytes=MAX_UNPACKED)
+        except (tarfile.TarError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
+                ValueError) as exc:
+            raise IntegrityError(f"{path}: cannot be read as a .tar.gz or .zip to measure "
+                                 f"its floors: {exc}",
+                                 hint="the archive is damaged, or not one kiln made") from exc
         entries = list(tmp.iterdir())
         # kiln's archives hold one top directory named after the asset: paths start below it
         top = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp

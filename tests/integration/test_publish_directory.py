@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_release_cli import Project, git, make_artifact, make_release_dir
+from test_release_cli import Project, git, make_artifact, make_key, make_release_dir
 
 from kiln.publish import load_release
 from kiln.publish.directory import DirectoryPublisher
+from kiln.release.index import parse_index
 
 pytestmark = [
     pytest.mark.integration,
@@ -53,10 +54,37 @@ def test_publish_layout_latest_and_rerun(tmp_path: Path) -> None:
     assert tree(mirror / tag) == tree(release)
     subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=mirror / tag,
                    check=True, capture_output=True)
-    before = tree(mirror)
+    first = parse_index((mirror / "index.json").read_bytes(), source="index.json")
+    assert (first.kind, first.version, [r.tag for r in first.releases]) == ("mirror", 1, [tag])
+    subprocess.run(["minisign", "-V", "-q", "-p", str(release / "minisign.pub"), "-m",
+                    str(mirror / "index.json")], check=True, capture_output=True)
+    before = {k: v for k, v in tree(mirror).items() if not k.startswith("index.json")}
     code, out, _ = project.kiln(["publish", str(release), "--to", f"file://{mirror}"])
     assert code == 0 and "already published" in out
-    assert tree(mirror) == before
+    assert {k: v for k, v in tree(mirror).items() if not k.startswith("index.json")} == before
+    # Publishing again re-signs the mirror's index: a higher version, the same releases.
+    again = parse_index((mirror / "index.json").read_bytes(), source="index.json")
+    assert again.version == 2 and again.releases == first.releases
+
+
+def test_a_mirror_without_a_key_keeps_no_index_and_says_so(tmp_path: Path) -> None:
+    project, release = make_release_dir(tmp_path)
+    mirror = tmp_path / "mirror"
+    env = {k: v for k, v in project.env.items() if k != "KILN_SIGNING_KEY"}
+    done = subprocess.run([sys.executable, "-m", "kiln", "publish", str(release), "--to",
+                           f"file://{mirror}"], cwd=project.repo, env=env,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "index.json is not written" in done.stdout + done.stderr
+    assert not (mirror / "index.json").exists()
+
+
+def test_the_mirror_index_must_be_signed_with_the_release_key(tmp_path: Path) -> None:
+    project, release = make_release_dir(tmp_path)
+    other = make_key(tmp_path / "other-key")
+    code, _, err = project.kiln(["publish", str(release), "--to",
+                                 f"file://{tmp_path / 'mirror'}", "--signing-key", str(other)])
+    assert code == 10, err
 
 
 def test_same_tag_with_other_content_is_refused(tmp_path: Path,

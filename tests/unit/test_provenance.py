@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,19 @@ from kiln.errors import ConfigError, IntegrityError
 from kiln.matrix import Matrix, load_matrix
 from kiln.package.records import Tool, Verification, record_for
 from kiln.release.assemble import LocalAsset, gate, release_manifest
-from kiln.release.check import CHECKS, Check, ReleaseUnderCheck, public_key_from, verify_release
+from kiln.release.check import (
+    CHECKS,
+    Check,
+    CheckOutcome,
+    ReleaseUnderCheck,
+    VerifyReport,
+    public_key_from,
+    verify_release,
+)
+from kiln.release.index import matrix_index
 from kiln.release.manifest import (
+    INDEX_NAME,
+    INDEX_SIGNATURE_NAME,
     MANIFEST_NAME,
     NOTES_NAME,
     PROVENANCE_NAME,
@@ -57,6 +69,11 @@ def matrix() -> Matrix:
 
 
 def _archive(path: Path, payload: bytes) -> None:
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(zipfile.ZipInfo("ember/README", date_time=(1980, 1, 1, 0, 0, 0)),
+                        payload)
+        return
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo("ember/README")
@@ -115,14 +132,16 @@ def make_release(root: Path, matrix: Matrix, key: Key | None = None,
     out.mkdir()
     for a in assets:
         (out / a.record.name).write_bytes(a.path.read_bytes())
+    index = matrix_index(manifest, matrix, expiry_days=36500)
     texts = {MANIFEST_NAME: manifest.text(), PUBLIC_KEY_NAME: key.pub_file(),
-             PROVENANCE_NAME: _provenance(manifest)}
+             PROVENANCE_NAME: _provenance(manifest), INDEX_NAME: index.text()}
     for name in RELEASE_FILES:
         texts.setdefault(name, f"{name}\n")
-    texts.pop(SUMS_NAME)
-    texts.pop(SIGNATURE_NAME)
+    for name in (SUMS_NAME, SIGNATURE_NAME, INDEX_SIGNATURE_NAME):
+        texts.pop(name)
     for name, text in texts.items():
         (out / name).write_text(text, encoding="utf-8")
+    key.sign(out / INDEX_NAME, out / INDEX_SIGNATURE_NAME, index.comment())
     (provenance_key or key).sign(out / PROVENANCE_NAME, out / PROVENANCE_SIGNATURE_NAME,
                                  provenance_comment(manifest))
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
@@ -140,6 +159,10 @@ def resign_sums(out: Path, key: Key) -> None:
                if p.name not in (SUMS_NAME, SIGNATURE_NAME)}
     (out / SUMS_NAME).write_text(format_sums(digests), encoding="utf-8")
     key.sign(out / SUMS_NAME, out / SIGNATURE_NAME, comment)
+
+
+def outcome(report: VerifyReport, name: str) -> CheckOutcome:
+    return next(o for o in report.outcomes if o.name == name)
 
 
 def kiln_verify(*args: str) -> tuple[int, str]:
@@ -221,7 +244,7 @@ def test_verify_passes_on_a_good_release_with_a_pinned_key(tmp_path: Path,
     assert report.tag == "b42" and report.commit == COMMIT
     code, text = kiln_verify(str(out), "--key", key.line)
     assert code == 0, text
-    assert "4 of 4 checks passed" in text and "provenance" in text
+    assert "6 of 6 checks passed" in text and "provenance" in text
 
 
 def test_verify_warns_when_only_the_release_key_was_used(
@@ -260,8 +283,9 @@ def test_a_tampered_subject_fails_with_an_integrity_error(
     resign_sums(out, key)
     report = verify_release(out, key=key.line)
     assert [o.name for o in report.outcomes if not o.ok] == ["provenance"]
-    assert "subjects differ from the assets" in report.outcomes[-1].detail
-    assert report.outcomes[-1].error is not None and report.outcomes[-1].error.exit_code == 12
+    assert "subjects differ from the assets" in outcome(report, "provenance").detail
+    error = outcome(report, "provenance").error
+    assert error is not None and error.exit_code == 12
 
 
 def test_a_missing_provenance_signature_fails(tmp_path: Path, matrix: Matrix,
@@ -275,21 +299,21 @@ def test_a_missing_provenance_signature_fails(tmp_path: Path, matrix: Matrix,
     resign_sums(out, key)  # not even listed any more
     report = verify_release(out, key=key.line)
     assert [o.name for o in report.outcomes if not o.ok] == ["provenance"]
-    assert "is not listed in SHA256SUMS" in report.outcomes[-1].detail
+    assert "is not listed in SHA256SUMS" in outcome(report, "provenance").detail
 
 
 def test_a_provenance_signed_by_another_key_fails(tmp_path: Path, matrix: Matrix) -> None:
     out, key = make_release(tmp_path, matrix, provenance_key=Key())
     report = verify_release(out, key=key.line)
     assert [o.name for o in report.outcomes if not o.ok] == ["provenance"]
-    assert "does not verify provenance.intoto.json" in report.outcomes[-1].detail
+    assert "does not verify provenance.intoto.json" in outcome(report, "provenance").detail
 
 
 def test_another_pinned_key_fails_the_signatures(tmp_path: Path, matrix: Matrix) -> None:
     out, _ = make_release(tmp_path, matrix)
     other = Key()
     report = verify_release(out, key=other.line)
-    assert {o.name for o in report.outcomes if not o.ok} == {"signature", "provenance"}
+    assert {o.name for o in report.outcomes if not o.ok} == {"signature", "provenance", "index"}
     assert report.error is not None and report.error.exit_code == 12
 
 
