@@ -12,6 +12,7 @@ and SBOM, sign, assemble the directory atomically, create the tag, and keep the 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.console import Console
-from kiln.errors import ReleaseError
+from kiln.errors import KilnError, ReleaseError
 from kiln.files import atomic_write_text
 from kiln.matrix import Matrix, load_matrix
 from kiln.plan import plan
@@ -143,6 +144,42 @@ def measured_floors(matrix: Matrix, assets: Sequence[LocalAsset]
     return out
 
 
+def manifest_entry(manifest: ReleaseManifest, asset: str) -> str:
+    """The entry id of the asset named ``asset``."""
+    return next(a.record.entry_id for a in manifest.assets if a.record.name == asset)
+
+
+def floor_changes(notes_dir: Path, previous: str | None,
+                  floors: Mapping[str, Mapping[str, str | int | None]]) -> list[str]:
+    """What differs between the floors measured now (by entry id) and those kept for the
+    previous release (``<notes_dir>/<previous>.floors.json``, by entry id), one sentence per
+    change, for the notes; nothing when the previous release kept none."""
+    from kiln.verify.floors import FLOOR_FIELDS, Floors, describe_changes
+
+    if previous is None:
+        return []
+    path = notes_dir / f"{previous}.floors.json"
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict):
+        return []
+    out: list[str] = []
+    for entry, value in sorted(floors.items()):
+        before = old.get(entry)
+        if not isinstance(before, dict):
+            continue
+        def pick(d: Mapping[str, object]) -> dict[str, object]:
+            return {k: d.get(k) for k in FLOOR_FIELDS}
+        try:
+            a, b = Floors.from_json(pick(before)), Floors.from_json(pick(value))
+        except KilnError:
+            continue
+        out += [f"{entry}: {c}" for c in describe_changes(a, b)]
+    return out
+
+
 def make_release(out: Path, *, repo: Path, tag: str | None = None,
                  artifacts: Path | None = None, allow_missing: Sequence[str] = (),
                  allow_dirty: bool = False, signing_key: str | None = None,
@@ -208,12 +245,15 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         signer = MinisignSigner(key, env=genv)
         public_key = signer.public_key()
         previous = previous_tag(repo, genv)
+        by_entry = {manifest_entry(manifest, name): value for name, value in floors.items()}
+        changed = floor_changes(repo / NOTES_DIR, previous, by_entry)
         context = notes_context(
             manifest, repo_url=config.repo_url, changes=git_changes(repo, genv, previous),
             previous=previous, public_key=public_key,
             file_names={"sums": SUMS_NAME, "signature": SIGNATURE_NAME,
                         "public_key": PUBLIC_KEY_NAME, "manifest": MANIFEST_NAME,
-                        "sbom": SBOM_NAME})
+                        "sbom": SBOM_NAME},
+            floor_changes=changed)
         notes = render_notes(repo / NOTES_DIR, context)
         check_links(notes, manifest)
         sbom = cyclonedx(
@@ -240,5 +280,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         create_tag(repo, genv, tag, head, f"{config.project} {tag}")
     kept = repo / NOTES_DIR / f"{tag}.md"
     atomic_write_text(kept, notes)  # release_notes/ exists: the template came from there
+    # The measured floors, kept beside the notes so the next release can say what changed.
+    atomic_write_text(repo / NOTES_DIR / f"{tag}.floors.json",
+                      json.dumps(by_entry, indent=2, sort_keys=True) + "\n")
     return ReleaseResult(tag=tag, commit=head, out=out, manifest=manifest, notes=kept,
                          tag_created=created)

@@ -164,6 +164,8 @@ class NotesContext:
     # how the Windows binaries are signed, one Markdown line per certificate (none: no Windows
     # asset); read from the Windows assets' verification records
     windows_signing: tuple[str, ...] = ()
+    # floors (docs/floors.md) that differ from the previous release's, one sentence each
+    floor_changes: tuple[str, ...] = ()
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -248,8 +250,8 @@ def _windows_signing(manifest: ReleaseManifest) -> tuple[str, ...]:
 
 
 def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence[Change],
-                  previous: str | None, public_key: str, file_names: Mapping[str, str]
-                  ) -> NotesContext:
+                  previous: str | None, public_key: str, file_names: Mapping[str, str],
+                  floor_changes: Sequence[str] = ()) -> NotesContext:
     """Everything the template prints. ``file_names`` names the release's own files (keys
     ``sums``, ``signature``, ``public_key``, ``manifest``, ``sbom``)."""
     shown = changes[:MAX_CHANGES]
@@ -289,6 +291,7 @@ def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence
         sums=file_names["sums"], signature=file_names["signature"],
         public_key_file=file_names["public_key"], manifest=file_names["manifest"],
         sbom=file_names["sbom"], windows_signing=_windows_signing(manifest),
+        floor_changes=tuple(_cell(c) for c in floor_changes),
     )
 
 

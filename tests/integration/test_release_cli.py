@@ -96,13 +96,17 @@ def _payload(seed: str, size: int) -> bytes:
 
 
 def make_artifact(directory: Path, entry_id: str, *, number: int, commit: str,
-                  size: int = 256, ok: bool = True) -> AssetRecord:
-    """A deterministic archive of ``size`` incompressible bytes and its record."""
+                  size: int = 256, ok: bool = True, library: bytes | None = None
+                  ) -> AssetRecord:
+    """A deterministic archive of ``size`` incompressible bytes and its record; with
+    ``library``, that file as ``lib/libember.so`` instead (an ELF file whose floors are
+    measured)."""
     entry = MATRIX.get(entry_id)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ember-b{number}-bin-{entry_id}.{entry.archive}"
-    data = _payload(entry_id, size)
-    member = f"ember-b{number}-bin-{entry_id}/lib/libember.bin"
+    data = _payload(entry_id, size) if library is None else library
+    member = f"ember-b{number}-bin-{entry_id}/lib/" + (
+        "libember.bin" if library is None else "libember.so")
     if entry.archive == "zip":
         with zipfile.ZipFile(path, "w") as zf:
             zf.writestr(zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0)), data)

@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from elf_stub import elf_with_versions
 
 from kiln.errors import IntegrityError
 from kiln.matrix.model import Requirements
@@ -175,50 +176,9 @@ def test_a_function_whose_address_code_takes_counts() -> None:
 # --------------------------------------------------------------------------------------------
 # ELF readers, on ELF files made here (aarch64: no disassembly needed)
 
-def _elf(needs: dict[str, list[str]], *, android: int | None = None,
-         e_type: int = 3) -> bytes:
-    """A little-endian ELF64 aarch64 file with .dynstr, .gnu.version_r and maybe an Android
-    note."""
-    dynstr = b"\0"
-    offsets: dict[str, int] = {}
-    for name in [*needs, *(v for vs in needs.values() for v in vs)]:
-        if name not in offsets:
-            offsets[name] = len(dynstr)
-            dynstr += name.encode() + b"\0"
-    verneed = b""
-    libs = list(needs)
-    for i, lib in enumerate(libs):
-        versions = needs[lib]
-        nxt = 0 if i == len(libs) - 1 else 16 + 16 * len(versions)
-        verneed += struct.pack("<HHIII", 1, len(versions), offsets[lib], 16, nxt)
-        for j, version in enumerate(versions):
-            verneed += struct.pack("<IHHII", 0, 0, 2 + j, offsets[version],
-                                   0 if j == len(versions) - 1 else 16)
-    note = b""
-    if android is not None:
-        note = struct.pack("<III", 8, 4, 1) + b"Android\0" + struct.pack("<I", android)
-    shstr = b"\0.dynstr\0.gnu.version_r\0.note.android.ident\0.shstrtab\0"
-    blobs = [(1, 3, dynstr, 0, 0), (9, 0x6FFFFFFE, verneed, 1, len(libs))]
-    if note:
-        blobs.append((24, 7, note, 0, 0))
-    blobs.append((len(shstr) - 10, 3, shstr, 0, 0))
-    body = b""
-    headers = [b"\0" * 64]
-    offset = 64
-    for name_at, kind, data, link, info in blobs:
-        headers.append(struct.pack("<IIQQQQIIQQ", name_at, kind, 0, 0, offset + len(body),
-                                   len(data), link, info, 4, 0))
-        body += data + b"\0" * (-len(data) % 8)
-    shoff = 64 + len(body)
-    ehdr = (b"\x7fELF\x02\x01\x01" + b"\0" * 9
-            + struct.pack("<HHIQQQIHHHHHH", e_type, 183, 1, 0, 0, shoff, 0, 64, 0, 0, 64,
-                          len(headers), len(headers) - 1))
-    return ehdr + body + b"".join(headers)
-
-
 def test_glibc_and_glibcxx_floors_are_the_highest_needed(tmp_path: Path) -> None:
     path = tmp_path / "lib.so"
-    path.write_bytes(_elf({"libc.so.6": ["GLIBC_2.17", "GLIBC_2.34", "GLIBC_2.2.5",
+    path.write_bytes(elf_with_versions({"libc.so.6": ["GLIBC_2.17", "GLIBC_2.34", "GLIBC_2.2.5",
                                          "GLIBC_PRIVATE"],
                            "libstdc++.so.6": ["GLIBCXX_3.4.21", "GLIBCXX_3.4.9", "CXXABI_1.3"]}))
     floors = measure_file(path, "lib/lib.so")
@@ -230,7 +190,7 @@ def test_glibc_and_glibcxx_floors_are_the_highest_needed(tmp_path: Path) -> None
 
 def test_android_note_gives_the_api_level(tmp_path: Path) -> None:
     path = tmp_path / "ember-cli"
-    path.write_bytes(_elf({"libc.so": ["LIBC"]}, android=29))
+    path.write_bytes(elf_with_versions({"libc.so": ["LIBC"]}, android=29))
     assert measure_file(path, "bin/ember-cli").android_api == 29
     assert read_android_note(struct.pack("<III", 8, 4, 1) + b"Android\0"
                              + struct.pack("<I", 21), little=True) == 21
@@ -242,10 +202,11 @@ def test_tree_takes_the_maximum_and_skips_what_is_no_binary(tmp_path: Path) -> N
     top = tmp_path / "ember-b1-bin-ubuntu-arm64"
     (top / "bin").mkdir(parents=True)
     (top / "lib").mkdir()
-    (top / "bin" / "ember-cli").write_bytes(_elf({"libc.so.6": ["GLIBC_2.17"]}))
-    (top / "lib" / "libember.so.0").write_bytes(_elf({"libc.so.6": ["GLIBC_2.28"]}))
+    (top / "bin" / "ember-cli").write_bytes(elf_with_versions({"libc.so.6": ["GLIBC_2.17"]}))
+    (top / "lib" / "libember.so.0").write_bytes(elf_with_versions({"libc.so.6": ["GLIBC_2.28"]}))
     (top / "lib" / "libember.so").symlink_to("libember.so.0")
-    (top / "lib" / "ember.o").write_bytes(_elf({"libc.so.6": ["GLIBC_2.39"]}, e_type=1))
+    (top / "lib" / "ember.o").write_bytes(
+        elf_with_versions({"libc.so.6": ["GLIBC_2.39"]}, e_type=1))
     (top / "LICENSE").write_text("MIT\n")
     floors = measure_tree(top)
     assert floors.glibc == "2.28"
