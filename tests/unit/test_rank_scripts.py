@@ -94,6 +94,8 @@ def test_tags_that_are_not_bn_are_refused(tag: str) -> None:
 
 # install.ps1 cannot run here (no PowerShell): these read the rendered text for each guard
 # the shell installer's tests exercise, so a guard that is dropped or weakened fails here.
+# String-level checks are all that is possible: they prove a statement is there, not that it
+# runs as meant (the index, expiry and rollback guards included).
 PS1_GUARDS = {
     "strict tag": [r"$TagPattern = '\Ab[0-9]{1,9}\z'",
                    "function Test-Tag([string]$Value) { return $Value -cmatch $TagPattern }",
@@ -138,6 +140,43 @@ PS1_GUARDS = {
                   "-and -not (Test-Tag $installed) -and -not $AllowDowngrade) {"],
     "signed tag": ["if (-not ($words -ccontains $Tag)) {",
                    "$otherTag = @($words | Where-Object { $_ -cne $Tag -and (Test-Tag $_) }"],
+    # The release's signed index.json (docs/index.md) is what install.ps1 chooses from.
+    "index": ["$CapIndex = 16777216",
+              "$indexBytes = Get-Capped $IndexUrl $CapIndex 'index.json'",
+              "if (-not $Sums.ContainsKey('index.json')) {",
+              "if ((Get-Sha256 $indexBytes) -cne $Sums['index.json']) {",
+              "$releaseIndex = Read-IndexJson $indexBytes $IndexUrl",
+              "Confirm-Index $indexBytes $releaseIndex $Url 'release'",
+              "if ($indexReleases.Count -ne 1) {",
+              "elseif ($Tag -cne $indexTag) {",
+              "$asset = [string](Get-Field $entry 'file' $IndexUrl)",
+              "if ($found.Count -ne 1) { Fail \"index.json has $($found.Count) archives of",
+              "if ($indexSha -cne $want) {",
+              "\"$asset`: index.json records no size for it\"",
+              "\"$asset`: index.json records no unpacked_size for it\"",
+              "-ceq $Id -and [string](Get-Field $_ 'kind' $IndexUrl) -ceq 'archive' })"],
+    "index signature": ["$out = & minisign -V -P $PubKey -m $file -x \"$file.minisig\" 2>&1",
+                        "Fail \"index.json.minisig does not verify $where with the pinned "
+                        "public key: $out\"",
+                        "(release|mirror)-index version ([0-9]{1,12}) expires ([0-9]{4}-",
+                        "if ($cProject -cne $project -or $cKind -cne $fileKind -or $cVersion "
+                        "-cne $version -or $cExpires -cne $expires) {",
+                        "if ($fileKind -cne $Kind) {"],
+    "index expiry": ["if ($expiresAt -le [DateTime]::UtcNow) {",
+                     "the index expired on $cExpires (a mirror that stopped being updated, or "
+                     "an old index replayed: a freeze)\""],
+    "mirror rollback": ["$rootBytes = Get-Capped $rootUrl $CapIndex 'index.json'",
+                        "Confirm-Index $rootBytes $rootIndex $From 'mirror'",
+                        "if ($IndexVersion -ge 0) { Confirm-MirrorVersion $IndexVersion "
+                        "$rootUrl }",
+                        "$trustDir = Join-Path (Join-Path $env:LOCALAPPDATA 'ember-install') "
+                        "'trust'",
+                        "$keyId = (Get-Sha256 ([Text.Encoding]::ASCII.GetBytes($PubKey)))"
+                        ".Substring(0, 32)",
+                        "if ($known -and $Version -lt [long]$seen) {",
+                        "(a rollback: an old index served as current)",
+                        "$rootTag = [string](Get-Field $rootReleases[0] 'tag' $rootUrl)",
+                        "if ($rootTag -and $rootTag -cne $Tag) {"],
 }
 
 
@@ -158,3 +197,12 @@ def test_install_ps1_brackets_balance() -> None:
     text = render(matrix_manifest(), PUB, "https://m.invalid/")["install.ps1"]
     for pair in ("{}", "()", "[]"):
         assert text.count(pair[0]) == text.count(pair[1]), pair
+
+
+def test_install_ps1_takes_the_archive_name_from_the_index() -> None:
+    text = render(matrix_manifest(), PUB, "https://m.invalid/")["install.ps1"]
+    # no file name built from a pattern, no tag guessed from SHA256SUMS's names
+    assert '"ember-$Tag-bin-' not in text
+    assert "SHA256SUMS names no archive" not in text
+    assert text.count("Get-IndexArchives $c.Id") == 1
+    assert text.count("Get-IndexArchives $chosen.Id") == 1
