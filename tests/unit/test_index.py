@@ -353,6 +353,17 @@ def test_an_expired_index_is_refused() -> None:
         check_fresh(short, short.comment(), now=NOW, source="index.json")
 
 
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="parse_index checks expires by its pattern only; check_fresh then "
+                          "fails to read an impossible date with ValueError, not IntegrityError")
+def test_an_impossible_expiry_date_is_an_integrity_error() -> None:
+    data = raw(release())
+    data["expires"] = "2026-13-45T00:00:00Z"
+    index = parse_index(dump(data), source="index.json")
+    with pytest.raises(IntegrityError):
+        check_fresh(index, index.comment(), now=NOW, source="index.json")
+
+
 @pytest.mark.parametrize("junk", [
     "", "ember b42 commit 0000 date 2026-01-01T00:00:00Z",
     "ember release-index version 42 expires 2027-01-01",
