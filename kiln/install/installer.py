@@ -976,15 +976,14 @@ def resolve_release_url(source: str, tag: str, fetcher: Fetcher,
         if direct is not None:
             return _join(source, tag), tag
         return source, tag  # a release directory itself; its tag is checked below
+    if root_index is not None:
+        # The mirror's signed index says which release is the newest (its `latest` file is
+        # for readers without one).
+        if root_index.latest is None:
+            raise IntegrityError(f"{_join(source, INDEX_NAME)} lists no release",
+                                 hint="the mirror is damaged: do not install from it")
+        return _join(source, root_index.latest.tag), root_index.latest.tag
     pointer = fetcher.get(_join(source, "latest"), missing_ok=True, limit=LATEST_CAP)
-    if pointer is not None and root_index is not None and root_index.latest is not None:
-        # The signed root index says which release is the newest; `latest` must agree.
-        name = root_index.latest.tag
-        if parse_latest(pointer, source=_join(source, "latest")) != name:
-            raise IntegrityError(f"{_join(source, 'latest')} names another release than the "
-                                 f"mirror's signed {INDEX_NAME} ({name})",
-                                 hint="the mirror is damaged or hostile: do not install from it")
-        return _join(source, name), name
     if pointer is not None:
         name = parse_latest(pointer, source=_join(source, "latest"))
         return _join(source, name), name
@@ -1092,7 +1091,8 @@ def _check_manifest_names(data: object, *, where: str) -> None:
 
 
 def _signed_index(url: str, fetcher: Fetcher, *, pubkey: str | None, kind: str,
-                  missing_ok: bool, now: datetime) -> ReleaseIndex | None:
+                  missing_ok: bool, now: datetime,
+                  check_expiry: bool = True) -> ReleaseIndex | None:
     """``index.json`` at ``url`` checked against its signature (``pubkey``; unchecked with
     ``None``, i.e. --insecure-skip-signature): signed comment, version and expiry. Looking
     for a mirror's index (``missing_ok``) where a release's is found: ``None`` (``url`` is a
@@ -1115,7 +1115,7 @@ def _signed_index(url: str, fetcher: Fetcher, *, pubkey: str | None, kind: str,
             raise IntegrityError(f"{_join(url, INDEX_SIGNATURE_NAME)} is missing: the index "
                                  "is not signed", hint="do not install from this mirror")
         comment = verify_signature_of(raw, sig, pubkey, what=INDEX_NAME)
-        check_fresh(index, comment, now=now, source=where)
+        check_fresh(index, comment, now=now, source=where, check_expiry=check_expiry)
     if index.kind != kind:
         raise IntegrityError(f"{where} is a {index.kind} index where a {kind} index belongs",
                              hint="the mirror is damaged or hostile: do not install from it")
@@ -1143,8 +1143,8 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
         root_index = _signed_index(source, fetcher, pubkey=key, kind="mirror",
                                    missing_ok=True, now=now)
         if root_index is not None and key is not None and trust is not None:
-            trust.check(root_index, key, source=_join(source, INDEX_NAME))
-            trust.remember(root_index, key)
+            trust.check(root_index, key, origin=source, source=_join(source, INDEX_NAME))
+            trust.remember(root_index, key, origin=source)
     url, known_tag = resolve_release_url(source, tag, fetcher, root_index)
     if root_index is not None and known_tag is not None and root_index.release(known_tag) is None:
         raise InstallError(f"release {known_tag} is not in the mirror's signed "
@@ -1192,7 +1192,11 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
         check_comment_names(comment, manifest.tag)
     date = (comment_date(comment) if comment is not None else None) or (
         manifest.date if DATE_RE.fullmatch(manifest.date) else None)
-    index = _signed_index(url, fetcher, pubkey=key, kind="release", missing_ok=False, now=now)
+    # A release the mirror's fresh, signed index lists is vouched for by it: its own index
+    # may be past its expiry (an old release asked for by tag), not otherwise.
+    vouched = root_index.release(manifest.tag) if root_index is not None else None
+    index = _signed_index(url, fetcher, pubkey=key, kind="release", missing_ok=False, now=now,
+                          check_expiry=vouched is None)
     assert index is not None
     listed = sums.get(INDEX_NAME)
     if listed is not None and listed != _sha256(fetcher.get(_join(url, INDEX_NAME),
@@ -1207,6 +1211,11 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
     if [a.record for a in entry.assets] != [a.record for a in manifest.assets]:
         raise IntegrityError(f"{_join(url, INDEX_NAME)} and {MANIFEST_NAME} list different "
                              "assets", hint="the release is damaged: do not install it")
+    if vouched is not None and [a.record for a in vouched.assets] != [a.record for a in
+                                                                       entry.assets]:
+        raise IntegrityError(f"{_join(url, INDEX_NAME)} lists other assets than the mirror's "
+                             f"signed {INDEX_NAME} for {manifest.tag}",
+                             hint="the mirror is damaged or hostile: do not install from it")
     if root_index is None and "{tag}" not in source and known_tag is not None and tag == "latest":
         notes.append("the mirror has no signed index.json: its 'latest' file cannot be "
                      "checked against a rollback")

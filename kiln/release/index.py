@@ -19,7 +19,7 @@ The signature's trusted comment names the index itself::
     <project> <kind>-index version <N> expires <YYYY-MM-DDTHH:MM:SSZ>
 
 so an installer reads version and expiry from signed text before it parses the JSON, and the
-JSON must say the same. ``TrustStore`` keeps, per public key and index kind, the highest
+JSON must say the same. ``TrustStore`` keeps, per public key, index kind and mirror, the highest
 version an installer has accepted: a lower one is a rollback and is refused, as is an index
 past its expiry (a freeze).
 """
@@ -67,6 +67,7 @@ __all__ = [
     "index_comment",
     "matrix_index",
     "mirror_index",
+    "origin_id",
     "parse_index",
     "parse_index_comment",
     "release_index",
@@ -82,9 +83,10 @@ _COMMENT_RE = re.compile(
     r"version (?P<version>[0-9]{1,12}) expires (?P<expires>[0-9]{4}-[0-9]{2}-[0-9]{2}T"
     r"[0-9]{2}:[0-9]{2}:[0-9]{2}Z)")
 _FLOOR_KEYS = ("glibc", "glibcxx", "macos", "windows", "x86_64_level", "android_api")
-_SCOPES = ("general", "distribution", "any")
 _DISTRO_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
-_ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]*")
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
+# Where an asset is downloaded from (informational: installers fetch <release dir>/<file>).
+_URL_RE = re.compile(r"(?:https?://|file:)[^\s\x00-\x1f\x7f]{1,2000}|[A-Za-z0-9][A-Za-z0-9._+-]*")
 _PROP_RE = re.compile(r"[a-z0-9_.-]+ :: [a-z0-9_.-]+ :: [A-Za-z0-9_.+@-]+")
 
 
@@ -254,8 +256,9 @@ def _release_entry(manifest: ReleaseManifest, *, distros: Mapping[str, str | Non
         distro = distros.get(r.entry_id)
         scope = "any" if r.os != "linux" else (
             "general" if distro is None or distro in general else "distribution")
+        measured = floors.get(r.name, {})
         assets.append(IndexAsset(record=r, url=a.url, distro=distro, scope=scope,
-                                 floors=dict(floors.get(r.name, {}))))
+                                 floors={k: measured.get(k) for k in _FLOOR_KEYS}))
     return IndexRelease(
         tag=manifest.tag, date=manifest.date, commit=manifest.commit, assets=tuple(assets),
         disabled=tuple(IndexEntry(entry_id=d.entry_id, reason=d.reason, tracking=d.tracking)
@@ -295,6 +298,9 @@ def mirror_index(previous: ReleaseIndex | None, added: ReleaseIndex, *, now: dat
     """The mirror root's index after publishing the release index ``added``: its release
     replaces one of the same tag, releases newest first, version one above the previous
     index's, expiry ``expiry_days`` from ``now``."""
+    if added.kind != "release":
+        raise ReleaseError(f"a {added.kind} index cannot be added to a mirror's index",
+                           hint="publish a release directory made by `kiln release`")
     if previous is not None and previous.project != added.project:
         raise ReleaseError(f"the mirror's index is of project {previous.project!r}, not "
                            f"{added.project!r}", hint="publish each project to its own mirror")
@@ -325,9 +331,17 @@ def _str(data: Mapping[str, Any], key: str, source: str, where: str, *,
     return value
 
 
+def _date_ok(text: str, source: str, where: str) -> None:
+    try:
+        _parse_date(text)
+    except ValueError as exc:
+        raise _bad(source, where, f"{text!r} is not a date") from exc
+
+
 def _int(data: Mapping[str, Any], key: str, source: str, where: str) -> int:
     value = data.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if (not isinstance(value, int) or isinstance(value, bool) or value < 0
+            or value >= 10 ** 12):
         raise _bad(source, f"{where}.{key}", f"{str(value)[:40]!r} is not a non-negative integer")
     return value
 
@@ -361,17 +375,24 @@ def _asset(data: object, source: str, where: str) -> IndexAsset:
         if d[key] != value:
             raise _bad(source, f"{where}.{key}", f"{str(d[key])[:80]!r} differs from the "
                        f"record's {str(value)[:80]!r}")
-    url = _str(d, "url", source, where)
+    url = _str(d, "url", source, where, pattern=_URL_RE)
     assert url is not None
+    if not _ID_RE.fullmatch(record.entry_id):
+        raise _bad(source, f"{where}.id", f"{record.entry_id[:80]!r} is not a build id")
+    if record.kind not in ("archive", "wheel"):
+        raise _bad(source, f"{where}.kind", f"{record.kind[:40]!r} is not archive or wheel")
     distro = _str(d, "distro", source, where, pattern=_DISTRO_RE, optional=True)
     scope = _str(d, "scope", source, where)
-    if scope not in _SCOPES:
-        raise _bad(source, f"{where}.scope", f"{scope!r} is not one of {', '.join(_SCOPES)}")
+    allowed = ("general", "distribution") if record.os == "linux" else ("any",)
+    if scope is None or scope not in allowed:
+        raise _bad(source, f"{where}.scope", f"{scope!r} is not one of {', '.join(allowed)} "
+                   f"(a {record.os} build)")
     floors_raw = _keys(d["floors"], _FLOOR_KEYS, source, f"{where}.floors")
     floors: dict[str, str | int | None] = {}
     for key in _FLOOR_KEYS:
         value = floors_raw[key]
-        ok = value is None or (isinstance(value, int) and not isinstance(value, bool)) or (
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool)
+                               and 0 <= value < 10 ** 6) or (
             isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9.]{1,16}", value))
         if not ok:
             raise _bad(source, f"{where}.floors.{key}", f"{str(value)[:40]!r} is not a floor")
@@ -404,6 +425,7 @@ def _release(data: object, source: str, where: str) -> IndexRelease:
     date = _str(d, "date", source, where, pattern=DATE_RE)
     commit = _str(d, "commit", source, where, pattern=COMMIT_RE)
     assert tag is not None and date is not None and commit is not None
+    _date_ok(date, source, f"{where}.date")
     if not isinstance(d["assets"], list):
         raise _bad(source, f"{where}.assets", "not a list")
     assets = tuple(_asset(a, source, f"{where}.assets[{i}]") for i, a in enumerate(d["assets"]))
@@ -443,6 +465,7 @@ def parse_index(raw: bytes, *, source: str) -> ReleaseIndex:
         raise _bad(source, "kind", f"{kind!r} is not one of {', '.join(INDEX_KINDS)}")
     expires = _str(d, "expires", source, "the index", pattern=DATE_RE)
     assert project is not None and kind is not None and expires is not None
+    _date_ok(expires, source, "expires")
     version = _int(d, "version", source, "the index")
     if not isinstance(d["releases"], list):
         raise _bad(source, "releases", "not a list")
@@ -456,9 +479,11 @@ def parse_index(raw: bytes, *, source: str) -> ReleaseIndex:
                         releases=releases)
 
 
-def check_fresh(index: ReleaseIndex, comment: str, *, now: datetime, source: str) -> None:
+def check_fresh(index: ReleaseIndex, comment: str, *, now: datetime, source: str,
+                check_expiry: bool = True) -> None:
     """The signed comment must name this index (project, kind, version, expiry), and the
-    index must not be past its expiry."""
+    index must not be past its expiry (unless ``check_expiry`` is false: a release's index
+    that a fresh mirror index vouches for)."""
     project, kind, version, expires = parse_index_comment(comment)
     if (project, kind, version, expires) != (index.project, index.kind, index.version,
                                              index.expires):
@@ -467,7 +492,7 @@ def check_fresh(index: ReleaseIndex, comment: str, *, now: datetime, source: str
             f"expires {expires}, the file says {index.project} {index.kind}-index version "
             f"{index.version} expires {index.expires}",
             hint="the index was changed after signing: do not install from it")
-    if _parse_date(index.expires) <= now:
+    if check_expiry and _parse_date(index.expires) <= now:
         raise IntegrityError(
             f"{source}: the index expired on {index.expires} (a mirror that stopped being "
             "updated, or an old index replayed: a freeze)",
@@ -475,9 +500,16 @@ def check_fresh(index: ReleaseIndex, comment: str, *, now: datetime, source: str
                  "do not install from a frozen mirror")
 
 
+def origin_id(origin: str) -> str:
+    """16 hex digits naming where an index was read from (a mirror's URL or directory, without
+    a trailing ``/``): install.sh and install.ps1 compute it alike."""
+    return hashlib.sha256(origin.rstrip("/").encode("utf-8")).hexdigest()[:16]
+
+
 class TrustStore:
-    """The highest index version accepted so far, per signing key and index kind
-    (``<cache>/trust.json``), so an installer refuses an older index (a rollback)."""
+    """The highest index version accepted so far, per signing key, index kind and origin (a
+    mirror's own counter: two mirrors of one project count apart) in ``<cache>/trust.json``,
+    so an installer refuses an older index from the same mirror (a rollback)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -489,6 +521,10 @@ class TrustStore:
         lines = [ln.strip() for ln in pubkey.strip().splitlines() if ln.strip()]
         key = lines[-1] if lines else ""
         return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+    @classmethod
+    def slot(cls, pubkey: str, kind: str, origin: str) -> str:
+        return f"{cls.key_id(pubkey)}:{kind}:{origin_id(origin)}"
 
     def _load(self) -> dict[str, int]:
         try:
@@ -508,11 +544,11 @@ class TrustStore:
                                       "from")
         return data
 
-    def seen(self, pubkey: str, kind: str) -> int | None:
-        return self._load().get(f"{self.key_id(pubkey)}:{kind}")
+    def seen(self, pubkey: str, kind: str, origin: str) -> int | None:
+        return self._load().get(self.slot(pubkey, kind, origin))
 
-    def check(self, index: ReleaseIndex, pubkey: str, *, source: str) -> None:
-        last = self.seen(pubkey, index.kind)
+    def check(self, index: ReleaseIndex, pubkey: str, *, origin: str, source: str) -> None:
+        last = self.seen(pubkey, index.kind, origin)
         if last is not None and index.version < last:
             raise IntegrityError(
                 f"{source}: {index.kind} index version {index.version} is older than version "
@@ -521,11 +557,11 @@ class TrustStore:
                 hint="do not install from this mirror; if the mirror was rebuilt on purpose, "
                      f"remove {self.path}")
 
-    def remember(self, index: ReleaseIndex, pubkey: str) -> None:
+    def remember(self, index: ReleaseIndex, pubkey: str, *, origin: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(self.path.with_name(self.path.name + ".lock")):
             data = self._load()
-            key = f"{self.key_id(pubkey)}:{index.kind}"
+            key = self.slot(pubkey, index.kind, origin)
             if data.get(key, -1) < index.version:
                 data[key] = index.version
                 atomic_write_text(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")

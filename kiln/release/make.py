@@ -144,12 +144,12 @@ def measured_floors(matrix: Matrix, assets: Sequence[LocalAsset]
     return out
 
 
-def manifest_entry(manifest: ReleaseManifest, asset: str) -> str:
+def _manifest_entry(manifest: ReleaseManifest, asset: str) -> str:
     """The entry id of the asset named ``asset``."""
     return next(a.record.entry_id for a in manifest.assets if a.record.name == asset)
 
 
-def floor_changes(notes_dir: Path, previous: str | None,
+def _floor_changes(notes_dir: Path, previous: str | None,
                   floors: Mapping[str, Mapping[str, str | int | None]]) -> list[str]:
     """What differs between the floors measured now (by entry id) and those kept for the
     previous release (``<notes_dir>/<previous>.floors.json``, by entry id), one sentence per
@@ -245,8 +245,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         signer = MinisignSigner(key, env=genv)
         public_key = signer.public_key()
         previous = previous_tag(repo, genv)
-        by_entry = {manifest_entry(manifest, name): value for name, value in floors.items()}
-        changed = floor_changes(repo / NOTES_DIR, previous, by_entry)
+        by_entry = {_manifest_entry(manifest, name): value for name, value in floors.items()}
+        changed = _floor_changes(repo / NOTES_DIR, previous, by_entry)
         context = notes_context(
             manifest, repo_url=config.repo_url, changes=git_changes(repo, genv, previous),
             previous=previous, public_key=public_key,

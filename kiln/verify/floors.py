@@ -75,6 +75,7 @@ from typing import Any
 
 from kiln.errors import IntegrityError, VerifyError
 from kiln.files import safe_unpack
+from kiln.matrix.catalogue import CPU_ARCH_BY_NAME
 from kiln.matrix.model import Requirements
 from kiln.package.macho import macho_facts
 from kiln.run import require_tool, run
@@ -104,7 +105,8 @@ MAX_UNPACKED = 4 << 30
 _GLIBC = re.compile(r"GLIBC_(\d+(?:\.\d+)+)")
 _GLIBCXX = re.compile(r"GLIBCXX_(\d+(?:\.\d+)+)")
 _LEVEL = re.compile(r"v[1-4]")
-_X86_BASELINE = {"x86-64": "v1", "x86-64-v2": "v2", "x86-64-v3": "v3", "x86-64-v4": "v4"}
+# The matrix's x86-64 baselines (the catalogue's level names, in order) as psABI levels v1..v4.
+_X86_BASELINE = {name: f"v{i + 1}" for i, name in enumerate(CPU_ARCH_BY_NAME["x86_64"].names)}
 # Windows versions as the matrix names them, and the NT version a PE's subsystem names.
 _WINDOWS_NT = {"vista": "6.0", "7": "6.1", "8": "6.2", "8.1": "6.3", "10": "10.0", "11": "10.0"}
 
@@ -257,7 +259,7 @@ class Instruction:
     text: str
 
 
-_LINE = re.compile(r"^\s*([0-9a-f]+):\t([0-9a-f]{2}(?: [0-9a-f]{2})*)\s*\t(.*)$")
+_LINE = re.compile(r"\s*([0-9a-f]+):\t([0-9a-f]{2}(?: [0-9a-f]{2})*)\s*\t(.*)")
 _BRANCH = re.compile(r"^(?:(?:bnd|notrack)\s+)?(call|jmp|j[a-z]+|loop[a-z]*)[a-z]?\s+"
                      r"([0-9a-f]+)(?:\s|$)")
 _RIPREF = re.compile(r"#\s*(?:0x)?([0-9a-f]+)")
@@ -268,7 +270,7 @@ def parse_objdump(text: str) -> list[Instruction]:
     """The instructions of ``objdump -d -w`` output (address, bytes, text)."""
     out = []
     for line in text.splitlines():
-        m = _LINE.match(line)
+        m = _LINE.fullmatch(line)
         if m is None:
             continue
         body = m.group(3).strip()

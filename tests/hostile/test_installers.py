@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.release.index import TrustStore
+from kiln.release.index import TrustStore, origin_id
 
 from .checks import (
     Run,
@@ -115,16 +115,18 @@ class Workspace:
         return {f"{rel}/.{self.prefix.name}.lock"}
 
 
-def seed_trust(ws: Workspace, pubkey: str, version: int) -> None:
-    """The installers' record of the highest mirror index version seen, as each keeps it:
-    kiln install beside its download cache, install.sh in its cache directory."""
-    key = TrustStore.key_id(pubkey)
+def seed_trust(ws: Workspace, pubkey: str, version: int, origin: str) -> None:
+    """The installers' record of the highest index version seen from the mirror ``origin``,
+    as each keeps it: kiln install beside its download cache, install.sh in its cache
+    directory."""
+    slot = TrustStore.slot(pubkey, "mirror", origin)
     ws.kiln_cache.mkdir(parents=True, exist_ok=True)
-    (ws.kiln_cache / "trust.json").write_text(json.dumps({f"{key}:mirror": version}) + "\n",
+    (ws.kiln_cache / "trust.json").write_text(json.dumps({slot: version}) + "\n",
                                               encoding="utf-8")
     sh = ws.xdg_cache / "ember-install" / "trust"
     sh.mkdir(parents=True, exist_ok=True)
-    (sh / f"{key}.mirror").write_text(f"{version}\n", encoding="utf-8")
+    (sh / f"{TrustStore.key_id(pubkey)}-{origin_id(origin)}.mirror").write_text(
+        f"{version}\n", encoding="utf-8")
 
 
 def run_installer(consumer: str, case: Case, hostile: Hostile, server: HostileServer,
@@ -144,7 +146,8 @@ def run_installer(consumer: str, case: Case, hostile: Hostile, server: HostileSe
         argv = [shell, str(install_sh), "--from", url, "--prefix", str(ws.prefix),
                 *case.mirror.args]
     if case.mirror.trust_seen is not None:
-        seed_trust(ws, hostile.pubkey.read_text(encoding="utf-8"), case.mirror.trust_seen)
+        seed_trust(ws, hostile.pubkey.read_text(encoding="utf-8"), case.mirror.trust_seen,
+                   url)
     rel = mirror.relative_to(hostile.builder.mirrors).as_posix()
     faults = {f"{rel}/{path}": fault for path, fault in case.mirror.faults}
     server.faults.update(faults)

@@ -478,9 +478,20 @@ def test_a_signature_of_another_release_is_refused(faulty: Mirror, tmp_path: Pat
     alias = faulty.server.root / "b1"
     shutil.copytree(faulty.server.root / faulty.tag, alias)
     try:
+        # The mirror's signed index does not list b1: refused before anything else is read.
         code, _out, err = kiln_install(faulty, tmp_path, "--tag", "b1", "--dry-run")
-        assert code == 12, err
-        assert "does not name b1" in err
+        assert code == 11, err
+        assert "release b1 is not in the mirror's signed" in err
+        # Without the index (a mirror published without a key), the trusted comment refuses.
+        index = faulty.server.root / "index.json"
+        kept = index.read_bytes()
+        index.unlink()
+        try:
+            code, _out, err = kiln_install(faulty, tmp_path, "--tag", "b1", "--dry-run")
+            assert code == 12, err
+            assert "does not name b1" in err
+        finally:
+            index.write_bytes(kept)
     finally:
         shutil.rmtree(alias)
 

@@ -31,6 +31,7 @@ from test_install_e2e import HERE_ID, _archive, _stand_in
 from test_release_cli import Project, git, make_project
 
 from kiln.cli import main
+from kiln.release.index import parse_index
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("install-kiln-hostile")]
 
@@ -169,6 +170,22 @@ def faulty(mirror: Mirror) -> Iterator[Mirror]:
     (mirror.root / "latest").write_bytes(latest)
 
 
+@pytest.fixture
+def indexless(faulty: Mirror, tmp_path: Path) -> Iterator[Mirror]:
+    """The mirror without its signed index.json (a mirror published without a key): the
+    installers then go by its `latest` file."""
+    keep = tmp_path / "kept-index"
+    keep.mkdir()
+    names = ("index.json", "index.json.minisig")
+    for name in names:
+        shutil.move(str(faulty.root / name), str(keep / name))
+    try:
+        yield faulty
+    finally:
+        for name in names:
+            shutil.move(str(keep / name), str(faulty.root / name))
+
+
 def snapshot(prefix: Path) -> dict[str, str]:
     return {str(p.relative_to(prefix)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(prefix.rglob("*")) if p.is_file()}
@@ -202,7 +219,8 @@ def test_the_install_record_holds_the_signed_release_date(faulty: Mirror,
     assert all(a["unpacked_size"] > 0 for a in manifest["assets"])
 
 
-def test_latest_pointing_back_in_time_is_refused(faulty: Mirror, tmp_path: Path) -> None:
+def test_latest_pointing_back_in_time_is_refused(indexless: Mirror, tmp_path: Path) -> None:
+    faulty = indexless
     prefix, before = installed(faulty, tmp_path)
     (faulty.root / "latest").write_text(f"{faulty.old}\n", encoding="utf-8")
     code, _out, err = faulty.install(tmp_path / "second", "--prefix", str(prefix))
@@ -225,6 +243,7 @@ FAULTS = [
     ("500", "asset", 11, "HTTP 500"),
     ("500", "SHA256SUMS", 11, "HTTP 500"),
     ("longer", "asset", 12, "bytes its signed record says"),
+    ("longer", "index.json", 12, "index.json"),
     ("longer", "SHA256SUMS", 12, "is larger than 1048576 bytes"),
     ("longer", "SHA256SUMS.minisig", 12, "is larger than 4096 bytes"),
     ("longer", "latest", 12, "is larger than 256 bytes"),
@@ -234,7 +253,10 @@ FAULTS = [
 @pytest.mark.parametrize(("fault", "target", "code", "message"), FAULTS,
                          ids=[f"{f[0]}-{f[1]}" for f in FAULTS])
 def test_a_misbehaving_server_is_a_clear_error(faulty: Mirror, tmp_path: Path, fault: str,
-                                               target: str, code: int, message: str) -> None:
+                                               target: str, code: int, message: str,
+                                               request: pytest.FixtureRequest) -> None:
+    if target == "latest":
+        request.getfixturevalue("indexless")  # only a mirror without an index reads `latest`
     prefix, before = installed(faulty, tmp_path)
     asset = f"ember-{faulty.new}-bin-{HERE_ID}.tar.gz"
     faulty.server.faults[asset if target == "asset" else target] = fault
@@ -269,7 +291,36 @@ def test_a_signed_sums_listing_the_archive_twice_is_refused(faulty: Mirror,
     assert snapshot(prefix) == before and leftovers(prefix) == []
 
 
-def test_a_latest_that_is_not_a_tag_is_refused(faulty: Mirror, tmp_path: Path) -> None:
+def test_a_replayed_older_mirror_index_is_a_rollback(faulty: Mirror, tmp_path: Path) -> None:
+    """The mirror's index, re-signed by every publish with a higher version, decides: an
+    installer that saw version N refuses N-1 served again (a rollback), and ignores a
+    `latest` file that points back in time."""
+    old_index = {n: (faulty.root / n).read_bytes() for n in ("index.json", "index.json.minisig")}
+    code, text, _ = faulty.project.kiln(["publish", str(faulty.project.root.parent
+                                                        / f"release-{faulty.new[1:]}"),
+                                         "--to", f"file://{faulty.root}"])
+    assert code == 0, text
+    newer = parse_index((faulty.root / "index.json").read_bytes(), source="index.json")
+    assert newer.version == parse_index(old_index["index.json"], source="i").version + 1
+    (faulty.root / "latest").write_text(f"{faulty.old}\n", encoding="utf-8")
+    code, out, err = faulty.install(tmp_path, "--dry-run")
+    assert code == 0, err
+    assert f"ember {faulty.new}" in out + err  # the index decides, not `latest`
+    kept = {n: (faulty.root / n).read_bytes() for n in old_index}
+    try:
+        for name, data in old_index.items():
+            (faulty.root / name).write_bytes(data)
+        code, _out, err = faulty.install(tmp_path, "--dry-run")
+        assert code == 12, err
+        assert (f"mirror index version {newer.version - 1} is older than version "
+                f"{newer.version}") in err and "rollback" in err
+    finally:
+        for name, data in kept.items():
+            (faulty.root / name).write_bytes(data)
+
+
+def test_a_latest_that_is_not_a_tag_is_refused(indexless: Mirror, tmp_path: Path) -> None:
+    faulty = indexless
     (faulty.root / "latest").write_bytes(f"{faulty.new}\n\n".encode())
     code, _out, err = faulty.install(tmp_path, "--dry-run")
     assert code == 12, err

@@ -162,7 +162,7 @@ PS1_GUARDS = {
                         "if ($cProject -cne $project -or $cKind -cne $fileKind -or $cVersion "
                         "-cne $version -or $cExpires -cne $expires) {",
                         "if ($fileKind -cne $Kind) {"],
-    "index expiry": ["if ($expiresAt -le [DateTime]::UtcNow) {",
+    "index expiry": ["if (-not $Vouched -and $expiresAt -le [DateTime]::UtcNow) {",
                      "the index expired on $cExpires (a mirror that stopped being updated, or "
                      "an old index replayed: a freeze)\""],
     "mirror rollback": ["$rootBytes = Get-Capped $rootUrl $CapIndex 'index.json'",
@@ -173,10 +173,11 @@ PS1_GUARDS = {
                         "'trust'",
                         "$keyId = (Get-Sha256 ([Text.Encoding]::ASCII.GetBytes($PubKey)))"
                         ".Substring(0, 32)",
+                        "$state = Join-Path $trustDir \"$keyId-$originId.mirror\"",
                         "if ($known -and $Version -lt [long]$seen) {",
                         "(a rollback: an old index served as current)",
-                        "$rootTag = [string](Get-Field $rootReleases[0] 'tag' $rootUrl)",
-                        "if ($rootTag -and $rootTag -cne $Tag) {"],
+                        "if ($Tag -ceq 'latest') { $Tag = $rootTags[0] }",
+                        "Confirm-Index $indexBytes $releaseIndex $Url 'release' $RootVouches"],
 }
 
 
