@@ -71,6 +71,8 @@ def cmd_install(ctx: Context) -> int:
         if not release.signed:
             print("kiln: warning: --insecure-skip-signature: the release's signature was NOT "
                   "checked; checksums only protect against damage, not tampering", file=err)
+        for note in release.notes:
+            print(f"kiln: warning: {note}", file=err)
         if a.dry_run:
             if a.json:
                 ctx.out.write(json.dumps(choice.to_json(), indent=2) + "\n")
