@@ -422,7 +422,7 @@ def _check_links(archive: Path, dest: Path, members: Sequence[ArchiveMember]) ->
 
 
 def safe_unpack(archive: Path, dest: Path, *, max_bytes: int) -> None:
-    """Unpack ``archive`` (.tar.gz or .zip) into the empty directory ``dest``, checking every
+    """Unpack ``archive`` (.tar.gz, or .zip / .whl) into the empty directory ``dest``, checking every
     member before anything is written (docs/install.md, "What an installer refuses"): only
     files, directories and symbolic links; no absolute path, ``..``, NUL, backslash, ':', hard
     link, device, FIFO, set-ID or sticky bit, duplicate, member below a link or a file, link
@@ -432,7 +432,7 @@ def safe_unpack(archive: Path, dest: Path, *, max_bytes: int) -> None:
     a failed write an ``OSError``: the callers say what that means for them (download again,
     rebuild the release). ``dest`` may then hold part of the archive and is the caller's to
     remove."""
-    if archive.name.endswith(".zip"):
+    if archive.name.endswith((".zip", ".whl")):  # a wheel is a zip
         with zipfile.ZipFile(archive) as zf:
             members = _zip_members(archive, zf)
             _check_plan(archive, members, max_bytes)
@@ -443,6 +443,6 @@ def safe_unpack(archive: Path, dest: Path, *, max_bytes: int) -> None:
             _check_plan(archive, members, max_bytes)
             write_archive_members(archive, dest, members, max_bytes)
     else:
-        raise IntegrityError(f"{archive.name} is neither a .tar.gz nor a .zip",
+        raise IntegrityError(f"{archive.name} is neither a .tar.gz nor a .zip (or wheel)",
                              hint="the release is damaged or hostile: do not install it")
     _check_links(archive, dest, members)

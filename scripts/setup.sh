@@ -5,7 +5,10 @@
 # SBOM, RELEASE_NOTES.md, install.sh / install.ps1).
 #
 # Signing key: $KILN_SIGNING_KEY (a minisign secret key file) when set; otherwise a throwaway
-# key is made for this run and the release says so in its public key. The ci-only entries (ROCm
+# key is made for this run (setup says so) and deleted when it ends: its public key is the
+# release's minisign.pub. Windows binaries are Authenticode-signed with a throwaway
+# certificate kept in kiln's cache unless KILN_AUTHENTICODE_KEY/_CERT name one (the release
+# notes say which). The ci-only entries (ROCm
 # and SYCL: their compilers are in no registry reachable from here) are listed as missing in the
 # notes; every other entry, the GPU ones included, is built, verified and released.
 set -euo pipefail

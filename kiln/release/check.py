@@ -384,8 +384,6 @@ def check_floors(release: ReleaseUnderCheck) -> str:
     problems: list[str] = []
     counted = 0
     for asset in latest.assets:
-        if asset.record.kind != "archive":
-            continue
         measured = measure_archive(release.path(asset.record.name))
         counted += 1
         for name in FLOOR_FIELDS:
@@ -399,7 +397,7 @@ def check_floors(release: ReleaseUnderCheck) -> str:
         raise IntegrityError(f"{path}: floors do not hold:\n  " + "\n  ".join(problems),
                              hint="the index does not describe these binaries, or they need "
                                   "more than their build promises: do not trust the release")
-    return f"{counted} archives measured: the floors in {INDEX_NAME} hold"
+    return f"{counted} archives and wheels measured: the floors in {INDEX_NAME} hold"
 
 
 CHECKS: tuple[Check, ...] = (

@@ -127,9 +127,7 @@ def measured_floors(matrix: Matrix, assets: Sequence[LocalAsset]
     by_id = {e.id: e for e in matrix.entries}
     out: dict[str, dict[str, str | int | None]] = {}
     broken: list[str] = []
-    for a in assets:
-        if a.record.kind != "archive":
-            continue
+    for a in assets:  # archives and wheels: a wheel's library is measured like the archive's
         floors = measure_archive(a.path)
         entry = by_id.get(a.record.entry_id)
         if entry is not None:
