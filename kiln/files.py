@@ -422,8 +422,8 @@ def _check_links(archive: Path, dest: Path, members: Sequence[ArchiveMember]) ->
 
 
 def safe_unpack(archive: Path, dest: Path, *, max_bytes: int) -> None:
-    """Unpack ``archive`` (.tar.gz, or .zip / .whl) into the empty directory ``dest``, checking every
-    member before anything is written (docs/install.md, "What an installer refuses"): only
+    """Unpack ``archive`` (.tar.gz, .zip or wheel) into the empty directory ``dest``, checking
+    every member before anything is written (docs/install.md, "What an installer refuses"): only
     files, directories and symbolic links; no absolute path, ``..``, NUL, backslash, ':', hard
     link, device, FIFO, set-ID or sticky bit, duplicate, member below a link or a file, link
     leading outside; no more than ``max_bytes`` of file content, counted as it is written.
