@@ -38,6 +38,7 @@ from typing import Any
 from kiln.errors import IntegrityError, ReleaseError
 from kiln.files import atomic_write_text, file_lock
 from kiln.matrix import Matrix
+from kiln.matrix.catalogue import UNKNOWN_TIER, tiers
 from kiln.package.records import AssetRecord
 from kiln.release.manifest import (
     COMMIT_RE,
@@ -82,6 +83,7 @@ _COMMENT_RE = re.compile(
     r"(?P<project>[A-Za-z0-9][A-Za-z0-9._-]*) (?P<kind>release|mirror)-index "
     r"version (?P<version>[0-9]{1,12}) expires (?P<expires>[0-9]{4}-[0-9]{2}-[0-9]{2}T"
     r"[0-9]{2}:[0-9]{2}:[0-9]{2}Z)")
+_TIERS = tiers()
 _FLOOR_KEYS = ("glibc", "glibcxx", "macos", "windows", "x86_64_level", "android_api")
 _DISTRO_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9.-]{0,63}")
@@ -212,6 +214,8 @@ def asset_properties(record: AssetRecord, *, distro: str | None, scope: str,
     props.append(f"{'linux' if record.os == 'linux' else 'os'} :: scope :: {scope}")
     backend = record.backend + (f"@{record.backend_version}" if record.backend_version else "")
     props.append(f"backend :: name :: {backend}")
+    # the installers' speed order of backends (kiln.matrix.catalogue: 0 is fastest)
+    props.append(f"backend :: tier :: {_TIERS.get(record.backend, UNKNOWN_TIER)}")
     if record.min_driver:
         props.append(f"gpu :: driver_floor :: {record.min_driver}")
     props += [f"gpu :: target :: {t}" for t in record.gpu_targets]
