@@ -110,22 +110,44 @@ class AssetRecord(Requirements):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ReleaseError(f"{source}: field {key!r} must be a non-negative integer, "
                                    f"not {value!r}")
+        # Types as kiln writes them, nothing converted: "42" is not a build number, "false"
+        # is not a verification outcome, "abc" is not a list of CPU features.
+        for key in ("name", "kind", "entry_id", "os", "arch", "backend", "libc",
+                    "cpu_baseline", "commit"):
+            _want(isinstance(data[key], str), key, data[key], "a string", source)
+        for key in ("backend_version", "libc_floor", "min_os", "min_driver"):
+            _want(data[key] is None or isinstance(data[key], str), key, data[key],
+                  "a string or null", source)
+        for key in ("cpu_dispatch", "gpu_targets"):
+            _want(isinstance(data[key], list) and all(isinstance(x, str) for x in data[key]),
+                  key, data[key], "a list of strings", source)
+        number = data["build_number"]
+        _want(isinstance(number, int) and not isinstance(number, bool) and number >= 0,
+              "build_number", number, "a non-negative integer", source)
+        _want(isinstance(v["method"], str) and isinstance(v["detail"], str)
+              and isinstance(v["ok"], bool), "verification", v,
+              "{method: string, ok: true or false, detail: string}", source)
         return cls(
-            name=str(data["name"]), kind=str(data["kind"]), entry_id=str(data["entry_id"]),
-            os=str(data["os"]), arch=str(data["arch"]), backend=str(data["backend"]),
-            backend_version=_opt(data["backend_version"]), libc=str(data["libc"]),
-            libc_floor=_opt(data["libc_floor"]), min_os=_opt(data["min_os"]),
-            cpu_baseline=str(data["cpu_baseline"]),
-            cpu_dispatch=tuple(str(x) for x in data["cpu_dispatch"]),
-            gpu_targets=tuple(str(x) for x in data["gpu_targets"]),
-            min_driver=_opt(data["min_driver"]),
-            build_number=int(data["build_number"]),
-            commit=str(data["commit"]), toolchain=toolchain,
-            size=int(data["size"]), sha256=str(data["sha256"]),
-            unpacked_size=int(data["unpacked_size"]),
-            verification=Verification(method=str(v["method"]), ok=bool(v["ok"]),
-                                      detail=str(v["detail"])),
+            name=data["name"], kind=data["kind"], entry_id=data["entry_id"],
+            os=data["os"], arch=data["arch"], backend=data["backend"],
+            backend_version=data["backend_version"], libc=data["libc"],
+            libc_floor=data["libc_floor"], min_os=data["min_os"],
+            cpu_baseline=data["cpu_baseline"],
+            cpu_dispatch=tuple(data["cpu_dispatch"]),
+            gpu_targets=tuple(data["gpu_targets"]),
+            min_driver=data["min_driver"],
+            build_number=number,
+            commit=data["commit"], toolchain=toolchain,
+            size=data["size"], sha256=data["sha256"],
+            unpacked_size=data["unpacked_size"],
+            verification=Verification(method=v["method"], ok=v["ok"], detail=v["detail"]),
         )
+
+
+def _want(ok: bool, key: str, value: object, what: str, source: str) -> None:
+    if not ok:
+        raise ReleaseError(f"{source}: field {key!r} must be {what}, not {str(value)[:60]!r}",
+                           hint="a record is written by `kiln build`; rebuild the asset")
 
 
 def _tools(value: object, source: str) -> tuple[Tool, ...]:
@@ -142,10 +164,6 @@ def _tools(value: object, source: str) -> tuple[Tool, ...]:
                                f"{{name, version}} of plain words: {str(item)[:80]!r}")
         out.append(Tool(name=item["name"], version=item["version"]))
     return tuple(out)
-
-
-def _opt(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 def record_for(entry: Entry, asset: Path, *, kind: str, build_number: int, commit: str,
