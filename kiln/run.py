@@ -12,6 +12,7 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -130,6 +131,10 @@ def run(
                           hint=install_hint(args[0])) from exc
     except subprocess.TimeoutExpired as exc:
         raise CommandFailed(f"{label} timed out after {timeout:g}s: {_quote(args)}") from exc
+    if done.returncode == -signal.SIGINT:
+        # Ctrl-C reaches the whole process group: a program it stopped means the user
+        # interrupted kiln, in whichever thread the program ran (exit 130, not a failure).
+        raise KeyboardInterrupt
     if check and done.returncode != 0:
         if log_file is not None:
             tail = _tail(log_file.read_text(encoding="utf-8", errors="replace"))

@@ -234,6 +234,12 @@ def test_failing_compile_is_clear_and_leaves_no_archive(snap: Path, cache: Path,
     assert "injected by test_build_e2e" in (out / "logs" / "macos-x64.log").read_text()
 
 
+def _default_sigint() -> None:
+    """In the child: Ctrl-C's default action, whatever the test runner's process set (a
+    SIGINT ignored by the parent would be ignored by kiln too, as under nohup)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_leaves_neither_archive_nor_cache_entry(snap: Path, cache: Path,
                                                        tmp_path: Path) -> None:
     repo = tmp_path / "repo"
@@ -248,7 +254,7 @@ def test_ctrl_c_leaves_neither_archive_nor_cache_entry(snap: Path, cache: Path,
     proc = subprocess.Popen([sys.executable, "-m", "kiln", "build", "ubuntu-x64", "--out",
                              str(out), "--build-number", "3"], cwd=repo, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     log = out / "logs" / "ubuntu-x64.log"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -47,3 +47,12 @@ def test_log_file_gets_command_and_output(tmp_path: Path) -> None:
     text = log.read_text()
     assert text.startswith("+ sh -c ") and "building" in text
     assert str(log) in info.value.message and "building" in info.value.output
+
+
+def test_a_program_stopped_by_ctrl_c_interrupts_kiln(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group: a program that SIGINT ended is the user's
+    interruption (exit 130), not a failed step, whichever thread ran it."""
+    with pytest.raises(KeyboardInterrupt):
+        run(["sh", "-c", "kill -INT $$"], check=False)
+    with pytest.raises(KeyboardInterrupt):
+        run(["sh", "-c", "kill -INT $$"], log_file=tmp_path / "log")
