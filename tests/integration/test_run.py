@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,11 @@ def test_log_file_gets_command_and_output(tmp_path: Path) -> None:
 def test_a_program_stopped_by_ctrl_c_interrupts_kiln(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group: a program that SIGINT ended is the user's
     interruption (exit 130), not a failed step, whichever thread ran it."""
+    # A Python child that restores SIGINT's default first: the test runner's workers ignore
+    # SIGINT, and a shell cannot undo a signal ignored when it started.
+    die = [sys.executable, "-c", "import os, signal; signal.signal(signal.SIGINT, "
+           "signal.SIG_DFL); os.kill(os.getpid(), signal.SIGINT)"]
     with pytest.raises(KeyboardInterrupt):
-        run(["sh", "-c", "kill -INT $$"], check=False)
+        run(die, check=False)
     with pytest.raises(KeyboardInterrupt):
-        run(["sh", "-c", "kill -INT $$"], log_file=tmp_path / "log")
+        run(die, log_file=tmp_path / "log")
