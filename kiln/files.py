@@ -48,6 +48,7 @@ __all__ = [
     "file_lock",
     "fsync_dir",
     "install_once",
+    "is_within",
     "safe_unpack",
     "sha256_file",
     "write_archive_members",
@@ -106,6 +107,15 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def is_within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it, links resolved."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def file_lock(path: Path) -> FileLock:

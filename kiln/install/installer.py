@@ -1026,8 +1026,12 @@ def comment_date(comment: str) -> str | None:
     return None
 
 
-def verify_signature_of(data: bytes, signature: bytes, pubkey: str, *, what: str) -> str:
-    """Check the minisign signature of a small file ``what``; return its trusted comment."""
+def verify_signature_of(data: bytes, signature: bytes, pubkey: str, *, what: str,
+                        hint: str = "the file was changed after it was signed, or signed by "
+                                    "another key: do not install from this mirror; check "
+                                    "--pubkey") -> str:
+    """Check the minisign signature of a small file ``what``; return its trusted comment.
+    ``hint`` is what a signature that does not verify tells the user."""
     import minisign
 
     key = read_pubkey(pubkey)
@@ -1041,9 +1045,7 @@ def verify_signature_of(data: bytes, signature: bytes, pubkey: str, *, what: str
         key.verify(data, sig)
     except minisign.Error as exc:
         raise IntegrityError(f"{what}.minisig does not verify {what} with the pinned public "
-                             f"key ({exc})", hint="the file was changed after it was signed, "
-                                                  "or signed by another key: do not install "
-                                                  "from this mirror; check --pubkey") from exc
+                             f"key ({exc})", hint=hint) from exc
     return str(sig.trusted_comment)
 
 
@@ -1051,24 +1053,10 @@ def verify_sums_signature(sums: bytes, signature: bytes, pubkey: str, *,
                           tag: str | None) -> str:
     """Check the minisign signature of ``SHA256SUMS``; return its trusted comment. With a
     ``tag``, the trusted comment must name it (no replay of another release's files)."""
-    import minisign
-
-    key = read_pubkey(pubkey)
-    try:
-        sig = minisign.Signature.from_bytes(signature)
-    except (minisign.Error, ValueError, binascii.Error, IndexError) as exc:
-        raise IntegrityError(f"{SIGNATURE_NAME} is not a minisign signature: {exc}",
-                             hint="the mirror is damaged or tampered with; do not install "
-                                  "from it") from exc
-    try:
-        key.verify(sums, sig)
-    except minisign.Error as exc:
-        raise IntegrityError(
-            f"{SIGNATURE_NAME} does not verify {SUMS_NAME} with the pinned public key "
-            f"({exc})",
-            hint="the release was changed after it was signed, or signed by another key: do "
-                 "not install it; check --pubkey") from exc
-    comment = str(sig.trusted_comment)
+    comment = verify_signature_of(
+        sums, signature, pubkey, what=SUMS_NAME,
+        hint="the release was changed after it was signed, or signed by another key: do not "
+             "install it; check --pubkey")
     if tag is not None:
         check_comment_names(comment, tag)
     return comment

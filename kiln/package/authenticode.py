@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.errors import CommandFailed, ConfigError, IntegrityError
-from kiln.files import install_once
+from kiln.files import install_once, is_within
 from kiln.run import run
 
 __all__ = [
@@ -132,20 +132,12 @@ def cert_sha256(cert: Path) -> str:
 # Where the key comes from
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def _pem_file(raw: str, what: str, variable: str, repo: Path) -> Path:
     path = Path(raw).expanduser()
     if not path.is_file():
         raise ConfigError(f"{what} {path} does not exist or is not a file",
                           hint=f"check {variable}")
-    if _inside(path, repo):
+    if is_within(path, repo):
         raise ConfigError(f"{what} {path} is inside the repository {repo}",
                           hint="keep signing keys and certificates out of the checkout")
     return path

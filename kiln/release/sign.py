@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.errors import CommandFailed, ConfigError, IntegrityError
+from kiln.files import is_within
 from kiln.run import run
 
 __all__ = [
@@ -76,14 +77,6 @@ def key_is_encrypted(text: str, *, source: str) -> bool:
     raise ConfigError(f"{source}: minisign secret key with an unknown key derivation")
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        path.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
-
-
 def resolve_key(option: str | None, env: Mapping[str, str], *, repo: Path) -> SigningKey:
     """The signing key from ``--signing-key`` or ``KILN_SIGNING_KEY``, checked before any
     work starts: it exists, it is not inside the repository, and its password is at hand."""
@@ -96,7 +89,7 @@ def resolve_key(option: str | None, env: Mapping[str, str], *, repo: Path) -> Si
     if not path.is_file():
         raise ConfigError(f"signing key {path} does not exist or is not a file",
                           hint=f"check --signing-key / {KEY_ENV}")
-    if _inside(path, repo):
+    if is_within(path, repo):
         raise ConfigError(f"signing key {path} is inside the repository {repo}",
                           hint="keep secret keys out of the checkout (e.g. in "
                                "~/.minisign/ or the CI runner's temporary directory)")
