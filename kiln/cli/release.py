@@ -59,6 +59,9 @@ def register(sub: Any) -> None:
                    help="do not create the git tag (it is still checked when it exists)")
     r.add_argument("--parallel", type=int, default=max(1, os.cpu_count() or 1), metavar="N",
                    help="builds run at once when building here")
+    r.add_argument("--bench", metavar="FILE",
+                   help="a `bench/bench_cpu.py --json FILE` report: the release carries it "
+                        "(bench-cpu.json) and its page and the mirror's draw its figures")
     r.set_defaults(func=cmd_release)
 
     p = sub.add_parser(
@@ -90,7 +93,8 @@ def cmd_release(ctx: Context) -> int:
         artifacts=Path(a.artifacts) if a.artifacts else None,
         allow_missing=a.allow_missing, allow_dirty=a.allow_dirty, signing_key=a.signing_key,
         base_url=a.base_url, git_tag=not a.no_git_tag, parallel=a.parallel,
-        matrix=ctx.matrix(), env=ctx.env, console=ctx.console)
+        matrix=ctx.matrix(), env=ctx.env, console=ctx.console,
+        bench=Path(a.bench) if a.bench else None)
     tag, head, manifest = result.tag, result.commit, result.manifest
     if result.tag_created:
         ctx.console.line(f"created tag {tag} at {head[:12]} (push it: git push origin {tag})")

@@ -17,20 +17,22 @@ are never changed.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
 
 from kiln.errors import KilnError, PublishError
 from kiln.files import atomic_write_text, fsync_dir, sha256_file
 from kiln.publish.base import LocalRelease, PublishResult, check_names, confined
-from kiln.release.index import mirror_index, parse_index
+from kiln.release.index import ReleaseIndex, mirror_index, parse_index
 from kiln.release.manifest import INDEX_NAME, INDEX_SIGNATURE_NAME, PUBLIC_KEY_NAME, TAG_RE
+from kiln.release.page.render import BENCH_NAME, check_bench, mirror_page
 
 
 class IndexSigner(Protocol):
@@ -99,6 +101,30 @@ class DirectoryPublisher:
         fsync_dir(self.root)
         self.log(f"{INDEX_NAME}: version {index.version}, {len(index.releases)} releases, "
                  f"expires {index.expires}")
+        self._update_page(index)
+
+    def _update_page(self, index: ReleaseIndex) -> None:
+        """Rewrite the mirror's page (``index.html``, ``page.css``, ``page.js``) from its
+        index, with the CPU figures of the releases that carry ``bench-cpu.json``."""
+        bench: dict[str, dict[str, Any]] = {}
+        for r in index.releases:
+            path = confined(self.root, f"{r.tag}/{BENCH_NAME}")
+            if not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise PublishError(f"{path}: cannot read the published bench report: {exc}",
+                                   hint="it was checked when released: restore the "
+                                        "release from its signed copy") from exc
+            bench[r.tag] = check_bench(data, source=str(path))
+        root = self.root.resolve()
+        for name, text in mirror_page(index, bench=bench).items():
+            # Replaced by a rename, never written through: a link planted at the name is
+            # replaced, not followed.
+            atomic_write_text(root / name, text)
+        fsync_dir(self.root)
+        self.log(f"index.html: {len(index.releases)} releases")
 
     def _copy(self, release: LocalRelease, name: str, stage: Path) -> None:
         dst = confined(stage, name)

@@ -383,14 +383,16 @@ def render_install_scripts(manifest: ReleaseManifest, pubkey: str, base_url: str
 
 def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManifest,
              notes: str, sbom: str, signer: Signer, index: ReleaseIndex,
-             provenance: str | None = None) -> dict[str, str]:
+             provenance: str | None = None,
+             extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Write the release directory ``out`` atomically; returns ``SHA256SUMS`` as a dict.
 
     An existing ``out`` is replaced only if it is a previous kiln release (or empty), so a
     typo in ``--out`` cannot delete an unrelated directory. ``index`` is the release's
     ``index.json`` (``kiln.release.index``), written and signed. ``provenance`` is the text of
     ``provenance.intoto.json`` (``kiln.release.provenance``): written, signed and listed in
-    ``SHA256SUMS`` with its signature.
+    ``SHA256SUMS`` with its signature. ``extra`` holds more text files by name (the release
+    page, a bench report), written and listed in ``SHA256SUMS`` like the rest.
     """
     manifest.check(source=f"the manifest of {manifest.tag!r}")
     out = out.absolute()
@@ -414,6 +416,10 @@ def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManife
         texts.update(render_install_scripts(
             manifest, signer.public_key(), manifest.base_url,
             placement={a.record.entry_id: (a.distro, a.scope) for a in index.releases[0].assets}))
+        for name, text in (extra or {}).items():
+            if not is_safe_name(name) or name in texts or name in digests:
+                raise ReleaseError(f"a release file may not be named {name!r}")
+            texts[name] = text
         for name, text in texts.items():
             atomic_write_text(stage / name, text)
             digests[name] = sha256_file(stage / name)

@@ -50,13 +50,15 @@ from kiln.release.manifest import (
     parse_tag,
 )
 from kiln.release.notes import check_links, git_changes, notes_context, previous_tag, render_notes
+from kiln.release.page.render import BENCH_NAME, check_bench, release_page
 from kiln.release.provenance import release_provenance
 from kiln.release.sbom import cyclonedx, source_files, toolchains_from_records
 from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
 from kiln.run import require_tool
 from kiln.vcs import build_number, commit_sha, commit_time, is_dirty
 
-__all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release", "measured_floors"]
+__all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release", "measured_floors",
+           "read_bench"]
 
 NOTES_DIR = "release_notes"
 
@@ -86,10 +88,11 @@ def log_dir_for(out: Path) -> Path:
 
 
 def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], *,
-                repo: Path, parallel: int, console: Console,
-                log_dir: Path) -> tuple[tuple[LocalAsset, ...], dict[str, str]]:
+                repo: Path, parallel: int, console: Console, log_dir: Path,
+                seconds: dict[str, float]) -> tuple[tuple[LocalAsset, ...], dict[str, str]]:
     """Build every local enabled entry with ``kiln.build.jobs.build_jobs`` into ``out``, with
-    the per-entry logs in ``log_dir`` (they outlive the build's scratch directory)."""
+    the per-entry logs in ``log_dir`` (they outlive the build's scratch directory); each
+    entry's build time goes into ``seconds``."""
     try:
         build = importlib.import_module("kiln.build.jobs")
     except ModuleNotFoundError as exc:
@@ -112,6 +115,7 @@ def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], 
     summary = build.build_jobs(jobs, repo=repo, out=out, env=env, parallel=parallel,
                                console=console, log_dir=log_dir)
     for result in summary.results:
+        seconds[str(result.entry_id)] = result.seconds
         if not result.ok:
             failures[str(result.entry_id)] = f"build failed here: {result.error}"
     return scan_artifacts(out), failures
@@ -178,13 +182,44 @@ def _floor_changes(notes_dir: Path, previous: str | None,
     return out
 
 
+def _previous_sizes(notes_dir: Path, previous: str | None) -> dict[str, int]:
+    """The asset sizes kept for the previous release (``<notes_dir>/<previous>.sizes.json``:
+    entry id, or wheel name, -> bytes); nothing when it kept none."""
+    if previous is None:
+        return {}
+    try:
+        data = json.loads((notes_dir / f"{previous}.sizes.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items()
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
+def _sizes(manifest: ReleaseManifest) -> dict[str, int]:
+    return {(a.record.entry_id if a.record.kind == "archive" else a.record.name): a.record.size
+            for a in manifest.assets}
+
+
+def read_bench(path: Path) -> tuple[str, dict[str, object]]:
+    """A ``bench/bench_cpu.py --json`` report to carry in the release: its text and the
+    checked figures the page draws."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ReleaseError(f"--bench {path}: cannot read the bench report: {exc}") from exc
+    return text, check_bench(data, source=f"--bench {path}")
+
+
 def make_release(out: Path, *, repo: Path, tag: str | None = None,
                  artifacts: Path | None = None, allow_missing: Sequence[str] = (),
                  allow_dirty: bool = False, signing_key: str | None = None,
                  base_url: str | None = None, git_tag: bool = True,
                  parallel: int | None = None, matrix: Matrix | None = None,
                  env: Mapping[str, str] | None = None,
-                 console: Console | None = None) -> ReleaseResult:
+                 console: Console | None = None, bench: Path | None = None) -> ReleaseResult:
     """Write the signed release directory ``out`` for the commit checked out in ``repo``.
 
     ``tag`` defaults to ``b<N>`` with N = ``git rev-list --count HEAD``. With ``artifacts``,
@@ -195,6 +230,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     is where the assets will be downloaded from (``{tag}`` is replaced). The annotated tag is
     created unless ``git_tag`` is false (an existing one must point at HEAD). ``env`` defaults
     to ``os.environ``; ``console`` (for warnings and build progress) to standard error.
+    ``bench`` is a ``bench/bench_cpu.py --json`` report the release carries (``bench-cpu.json``)
+    and its page draws.
     Raises ``ReleaseError`` (exit code 9) and the errors of the steps."""
     env_in: Mapping[str, str] = dict(os.environ) if env is None else env
     console = console or Console.from_env(env_in, stream=sys.stderr)
@@ -218,12 +255,14 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     key = resolve_key(signing_key, env_in, repo=repo)
     require_tool("minisign", path=genv.get("PATH"))  # fail now, not after a long build
     allowed = expand_allowed(matrix, allow_missing)
+    bench_text, bench_data = read_bench(Path(bench)) if bench is not None else (None, None)
     epoch = commit_time(repo, genv)
     out = Path(out)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix=".kiln-build-", dir=out.absolute().parent) as tmp:
         failures: dict[str, str] = {}
+        seconds: dict[str, float] = {}
         if artifacts is not None:
             assets = scan_artifacts(Path(artifacts))
         else:
@@ -232,7 +271,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
             assets, failures = _build_here(
                 matrix, number, Path(tmp), build_env, repo=repo,
                 parallel=parallel or max(1, os.cpu_count() or 1), console=console,
-                log_dir=log_dir_for(out))
+                log_dir=log_dir_for(out), seconds=seconds)
         result = gate(matrix, assets, build_number=number, commit=head,
                       allow_missing=allowed, failures=failures)
         floors = measured_floors(matrix, result.assets)
@@ -270,8 +309,14 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
                                f"(the commit is from {manifest.date})",
                                hint="raise [tool.kiln] index_expiry_days, or release a newer "
                                     "commit")
+        # The release page (index.html and its style and script), from the index.
+        extra = release_page(manifest, index, repo_url=config.repo_url, previous_tag=previous,
+                             previous=_previous_sizes(repo / NOTES_DIR, previous),
+                             build_seconds=seconds, bench=bench_data)
+        if bench_text is not None:
+            extra[BENCH_NAME] = bench_text
         assemble(out, assets=result.assets, manifest=manifest, notes=notes, sbom=sbom,
-                 signer=signer, index=index, provenance=provenance)
+                 signer=signer, index=index, provenance=provenance, extra=extra)
 
     created = tagged is None and git_tag
     if created:
@@ -281,5 +326,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     # The measured floors, kept beside the notes so the next release can say what changed.
     atomic_write_text(repo / NOTES_DIR / f"{tag}.floors.json",
                       json.dumps(by_entry, indent=2, sort_keys=True) + "\n")
+    # The sizes, for the next release's page (the change per archive).
+    atomic_write_text(repo / NOTES_DIR / f"{tag}.sizes.json",
+                      json.dumps(_sizes(manifest), indent=2, sort_keys=True) + "\n")
     return ReleaseResult(tag=tag, commit=head, out=out, manifest=manifest, notes=kept,
                          tag_created=created)

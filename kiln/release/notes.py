@@ -27,6 +27,7 @@ from kiln.run import run
 
 __all__ = [
     "MAX_CHANGES",
+    "OS_TITLES",
     "TEMPLATE",
     "AssetLine",
     "Change",
@@ -36,12 +37,16 @@ __all__ = [
     "MissingLine",
     "NotesContext",
     "OsGroup",
+    "backend_text",
     "check_links",
+    "cpu_text",
     "git_changes",
     "markdown_subject",
     "notes_context",
     "previous_tag",
     "render_notes",
+    "runs_on_text",
+    "size_text",
 ]
 
 TEMPLATE = "release.md.j2"
@@ -192,7 +197,7 @@ def _tracking_label(url: str) -> str:
     return f"{m.group(1)}!{m.group(2)}" if m else url
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     if n >= 1 << 20:
         return f"{n / (1 << 20):.1f} MiB"
     if n >= 1 << 10:
@@ -200,7 +205,7 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _runs_on(r: AssetRecord) -> str:
+def runs_on_text(r: AssetRecord) -> str:
     if r.os == "linux":
         return f"glibc {r.libc_floor}+" if r.libc == "glibc" else "any Linux (static musl)"
     if r.os == "android":
@@ -210,11 +215,11 @@ def _runs_on(r: AssetRecord) -> str:
     return f"Windows {r.min_os}+"
 
 
-def _backend(r: AssetRecord) -> str:
+def backend_text(r: AssetRecord) -> str:
     return r.backend if r.backend_version is None else f"{r.backend} {r.backend_version}"
 
 
-def _cpu(r: AssetRecord) -> str:
+def cpu_text(r: AssetRecord) -> str:
     return r.cpu_baseline + (f" (+{', '.join(r.cpu_dispatch)} at run time)"
                              if r.cpu_dispatch else "")
 
@@ -262,8 +267,8 @@ def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence
     for os_name, title in OS_TITLES.items():
         rows = tuple(AssetLine(
             name=a.record.name, url=a.url, entry_id=a.record.entry_id, arch=a.record.arch,
-            backend=_backend(a.record), runs_on=_runs_on(a.record), cpu=_cpu(a.record),
-            size=_size(a.record.size), sha256=a.record.sha256,
+            backend=backend_text(a.record), runs_on=runs_on_text(a.record), cpu=cpu_text(a.record),
+            size=size_text(a.record.size), sha256=a.record.sha256,
             verified=f"{a.record.verification.method}: "
                      + ("passed" if a.record.verification.ok else "FAILED"))
             for a in manifest.assets if a.record.os == os_name)

@@ -58,10 +58,13 @@ def test_publish_layout_latest_and_rerun(tmp_path: Path) -> None:
     assert (first.kind, first.version, [r.tag for r in first.releases]) == ("mirror", 1, [tag])
     subprocess.run(["minisign", "-V", "-q", "-p", str(release / "minisign.pub"), "-m",
                     str(mirror / "index.json")], check=True, capture_output=True)
-    before = {k: v for k, v in tree(mirror).items() if not k.startswith("index.json")}
+    # The mirror's page (index.html, page.css, page.js) is written beside its index.
+    assert {"index.html", "page.css", "page.js"} <= set(tree(mirror))
+    # (the index and the page, which shows the index's version, are rewritten; nothing else)
+    before = {k: v for k, v in tree(mirror).items() if not k.startswith("index.")}
     code, out, _ = project.kiln(["publish", str(release), "--to", f"file://{mirror}"])
     assert code == 0 and "already published" in out
-    assert {k: v for k, v in tree(mirror).items() if not k.startswith("index.json")} == before
+    assert {k: v for k, v in tree(mirror).items() if not k.startswith("index.")} == before
     # Publishing again re-signs the mirror's index: a higher version, the same releases.
     again = parse_index((mirror / "index.json").read_bytes(), source="index.json")
     assert again.version == 2 and again.releases == first.releases

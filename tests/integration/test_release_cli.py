@@ -219,7 +219,7 @@ def test_release_is_complete_verifiable_and_tagged(project: Project,
                             "install.ps1", "install.sh", "manifest.json", "minisign.pub",
                             "sbom.cdx.json", "provenance.intoto.json",
                             "provenance.intoto.json.minisig", "index.json",
-                            "index.json.minisig"])
+                            "index.json.minisig", "index.html", "page.css", "page.js"])
     # The installers published with the release pin its key and name its tag.
     pub_line = (out / "minisign.pub").read_text().splitlines()[1]
     for script in ("install.sh", "install.ps1"):
@@ -366,6 +366,7 @@ def test_without_artifacts_it_builds_through_build_jobs(
         entry_id: str
         ok: bool
         error: str | None
+        seconds: float = 1.5
 
     @dataclass(frozen=True)
     class Summary:

@@ -165,6 +165,11 @@ def _linux_libc(src: Source, arch: str, notes: list[str]) -> tuple[str, str | No
         m = re.search(r"glibc\s+(\d+\.\d+)", out.stdout)
         if m:
             return "glibc", m.group(1)
+        if out.stdout.strip() == "glibc":
+            # Only in machine profiles that know the C library but not its version (the
+            # visitors of a release page: a browser shows that much and no more).
+            notes.append("glibc version unknown")
+            return "glibc", None
     ldd = src.tool(["ldd", "--version"])
     text = ldd.text if ldd is not None else ""
     musl_loader = any(n.startswith("ld-musl-") for n in src.listdir("/lib"))
