@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform
 import struct
 import subprocess
 import sys
@@ -185,3 +186,145 @@ def test_auto_declines_the_cpu_plugin(ov_build: EmberBuild, ov_lib: Path) -> Non
                            env=_env(ov_lib, EMBER_OPENVINO_DEVICE="CPU"))
     assert asked.returncode == 0, asked.stderr.decode()
     assert json.loads(asked.stdout)["backend"] == "openvino"
+
+
+# ---- where the runtime is found without EMBER_OPENVINO_LIB (backend_openvino.c, ov_open) ----
+
+ARCHIVE_LIBS = "runtime/lib/" + ("aarch64" if platform.machine() in ("aarch64", "arm64")
+                                 else "intel64")
+linux_only = pytest.mark.skipif(sys.platform != "linux",
+                                reason="the lookup tests use the Linux library names")
+
+
+def _bare_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """No EMBER_OPENVINO_LIB, no library path, no Python on PATH, no virtualenv, an empty HOME:
+    only what the test adds can provide the runtime (besides a system-wide install)."""
+    env = {k: v for k, v in _env(None).items()
+           if k not in ("LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "VIRTUAL_ENV", "CONDA_PREFIX")}
+    (tmp_path / "empty-bin").mkdir(exist_ok=True)
+    (tmp_path / "home").mkdir(exist_ok=True)
+    env.update(PATH=str(tmp_path / "empty-bin"), HOME=str(tmp_path / "home"),
+               EMBER_OPENVINO_DEVICE="CPU")
+    env.update(extra)
+    return env
+
+
+def _run_openvino(build: EmberBuild, env: dict[str, str],
+                  cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    model = TINY / "tiny-gpt2-q8_0.gguf"
+    return subprocess.run([str(build.cli), "-m", str(model), "-p", "hello", "-n", "4", "--json",
+                           "-t", "2", "--backend", "openvino"],
+                          capture_output=True, timeout=300, env=env, cwd=cwd)
+
+
+def _assert_on_the_cpu_plugin(r: subprocess.CompletedProcess[bytes]) -> None:
+    assert r.returncode == 0, r.stderr.decode()
+    out = json.loads(r.stdout)
+    assert out["backend"] == "openvino"
+    assert "CPU plugin" in str(out["device"]), out["device"]
+
+
+@pytest.fixture
+def bare(ov_build: EmberBuild, tmp_path: Path) -> str:
+    """The error of a run with nothing provided (skips where a system-wide runtime answers, as
+    then the tests could not tell which place was used)."""
+    r = _run_openvino(ov_build, _bare_env(tmp_path))
+    if r.returncode == 0:
+        pytest.skip("an OpenVINO runtime is installed system-wide (loader's default path or "
+                    "/opt/intel): the lookup tests need a machine without one")
+    return r.stderr.decode()
+
+
+def _symlink_libs(libs: Path, into: Path) -> None:
+    into.mkdir(parents=True)
+    for f in libs.iterdir():
+        (into / f.name).symlink_to(f)
+
+
+@linux_only
+def test_wheel_libs_on_ld_library_path_are_found(ov_build: EmberBuild, ov_lib: Path, bare: str,
+                                                 tmp_path: Path) -> None:
+    """`pip install openvino` + its libs/ on LD_LIBRARY_PATH: the wheel has only
+    libopenvino_c.so.<version>, no libopenvino_c.so."""
+    assert not (ov_lib.parent / "libopenvino_c.so").exists()
+    r = _run_openvino(ov_build, _bare_env(tmp_path, LD_LIBRARY_PATH=str(ov_lib.parent)))
+    _assert_on_the_cpu_plugin(r)
+
+
+@linux_only
+def test_another_release_in_a_searched_folder_is_found(ov_build: EmberBuild, ov_lib: Path,
+                                                       bare: str, tmp_path: Path) -> None:
+    """A versioned name ember does not list (a later release's) is globbed for in the folders
+    of LD_LIBRARY_PATH."""
+    libs = tmp_path / "libs"
+    _symlink_libs(ov_lib.parent, libs)
+    (libs / ov_lib.name).rename(libs / "libopenvino_c.so.2630")
+    r = _run_openvino(ov_build, _bare_env(tmp_path, LD_LIBRARY_PATH=f"{tmp_path / 'none'}:{libs}"))
+    _assert_on_the_cpu_plugin(r)
+
+
+@linux_only
+def test_archive_layout_under_intel_openvino_dir_is_found(ov_build: EmberBuild, ov_lib: Path,
+                                                          bare: str, tmp_path: Path) -> None:
+    root = tmp_path / "openvino_toolkit_2026.2.1"
+    _symlink_libs(ov_lib.parent, root / ARCHIVE_LIBS)
+    r = _run_openvino(ov_build, _bare_env(tmp_path, INTEL_OPENVINO_DIR=str(root)))
+    _assert_on_the_cpu_plugin(r)
+
+
+@linux_only
+@pytest.mark.parametrize("how", ["python3 on PATH", "VIRTUAL_ENV"])
+def test_pip_wheel_beside_a_python_is_found(ov_build: EmberBuild, ov_lib: Path, bare: str,
+                                            tmp_path: Path, how: str) -> None:
+    """A virtualenv with `pip install openvino`, found from its python3 on PATH or from
+    VIRTUAL_ENV without running Python."""
+    venv = tmp_path / "venv"
+    site = venv / "lib" / "python3.12" / "site-packages"
+    _symlink_libs(ov_lib.parent, site / "openvino" / "libs")
+    (venv / "bin").mkdir()
+    python = venv / "bin" / "python3"
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    extra = ({"PATH": f"{tmp_path / 'empty-bin'}:{venv / 'bin'}"} if how == "python3 on PATH"
+             else {"VIRTUAL_ENV": str(venv)})
+    _assert_on_the_cpu_plugin(_run_openvino(ov_build, _bare_env(tmp_path, **extra)))
+
+
+@linux_only
+def test_not_found_names_every_place_tried_and_the_fix(ov_build: EmberBuild, bare: str,
+                                                       tmp_path: Path) -> None:
+    assert "backend openvino cannot run: OpenVINO runtime not found" in bare, bare
+    for place in ("libopenvino_c.so,", "libopenvino_c.so.2621", "libopenvino_c.so.2620",
+                  "loader's path (LD_LIBRARY_PATH unset)",
+                  f"$INTEL_OPENVINO_DIR/{ARCHIVE_LIBS} (unset)",
+                  f"/opt/intel/openvino*/{ARCHIVE_LIBS}", "pip's openvino/libs under ~/.local",
+                  "pip install openvino==2026.2.*", "EMBER_OPENVINO_LIB"):
+        assert place in bare, (place, bare)
+    # with each variable set, the places it names (the folders relative to the working
+    # directory: the message has about 480 characters, and each absolute tmp_path takes 80)
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "py" / "bin").mkdir(parents=True)
+    (tmp_path / "py" / "bin" / "python3").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "py" / "bin" / "python3").chmod(0o755)
+    r = _run_openvino(ov_build, _bare_env(tmp_path, INTEL_OPENVINO_DIR="ov", LD_LIBRARY_PATH="lib",
+                                          PATH=str(tmp_path / "py" / "bin")), cwd=tmp_path)
+    err = r.stderr.decode()
+    assert r.returncode != 0
+    for place in (f"tried ov/{ARCHIVE_LIBS};", "libopenvino_c.so.2621",
+                  "libopenvino_c.so.* in $LD_LIBRARY_PATH", f"/opt/intel/openvino*/{ARCHIVE_LIBS}",
+                  f"pip's openvino/libs under {tmp_path / 'py'}, ~/.local",
+                  "pip install openvino==2026.2.*", "EMBER_OPENVINO_LIB"):
+        assert place in err, (place, err)
+
+
+@linux_only
+def test_a_library_that_does_not_load_is_named_with_the_reason(ov_build: EmberBuild, bare: str,
+                                                               tmp_path: Path) -> None:
+    libdir = tmp_path / "lib"
+    libdir.mkdir()
+    (libdir / "libopenvino_c.so.2621").write_bytes(b"not an ELF file")
+    r = _run_openvino(ov_build, _bare_env(tmp_path, LD_LIBRARY_PATH=str(libdir)))
+    err = r.stderr.decode()
+    assert r.returncode != 0
+    assert f"OpenVINO runtime does not load ({libdir / 'libopenvino_c.so.2621'}: " in err, err
+    assert "pip install openvino==2026.2.*" in err, err

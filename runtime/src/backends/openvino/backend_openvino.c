@@ -7,12 +7,28 @@
  * GPU backends open their driver: ember links nothing of OpenVINO and needs none of its headers
  * to build (the few entry points used are declared below with their documented signatures), so
  * the Windows build cross-compiles with zig like the CPU build. Where the library is looked for,
- * in order:
+ * in order (ov_open):
  *   $EMBER_OPENVINO_LIB                      the library file itself (e.g. the pip wheel's
- *                                            site-packages/openvino/libs/libopenvino_c.so.2621)
+ *                                            site-packages/openvino/libs/libopenvino_c.so.2621);
+ *                                            when set, the only place
  *   $INTEL_OPENVINO_DIR/runtime/lib/intel64  an OpenVINO archive set up by setupvars
- *   (runtime\bin\intel64\Release on Windows)
- *   libopenvino_c.so / openvino_c.dll        the loader's search path
+ *                                            (runtime/lib/aarch64 on Linux arm64,
+ *                                            runtime/lib/<arch>/Release on macOS,
+ *                                            runtime\bin\intel64\Release on Windows)
+ *   libopenvino_c.so, libopenvino_c.so.2621, the loader's search path ($LD_LIBRARY_PATH, ...)
+ *   libopenvino_c.so.2620 / openvino_c.dll   by name, then any libopenvino_c.so.* in the
+ *                                            folders of $LD_LIBRARY_PATH (the wheel ships only
+ *                                            the versioned file)
+ *   /opt/intel/openvino_<version>/runtime/lib/intel64
+ *                                            archives unpacked where OpenVINO's guide puts them
+ *                                            (any /opt/intel/openvino...), newest first (not on
+ *                                            Windows)
+ *   <prefix>/lib/python3.X/site-packages/openvino/libs
+ *                                            `pip install openvino` in $VIRTUAL_ENV,
+ *                                            $CONDA_PREFIX, the prefix of each python3 on $PATH
+ *                                            or ~/.local (Windows: the first two), found without
+ *                                            running Python
+ * When none has it, the error lists every place tried and how to install the runtime.
  * The device is $EMBER_OPENVINO_DEVICE when set ("CPU", "GPU", "GPU.1", ...), else "GPU" when
  * OpenVINO lists one, else "CPU" -- but only when asked for by name: "auto" declines the CPU
  * plugin, since ember's own CPU path is faster there. The inference precision hint is f32 on every device, so the
@@ -51,6 +67,11 @@
 #include "gpu_dl.h"
 #include "model.h"
 
+#ifndef _WIN32
+#include <glob.h>
+#include <unistd.h>
+#endif
+
 /* ---- the subset of the OpenVINO C API used (the openvino/c headers of 2026.2) ---------------------- */
 
 typedef int ov_status;             /* ov_status_e: OK = 0 */
@@ -64,12 +85,47 @@ typedef struct { const char *build_number; const char *description; } ov_version
 typedef struct { char **devices; size_t size; } ov_devices;
 enum { OV_F32 = 4, OV_U8 = 16 }; /* ov_element_type_e */
 
+/* The library's names: the unversioned one (an archive's or a -dev package's symlink), then the
+ * versioned file of the supported releases, newest first. OpenVINO versions its libraries with
+ * <last two digits of the year><minor><patch>: 2026.2.1 is libopenvino_c.so.2621 (the only name
+ * the pip wheel ships), 2026.2.0 libopenvino_c.so.2620. A directory that is searched (an
+ * archive's, a wheel's, one of $LD_LIBRARY_PATH) is also globbed for any other version
+ * (OV_LIB_GLOB), the newest first. OV_ARCHIVE_DIR: the libraries' folder in an OpenVINO archive,
+ * under $INTEL_OPENVINO_DIR or /opt/intel/openvino*; OV_PY_LIBS: the wheel's, under a Python's
+ * prefix. */
 #if defined(_WIN32)
 static const char *const ov_lib_names[] = {"openvino_c.dll", NULL};
-#define OV_DIR_LIB "\\runtime\\bin\\intel64\\Release\\openvino_c.dll"
+#define OV_WHEEL_LIB "openvino_c.dll"
+#define OV_SEP "\\"
+#define OV_ARCHIVE_DIR "\\runtime\\bin\\intel64\\Release"
+#define OV_PY_LIBS "\\Lib\\site-packages\\openvino\\libs"
+#elif defined(__APPLE__)
+static const char *const ov_lib_names[] = {"libopenvino_c.dylib", "libopenvino_c.2621.dylib",
+                                           "libopenvino_c.2620.dylib", NULL};
+#define OV_WHEEL_LIB "libopenvino_c.2621.dylib"
+#define OV_LIB_GLOB "libopenvino_c.*.dylib"
+#define OV_SEP "/"
+#if defined(__aarch64__) || defined(__arm64__)
+#define OV_ARCHIVE_DIR "/runtime/lib/arm64/Release"
 #else
-static const char *const ov_lib_names[] = {"libopenvino_c.so", NULL};
-#define OV_DIR_LIB "/runtime/lib/intel64/libopenvino_c.so"
+#define OV_ARCHIVE_DIR "/runtime/lib/intel64/Release"
+#endif
+#define OV_PY_LIBS "/lib/python3*/site-packages/openvino/libs"
+#define OV_SEARCH_PATH "DYLD_LIBRARY_PATH"
+#else
+static const char *const ov_lib_names[] = {"libopenvino_c.so", "libopenvino_c.so.2621", "libopenvino_c.so.2620",
+                                           NULL};
+#define OV_WHEEL_LIB "libopenvino_c.so.2621"
+#define OV_LIB_GLOB "libopenvino_c.so.*"
+#define OV_SEP "/"
+#if defined(__aarch64__)
+#define OV_ARCHIVE_DIR "/runtime/lib/aarch64"
+#else
+#define OV_ARCHIVE_DIR "/runtime/lib/intel64"
+#endif
+/* lib64 for Fedora's system-wide pip, dist-packages for Debian's */
+#define OV_PY_LIBS "/lib*/python3*/*-packages/openvino/libs"
+#define OV_SEARCH_PATH "LD_LIBRARY_PATH"
 #endif
 
 typedef struct ov_api {
@@ -519,8 +575,283 @@ static void *ov_dlopen(const char *name) {
     return gpu_dlopen(name);
 }
 
+/* Where the library was looked for, for the message when no place has it: the places, "; "
+ * between them, and the first library file that is there but does not load (a missing
+ * dependency, another architecture), with the loader's reason. */
+typedef struct ov_search {
+    char tried[1536];
+    size_t n;
+    char broken[400];
+} ov_search;
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void ov_tried(ov_search *s, const char *fmt, ...) {
+    if (s->n + 3 >= sizeof s->tried) return;
+    if (s->n) {
+        memcpy(s->tried + s->n, "; ", 3);
+        s->n += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(s->tried + s->n, sizeof s->tried - s->n, fmt, ap);
+    va_end(ap);
+    if (k > 0) s->n += (size_t)k;
+    if (s->n >= sizeof s->tried) s->n = sizeof s->tried - 1;
+}
+
+static void *ov_try(ov_search *s, const char *path) {
+    void *lib = ov_dlopen(path);
+#if defined(_WIN32)
+    (void)s;
+#else
+    const char *err = lib ? NULL : dlerror();
+    if (!lib && !s->broken[0] && access(path, F_OK) == 0) {
+        /* glibc's reason starts with the path when the file itself is at fault */
+        int k = err && !strncmp(err, path, strlen(path)) ? snprintf(s->broken, sizeof s->broken, "%s", err)
+                : snprintf(s->broken, sizeof s->broken, "%s: %s", path, err ? err : "cannot be loaded");
+        if (k < 0) s->broken[0] = 0;
+    }
+#endif
+    return lib;
+}
+
+#ifndef _WIN32
+/* -1, 0, 1 as a is an older, the same, a newer version than b: runs of digits compare as numbers
+ * ("openvino_2026.10" after "openvino_2026.9"), and '/' before any other character, so that a
+ * folder's name ends there ("openvino_2026.2.1/runtime" after "openvino_2026/runtime") */
+static int ov_vercmp(const char *a, const char *b) {
+    while (*a && *b) {
+        if (*a >= '0' && *a <= '9' && *b >= '0' && *b <= '9') {
+            while (*a == '0') a++;
+            while (*b == '0') b++;
+            size_t na = strspn(a, "0123456789"), nb = strspn(b, "0123456789");
+            if (na != nb) return na < nb ? -1 : 1;
+            int c = strncmp(a, b, na);
+            if (c) return c < 0 ? -1 : 1;
+            a += na;
+            b += nb;
+        } else {
+            int ca = *a == '/' ? 0 : (unsigned char)*a, cb = *b == '/' ? 0 : (unsigned char)*b;
+            if (ca != cb) return ca < cb ? -1 : 1;
+            a++;
+            b++;
+        }
+    }
+    return (*a != 0) - (*b != 0);
+}
+
+static int ov_newest_first(const void *x, const void *y) {
+    return ov_vercmp(*(char *const *)y, *(char *const *)x);
+}
+
+/* glob(dir + tail), dir taken literally; the matches newest first. 0 when something matched. */
+static int ov_glob(const char *dir, const char *tail, glob_t *g) {
+    char pat[1280];
+    size_t n = 0;
+    for (const char *c = dir; *c; c++) {
+        if (n + 2 >= sizeof pat) return -1;
+        if (strchr("*?[\\", *c)) pat[n++] = '\\';
+        pat[n++] = *c;
+    }
+    if (n + strlen(tail) >= sizeof pat) return -1;
+    memcpy(pat + n, tail, strlen(tail) + 1);
+    memset(g, 0, sizeof *g);
+    if (glob(pat, 0, NULL, g) != 0) {
+        globfree(g);
+        return -1;
+    }
+    qsort(g->gl_pathv, g->gl_pathc, sizeof *g->gl_pathv, ov_newest_first);
+    return 0;
+}
+#endif
+
+/* appends ", " (unless list is empty) and item to list, cut at its size */
+static void ov_list_add(char *list, size_t cap, const char *item) {
+    size_t n = strlen(list), k = strlen(item);
+    if (n && n + 2 < cap) {
+        memcpy(list + n, ", ", 2);
+        n += 2;
+    }
+    if (n + k >= cap) k = n + 1 < cap ? cap - n - 1 : 0;
+    memcpy(list + n, item, k);
+    list[n + k] = 0;
+}
+
+/* the library in one folder: its names of ov_lib_names, then any other version there */
+static void *ov_open_dir(ov_search *s, const char *dir) {
+    char path[1280];
+    void *lib = NULL;
+    for (int i = 0; ov_lib_names[i] && !lib; i++) {
+        if (snprintf(path, sizeof path, "%s" OV_SEP "%s", dir, ov_lib_names[i]) >= (int)sizeof path) return NULL;
+        lib = ov_try(s, path);
+    }
+#ifndef _WIN32
+    glob_t g;
+    if (!lib && ov_glob(dir, "/" OV_LIB_GLOB, &g) == 0) {
+        for (size_t i = 0; i < g.gl_pathc && !lib; i++) lib = ov_try(s, g.gl_pathv[i]);
+        globfree(&g);
+    }
+#endif
+    return lib;
+}
+
+/* the OpenVINO archive of $INTEL_OPENVINO_DIR (which its setupvars sets) */
+static void *ov_open_archive(ov_search *s) {
+    void *lib = NULL;
+    const char *root = getenv("INTEL_OPENVINO_DIR");
+    if (root && root[0]) {
+        char dir[1100];
+        if (snprintf(dir, sizeof dir, "%s%s", root, OV_ARCHIVE_DIR) >= (int)sizeof dir) dir[0] = 0;
+        ov_tried(s, "%s", dir);
+        if (dir[0]) lib = ov_open_dir(s, dir);
+    } else {
+        ov_tried(s, "$INTEL_OPENVINO_DIR" OV_ARCHIVE_DIR " (unset)");
+    }
+    return lib;
+}
+
+/* the loader's search path by name, then (POSIX) each folder of $LD_LIBRARY_PATH globbed */
+static void *ov_open_search_path(ov_search *s) {
+    void *lib = NULL;
+    char names[256] = "";
+    for (int i = 0; ov_lib_names[i] && !lib; i++) {
+        lib = gpu_dlopen(ov_lib_names[i]);
+        ov_list_add(names, sizeof names, ov_lib_names[i]);
+    }
+    if (lib) return lib;
+#if defined(_WIN32)
+    ov_tried(s, "%s on the DLL search path (PATH)", names);
+#else
+    const char *path = getenv(OV_SEARCH_PATH);
+    if (path && path[0])
+        ov_tried(s, "%s on the loader's path, and " OV_LIB_GLOB " in $" OV_SEARCH_PATH, names);
+    else
+        ov_tried(s, "%s on the loader's path (" OV_SEARCH_PATH " unset)", names);
+    while (path && *path && !lib) {
+        char dir[1100];
+        size_t len = strcspn(path, ":");
+        if (len && len < sizeof dir) {
+            memcpy(dir, path, len);
+            dir[len] = 0;
+            lib = ov_open_dir(s, dir);
+        }
+        path += len + (path[len] == ':');
+    }
+#endif
+    return lib;
+}
+
+#ifndef _WIN32
+/* the archives unpacked as /opt/intel/openvino_<version> (OpenVINO's instructions), newest first */
+static void *ov_open_opt(ov_search *s) {
+    void *lib = NULL;
+    glob_t g;
+    if (ov_glob("/opt/intel/openvino", "*" OV_ARCHIVE_DIR, &g) == 0) {
+        char names[512] = "";
+        for (size_t i = 0; i < g.gl_pathc && !lib; i++) {
+            char name[256];
+            const char *folder = g.gl_pathv[i] + strlen("/opt/intel/");
+            size_t len = strlen(folder) - strlen(OV_ARCHIVE_DIR);
+            if (len < sizeof name) {
+                memcpy(name, folder, len);
+                name[len] = 0;
+                ov_list_add(names, sizeof names, name);
+            }
+            lib = ov_open_dir(s, g.gl_pathv[i]);
+        }
+        if (!lib) ov_tried(s, "/opt/intel/{%s}" OV_ARCHIVE_DIR, names);
+        globfree(&g);
+    } else {
+        ov_tried(s, "/opt/intel/openvino*" OV_ARCHIVE_DIR " (none)");
+    }
+    return lib;
+}
+#endif
+
+/* adds prefix to the list unless it is there or the list is full */
+static void ov_add_prefix(char (*pre)[1024], int *n, int max, const char *prefix) {
+    if (!prefix || !prefix[0] || *n >= max || strlen(prefix) >= sizeof pre[0]) return;
+    for (int i = 0; i < *n; i++)
+        if (!strcmp(pre[i], prefix)) return;
+    memcpy(pre[(*n)++], prefix, strlen(prefix) + 1);
+}
+
+/* `pip install openvino` next to a Python, found without running one: under the active
+ * virtualenv or conda environment, (POSIX) the prefix of each python3 on $PATH and pip's --user
+ * folder ~/.local */
+static void *ov_open_pip(ov_search *s) {
+    char pre[8][1024];
+    int n = 0;
+    ov_add_prefix(pre, &n, 8, getenv("VIRTUAL_ENV"));
+    ov_add_prefix(pre, &n, 8, getenv("CONDA_PREFIX"));
+#ifndef _WIN32
+    const char *path = getenv("PATH");
+    while (path && *path) {
+        size_t len = strcspn(path, ":");
+        char dir[1024];
+        if (len && len + sizeof "/python3" < sizeof dir && path[0] == '/') {
+            memcpy(dir, path, len);
+            memcpy(dir + len, "/python3", sizeof "/python3");
+            if (access(dir, X_OK) == 0) {
+                dir[len] = 0;
+                while (len > 1 && dir[len - 1] == '/') dir[--len] = 0;
+                char *slash = strrchr(dir, '/');
+                if (slash && slash != dir) {
+                    *slash = 0;
+                    ov_add_prefix(pre, &n, 7, dir);
+                }
+            }
+        }
+        path += len + (path[len] == ':');
+    }
+    const char *home = getenv("HOME");
+    char local[1024] = "";
+    if (home && home[0] && snprintf(local, sizeof local, "%s/.local", home) < (int)sizeof local)
+        ov_add_prefix(pre, &n, 8, local);
+#endif
+    char list[1024] = "";
+    void *lib = NULL;
+    for (int i = 0; i < n && !lib; i++) {
+#if defined(_WIN32)
+        ov_list_add(list, sizeof list, pre[i]);
+        char dir[1100];
+        if (snprintf(dir, sizeof dir, "%s%s", pre[i], OV_PY_LIBS) < (int)sizeof dir) lib = ov_open_dir(s, dir);
+#else
+        ov_list_add(list, sizeof list, local[0] && !strcmp(pre[i], local) ? "~/.local" : pre[i]);
+        glob_t g;
+        if (ov_glob(pre[i], OV_PY_LIBS, &g) == 0) {
+            for (size_t k = 0; k < g.gl_pathc && !lib; k++) lib = ov_open_dir(s, g.gl_pathv[k]);
+            globfree(&g);
+        }
+#endif
+    }
+    if (!lib) ov_tried(s, "pip's openvino" OV_SEP "libs under %s", n ? list : "no virtualenv or python3 found");
+    return lib;
+}
+
+/* the message when no place has the library: every place tried, then the fix; the places are
+ * cut short rather than the fix, leaving room for the caller's "backend openvino cannot run: " */
+static void ov_not_found(const ov_search *s, char *why, size_t whylen) {
+    static const char fix[] = "; fix: `pip install openvino==2026.2.*` for the python3 on PATH, or set "
+                              "EMBER_OPENVINO_LIB to its libs" OV_SEP OV_WHEEL_LIB;
+    size_t room = whylen > 256 ? whylen - 32 : whylen;
+    if (s->broken[0])
+        snprintf(why, room, "OpenVINO runtime does not load (%s); also tried ", s->broken);
+    else
+        snprintf(why, room, "OpenVINO runtime not found; tried ");
+    size_t used = strlen(why);
+    size_t cap = room > used + sizeof fix ? room - used - sizeof fix : 0;
+    if (s->n <= cap)
+        snprintf(why + used, whylen - used, "%s", s->tried);
+    else if (cap > 3)
+        snprintf(why + used, whylen - used, "%.*s...", (int)(cap - 3), s->tried);
+    used = strlen(why);
+    snprintf(why + used, whylen - used, "%s", fix);
+}
+
 static int ov_open(ov_api *a, char *why, size_t whylen) {
-    char tried[1100] = "";
     const char *env = getenv("EMBER_OPENVINO_LIB");
     if (env && env[0]) {
         a->lib = ov_dlopen(env);
@@ -528,21 +859,19 @@ static int ov_open(ov_api *a, char *why, size_t whylen) {
             snprintf(why, whylen, "EMBER_OPENVINO_LIB=%s cannot be opened (set it to the path of libopenvino_c)", env);
             return -1;
         }
-    }
-    const char *dir = getenv("INTEL_OPENVINO_DIR");
-    if (!a->lib && dir && dir[0]) {
-        char path[1024];
-        snprintf(path, sizeof path, "%s%s", dir, OV_DIR_LIB);
-        a->lib = ov_dlopen(path);
-        snprintf(tried, sizeof tried, "%s, ", path);
-    }
-    for (int i = 0; ov_lib_names[i] && !a->lib; i++) a->lib = gpu_dlopen(ov_lib_names[i]);
-    if (!a->lib) {
-        snprintf(why, whylen,
-                 "OpenVINO runtime not found (tried %s%s; install it with `pip install openvino==2026.2.*` and set "
-                 "EMBER_OPENVINO_LIB to its libs/ file, or source an OpenVINO archive's setupvars)",
-                 tried, ov_lib_names[0]);
-        return -1;
+    } else {
+        ov_search s;
+        memset(&s, 0, sizeof s);
+        a->lib = ov_open_archive(&s);
+        if (!a->lib) a->lib = ov_open_search_path(&s);
+#ifndef _WIN32
+        if (!a->lib) a->lib = ov_open_opt(&s);
+#endif
+        if (!a->lib) a->lib = ov_open_pip(&s);
+        if (!a->lib) {
+            ov_not_found(&s, why, whylen);
+            return -1;
+        }
     }
     const char *missing = ov_resolve(a);
     if (missing) {
