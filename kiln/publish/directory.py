@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
 
-from kiln.errors import KilnError, PublishError
+from kiln.errors import KilnError, PublishError, ReleaseError
 from kiln.files import atomic_write_text, fsync_dir, sha256_file
 from kiln.publish.base import LocalRelease, PublishResult, check_names, confined
 from kiln.release.index import ReleaseIndex, mirror_index, parse_index
@@ -61,15 +61,17 @@ class DirectoryPublisher:
         self.signer = signer
         self.index_expiry_days = index_expiry_days
 
-    def _update_index(self, release: LocalRelease) -> None:
-        """Re-sign the mirror root's ``index.json`` with ``release`` in it: version one above
-        the previous index's, a fresh expiry. Without a signer the mirror keeps no index and
-        says so (installers then cannot tell a rollback of ``latest``)."""
+    def _plan_index(self, release: LocalRelease) -> tuple[ReleaseIndex, dict[str, str]] | None:
+        """The mirror root's next ``index.json`` with ``release`` in it (version one above the
+        previous index's, a fresh expiry) and the mirror's page for it, made before anything
+        is written, so that a publish that cannot update them changes nothing. ``None``
+        without a signer: the mirror then keeps no index and says so (installers cannot tell
+        a rollback of ``latest``)."""
         if self.signer is None:
             self.log(f"warning: no signing key: {self.root / INDEX_NAME} is not written, so "
                      "installers cannot check this mirror's 'latest' against a rollback or a "
                      "freeze (pass --signing-key or set KILN_SIGNING_KEY)")
-            return
+            return None
         if self.signer.public_key().strip() != release.path(PUBLIC_KEY_NAME).read_text(
                 encoding="utf-8").strip():
             raise PublishError(f"the signing key is not the key release {release.tag} is "
@@ -88,6 +90,15 @@ class DirectoryPublisher:
                             source=str(release.path(INDEX_NAME)))
         index = mirror_index(previous, added, now=datetime.now(UTC),
                              expiry_days=self.index_expiry_days)
+        # A published bench report that cannot be read stops the publish here.
+        return index, self._page(index, release)
+
+    def _write_index(self, plan: tuple[ReleaseIndex, dict[str, str]] | None) -> None:
+        """Sign and write the index ``_plan_index`` made, then the mirror's page."""
+        if plan is None or self.signer is None:
+            return
+        index, page = plan
+        path = confined(self.root, INDEX_NAME)
         stage = confined(self.root, f".{INDEX_NAME}.new-{os.getpid()}")
         atomic_write_text(stage, index.text())
         self.signer.sign(stage, stage.with_name(stage.name + ".minisig"),
@@ -101,14 +112,26 @@ class DirectoryPublisher:
         fsync_dir(self.root)
         self.log(f"{INDEX_NAME}: version {index.version}, {len(index.releases)} releases, "
                  f"expires {index.expires}")
-        self._update_page(index)
+        root = self.root.resolve()
+        for name, text in page.items():
+            # Replaced by a rename, never written through: a link planted at the name is
+            # replaced, not followed.
+            atomic_write_text(root / name, text)
+        fsync_dir(self.root)
+        self.log(f"index.html: {len(index.releases)} releases")
 
-    def _update_page(self, index: ReleaseIndex) -> None:
-        """Rewrite the mirror's page (``index.html``, ``page.css``, ``page.js``) from its
-        index, with the CPU figures of the releases that carry ``bench-cpu.json``."""
+    def _page(self, index: ReleaseIndex, release: LocalRelease) -> dict[str, str]:
+        """The mirror's page (``index.html``, ``page.css``, ``page.js``) for ``index``, with
+        the CPU figures of the releases that carry ``bench-cpu.json`` (``release``'s from its
+        directory: it is not copied yet)."""
         bench: dict[str, dict[str, Any]] = {}
         for r in index.releases:
-            path = confined(self.root, f"{r.tag}/{BENCH_NAME}")
+            if r.tag == release.tag:
+                path = release.path(BENCH_NAME)
+                if BENCH_NAME not in release.files:
+                    continue
+            else:
+                path = confined(self.root, f"{r.tag}/{BENCH_NAME}")
             if not path.is_file():
                 continue
             try:
@@ -117,14 +140,12 @@ class DirectoryPublisher:
                 raise PublishError(f"{path}: cannot read the published bench report: {exc}",
                                    hint="it was checked when released: restore the "
                                         "release from its signed copy") from exc
-            bench[r.tag] = check_bench(data, source=str(path))
-        root = self.root.resolve()
-        for name, text in mirror_page(index, bench=bench).items():
-            # Replaced by a rename, never written through: a link planted at the name is
-            # replaced, not followed.
-            atomic_write_text(root / name, text)
-        fsync_dir(self.root)
-        self.log(f"index.html: {len(index.releases)} releases")
+            try:
+                bench[r.tag] = check_bench(data, source=str(path))
+            except ReleaseError as exc:
+                raise PublishError(exc.message, hint="it was checked when released: restore "
+                                   "the release from its signed copy") from exc
+        return mirror_page(index, bench=bench)
 
     def _copy(self, release: LocalRelease, name: str, stage: Path) -> None:
         dst = confined(stage, name)
@@ -183,13 +204,15 @@ class DirectoryPublisher:
                 raise PublishError(
                     f"{target} already holds a different release {tag}",
                     hint="a published release is never changed; release under a new tag")
+            plan = self._plan_index(release)
             moved = self._update_latest(tag)
-            self._update_index(release)
+            self._write_index(plan)
             self.log(f"{tag} is already published in {self.root}"
                      + ("" if moved else " (latest points at a newer release)"))
             return PublishResult(destination=f"file://{self.root}", url=str(target),
                                  uploaded=(), kept=tuple(sorted(release.files)),
                                  already_published=True)
+        plan = self._plan_index(release)
         stage = confined(self.root, f".{tag}.partial-{os.getpid()}")
         stage.mkdir()
         try:
@@ -203,7 +226,7 @@ class DirectoryPublisher:
             if stage.exists():
                 shutil.rmtree(stage)
         moved = self._update_latest(tag)
-        self._update_index(release)
+        self._write_index(plan)
         self.log(f"published {tag} to {target}"
                  + ("; latest -> " + tag if moved else "; latest unchanged (newer exists)"))
         return PublishResult(destination=f"file://{self.root}", url=str(target),

@@ -12,7 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_release_cli import Project, git, make_artifact, make_key, make_release_dir
+from test_release_cli import (
+    Project,
+    git,
+    make_artifact,
+    make_key,
+    make_project,
+    make_release_dir,
+)
 
 from kiln.publish import load_release
 from kiln.publish.directory import DirectoryPublisher
@@ -206,3 +213,27 @@ def test_killed_publish_leaves_no_trace_and_resumes(tmp_path: Path) -> None:
     assert (mirror / "latest").read_text() == f"{tag}\n"
     assert tree(mirror / tag) == tree(second)
     assert os.path.isdir(mirror / before["latest"].decode().strip())
+
+
+def test_a_damaged_bench_report_on_the_mirror_stops_the_page_and_index(tmp_path: Path) -> None:
+    project = make_project(tmp_path)
+    art = project.artifacts(["ubuntu-x64"])
+    bench = tmp_path / "bench.json"
+    bench.write_text('{"date": "d", "cpu": "c", "rows": [{"model": "Q4_1", "threads": 1, '
+                     '"pp_ratio": 1.2, "tg_ratio": 0.9}]}')
+    release = tmp_path / "release"
+    code, _, _ = project.kiln(["release", "--artifacts", str(art), "--out", str(release),
+                               "--allow-missing", "*", "--bench", str(bench)])
+    assert code == 0
+    mirror = tmp_path / "mirror"
+    assert project.kiln(["publish", str(release), "--to", f"file://{mirror}"])[0] == 0
+    assert "1.20x" in (mirror / "index.html").read_text()
+    tag = f"b{project.number}"
+    (mirror / tag / "bench-cpu.json").write_text('{"rows": "<script>"}')
+    before = {k: v for k, v in tree(mirror).items() if not k.startswith(f"{tag}/")}
+    second = next_release(project, tmp_path)
+    code, _, _ = project.kiln(["publish", str(second), "--to", f"file://{mirror}"])
+    assert code == 10
+    # the mirror's index, its signature and its page are as they were
+    after = {k: v for k, v in tree(mirror).items() if k in before}
+    assert after == before

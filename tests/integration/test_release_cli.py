@@ -448,3 +448,25 @@ def test_the_library_api_releases_and_publishes_without_the_cli(project: Project
     assert (mirror / release.tag / "SHA256SUMS").is_file()
     again = kiln.publish_release(out, f"file://{mirror}", env=project.env)
     assert again.result.already_published and again.result.uploaded == ()
+
+
+def test_a_bad_bench_report_is_refused_before_anything_is_written(
+        project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    art = project.artifacts(["ubuntu-x64"])
+    bench = project.root / "bench.json"
+    bench.write_text('{"date": "d", "cpu": "c", "rows": [{"model": "Q4_1", "threads": 1, '
+                     '"pp_ratio": "fast", "tg_ratio": 1.0}]}')
+    out = project.root / "release"
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out", str(out),
+                                 "--allow-missing", "*", "--bench", str(bench)], capsys)
+    assert code == 9 and "rows[0]" in err and "pp_ratio" in err
+    assert not out.exists()
+    assert not (project.repo / "release_notes" / f"b{project.number}.md").exists()
+    bench.write_text('{"date": "d", "cpu": "c", "rows": [{"model": "Q4_1", "threads": 1, '
+                     '"pp_ratio": 1.2, "tg_ratio": 0.9}]}')
+    code, _, err = project.kiln(["release", "--artifacts", str(art), "--out", str(out),
+                                 "--allow-missing", "*", "--bench", str(bench)], capsys)
+    assert code == 0, err
+    assert (out / "bench-cpu.json").read_text() == bench.read_text()
+    assert "bench-cpu.json" in (out / "SHA256SUMS").read_text()
+    assert "1.20x" in (out / "index.html").read_text()
