@@ -50,7 +50,7 @@ from kiln.release.manifest import (
     parse_tag,
 )
 from kiln.release.notes import check_links, git_changes, notes_context, previous_tag, render_notes
-from kiln.release.page.render import BENCH_NAME, check_bench, release_page
+from kiln.release.page.render import BENCH_NAME, PAGE_FILES, check_bench, release_page
 from kiln.release.provenance import release_provenance
 from kiln.release.sbom import cyclonedx, source_files, toolchains_from_records
 from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
@@ -289,7 +289,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
             previous=previous, public_key=public_key,
             file_names={"sums": SUMS_NAME, "signature": SIGNATURE_NAME,
                         "public_key": PUBLIC_KEY_NAME, "manifest": MANIFEST_NAME,
-                        "sbom": SBOM_NAME},
+                        "sbom": SBOM_NAME, "page": PAGE_FILES[0]},
             floor_changes=changed)
         notes = render_notes(repo / NOTES_DIR, context)
         check_links(notes, manifest)

@@ -171,6 +171,9 @@ class NotesContext:
     windows_signing: tuple[str, ...] = ()
     # floors (docs/floors.md) that differ from the previous release's, one sentence each
     floor_changes: tuple[str, ...] = ()
+    # the release's page (index.html: the build for the visitor's system, every build's
+    # evidence), linked from the notes' top; empty when the release has none
+    page_url: str = ""
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -258,7 +261,8 @@ def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence
                   previous: str | None, public_key: str, file_names: Mapping[str, str],
                   floor_changes: Sequence[str] = ()) -> NotesContext:
     """Everything the template prints. ``file_names`` names the release's own files (keys
-    ``sums``, ``signature``, ``public_key``, ``manifest``, ``sbom``)."""
+    ``sums``, ``signature``, ``public_key``, ``manifest``, ``sbom``, and ``page`` when the
+    release has a page)."""
     shown = changes[:MAX_CHANGES]
     change_lines = tuple(ChangeLine(short=c.sha[:10], url=f"{repo_url}/commit/{c.sha}",
                                     text=markdown_subject(c.subject, repo_url))
@@ -296,6 +300,7 @@ def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence
         sums=file_names["sums"], signature=file_names["signature"],
         public_key_file=file_names["public_key"], manifest=file_names["manifest"],
         sbom=file_names["sbom"], windows_signing=_windows_signing(manifest),
+        page_url=manifest.base_url + file_names["page"] if "page" in file_names else "",
         floor_changes=tuple(_cell(c) for c in floor_changes),
     )
 

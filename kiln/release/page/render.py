@@ -207,6 +207,7 @@ def _release_context(manifest: ReleaseManifest, release: IndexRelease, *, projec
         "project": project, "tag": release.tag, "date": release.date,
         "commit": release.commit,
         "commit_url": f"{repo_url}/commit/{release.commit}" if repo_url else None,
+        "release_url": f"{repo_url}/releases/tag/{release.tag}" if repo_url else None,
         "previous_tag": previous_tag if previous else None,
         "archives": archives, "wheels": wheels,
         "disabled": release.disabled, "missing": release.missing,
