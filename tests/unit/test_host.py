@@ -202,3 +202,21 @@ def test_host_json_round_trip_keys() -> None:
     data = probe(profile("ubuntu-cuda13-rtx4090")).to_json()
     assert data["cpu"]["level"] == "x86-64-v4"
     assert data["gpus"][0]["arch"] == "8.9"
+
+
+def test_openvino_from_pip_is_found_by_its_versioned_name(tmp_path: Path) -> None:
+    """pip's openvino wheel ships only libopenvino_c.so.2621: on the library path or in the
+    active virtual environment, it counts (as ember's backend finds it)."""
+    venv = "/home/u/.venvs/ai"
+    libs = f"{venv}/lib/python3.12/site-packages/openvino/libs"
+    text = ("system: Linux\nmachine: x86_64\n"
+            f"env:\n  VIRTUAL_ENV: {venv}\n"
+            f"files:\n  {libs}/libopenvino_c.so.2621: ''\n  {libs}/libopenvino.so.2621: ''\n")
+    (tmp_path / "pip.yaml").write_text(text)
+    assert probe(load_profile(tmp_path / "pip.yaml")).openvino == f"{libs}/libopenvino_c.so.2621"
+    (tmp_path / "ldpath.yaml").write_text(text.replace(f"VIRTUAL_ENV: {venv}",
+                                                       f"LD_LIBRARY_PATH: /x:{libs}"))
+    assert probe(load_profile(tmp_path / "ldpath.yaml")).openvino == (
+        f"{libs}/libopenvino_c.so.2621")
+    (tmp_path / "none.yaml").write_text(text.replace(f"VIRTUAL_ENV: {venv}", "X: y"))
+    assert probe(load_profile(tmp_path / "none.yaml")).openvino is None

@@ -139,7 +139,7 @@ def _linux(src: Source, *, android: bool) -> Host:
     vulkan_gpu = _vulkan_gpu(src, loader, icds, gpus) if loader else None
     opencl = tuple(n for n in src.listdir("/etc/OpenCL/vendors") if n.endswith(".icd"))
     level_zero = _find(src, libdirs, ("libze_loader.so.1",))
-    openvino = _linux_openvino(src, libdirs)
+    openvino = _linux_openvino(src, libdirs, arch)
     ascend = _ascend(src)
     return Host(
         os=os_name, os_name=name.strip(), os_version=os_version, distro=distro,
@@ -468,15 +468,33 @@ def _vulkan_gpu(src: Source, loader: str, icds: tuple[VulkanIcd, ...],
     return None
 
 
-def _linux_openvino(src: Source, libdirs: tuple[str, ...]) -> str | None:
+def _linux_openvino(src: Source, libdirs: tuple[str, ...], arch: str) -> str | None:
+    """Where ember's OpenVINO backend would find the runtime, in its order: the archive
+    layout under ``INTEL_OPENVINO_DIR``, the library path, the system directories,
+    ``/opt/intel/openvino*``, and a pip install in the active virtual environment. pip's wheel
+    ships only the versioned ``libopenvino_c.so.<YYMP>``, so any version counts."""
+    sub = "aarch64" if arch == "aarch64" else "intel64"
     root = src.env("INTEL_OPENVINO_DIR")
-    dirs = list(libdirs)
-    if root:
-        dirs.insert(0, f"{root}/runtime/lib/intel64")
-    for name in src.listdir("/opt/intel"):
-        if name.startswith("openvino"):
-            dirs.append(f"/opt/intel/{name}/runtime/lib/intel64")
-    return _find(src, dirs, ("libopenvino_c.so",))
+    dirs = [f"{root}/runtime/lib/{sub}"] if root else []
+    dirs += [d for d in (src.env("LD_LIBRARY_PATH") or "").split(":") if d]
+    dirs += libdirs
+    dirs += [f"/opt/intel/{name}/runtime/lib/{sub}"
+             for name in sorted(src.listdir("/opt/intel"), reverse=True)
+             if name.startswith("openvino")]
+    venv = src.env("VIRTUAL_ENV")
+    if venv:
+        for lib in ("lib", "lib64"):
+            dirs += [f"{venv}/{lib}/{py}/site-packages/openvino/libs"
+                     for py in sorted(src.listdir(f"{venv}/{lib}")) if py.startswith("python3")]
+    for d in dirs:
+        found = _find(src, (d,), ("libopenvino_c.so",))
+        if found:
+            return found
+        versioned = sorted((n for n in src.listdir(d) if n.startswith("libopenvino_c.so.")),
+                           reverse=True)
+        if versioned:
+            return f"{d}/{versioned[0]}"
+    return None
 
 
 def _ascend(src: Source) -> str | None:
