@@ -70,7 +70,8 @@ class DirectoryPublisher:
         if self.signer is None:
             self.log(f"warning: no signing key: {self.root / INDEX_NAME} is not written, so "
                      "installers cannot check this mirror's 'latest' against a rollback or a "
-                     "freeze (pass --signing-key or set KILN_SIGNING_KEY)")
+                     "freeze, and the mirror gets no page (index.html is made from that "
+                     "index; pass --signing-key or set KILN_SIGNING_KEY)")
             return None
         if self.signer.public_key().strip() != release.path(PUBLIC_KEY_NAME).read_text(
                 encoding="utf-8").strip():

@@ -237,3 +237,20 @@ def test_a_damaged_bench_report_on_the_mirror_stops_the_page_and_index(tmp_path:
     # the mirror's index, its signature and its page are as they were
     after = {k: v for k, v in tree(mirror).items() if k in before}
     assert after == before
+
+
+def test_a_link_planted_at_the_mirror_page_is_replaced_not_followed(tmp_path: Path) -> None:
+    project, release = make_release_dir(tmp_path)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    outside = tmp_path / "outside.html"
+    outside.write_text("not the mirror's\n")
+    (mirror / "index.html").symlink_to(outside)
+    (mirror / "page.js").symlink_to(release / "manifest.json")
+    code, _, _ = project.kiln(["publish", str(release), "--to", f"file://{mirror}"])
+    assert code == 0
+    assert outside.read_text() == "not the mirror's\n"
+    assert not (mirror / "index.html").is_symlink() and not (mirror / "page.js").is_symlink()
+    assert "releases" in (mirror / "index.html").read_text()
+    subprocess.run(["sha256sum", "--strict", "-c", "SHA256SUMS"], cwd=release, check=True,
+                   capture_output=True)
