@@ -96,8 +96,8 @@ def _payload(seed: str, size: int) -> bytes:
 
 
 def make_artifact(directory: Path, entry_id: str, *, number: int, commit: str,
-                  size: int = 256, ok: bool = True, library: bytes | None = None
-                  ) -> AssetRecord:
+                  size: int = 256, ok: bool = True, library: bytes | None = None,
+                  detail: str = "synthetic test asset") -> AssetRecord:
     """A deterministic archive of ``size`` incompressible bytes and its record; with
     ``library``, that file as ``lib/libember.so`` instead (an ELF file whose floors are
     measured)."""
@@ -120,7 +120,7 @@ def make_artifact(directory: Path, entry_id: str, *, number: int, commit: str,
     record = record_for(entry, path, kind="archive", build_number=number, commit=commit,
                         toolchain=(Tool(name="zig", version="0.17.1"),),
                         verification=Verification(method=entry.verify, ok=ok,
-                                                  detail="synthetic test asset"))
+                                                  detail=detail))
     write_record(record, directory)
     return record
 

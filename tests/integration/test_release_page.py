@@ -145,8 +145,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     art = root / "artifacts2"
     for entry_id in LOCAL:
         size = {"ubuntu-x64": 4096, "win-cpu-x64": 1024}.get(entry_id, 2048)
+        # One verification log with long unbreakable words, as real ones have (paths, hashes):
+        # it must not widen the page at 360 px.
+        detail = ("inspect: 3 binaries, PE x86_64, 3 PE files Authenticode-signed; "
+                  "bin/ember.dll:" + "0123456789abcdef" * 8) if entry_id == "win-cpu-x64" \
+            else "synthetic test asset"
         make_artifact(art / entry_id, entry_id, number=project.number, commit=project.head,
-                      size=size)
+                      size=size, detail=detail)
     bench = root / "bench.json"
     bench.write_text(json.dumps({
         "date": "2026-12-07 04:00 UTC", "cpu": "AMD EPYC 7B13 64-Core Processor", "reps": 3,
