@@ -46,9 +46,9 @@ from kiln.release.manifest import (
     SUMS_NAME,
     ReleaseManifest,
     check_comment,
-    parse_sums,
 )
 from kiln.release.provenance import parse_provenance, provenance_comment
+from kiln.release.sums import parse_sums_strict
 
 __all__ = [
     "CHECKS",
@@ -144,8 +144,10 @@ class ReleaseUnderCheck:
         """``SHA256SUMS`` parsed (strictly): file name -> sha256."""
         if self._sums is None:
             path = self.path(SUMS_NAME)
-            self._sums = parse_sums(_text(self.read(SUMS_NAME, SUMS_MAX_BYTES), path),
-                                    source=str(path))
+            # Strictly, as the installers read it: one line per file, names that can only
+            # be files of a release directory (no shell or path characters, no spaces).
+            self._sums = parse_sums_strict(self.read(SUMS_NAME, SUMS_MAX_BYTES),
+                                           source=str(path))
         return self._sums
 
     def manifest(self) -> ReleaseManifest:

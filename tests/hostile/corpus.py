@@ -334,6 +334,10 @@ class Builder:
         texts.update(dict(spec.extra_files))
         for fname, data in texts.items():
             (directory / fname).write_bytes(data)
+        if full:
+            # The signed build provenance, as kiln release writes it (kiln verify wants it).
+            for fname in self.provenance(directory, manifest, spec):
+                texts[fname] = (directory / fname).read_bytes()
         # The index is signed on its own and, with its signature, listed in SHA256SUMS.
         index_key = self.other_key if (spec.index_signer or spec.signer) == "other" else self.key
         self.sign(directory / INDEX_NAME, directory / INDEX_SIGNATURE_NAME,
@@ -355,6 +359,29 @@ class Builder:
         if spec.sign_other_content:
             target.unlink()
         return name
+
+    def provenance(self, directory: Path, manifest: ReleaseManifest,
+                   spec: ReleaseSpec) -> tuple[str, ...]:
+        """Write and sign ``provenance.intoto.json`` of ``manifest``; nothing when a hostile
+        value makes kiln's own statement refuse itself."""
+        from datetime import datetime
+
+        from kiln.release.manifest import PROVENANCE_NAME, PROVENANCE_SIGNATURE_NAME
+        from kiln.release.provenance import provenance_comment, release_provenance
+
+        epoch = int(datetime.strptime(DATE, "%Y-%m-%dT%H:%M:%S%z").timestamp())
+        try:
+            text = release_provenance(manifest, repo_url="https://github.com/ember-ml/ember",
+                                      matrix_dir=REPO / "matrix", recipes=REPO / "recipes",
+                                      epoch=epoch)
+            comment = provenance_comment(manifest)
+        except Exception:
+            return ()
+        (directory / PROVENANCE_NAME).write_text(text, encoding="utf-8")
+        key = self.other_key if spec.signer == "other" else self.key
+        self.sign(directory / PROVENANCE_NAME, directory / PROVENANCE_SIGNATURE_NAME,
+                  comment=comment, key=key)
+        return (PROVENANCE_NAME, PROVENANCE_SIGNATURE_NAME)
 
     @staticmethod
     def release_index(manifest: ReleaseManifest, spec: ReleaseSpec) -> ReleaseIndex:
