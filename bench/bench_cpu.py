@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """ember's CPU speed against llama.cpp's, on the SmolLM2-135M test models.
 
-For every model (Q4_1, Q4_K_M, Q8_0 by default) and thread count (1 and 2 by default) the
-bench alternates two child processes, ``--reps`` times each:
+For every model (Q4_1, Q4_K_M, Q8_0 by default), depth (0 by default) and thread count (1 and
+2 by default) the bench alternates two child processes, ``--reps`` times each:
 
-* ``ember-bench -m MODEL -t THREADS -p 512 -n 128 -r 1 --json`` (one warm-up, one timed run);
+* ``ember-bench -m MODEL -t THREADS -p 512 -n 128 -d DEPTH -r 1 --json`` (one warm-up, one
+  timed run);
 * a small llama.cpp runner, run by ``--peer-python`` (a Python that imports ``llama_cpp``),
   doing what llama-bench does through llama.cpp's own C API: one ``llama_decode`` of a
-  512-token batch from an empty cache (pp), then 128 single-token decodes from an empty cache
-  (tg), after the same warm-up, with the same token ids, context size (512), batch size and
-  thread count as ember-bench, and the model memory-mapped as ember maps it.
+  512-token batch (pp), then 128 single-token decodes (tg), each from a cache that first gets
+  DEPTH tokens decoded into it, untimed (as ``llama-bench -d``; nothing at depth 0), after the
+  same warm-up, with the same token ids, context size (DEPTH + 512, at least 512), batch size
+  and thread count as ember-bench, and the model memory-mapped as ember maps it.
 
 It reports the median pp and tg tokens/s of each side, their ratios (ember / llama.cpp) and
 the peak resident memory of each child (``wait4``'s ``ru_maxrss``). The Python interpreter and
@@ -18,9 +20,11 @@ resident memory just before loading the model, and the peer's RSS used in the ra
 peak less that (which favours llama.cpp). Speed ratios, not absolute figures, are the point:
 both sides run on the same machine in alternation, so background load hits both alike.
 
-Exit status: 0 when the bars hold for the first model (Q4_1 by default) at every thread
-count: tg ratio >= 1.0, pp ratio >= 0.8, ember's peak RSS <= 1.1 x llama.cpp's; 1 when one
-fails; 2 on a usage or setup error. The other models are reported, not judged.
+Exit status: 0 when the bars hold for the first model (Q4_1 by default) at depth 0 and every
+thread count: tg ratio >= 1.0, pp ratio >= 0.8, ember's peak RSS <= 1.1 x llama.cpp's; 1 when
+one fails; 2 on a usage or setup error. The other models and depths are reported, not judged.
+A depth of 4096 makes each child run several times longer than depth 0 (the depth is decoded
+four times per run: before the warm-up and the timed pp and tg).
 
 Build ember as released (the dispatching binary, no ``-march=native``)::
 
@@ -39,7 +43,7 @@ On CPUs with AMX (Sapphire Rapids and later) add the compiler flags
 Usage::
 
     python bench/bench_cpu.py --ember-bench build/ember-bench --peer-python peer/bin/python
-        [--models q4_1,q4_k_m,q8_0] [--threads 1,2] [--reps 5] [--models-dir DIR]
+        [--types q4_1,q4_k_m,q8_0] [--depth 0,4096] [--threads 1,2] [--reps 5] [--models-dir DIR]
         [--json FILE] [--markdown FILE]
 """
 
@@ -60,17 +64,19 @@ from typing import Any
 
 N_PROMPT = 512
 N_GEN = 128
-N_CTX = 512
+N_CTX = 512  # the least context; at a depth D both sides use n_ctx_for(D)
 BASE_NAME = "smollm2-135m"
 BAR_TG = 1.0
 BAR_PP = 0.8
 BAR_RSS = 1.1
 
-# The llama.cpp runner, run as ``PEER_PYTHON -c PEER_RUNNER MODEL THREADS N_PROMPT N_GEN``.
-# It prints one JSON line. Token ids follow ember-bench's: (i * 7919 + 13) % n_vocab.
+# The llama.cpp runner, run as
+# ``PEER_PYTHON -c PEER_RUNNER MODEL THREADS N_PROMPT N_GEN N_CTX DEPTH``.
+# It prints one JSON line. Token ids follow ember-bench's: (i * 7919 + 13) % n_vocab, the first
+# DEPTH of them filling the cache before each test, the next ones timed.
 PEER_RUNNER = r"""
 import ctypes, json, sys, time
-model_path, n_threads, n_prompt, n_gen, n_ctx = sys.argv[1], *map(int, sys.argv[2:6])
+model_path, n_threads, n_prompt, n_gen, n_ctx, depth = sys.argv[1], *map(int, sys.argv[2:7])
 def rss_kib():
     with open("/proc/self/status") as f:
         for line in f:
@@ -87,8 +93,9 @@ if not model:
     sys.exit("llama.cpp cannot load " + model_path)
 cp = L.llama_context_default_params()
 cp.n_ctx = n_ctx
-cp.n_batch = max(n_prompt, 1)
-cp.n_ubatch = max(n_prompt, 1)
+n_batch = n_prompt if n_prompt else (min(depth, 512) if depth else 1)  # as ember-bench
+cp.n_batch = n_batch
+cp.n_ubatch = n_batch
 cp.n_threads = n_threads
 cp.n_threads_batch = n_threads
 cp.no_perf = True
@@ -96,7 +103,9 @@ ctx = L.llama_init_from_model(model, cp)
 if not ctx:
     sys.exit("llama.cpp cannot create a context")
 n_vocab = L.llama_vocab_n_tokens(L.llama_model_get_vocab(model))
-need = max(n_prompt, n_gen)
+need = depth + max(n_prompt, n_gen)
+if need > n_ctx:
+    sys.exit(f"n_ctx {n_ctx} < depth {depth} + max(n_prompt, n_gen) {need - depth}")
 toks = (L.llama_token * need)(*[(i * 7919 + 13) % n_vocab for i in range(need)])
 mem = L.llama_get_memory(ctx)
 def decode(offset, n):
@@ -104,17 +113,22 @@ def decode(offset, n):
                       ctypes.POINTER(L.llama_token))
     if L.llama_decode(ctx, L.llama_batch_get_one(ptr, n)) != 0:
         sys.exit("llama_decode failed")
-def pp():
+def fill():  # untimed: the cache holds DEPTH tokens, decoded in batches of n_batch
     L.llama_memory_clear(mem, True)
+    for off in range(0, depth, n_batch):
+        decode(off, min(n_batch, depth - off))
+    L.llama_synchronize(ctx)
+def pp():
+    fill()
     t = time.perf_counter()
-    decode(0, n_prompt)
+    decode(depth, n_prompt)
     L.llama_synchronize(ctx)
     return time.perf_counter() - t
 def tg():
-    L.llama_memory_clear(mem, True)
+    fill()
     t = time.perf_counter()
     for i in range(n_gen):
-        decode(i, 1)
+        decode(depth + i, 1)
         L.llama_synchronize(ctx)
     return time.perf_counter() - t
 res = {}
@@ -125,6 +139,8 @@ res["pp_tok_s"] = n_prompt / pp_s if pp_s > 0 else 0.0
 res["tg_tok_s"] = n_gen / tg_s if tg_s > 0 else 0.0
 res["base_rss_mb"] = base_kib / 1024.0
 res["threads"] = n_threads
+res["depth"] = depth
+res["n_ctx"] = n_ctx
 res["llama_cpp"] = getattr(L, "__version__", "?")
 res["system_info"] = L.llama_print_system_info().decode()
 print(json.dumps(res))
@@ -149,6 +165,11 @@ class Cell:
 
     def median(self, attr: str) -> float:
         return float(statistics.median(float(getattr(r, attr)) for r in self.runs))
+
+
+def n_ctx_for(depth: int) -> int:
+    """The context size both sides use at a depth: ember-bench's rule, depth + max(pp, tg)."""
+    return max(depth + max(N_PROMPT, N_GEN), N_CTX)
 
 
 def ratio(a: float, b: float) -> float:
@@ -216,7 +237,7 @@ def run_measured(argv: list[str]) -> tuple[dict[str, Any], float]:
     return json.loads(lines[-1]), ru.ru_maxrss / 1024.0
 
 
-def run_ember(bench: str, model: Path, threads: int) -> Run:
+def run_ember(bench: str, model: Path, threads: int, depth: int = 0) -> Run:
     data, rss = run_measured(
         [
             bench,
@@ -228,19 +249,36 @@ def run_ember(bench: str, model: Path, threads: int) -> Run:
             str(N_PROMPT),
             "-n",
             str(N_GEN),
+            "-d",
+            str(depth),
             "-r",
             "1",
             "--json",
         ]
     )
+    if int(data.get("depth", 0)) != depth:
+        raise RuntimeError(f"{bench} reports depth {data.get('depth')}, not {depth} (too old?)")
+    n_ctx = int(data.get("n_ctx", n_ctx_for(depth)))
+    if n_ctx != n_ctx_for(depth):
+        raise RuntimeError(f"{bench} used n_ctx {n_ctx}, the peer uses {n_ctx_for(depth)}")
     return Run(
         float(data["pp_tok_s"]), float(data["tg_tok_s"]), rss, {"kernel": data.get("kernel", "?")}
     )
 
 
-def run_peer(python: str, model: Path, threads: int) -> Run:
+def run_peer(python: str, model: Path, threads: int, depth: int = 0) -> Run:
     data, rss = run_measured(
-        [python, "-c", PEER_RUNNER, str(model), str(threads), str(N_PROMPT), str(N_GEN), str(N_CTX)]
+        [
+            python,
+            "-c",
+            PEER_RUNNER,
+            str(model),
+            str(threads),
+            str(N_PROMPT),
+            str(N_GEN),
+            str(n_ctx_for(depth)),
+            str(depth),
+        ]
     )
     base = float(data.get("base_rss_mb", 0.0))
     return Run(
@@ -256,13 +294,15 @@ def run_peer(python: str, model: Path, threads: int) -> Run:
     )
 
 
-def row_of(model: str, threads: int, ember: Cell, peer: Cell) -> dict[str, Any]:
-    """The reported figures of one (model, threads)."""
+def row_of(model: str, threads: int, ember: Cell, peer: Cell, depth: int = 0) -> dict[str, Any]:
+    """The reported figures of one (model, depth, threads)."""
     e_pp, e_tg, e_rss = ember.median("pp"), ember.median("tg"), ember.median("rss_mb")
     p_pp, p_tg, p_rss = peer.median("pp"), peer.median("tg"), peer.median("rss_mb")
     return {
         "model": model,
         "threads": threads,
+        "depth": depth,
+        "n_ctx": n_ctx_for(depth),
         "ember_pp_tok_s": round(e_pp, 2),
         "llama_pp_tok_s": round(p_pp, 2),
         "pp_ratio": round(ratio(e_pp, p_pp), 3),
@@ -278,20 +318,20 @@ def row_of(model: str, threads: int, ember: Cell, peer: Cell) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table of the rows."""
+    """A markdown table of the rows (depth last, so that the depth-0 columns keep their places)."""
     head = (
-        "| model | threads | ember pp512 | llama.cpp pp512 | pp ratio "
-        "| ember tg128 | llama.cpp tg128 "
-        "| tg ratio | ember RSS MiB | llama.cpp RSS MiB | RSS ratio |"
+        f"| model | threads | ember pp{N_PROMPT} | llama.cpp pp{N_PROMPT} | pp ratio "
+        f"| ember tg{N_GEN} | llama.cpp tg{N_GEN} "
+        "| tg ratio | ember RSS MiB | llama.cpp RSS MiB | RSS ratio | depth |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['threads']} "
             f"| {r['ember_pp_tok_s']:.1f} | {r['llama_pp_tok_s']:.1f} "
             f"| {r['pp_ratio']:.2f} | {r['ember_tg_tok_s']:.1f} | {r['llama_tg_tok_s']:.1f} "
             f"| {r['tg_ratio']:.2f} | {r['ember_rss_mb']:.1f} | {r['llama_rss_mb']:.1f} "
-            f"| {r['rss_ratio']:.2f} |"
+            f"| {r['rss_ratio']:.2f} | {r.get('depth', 0)} |"
         )
     return "\n".join(lines)
 
@@ -303,9 +343,17 @@ def main(argv: list[str] | None = None) -> int:
         "--peer-python", required=True, help="a Python interpreter that imports llama_cpp"
     )
     ap.add_argument(
+        "--types",
         "--models",
+        dest="models",
+        metavar="TYPES",
         default="q4_1,q4_k_m,q8_0",
         help="model types, first one judged (default q4_1,q4_k_m,q8_0)",
+    )
+    ap.add_argument(
+        "--depth",
+        default="0",
+        help="KV-cache depths before pp and tg, e.g. 0,4096; only depth 0 is judged (default 0)",
     )
     ap.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     ap.add_argument("--reps", type=int, default=5, help="child runs per side and cell (default 5)")
@@ -321,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         types = parse_list(args.models, "--models")
         threads = [int(t) for t in parse_list(args.threads, "--threads")]
+        depths = [int(d) for d in parse_list(args.depth, "--depth")]
+        if any(d < 0 for d in depths):
+            raise ValueError(f"--depth: '{args.depth}' must not hold negative depths")
     except ValueError as e:
         print(f"bench_cpu: {e}", file=sys.stderr)
         return 2
@@ -359,46 +410,48 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     peer_info: dict[str, Any] = {}
-    for t, path in models.items():
-        for n in threads:
-            ember, peer = Cell(), Cell()
-            for rep in range(args.reps):
-                # alternate, starting with the other side every second repetition
-                order = (0, 1) if rep % 2 == 0 else (1, 0)
-                for side in order:
-                    try:
-                        if side == 0:
-                            ember.runs.append(run_ember(args.ember_bench, path, n))
-                        else:
-                            run = run_peer(args.peer_python, path, n)
-                            peer_info = run.extra
-                            peer.runs.append(run)
-                    except RuntimeError as e:
-                        print(f"bench_cpu: {t} t={n}: {e}", file=sys.stderr)
-                        return 2
-            row = row_of(t, n, ember, peer)
-            rows.append(row)
-            print(
-                f"{t} t={n}: pp {row['ember_pp_tok_s']:.1f} vs {row['llama_pp_tok_s']:.1f} "
-                f"({row['pp_ratio']:.2f}), "
-                f"tg {row['ember_tg_tok_s']:.1f} vs {row['llama_tg_tok_s']:.1f} "
-                f"({row['tg_ratio']:.2f}), "
-                f"RSS {row['ember_rss_mb']:.1f} vs {row['llama_rss_mb']:.1f} MiB "
-                f"({row['rss_ratio']:.2f})",
-                flush=True,
-            )
+    cells = [(t, path, d, n) for t, path in models.items() for d in depths for n in threads]
+    for t, path, d, n in cells:
+        ember, peer = Cell(), Cell()
+        for rep in range(args.reps):
+            # alternate, starting with the other side every second repetition
+            order = (0, 1) if rep % 2 == 0 else (1, 0)
+            for side in order:
+                try:
+                    if side == 0:
+                        ember.runs.append(run_ember(args.ember_bench, path, n, d))
+                    else:
+                        run = run_peer(args.peer_python, path, n, d)
+                        peer_info = run.extra
+                        peer.runs.append(run)
+                except RuntimeError as e:
+                    print(f"bench_cpu: {t} d={d} t={n}: {e}", file=sys.stderr)
+                    return 2
+        row = row_of(t, n, ember, peer, d)
+        rows.append(row)
+        print(
+            f"{t} d={d} t={n}: pp {row['ember_pp_tok_s']:.1f} vs {row['llama_pp_tok_s']:.1f} "
+            f"({row['pp_ratio']:.2f}), "
+            f"tg {row['ember_tg_tok_s']:.1f} vs {row['llama_tg_tok_s']:.1f} "
+            f"({row['tg_ratio']:.2f}), "
+            f"RSS {row['ember_rss_mb']:.1f} vs {row['llama_rss_mb']:.1f} MiB "
+            f"({row['rss_ratio']:.2f})",
+            flush=True,
+        )
 
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpu = cpu_model()
     header = (
         f"{date}, {cpu}, {os.cpu_count()} logical CPUs; "
         f"llama-cpp-python {peer_info.get('llama_cpp', '?')}; "
-        f"medians of {args.reps} alternated runs; pp{N_PROMPT}/tg{N_GEN} tokens/s, n_ctx {N_CTX}"
+        f"medians of {args.reps} alternated runs; pp{N_PROMPT}/tg{N_GEN} tokens/s after "
+        f"depth {'/'.join(str(d) for d in depths)}, "
+        f"n_ctx {'/'.join(str(n_ctx_for(d)) for d in depths)}"
     )
     text = header + "\n\n" + table(rows)
     print()
     print(text)
-    judged = [r for r in rows if r["model"] == types[0]]
+    judged = [r for r in rows if r["model"] == types[0] and r["depth"] == 0]
     failures = [
         f"{r['model']} t={r['threads']}: {f}"
         for r in judged
@@ -407,10 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     if failures:
         print("FAIL: " + "; ".join(failures))
+    elif not judged:
+        print("NOT JUDGED: the bars apply at depth 0, which --depth leaves out")
     else:
         print(
             f"PASS: {types[0]} meets tg >= {BAR_TG}, pp >= {BAR_PP}, "
-            f"RSS <= {BAR_RSS} x llama.cpp at every thread count"
+            f"RSS <= {BAR_RSS} x llama.cpp at depth 0 and every thread count"
         )
     if args.json:
         Path(args.json).write_text(
@@ -419,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                     "date": date,
                     "cpu": cpu,
                     "reps": args.reps,
+                    "depths": depths,
                     "peer_system_info": peer_info.get("system_info", ""),
                     "rows": rows,
                     "failures": failures,
