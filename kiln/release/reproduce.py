@@ -482,8 +482,15 @@ def reproduce(release: str, *, repo: Path, only: Sequence[str] = (),
         manifest, _files = read_release(directory)
         pub = public_key or directory / PUBLIC_KEY_NAME
         verify_signature(directory / SUMS_NAME, directory / SIGNATURE_NAME, pub, env=genv)
-        console.note(f"release {manifest.project} {manifest.tag}: checksums and signature "
-                     f"verified ({'pinned key ' + str(pub) if public_key else PUBLIC_KEY_NAME})")
+        # Everything `kiln verify` checks (manifest, provenance, index, floors), before any
+        # rebuild: a release that does not verify is not worth reproducing.
+        from kiln.release.check import public_key_from, verify_release
+
+        checked = verify_release(directory, key=public_key_from(str(pub)))
+        if checked.error is not None:
+            raise checked.error
+        console.note(f"release {manifest.project} {manifest.tag}: verified as `kiln verify` "
+                     f"does ({'pinned key ' + str(pub) if public_key else PUBLIC_KEY_NAME})")
         assets = select_assets(manifest, only)
         out_dir = Path(os.path.abspath(report_dir or default_report_dir(
             release, manifest, cwd=cwd or Path.cwd())))

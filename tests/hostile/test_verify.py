@@ -63,3 +63,28 @@ def test_kiln_verify_refuses_what_a_publisher_refuses(name: str, hostile: Hostil
     if marks:
         problems.append("an injected command ran: " + ", ".join(marks))
     assert not problems, f"kiln verify {name}: " + report(problems, r)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_kiln_reproduce_refuses_before_it_rebuilds(name: str, hostile: Hostile,
+                                                    tmp_path: Path) -> None:
+    """``kiln reproduce --release DIR`` checks the release as a publisher does before it looks
+    for the commit: a hostile release is refused (9 or 12), an honest one gets as far as the
+    commit, which is not in the repository it runs in (2)."""
+    case = hostile.cases[name]
+    release = hostile.builder.release_dir(case)
+    release_before = tree(release)
+    env = _env(tmp_path)
+    tmp_before = tree(tmp_path, skip=(tmp_path / "kiln-cache",))
+    r = run([sys.executable, "-m", "kiln", "reproduce", "--release", str(release),
+             "--public-key", str(hostile.pubkey), "--report-dir", str(tmp_path / "report")],
+            env=env, cwd=REPO, timeout=120)
+    want = (2,) if case.klass in DESTINATION_ONLY else (9, 12)
+    problems = [] if r.code in want else [f"exit {r.code}, want {want}"]
+    if tree(release) != release_before:
+        problems.append("the release directory changed")
+    outside = [d for d in diff(tmp_before, tree(tmp_path, skip=(tmp_path / "kiln-cache",)))
+               if not d.startswith(("added kiln-cache", "added xdg"))]
+    if outside:
+        problems.append("written outside: " + ", ".join(outside[:8]))
+    assert not problems, f"kiln reproduce {name}: " + report(problems, r)

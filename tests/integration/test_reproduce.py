@@ -26,6 +26,7 @@ import pytest
 
 from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.matrix import load_matrix
+from kiln.release.index import index_comment, parse_index
 from kiln.release.manifest import ReleaseManifest, format_sums, release_comment
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("kiln-build")]
@@ -191,6 +192,18 @@ def test_a_toolchain_mismatch_is_refused_before_building(project: Project, relea
         if asset["entry_id"] == "macos-arm64":
             asset["toolchain"] = [{"name": "zig", "version": "0.16.0"}]
     (other / "manifest.json").write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    # ... and its index, signed again too: kiln reproduce first verifies the release as
+    # `kiln verify` does, and an index that disagrees with the manifest is refused there.
+    index = json.loads((other / "index.json").read_text())
+    for asset in index["releases"][0]["assets"]:
+        if asset["id"] == "macos-arm64":
+            asset["record"]["toolchain"] = [{"name": "zig", "version": "0.16.0"}]
+    (other / "index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    subprocess.run(["minisign", "-S", "-s", str(project.key), "-m", str(other / "index.json"),
+                    "-x", str(other / "index.json.minisig"), "-t",
+                    index_comment(parse_index((other / "index.json").read_bytes(),
+                                              source="index.json"))],
+                   check=True, capture_output=True)
     names = sorted(p.name for p in other.iterdir()
                    if p.name not in ("SHA256SUMS", "SHA256SUMS.minisig"))
     (other / "SHA256SUMS").write_text(format_sums(
