@@ -12,10 +12,16 @@ backend/cpu. A backend that does not start (no driver, no runtime) is reported a
 ember's reason; it is never replaced by the CPU silently (ember-bench's JSON names the backend
 that actually ran and the bench checks it).
 
+With ``--peer-vulkan LLAMA_BENCH`` (the path ``scripts/peer_vulkan.sh`` prints: llama.cpp's
+own Vulkan backend built from the llama-cpp-python 0.3.36 sdist), each repetition also runs
+``llama-bench -ngl 99`` with the same model, threads, pp and tg on the same Vulkan device, and
+the table gains that row and the ratio ember Vulkan / llama.cpp Vulkan.
+
 Usage::
 
     python bench/bench_backends.py [--model smollm2-135m-q4_1] [--threads 2] [-p 128] [-n 32]
                                    [--reps 3] [--backends vulkan,opencl,openvino]
+                                   [--peer-vulkan LLAMA_BENCH]
                                    [--build DIR] [--json FILE] [--markdown FILE]
 
 The model comes from scripts/models.py's cache (``python scripts/models.py fetch``).
@@ -101,6 +107,30 @@ def run_bench(exe: Path, model: Path, backend: str, args: argparse.Namespace) ->
     return out
 
 
+def run_peer(exe: Path, model: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One llama-bench run of llama.cpp's Vulkan backend: pp and tg tokens/s and the device.
+    ``GGML_VK_VISIBLE_DEVICES=0`` makes ggml-vulkan use the first device even when it is a
+    CPU-type one (lavapipe), which it otherwise leaves out."""
+    argv = [str(exe), "-m", str(model), "-t", str(args.threads), "-p", str(args.prompt),
+            "-n", str(args.gen), "-r", "1", "-ngl", "99", "-o", "json"]
+    env = {**os.environ, "GGML_VK_VISIBLE_DEVICES": os.environ.get("GGML_VK_VISIBLE_DEVICES",
+                                                                     "0")}
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout, env=env)
+    if r.returncode != 0:
+        tail = r.stderr.strip().splitlines()
+        raise RuntimeError(tail[-1] if tail else f"exit {r.returncode}")
+    rows = json.loads(r.stdout)
+    pp = next(x for x in rows if x["n_prompt"] > 0 and x["n_gen"] == 0)
+    tg = next(x for x in rows if x["n_gen"] > 0 and x["n_prompt"] == 0)
+    device = next((ln.split(":", 1)[1].strip() for ln in r.stderr.splitlines()
+                   if ln.startswith("ggml_vulkan: 0 =")), pp.get("gpu_info", ""))
+    if not pp.get("backends", "").lower().startswith("vulkan") and "Vulkan" not in str(
+            pp.get("backends", "")):
+        raise RuntimeError(f"llama-bench ran on {pp.get('backends')!r}, not Vulkan")
+    return {"pp_tok_s": float(pp["avg_ts"]), "tg_tok_s": float(tg["avg_ts"]),
+            "device": device, "peak_rss_mb": 0.0}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="smollm2-135m-q4_1")
@@ -110,6 +140,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--build", type=Path, help="an existing build directory (else a fresh one)")
+    ap.add_argument("--peer-vulkan", type=Path, metavar="LLAMA_BENCH",
+                    help="llama.cpp's Vulkan llama-bench (scripts/peer_vulkan.sh) to race")
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--markdown", type=Path)
@@ -127,15 +159,18 @@ def main() -> int:
         build(args.build, wanted)
     exe = args.build / ("ember-bench.exe" if os.name == "nt" else "ember-bench")
 
-    samples: dict[str, list[dict[str, Any]]] = {b: [] for b in ["cpu", *wanted]}
+    peers = ["llama.cpp-vulkan"] if args.peer_vulkan else []
+    samples: dict[str, list[dict[str, Any]]] = {b: [] for b in ["cpu", *wanted, *peers]}
     failed: dict[str, str] = {}
     try:
         for rep in range(args.reps):
-            for backend in ["cpu", *wanted]:
+            for backend in ["cpu", *wanted, *peers]:
                 if backend in failed:
                     continue
                 try:
-                    samples[backend].append(run_bench(exe, model, backend, args))
+                    samples[backend].append(
+                        run_peer(args.peer_vulkan, model, args) if backend in peers
+                        else run_bench(exe, model, backend, args))
                 except (RuntimeError, subprocess.TimeoutExpired) as exc:
                     failed[backend] = str(exc)
                 print(f"rep {rep + 1}/{args.reps} {backend}: "
@@ -154,7 +189,7 @@ def main() -> int:
 
     rows = []
     cpu_pp, cpu_tg = med("cpu", "pp_tok_s"), med("cpu", "tg_tok_s")
-    for backend in ["cpu", *wanted]:
+    for backend in ["cpu", *wanted, *peers]:
         if backend in failed:
             rows.append({"backend": backend, "error": failed[backend]})
             continue
@@ -175,9 +210,18 @@ def main() -> int:
         if "error" in row:
             lines.append(f"| {row['backend']} | did not run: {row['error']} | | | | | |")
         else:
+            rss = f"{row['peak_rss_mb']:.0f}" if row["peak_rss_mb"] else "not measured"
             lines.append(f"| {row['backend']} | {row['device']} | {row['pp_tok_s']:.1f} | "
                          f"{row['tg_tok_s']:.1f} | {row['pp_ratio']:.3f} | "
-                         f"{row['tg_ratio']:.3f} | {row['peak_rss_mb']:.0f} |")
+                         f"{row['tg_ratio']:.3f} | {rss} |")
+    vk = next((r for r in rows if r["backend"] == "vulkan" and "error" not in r), None)
+    peer = next((r for r in rows if r["backend"] in peers and "error" not in r), None)
+    if vk is not None and peer is not None:
+        meta["vulkan_vs_llama_cpp"] = {"pp": vk["pp_tok_s"] / peer["pp_tok_s"],
+                                       "tg": vk["tg_tok_s"] / peer["tg_tok_s"]}
+        lines += ["", f"ember Vulkan / llama.cpp Vulkan on {peer['device'] or 'the same device'}"
+                  f": pp {meta['vulkan_vs_llama_cpp']['pp']:.3f}x, "
+                  f"tg {meta['vulkan_vs_llama_cpp']['tg']:.3f}x"]
     text = "\n".join(lines)
     print(text)
     if args.markdown:

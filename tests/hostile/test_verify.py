@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from .checks import diff, pwned, report, run, tree
+from .checks import report, run, tree
 from .conftest import REPO, Hostile
 from .corpus import PUB_FILE, all_cases
+from .test_publish import _check_common, env_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("hostile-verify")]
 
@@ -28,8 +29,6 @@ CASES = [c.name for c in all_cases() if c.release is not None and PUB_FILE in c.
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    from .test_publish import env_for
-
     return env_for(tmp)
 
 
@@ -52,16 +51,7 @@ def test_kiln_verify_refuses_what_a_publisher_refuses(name: str, hostile: Hostil
             problems.append(f"exit {r.code}, want 9 or 12 (the release must not verify)")
         if not (r.err.strip() or r.out.strip()):
             problems.append("no message")
-    if tree(release) != release_before:
-        problems.append("the release directory changed: "
-                        + ", ".join(diff(release_before, tree(release))[:8]))
-    outside = [d for d in diff(tmp_before, tree(tmp_path, skip=(tmp_path / "kiln-cache",)))
-               if not d.startswith(("added kiln-cache", "added xdg"))]
-    if outside:
-        problems.append("written outside: " + ", ".join(outside[:8]))
-    marks = pwned((tmp_path, hostile.root), shallow=(REPO, Path.cwd()))
-    if marks:
-        problems.append("an injected command ran: " + ", ".join(marks))
+    _check_common(problems, r, hostile, release, release_before, tmp_path, tmp_before)
     assert not problems, f"kiln verify {name}: " + report(problems, r)
 
 
@@ -81,10 +71,5 @@ def test_kiln_reproduce_refuses_before_it_rebuilds(name: str, hostile: Hostile,
             env=env, cwd=REPO, timeout=120)
     want = (2,) if case.klass in DESTINATION_ONLY else (9, 12)
     problems = [] if r.code in want else [f"exit {r.code}, want {want}"]
-    if tree(release) != release_before:
-        problems.append("the release directory changed")
-    outside = [d for d in diff(tmp_before, tree(tmp_path, skip=(tmp_path / "kiln-cache",)))
-               if not d.startswith(("added kiln-cache", "added xdg"))]
-    if outside:
-        problems.append("written outside: " + ", ".join(outside[:8]))
+    _check_common(problems, r, hostile, release, release_before, tmp_path, tmp_before)
     assert not problems, f"kiln reproduce {name}: " + report(problems, r)
