@@ -6,10 +6,10 @@
 #
 # Why the headers come from elsewhere: ggml-vulkan.cpp needs the VK_EXT_layer_settings
 # declarations of Vulkan-Headers / Vulkan-Hpp 1.3.261 or newer (vk::LayerSettingEXT), and
-# Debian 12's libvulkan-dev is 1.3.239. Debian 13's libvulkan-dev 1.4.309 ships both
-# vulkan_core.h and vulkan.hpp; its .deb is downloaded from the Debian archive, pinned by
-# sha256, and only its headers are used (unpacked with dpkg-deb into the cache, nothing is
-# installed). The loader that runs the peer stays Debian 12's libvulkan1 (the API version the
+# Debian 12's libvulkan-dev is 1.3.239; ggml-vulkan also wants SPIRV-Headers with its CMake
+# package file. Debian 13's libvulkan-dev 1.4.309 (vulkan_core.h and vulkan.hpp) and
+# spirv-headers 1.4.309 are downloaded from the Debian archive, pinned by sha256, and only
+# their headers are used (unpacked with dpkg-deb into the cache, nothing is installed). The loader that runs the peer stays Debian 12's libvulkan1 (the API version the
 # peer asks for at run time is what lavapipe offers), and the shaders are compiled with Debian
 # 12's glslc.
 #
@@ -20,8 +20,9 @@
 set -euo pipefail
 
 VERSION=0.3.36
-DEB_URL=https://deb.debian.org/debian/pool/main/v/vulkan-loader/libvulkan-dev_1.4.309.0-1_amd64.deb
-DEB_SHA256=8d329d465e16168afff58b1bd0dd6db46aac2cc3f56054a481b25a04e90b345a
+POOL=https://deb.debian.org/debian/pool/main
+DEBS="$POOL/v/vulkan-loader/libvulkan-dev_1.4.309.0-1_amd64.deb 8d329d465e16168afff58b1bd0dd6db46aac2cc3f56054a481b25a04e90b345a
+$POOL/s/spirv-headers/spirv-headers_1.6.1+1.4.309.0-1_all.deb dc18db866d63680351c40ac6b6bece34cb52da64a7799ce1cc4f16f6bff4d064"
 CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Release -DGGML_VULKAN=ON -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TOOLS=ON -DBUILD_SHARED_LIBS=OFF"
 PY=${PYTHON:-python3}
 
@@ -32,7 +33,7 @@ for tool in cmake ninja g++ glslc dpkg-deb curl; do
   }
 done
 
-key=$(printf '%s|%s|%s|%s' "$VERSION" "$CMAKE_FLAGS" "$DEB_SHA256" "$(uname -m)" | sha256sum | cut -c1-12)
+key=$(printf '%s|%s|%s|%s' "$VERSION" "$CMAKE_FLAGS" "$DEBS" "$(uname -m)" | sha256sum | cut -c1-12)
 cache=${EMBER_PEER_CACHE:-$HOME/.cache/ember/peer}
 dir=$cache/vulkan-$key
 mkdir -p "$cache"
@@ -43,14 +44,16 @@ if [[ ! -f "$dir/.complete" ]]; then
   rm -rf "$dir"
   tmp=$(mktemp -d "$cache/.vulkan-XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  echo "peer_vulkan: Vulkan headers 1.4.309 from $DEB_URL" >&2
-  curl -fsSL --retry 3 -o "$tmp/headers.deb" "$DEB_URL"
-  got=$(sha256sum "$tmp/headers.deb" | cut -d' ' -f1)
-  if [[ "$got" != "$DEB_SHA256" ]]; then
-    echo "peer_vulkan: $DEB_URL has sha256 $got, not the pinned $DEB_SHA256: refusing it" >&2
-    exit 12
-  fi
-  dpkg-deb -x "$tmp/headers.deb" "$tmp/headers"
+  while read -r url sha; do
+    echo "peer_vulkan: headers from $url" >&2
+    curl -fsSL --retry 3 -o "$tmp/headers.deb" "$url"
+    got=$(sha256sum "$tmp/headers.deb" | cut -d' ' -f1)
+    if [[ "$got" != "$sha" ]]; then
+      echo "peer_vulkan: $url has sha256 $got, not the pinned $sha: refusing it" >&2
+      exit 12
+    fi
+    dpkg-deb -x "$tmp/headers.deb" "$tmp/headers"
+  done <<<"$DEBS"
   echo "peer_vulkan: llama.cpp from the llama-cpp-python $VERSION sdist" >&2
   "$PY" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
     -d "$tmp/sdist" "llama-cpp-python==$VERSION" >&2
@@ -60,6 +63,7 @@ if [[ ! -f "$dir/.complete" ]]; then
   # shellcheck disable=SC2086 # CMAKE_FLAGS is a list of flags
   if ! { cmake -S "$src" -B "$tmp/build" -G Ninja $CMAKE_FLAGS \
            -DVulkan_INCLUDE_DIR="$tmp/headers/usr/include" \
+           -DSPIRV-Headers_DIR="$tmp/headers/usr/share/cmake/SPIRV-Headers" \
            -DCMAKE_CXX_FLAGS="-I$tmp/headers/usr/include" &&
          cmake --build "$tmp/build" --target llama-bench -j "$(nproc)"; } >"$tmp/build.log" 2>&1; then
     tail -n 40 "$tmp/build.log" >&2
