@@ -17,7 +17,6 @@ are never changed.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from kiln.files import atomic_write_text, fsync_dir, sha256_file
 from kiln.publish.base import LocalRelease, PublishResult, check_names, confined
 from kiln.release.index import ReleaseIndex, mirror_index, parse_index
 from kiln.release.manifest import INDEX_NAME, INDEX_SIGNATURE_NAME, PUBLIC_KEY_NAME, TAG_RE
-from kiln.release.page.render import BENCH_NAME, check_bench, mirror_page
+from kiln.release.page.render import BENCH_NAME, mirror_page, read_bench
 
 
 class IndexSigner(Protocol):
@@ -136,13 +135,7 @@ class DirectoryPublisher:
             if not path.is_file():
                 continue
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, ValueError) as exc:
-                raise PublishError(f"{path}: cannot read the published bench report: {exc}",
-                                   hint="it was checked when released: restore the "
-                                        "release from its signed copy") from exc
-            try:
-                bench[r.tag] = check_bench(data, source=str(path))
+                bench[r.tag] = read_bench(path, source=str(path))[1]
             except ReleaseError as exc:
                 raise PublishError(exc.message, hint="it was checked when released: restore "
                                    "the release from its signed copy") from exc

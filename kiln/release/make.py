@@ -50,15 +50,14 @@ from kiln.release.manifest import (
     parse_tag,
 )
 from kiln.release.notes import check_links, git_changes, notes_context, previous_tag, render_notes
-from kiln.release.page.render import BENCH_NAME, PAGE_FILES, check_bench, release_page
+from kiln.release.page.render import BENCH_NAME, PAGE_FILES, read_bench, release_page
 from kiln.release.provenance import release_provenance
 from kiln.release.sbom import cyclonedx, source_files, toolchains_from_records
 from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
 from kiln.run import require_tool
 from kiln.vcs import build_number, commit_sha, commit_time, is_dirty
 
-__all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release", "measured_floors",
-           "read_bench"]
+__all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release", "measured_floors"]
 
 NOTES_DIR = "release_notes"
 
@@ -202,17 +201,6 @@ def _sizes(manifest: ReleaseManifest) -> dict[str, int]:
             for a in manifest.assets}
 
 
-def read_bench(path: Path) -> tuple[str, dict[str, object]]:
-    """A ``bench/bench_cpu.py --json`` report to carry in the release: its text and the
-    checked figures the page draws."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ReleaseError(f"--bench {path}: cannot read the bench report: {exc}") from exc
-    return text, check_bench(data, source=f"--bench {path}")
-
-
 def make_release(out: Path, *, repo: Path, tag: str | None = None,
                  artifacts: Path | None = None, allow_missing: Sequence[str] = (),
                  allow_dirty: bool = False, signing_key: str | None = None,
@@ -255,7 +243,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     key = resolve_key(signing_key, env_in, repo=repo)
     require_tool("minisign", path=genv.get("PATH"))  # fail now, not after a long build
     allowed = expand_allowed(matrix, allow_missing)
-    bench_text, bench_data = read_bench(Path(bench)) if bench is not None else (None, None)
+    bench_text, bench_data = (read_bench(Path(bench), source=f"--bench {bench}")
+                              if bench is not None else (None, None))
     epoch = commit_time(repo, genv)
     out = Path(out)
     out.absolute().parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,8 @@ from kiln.release.notes import OS_TITLES, backend_text, cpu_text, runs_on_text, 
 from kiln.release.page.choices import VISITORS, recommendations
 from kiln.release.page.svg import Bar, bar_chart
 
-__all__ = ["BENCH_NAME", "PAGE_FILES", "check_bench", "mirror_page", "release_page"]
+__all__ = ["BENCH_NAME", "PAGE_FILES", "check_bench", "mirror_page", "read_bench",
+           "release_page"]
 
 PAGE_FILES = ("index.html", "page.css", "page.js")
 # The ember CPU figures a release may carry (bench/bench_cpu.py --json), drawn by the mirror page.
@@ -147,6 +148,18 @@ def check_bench(data: object, *, source: str) -> dict[str, Any]:
             raise ReleaseError(f"{source}: rows[{i}]: ratios must be positive numbers")
         out.append({"model": model, "threads": threads, "pp_ratio": pp, "tg_ratio": tg})
     return {"date": str(data["date"]), "cpu": str(data["cpu"]), "rows": out}
+
+
+def read_bench(path: Path, *, source: str) -> tuple[str, dict[str, Any]]:
+    """A ``bench/bench_cpu.py --json`` report read from ``path``: its text and the checked
+    figures (``check_bench``). ``ReleaseError`` names ``source`` when it cannot be read or
+    does not hold."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ReleaseError(f"{source}: cannot read the bench report: {exc}") from exc
+    return text, check_bench(data, source=source)
 
 
 def _geomean(values: Sequence[float]) -> float:
