@@ -164,6 +164,34 @@ EMBER_API ember_status ember_decode(ember_context *ctx, const int32_t *tokens, s
 /* n_vocab floats, valid until the next decode; NULL before the first decode. */
 EMBER_API const float *ember_get_logits(const ember_context *ctx);
 
+/* ---- batches of several sequences, and taking tokens back -------------------------- */
+
+/* One sequence of a batch: tokens appended to ctx at its current position. */
+typedef struct ember_batch_seq {
+    ember_context *ctx;     /* the sequence's context: its KV cache and position */
+    const int32_t *tokens;
+    size_t n_tokens;        /* >= 1 */
+    float *logits;          /* NULL: only the last token's logits, read with ember_get_logits(ctx);
+                               else n_tokens * n_vocab floats that receive the logits of every
+                               token (the last row is also ember_get_logits(ctx)) */
+} ember_batch_seq;
+
+/* Evaluate several sequences in one forward pass: the weights are read once for the tokens of
+ * all of them, each token attends only to its own context's cache. Every context must belong to
+ * the same model; the computation runs on seqs[0].ctx's threads and scratch (batches larger than
+ * its n_batch are split), so that context's n_ctx must be at least every other's. A context may
+ * appear once. On failure no context has advanced (the message is in each involved context's
+ * ember_context_last_error). On the CPU a sequence alone in a batch gets exactly the numbers of
+ * ember_decode; with others, the matrix kernels llama.cpp picks for the batch size can round
+ * differently in the last bits (as in llama.cpp). GPU backends evaluate the sequences one after
+ * another. */
+EMBER_API ember_status ember_decode_batch(const ember_batch_seq *seqs, size_t n_seqs);
+
+/* Forget the tokens at positions >= n_past (a rejected draft, an edited conversation). A
+ * larger n_past than the context holds is an error. The logits are invalid until the next
+ * decode. */
+EMBER_API ember_status ember_context_truncate(ember_context *ctx, uint32_t n_past);
+
 /* ---- sampling --------------------------------------------------------------------- */
 
 typedef struct ember_sampler_params {
