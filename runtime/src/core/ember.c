@@ -320,6 +320,145 @@ ember_status ember_decode(ember_context *ctx, const int32_t *tokens, size_t n) {
     return EMBER_OK;
 }
 
+ember_status ember_context_truncate(ember_context *ctx, uint32_t n_past) {
+    if (!ctx) return EMBER_ERR_INVALID_ARGUMENT;
+    if (n_past > ctx->n_past) {
+        set_err(ctx->last_error, "ember_context_truncate: %u tokens asked to be kept, the context holds %u", n_past,
+                ctx->n_past);
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    /* the cells past n_past stay as they are: attention never reads a cell past the position
+     * of the token it computes, and the next decode overwrites them */
+    ctx->n_past = n_past;
+    ctx->has_logits = 0;
+    return EMBER_OK;
+}
+
+/* Checks one sequence of a batch; the message goes to its context. */
+static ember_status batch_seq_check(const ember_batch_seq *s, size_t i, const ember_context *lead) {
+    ember_context *ctx = s->ctx;
+    if (!s->tokens || s->n_tokens == 0) {
+        set_err(ctx->last_error, "ember_decode_batch: sequence %zu has no tokens", i);
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    if (ctx->model != lead->model) {
+        set_err(ctx->last_error, "ember_decode_batch: sequence %zu belongs to another model than sequence 0", i);
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    const int32_t n_vocab = ctx->model->hp.n_vocab;
+    for (size_t k = 0; k < s->n_tokens; k++)
+        if (s->tokens[k] < 0 || s->tokens[k] >= n_vocab) {
+            set_err(ctx->last_error, "ember_decode_batch: sequence %zu, token %zu has id %d, outside the vocabulary [0, %d)",
+                    i, k, s->tokens[k], n_vocab);
+            return EMBER_ERR_INVALID_ARGUMENT;
+        }
+    if (s->n_tokens > (size_t)(ctx->n_ctx - ctx->n_past)) {
+        set_err(ctx->last_error, "context full: %u tokens held, %zu more do not fit in %u", ctx->n_past, s->n_tokens,
+                ctx->n_ctx);
+        return EMBER_ERR_CONTEXT_FULL;
+    }
+    if (!ctx->backend && !lead->backend && ctx->n_ctx > lead->n_ctx) {
+        set_err(ctx->last_error, "ember_decode_batch: sequence %zu holds %u tokens, more than sequence 0's %u", i,
+                ctx->n_ctx, lead->n_ctx);
+        return EMBER_ERR_INVALID_ARGUMENT;
+    }
+    return EMBER_OK;
+}
+
+/* A GPU backend evaluates one sequence at a time; the logits of every position, when asked
+ * for, come from evaluating token by token. */
+static ember_status batch_one_by_one(const ember_batch_seq *seqs, size_t n_seqs) {
+    for (size_t i = 0; i < n_seqs; i++) {
+        const ember_batch_seq *s = &seqs[i];
+        if (!s->logits) {
+            ember_status st = ember_decode(s->ctx, s->tokens, s->n_tokens);
+            if (st != EMBER_OK) return st;
+            continue;
+        }
+        const size_t V = (size_t)s->ctx->model->hp.n_vocab;
+        for (size_t k = 0; k < s->n_tokens; k++) {
+            ember_status st = ember_decode(s->ctx, s->tokens + k, 1);
+            if (st != EMBER_OK) return st;
+            memcpy(s->logits + k * V, s->ctx->logits, V * sizeof(float));
+        }
+    }
+    return EMBER_OK;
+}
+
+ember_status ember_decode_batch(const ember_batch_seq *seqs, size_t n_seqs) {
+    if (!seqs || n_seqs == 0 || n_seqs > INT32_MAX) return EMBER_ERR_INVALID_ARGUMENT;
+    ember_context *lead = seqs[0].ctx;
+    for (size_t i = 0; i < n_seqs; i++)
+        if (!seqs[i].ctx) return EMBER_ERR_INVALID_ARGUMENT;
+    int gpu = 0;
+    for (size_t i = 0; i < n_seqs; i++) {
+        for (size_t j = 0; j < i; j++)
+            if (seqs[j].ctx == seqs[i].ctx) {
+                set_err(seqs[i].ctx->last_error, "ember_decode_batch: sequences %zu and %zu share one context", j, i);
+                return EMBER_ERR_INVALID_ARGUMENT;
+            }
+        ember_status st = batch_seq_check(&seqs[i], i, lead);
+        if (st != EMBER_OK) return st;
+        if (seqs[i].ctx->backend) gpu = 1;
+    }
+    uint32_t *saved = (uint32_t *)malloc(n_seqs * sizeof *saved);
+    em_seq_slice *slice = (em_seq_slice *)malloc(n_seqs * sizeof *slice);
+    if (!saved || !slice) {
+        free(saved);
+        free(slice);
+        set_err(lead->last_error, "ember_decode_batch: out of memory");
+        return EMBER_ERR_OUT_OF_MEMORY;
+    }
+    for (size_t i = 0; i < n_seqs; i++) saved[i] = seqs[i].ctx->n_past;
+
+    ember_status st = EMBER_OK;
+    if (gpu || lead->backend) {
+        st = batch_one_by_one(seqs, n_seqs);
+    } else {
+        /* pack the sequences into batches of at most lead->n_batch tokens; a sequence longer
+         * than what is left is split, and only its last piece gives its last logits */
+        const size_t V = (size_t)lead->model->hp.n_vocab;
+        size_t seq_i = 0, off = 0;
+        while (st == EMBER_OK && seq_i < n_seqs) {
+            int n_slice = 0;
+            size_t room = lead->n_batch;
+            while (seq_i < n_seqs && room > 0) {
+                const ember_batch_seq *s = &seqs[seq_i];
+                const size_t take = s->n_tokens - off < room ? s->n_tokens - off : room;
+                em_seq_slice *sl = &slice[n_slice++];
+                sl->ctx = s->ctx;
+                sl->tokens = s->tokens + off;
+                sl->n = (uint32_t)take;
+                sl->logits = s->logits ? s->logits + off * V : NULL;
+                sl->want_last = off + take == s->n_tokens;
+                room -= take;
+                off += take;
+                if (off == s->n_tokens) {
+                    seq_i++;
+                    off = 0;
+                }
+            }
+            st = em_llama_eval_multi(lead, slice, n_slice);
+        }
+        if (st != EMBER_OK)
+            for (size_t i = 0; i < n_seqs; i++)
+                set_err(seqs[i].ctx->last_error, "ember_decode_batch: evaluation failed: %s", ember_strerror(st));
+    }
+    if (st != EMBER_OK) {
+        /* no context advances when the batch fails */
+        for (size_t i = 0; i < n_seqs; i++) {
+            ember_context *ctx = seqs[i].ctx;
+            if (ctx->n_past != saved[i]) {
+                ctx->n_past = saved[i];
+                ctx->has_logits = 0;
+            }
+        }
+    }
+    free(saved);
+    free(slice);
+    return st;
+}
+
 const float *ember_get_logits(const ember_context *ctx) {
     return ctx && ctx->has_logits ? ctx->logits : NULL;
 }

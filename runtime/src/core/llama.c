@@ -317,40 +317,49 @@ static void matmul(ember_context *ctx, const em_weight *w, const float *x, float
 }
 
 typedef struct attn_job {
-    ember_context *ctx;
+    ember_context *lead;      /* whose per-thread scratch the job uses */
+    const em_seq_slice *seq;  /* the sequences of the batch, in token order */
+    int n_seq;
     int il;
-    int64_t n;            /* tokens in the batch */
-    int64_t pos0;         /* position of the first */
-    int64_t n_kv;         /* cache cells ggml's graph would cover */
+    int64_t n;                /* tokens in the batch, all sequences together */
 } attn_job;
 
 static void attn_compute(void *arg, int ith, int nth) {
     attn_job *a = (attn_job *)arg;
-    ember_context *ctx = a->ctx;
-    const em_hparams *hp = &ctx->model->hp;
+    ember_context *lead = a->lead;
+    const em_hparams *hp = &lead->model->hp;
     const int64_t hd = hp->head_dim, kvd = (int64_t)hp->n_head_kv * hd, qd = (int64_t)hp->n_head * hd;
     const int64_t group = hp->n_head / hp->n_head_kv;
-    const int64_t n_kv = a->n_kv;
-    const uint16_t *kc = ctx->k_cache + (size_t)a->il * ctx->n_ctx * kvd;
-    const uint16_t *vc = ctx->v_cache + (size_t)a->il * kvd * ctx->n_ctx;
-    float *scores = ctx->scores + (size_t)ith * ctx->n_ctx;
-    uint16_t *p16 = ctx->probs16 + (size_t)ith * ctx->n_ctx;
-    /* batches of two or more tokens are multiplied by tinyBLAS when the shapes allow it */
-    const int kq_gemm = a->n >= 2 && n_kv % 4 == 0 && hd % 16 == 0;
-    const int kqv_gemm = a->n >= 2 && hd % 4 == 0 && n_kv % 16 == 0;
-    const em_attn_dot_fn dot_vec = ctx->kern->attn_dot_vec ? ctx->kern->attn_dot_vec : em_attn_dot_vec_ref;
-    const em_attn_dot_fn dot_gemm = ctx->kern->attn_dot_gemm ? ctx->kern->attn_dot_gemm : em_attn_dot_gemm_ref;
+    float *scores = lead->scores + (size_t)ith * lead->n_ctx;
+    uint16_t *p16 = lead->probs16 + (size_t)ith * lead->n_ctx;
+    const em_attn_dot_fn dot_vec = lead->kern->attn_dot_vec ? lead->kern->attn_dot_vec : em_attn_dot_vec_ref;
+    const em_attn_dot_fn dot_gemm = lead->kern->attn_dot_gemm ? lead->kern->attn_dot_gemm : em_attn_dot_gemm_ref;
     void (*const softmax)(float *, const float *, int64_t, int64_t) =
-        ctx->kern->attn_softmax ? ctx->kern->attn_softmax : em_softmax_masked;
-    const em_quantize_fn to_f16 = ctx->kern->quantize[EM_TYPE_F16];
+        lead->kern->attn_softmax ? lead->kern->attn_softmax : em_softmax_masked;
+    const em_quantize_fn to_f16 = lead->kern->quantize[EM_TYPE_F16];
 
     long long w0, w1;
     em_split_range(a->n * hp->n_head, ith, nth, &w0, &w1);
+    int si = 0;
+    int64_t first = 0; /* batch index of the first token of sequence si */
     for (long long wi = w0; wi < w1; wi++) {
         const int64_t t = wi / hp->n_head, h = wi % hp->n_head;
+        while (t >= first + a->seq[si].n) first += a->seq[si++].n;
+        const em_seq_slice *sq = &a->seq[si];
+        const ember_context *ctx = sq->ctx;
+        /* each sequence attends to its own cache, with the cells ggml's graph would cover for
+         * it (the used cells rounded up to 256) */
+        const int64_t pos0 = ctx->n_past, n_seq_tok = sq->n;
+        int64_t n_kv = ((pos0 + n_seq_tok + 255) / 256) * 256;
+        if (n_kv > (int64_t)ctx->n_ctx) n_kv = ctx->n_ctx;
+        /* batches of two or more tokens are multiplied by tinyBLAS when the shapes allow it */
+        const int kq_gemm = n_seq_tok >= 2 && n_kv % 4 == 0 && hd % 16 == 0;
+        const int kqv_gemm = n_seq_tok >= 2 && hd % 4 == 0 && n_kv % 16 == 0;
+        const uint16_t *kc = ctx->k_cache + (size_t)a->il * ctx->n_ctx * kvd;
+        const uint16_t *vc = ctx->v_cache + (size_t)a->il * kvd * ctx->n_ctx;
         const int64_t kvh = h / group;
-        const int64_t pos = a->pos0 + t;
-        const uint16_t *q = ctx->q16 + t * qd + h * hd;
+        const int64_t pos = pos0 + (t - first);
+        const uint16_t *q = lead->q16 + t * qd + h * hd;
         /* cells past pos are masked (-inf): they get probability 0 and are neither computed
          * nor read */
         const int64_t nv = pos + 1 < n_kv ? pos + 1 : n_kv;
@@ -362,7 +371,7 @@ static void attn_compute(void *arg, int ith, int nth) {
         softmax(scores, scores, n_kv, nv);
         to_f16(scores, p16, nv);
         /* probabilities past pos are exactly zero and are skipped */
-        float *out = ctx->att + t * qd + h * hd;
+        float *out = lead->att + t * qd + h * hd;
         for (int64_t d = 0; d < hd; d++) {
             const uint16_t *vrow = vc + (size_t)(kvh * hd + d) * ctx->n_ctx;
             out[d] = kqv_gemm ? dot_gemm(n_kv, vrow, p16, pos + 1) : dot_vec(n_kv, vrow, p16, pos + 1);
@@ -373,76 +382,130 @@ static void attn_compute(void *arg, int ith, int nth) {
 /* ---- the forward pass ------------------------------------------------------------------ */
 
 
-ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n_tokens) {
-    const ember_model *m = ctx->model;
+/* The forward pass of a batch made of n_seq sequences (each a slice of tokens appended to its
+ * own context), computed with lead's threads and scratch; the total must fit lead->n_batch.
+ * With one sequence this is exactly the single-context pass: the same kernels, the same bits. */
+ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, int n_seq) {
+    const ember_model *m = lead->model;
     const em_hparams *hp = &m->hp;
-    const int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+    const int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, V = hp->n_vocab;
     const int64_t qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
-    const int64_t pos0 = ctx->n_past;
-    int64_t n = n_tokens;
+    int64_t n = 0, n_out = 0;
+    for (int i = 0; i < n_seq; i++) {
+        n += seq[i].n;
+        n_out += seq[i].logits ? seq[i].n : seq[i].want_last ? 1 : 0;
+    }
+    if (n == 0 || n > (int64_t)lead->n_batch) return EMBER_ERR_INVALID_ARGUMENT;
 
-    /* the number of cache cells the attention covers, as llama.cpp pads it */
-    int64_t n_used = pos0 + n;
-    int64_t n_kv = ((n_used + 255) / 256) * 256;
-    if (n_kv > (int64_t)ctx->n_ctx) n_kv = ctx->n_ctx;
-
-    float *x = ctx->x;
-    for (int64_t t = 0; t < n; t++)
-        em_dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_bytes,
-                          x + t * E, E);
-
-    float *cache = ctx->scores; /* rope tables, before attention needs the scratch */
-    const em_quantize_fn to_f16 = ctx->kern->quantize[EM_TYPE_F16];
-    void (*const silu_mul)(float *, const float *, int64_t) = ctx->kern->swiglu ? ctx->kern->swiglu : em_swiglu_ref;
-    for (int il = 0; il < hp->n_layer; il++) {
-        const em_layer *L = &m->layers[il];
-        for (int64_t t = 0; t < n; t++) rmsnorm(ctx->xb + t * E, x + t * E, L->attn_norm, E, hp->rms_eps);
-        {
-            const em_weight *w3[3] = {&L->wq, &L->wk, &L->wv};
-            float *y3[3] = {ctx->q, ctx->k, ctx->v};
-            matmul_n(ctx, w3, y3, 3, ctx->xb, n);
-        }
-
-        uint16_t *kc = ctx->k_cache + (size_t)il * ctx->n_ctx * kvd;
-        uint16_t *vc = ctx->v_cache + (size_t)il * kvd * ctx->n_ctx;
-        for (int64_t t = 0; t < n; t++) {
-            em_rope_cache(m, pos0 + t, cache);
-            for (int h = 0; h < hp->n_head; h++) rope_apply(ctx->q + t * qd + h * hd, cache, hp->n_rot);
-            for (int h = 0; h < hp->n_head_kv; h++) rope_apply(ctx->k + t * kvd + h * hd, cache, hp->n_rot);
-            const int64_t pos = pos0 + t;
-            to_f16(ctx->q + t * qd, ctx->q16 + t * qd, qd);
-            to_f16(ctx->k + t * kvd, kc + (size_t)pos * kvd, kvd);
-            for (int64_t i = 0; i < kvd; i++) vc[(size_t)i * ctx->n_ctx + pos] = em_fp32_to_fp16(ctx->v[t * kvd + i]);
-        }
-
-        attn_job aj = {ctx, il, n, pos0, n_kv};
-        em_pool_run(ctx->pool, attn_compute, &aj);
-        matmul(ctx, &L->wo, ctx->att, ctx->xb2, n);
-
-        if (il == hp->n_layer - 1 && n > 1) {
-            /* only the last token's output is needed from here on */
-            memmove(x, x + (n - 1) * E, (size_t)E * sizeof(float));
-            memmove(ctx->xb2, ctx->xb2 + (n - 1) * E, (size_t)E * sizeof(float));
-            n = 1;
-        }
-        for (int64_t i = 0; i < n * E; i++) x[i] = ctx->xb2[i] + x[i];
-
-        for (int64_t t = 0; t < n; t++) rmsnorm(ctx->xb + t * E, x + t * E, L->ffn_norm, E, hp->rms_eps);
-        {
-            const em_weight *w2[2] = {&L->w_gate, &L->w_up};
-            float *y2[2] = {ctx->hb, ctx->hb2};
-            matmul_n(ctx, w2, y2, 2, ctx->xb, n);
-        }
-        for (int64_t t = 0; t < n; t++) silu_mul(ctx->hb + t * F, ctx->hb2 + t * F, F);
-        matmul(ctx, &L->w_down, ctx->hb, ctx->xb2, n);
-        for (int64_t i = 0; i < n * E; i++) x[i] = ctx->xb2[i] + x[i];
+    float *x = lead->x;
+    {
+        int64_t t = 0;
+        for (int i = 0; i < n_seq; i++)
+            for (uint32_t k = 0; k < seq[i].n; k++, t++)
+                em_dequantize_row(m->tok_embd.type,
+                                  (const uint8_t *)m->tok_embd.data + (size_t)seq[i].tokens[k] * m->tok_embd.row_bytes,
+                                  x + t * E, E);
     }
 
-    rmsnorm(ctx->xb, x + (n - 1) * E, m->output_norm, E, hp->rms_eps);
-    matmul(ctx, &m->output, ctx->xb, ctx->logits, 1);
-    ctx->n_past += n_tokens;
-    ctx->has_logits = 1;
+    float *cache = lead->scores; /* rope tables, before attention needs the scratch */
+    const em_quantize_fn to_f16 = lead->kern->quantize[EM_TYPE_F16];
+    void (*const silu_mul)(float *, const float *, int64_t) = lead->kern->swiglu ? lead->kern->swiglu : em_swiglu_ref;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const em_layer *L = &m->layers[il];
+        for (int64_t t = 0; t < n; t++) rmsnorm(lead->xb + t * E, x + t * E, L->attn_norm, E, hp->rms_eps);
+        {
+            const em_weight *w3[3] = {&L->wq, &L->wk, &L->wv};
+            float *y3[3] = {lead->q, lead->k, lead->v};
+            matmul_n(lead, w3, y3, 3, lead->xb, n);
+        }
+
+        {
+            int64_t t = 0;
+            for (int i = 0; i < n_seq; i++) {
+                ember_context *ctx = seq[i].ctx;
+                uint16_t *kc = ctx->k_cache + (size_t)il * ctx->n_ctx * kvd;
+                uint16_t *vc = ctx->v_cache + (size_t)il * kvd * ctx->n_ctx;
+                for (uint32_t k = 0; k < seq[i].n; k++, t++) {
+                    const int64_t pos = (int64_t)ctx->n_past + k;
+                    em_rope_cache(m, pos, cache);
+                    for (int h = 0; h < hp->n_head; h++) rope_apply(lead->q + t * qd + h * hd, cache, hp->n_rot);
+                    for (int h = 0; h < hp->n_head_kv; h++) rope_apply(lead->k + t * kvd + h * hd, cache, hp->n_rot);
+                    to_f16(lead->q + t * qd, lead->q16 + t * qd, qd);
+                    to_f16(lead->k + t * kvd, kc + (size_t)pos * kvd, kvd);
+                    for (int64_t j = 0; j < kvd; j++)
+                        vc[(size_t)j * ctx->n_ctx + pos] = em_fp32_to_fp16(lead->v[t * kvd + j]);
+                }
+            }
+        }
+
+        attn_job aj = {lead, seq, n_seq, il, n};
+        em_pool_run(lead->pool, attn_compute, &aj);
+        matmul(lead, &L->wo, lead->att, lead->xb2, n);
+
+        if (il == hp->n_layer - 1 && n_out < n) {
+            /* only the rows whose logits are wanted are needed from here on; rows move towards
+             * the front, so copying in order never overwrites a row still to be read */
+            int64_t t = 0, o = 0;
+            for (int i = 0; i < n_seq; i++) {
+                for (uint32_t k = 0; k < seq[i].n; k++, t++) {
+                    const int keep = seq[i].logits ? 1 : (seq[i].want_last && k + 1 == seq[i].n);
+                    if (!keep) continue;
+                    if (o != t) {
+                        memmove(x + o * E, x + t * E, (size_t)E * sizeof(float));
+                        memmove(lead->xb2 + o * E, lead->xb2 + t * E, (size_t)E * sizeof(float));
+                    }
+                    o++;
+                }
+            }
+            n = n_out;
+            if (n == 0) break; /* only the cache was wanted (a prompt chunk) */
+        }
+        for (int64_t i = 0; i < n * E; i++) x[i] = lead->xb2[i] + x[i];
+
+        for (int64_t t = 0; t < n; t++) rmsnorm(lead->xb + t * E, x + t * E, L->ffn_norm, E, hp->rms_eps);
+        {
+            const em_weight *w2[2] = {&L->w_gate, &L->w_up};
+            float *y2[2] = {lead->hb, lead->hb2};
+            matmul_n(lead, w2, y2, 2, lead->xb, n);
+        }
+        for (int64_t t = 0; t < n; t++) silu_mul(lead->hb + t * F, lead->hb2 + t * F, F);
+        matmul(lead, &L->w_down, lead->hb, lead->xb2, n);
+        for (int64_t i = 0; i < n * E; i++) x[i] = lead->xb2[i] + x[i];
+    }
+
+    if (n_out == 1) {
+        /* one row: straight into the logits of the context it belongs to */
+        ember_context *owner = NULL;
+        for (int i = 0; i < n_seq; i++)
+            if (seq[i].logits || seq[i].want_last) owner = seq[i].ctx;
+        rmsnorm(lead->xb, x, m->output_norm, E, hp->rms_eps);
+        matmul(lead, &m->output, lead->xb, owner->logits, 1);
+        for (int i = 0; i < n_seq; i++)
+            if (seq[i].logits) memcpy(seq[i].logits, owner->logits, (size_t)V * sizeof(float));
+    } else if (n_out > 1) {
+        float *all = (float *)malloc((size_t)n_out * (size_t)V * sizeof(float));
+        if (!all) return EMBER_ERR_OUT_OF_MEMORY;
+        for (int64_t t = 0; t < n_out; t++) rmsnorm(lead->xb + t * E, x + t * E, m->output_norm, E, hp->rms_eps);
+        matmul(lead, &m->output, lead->xb, all, n_out);
+        int64_t o = 0;
+        for (int i = 0; i < n_seq; i++) {
+            const int64_t rows = seq[i].logits ? seq[i].n : seq[i].want_last ? 1 : 0;
+            if (seq[i].logits) memcpy(seq[i].logits, all + o * V, (size_t)(rows * V) * sizeof(float));
+            if (seq[i].want_last) memcpy(seq[i].ctx->logits, all + (o + rows - 1) * V, (size_t)V * sizeof(float));
+            o += rows;
+        }
+        free(all);
+    }
+    for (int i = 0; i < n_seq; i++) {
+        seq[i].ctx->n_past += seq[i].n;
+        if (seq[i].want_last) seq[i].ctx->has_logits = 1;
+    }
     return EMBER_OK;
+}
+
+ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n_tokens) {
+    const em_seq_slice one = {ctx, tokens, n_tokens, NULL, 1};
+    return em_llama_eval_multi(ctx, &one, 1);
 }
 
 /* ---- context memory ------------------------------------------------------------------- */

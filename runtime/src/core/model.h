@@ -120,6 +120,16 @@ ember_status em_context_init(ember_context *ctx);   /* allocates KV cache and sc
 void em_context_release(ember_context *ctx);
 /* Evaluate n (<= n_batch) tokens at positions n_past.., write the last token's logits. */
 ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n);
+/* One sequence's part of a batch (llama.c): n tokens appended to ctx at ctx->n_past. */
+typedef struct em_seq_slice {
+    ember_context *ctx;
+    const int32_t *tokens;
+    uint32_t n;
+    float *logits;   /* NULL, or n * n_vocab floats for the logits of every token */
+    int want_last;   /* 1 when the slice ends the sequence: its last logits go to ctx->logits */
+} em_seq_slice;
+/* Several sequences in one pass on lead's threads and scratch (total tokens <= lead->n_batch). */
+ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, int n_seq);
 
 /* cos/sin pairs of every rotated pair at one position, (n_rot) floats; the GPU backends
  * upload the same table the CPU path uses */
