@@ -174,6 +174,10 @@ typedef struct ember_batch_seq {
     float *logits;          /* NULL: only the last token's logits, read with ember_get_logits(ctx);
                                else n_tokens * n_vocab floats that receive the logits of every
                                token (the last row is also ember_get_logits(ctx)) */
+    int exact;              /* 1: compute each token with the kernels of a one-token decode, so its
+                               logits are those of decoding the tokens one at a time, bit for bit,
+                               whatever else is in the batch (generation steps, draft
+                               verification); 0: the batch kernels (prompts: faster) */
 } ember_batch_seq;
 
 /* Evaluate several sequences in one forward pass: the weights are read once for the tokens of
@@ -181,9 +185,12 @@ typedef struct ember_batch_seq {
  * the same model; the computation runs on seqs[0].ctx's threads and scratch (batches larger than
  * its n_batch are split), so that context's n_ctx must be at least every other's. A context may
  * appear once. On failure no context has advanced (the message is in each involved context's
- * ember_context_last_error). On the CPU a sequence alone in a batch gets exactly the numbers of
- * ember_decode; with others, the matrix kernels llama.cpp picks for the batch size can round
- * differently in the last bits (as in llama.cpp). GPU backends evaluate the sequences one after
+ * ember_context_last_error). On the CPU, exact sequences get the numbers of one-token decodes
+ * whatever shares the pass, and the non-exact sequences of a pass share llama.cpp's batch
+ * kernels: one non-exact sequence in a pass (with any exact ones) gets exactly ember_decode's
+ * numbers; several may round differently in the last bits, since the kernels llama.cpp picks
+ * depend on the batch size. So a server that puts at most one prompt in each pass gives every
+ * request exactly the tokens ember-cli gives. GPU backends evaluate the sequences one after
  * another. */
 EMBER_API ember_status ember_decode_batch(const ember_batch_seq *seqs, size_t n_seqs);
 

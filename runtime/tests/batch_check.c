@@ -13,6 +13,9 @@
  *    holds for float weights; for quantized ones it is not a rule, because llama.cpp's kernels
  *    (which ember reproduces) differ with the number of rows in a batch: for Q4_K_M a prompt
  *    decoded at once and token by token already differ by up to ~0.9 in a logit;
+ *  - exact sequences: the logits of every position equal token-by-token decoding bit for bit,
+ *    and three staggered requests (each prompt alone among the others' exact generation steps,
+ *    as ember-server schedules them) give every sequence the logits of its own run bit for bit;
  *  - truncating and decoding again gives the logits of the shorter history bit for bit;
  *  - bad batches (a shared context, an empty sequence, a full context) are refused and no
  *    context advances. */
@@ -94,14 +97,14 @@ int main(int argc, char **argv) {
     {
         ember_context *x = new_ctx(m, 512), *y = new_ctx(m, 512);
         ember_decode(x, b, nb);
-        ember_batch_seq s = {y, b, nb, NULL};
+        ember_batch_seq s = {y, b, nb, NULL, 0};
         check(ember_decode_batch(&s, 1) == EMBER_OK, "one sequence decodes");
         check(memcmp(ember_get_logits(x), ember_get_logits(y), (size_t)V * sizeof(float)) == 0,
               "one sequence: logits equal ember_decode's bit for bit");
         check(ember_context_n_past(y) == nb, "one sequence: n_past advanced");
         int32_t t = 42;
         ember_decode(x, &t, 1);
-        ember_batch_seq s1 = {y, &t, 1, NULL};
+        ember_batch_seq s1 = {y, &t, 1, NULL, 0};
         ember_decode_batch(&s1, 1);
         check(memcmp(ember_get_logits(x), ember_get_logits(y), (size_t)V * sizeof(float)) == 0,
               "one token step: logits equal ember_decode's bit for bit");
@@ -113,7 +116,7 @@ int main(int argc, char **argv) {
     {
         ember_context *x = new_ctx(m, 512), *y = new_ctx(m, 512);
         float *all = (float *)malloc(nb * (size_t)V * sizeof(float));
-        ember_batch_seq s = {y, b, nb, all};
+        ember_batch_seq s = {y, b, nb, all, 0};
         check(ember_decode_batch(&s, 1) == EMBER_OK, "all logits: decodes");
         check(memcmp(all + (nb - 1) * (size_t)V, ember_get_logits(y), (size_t)V * sizeof(float)) == 0,
               "all logits: the last row is ember_get_logits");
@@ -143,7 +146,7 @@ int main(int argc, char **argv) {
         greedy_alone(m, b, nb, G, ref[1]);
         greedy_alone(m, c, nc, G, ref[2]);
         ember_context *ctx[3] = {new_ctx(m, 16), new_ctx(m, 16), new_ctx(m, 16)};
-        ember_batch_seq s[3] = {{ctx[0], a, na, NULL}, {ctx[1], b, nb, NULL}, {ctx[2], c, nc, NULL}};
+        ember_batch_seq s[3] = {{ctx[0], a, na, NULL, 0}, {ctx[1], b, nb, NULL, 0}, {ctx[2], c, nc, NULL, 0}};
         check(ember_decode_batch(s, 3) == EMBER_OK, "three sequences: prompts decode in one call");
         int32_t last[3];
         int ok = 1;
@@ -163,6 +166,65 @@ int main(int argc, char **argv) {
             else if (memcmp(ref[i], got[i], sizeof ref[i]) != 0) printf("     %s: no (not checked)\n", what);
         }
         for (int i = 0; i < 3; i++) ember_context_free(ctx[i]);
+    }
+
+    /* 3b. exact sequences: one-token kernels whatever shares the pass */
+    {
+        ember_context *x = new_ctx(m, 512), *y = new_ctx(m, 512);
+        float *all = (float *)malloc(nb * (size_t)V * sizeof(float));
+        ember_batch_seq s = {y, b, nb, all, 1};
+        check(ember_decode_batch(&s, 1) == EMBER_OK, "exact: all logits decode");
+        int same = 1;
+        for (size_t k = 0; k < nb; k++) {
+            ember_decode(x, &b[k], 1);
+            if (memcmp(ember_get_logits(x), all + k * (size_t)V, (size_t)V * sizeof(float)) != 0) same = 0;
+        }
+        check(same, "exact: every row equals token-by-token decoding bit for bit");
+        free(all);
+        ember_context_free(x);
+        ember_context_free(y);
+
+        /* staggered: seq i's prompt enters while the earlier ones generate */
+        enum { G = 12 };
+        const int32_t *pr[3] = {a, b, c};
+        const size_t pn[3] = {na, nb, nc};
+        float *ref = (float *)malloc(3 * G * (size_t)V * sizeof(float));
+        int32_t ref_tok[3][G];
+        for (int i = 0; i < 3; i++) {
+            ember_context *solo = new_ctx(m, 512);
+            ember_decode(solo, pr[i], pn[i]);
+            for (int g = 0; g < G; g++) {
+                memcpy(ref + ((size_t)i * G + g) * V, ember_get_logits(solo), (size_t)V * sizeof(float));
+                ref_tok[i][g] = argmax(ember_get_logits(solo), V);
+                ember_decode(solo, &ref_tok[i][g], 1);
+            }
+            ember_context_free(solo);
+        }
+        ember_context *ctx[3] = {new_ctx(m, 512), new_ctx(m, 512), new_ctx(m, 512)};
+        int gen[3] = {0, 0, 0}, started[3] = {0, 0, 0}, ok = 1;
+        int32_t last[3];
+        for (int step = 0; ok && (gen[0] < G || gen[1] < G || gen[2] < G); step++) {
+            ember_batch_seq bs[3];
+            size_t k = 0;
+            for (int i = 0; i < 3; i++) {
+                if (!started[i]) {
+                    if (i == step) { /* one new prompt per pass, not exact: the batch kernels */
+                        bs[k++] = (ember_batch_seq){ctx[i], pr[i], pn[i], NULL, 0};
+                        started[i] = 1;
+                    }
+                    continue;
+                }
+                if (gen[i] >= G) continue;
+                const float *l = ember_get_logits(ctx[i]);
+                if (memcmp(l, ref + ((size_t)i * G + gen[i]) * V, (size_t)V * sizeof(float)) != 0) ok = 0;
+                last[i] = ref_tok[i][gen[i]++];
+                bs[k++] = (ember_batch_seq){ctx[i], &last[i], 1, NULL, 1};
+            }
+            if (k && ember_decode_batch(bs, k) != EMBER_OK) ok = 0;
+        }
+        check(ok, "staggered: every sequence's logits equal its own run's bit for bit");
+        for (int i = 0; i < 3; i++) ember_context_free(ctx[i]);
+        free(ref);
     }
 
     /* 4. truncate */
@@ -187,12 +249,12 @@ int main(int argc, char **argv) {
     {
         ember_context *x = new_ctx(m, 512), *y = new_ctx(m, 512);
         ember_decode(x, a, na);
-        ember_batch_seq twice[2] = {{x, a, 1, NULL}, {x, a, 1, NULL}};
+        ember_batch_seq twice[2] = {{x, a, 1, NULL, 0}, {x, a, 1, NULL, 0}};
         check(ember_decode_batch(twice, 2) == EMBER_ERR_INVALID_ARGUMENT, "refused: one context twice");
-        ember_batch_seq empty[2] = {{x, a, 1, NULL}, {y, a, 0, NULL}};
+        ember_batch_seq empty[2] = {{x, a, 1, NULL, 0}, {y, a, 0, NULL, 0}};
         check(ember_decode_batch(empty, 2) == EMBER_ERR_INVALID_ARGUMENT, "refused: an empty sequence");
         int32_t *many = (int32_t *)calloc(300, sizeof(int32_t));
-        ember_batch_seq full[2] = {{x, a, 1, NULL}, {y, many, 300, NULL}};
+        ember_batch_seq full[2] = {{x, a, 1, NULL, 0}, {y, many, 300, NULL, 0}};
         check(ember_decode_batch(full, 2) == EMBER_ERR_CONTEXT_FULL, "refused: more tokens than the context holds");
         check(strstr(ember_context_last_error(y), "context full") != NULL, "refused: the message names the full context");
         check(ember_context_n_past(x) == na && ember_context_n_past(y) == 0, "refused: no context advanced");

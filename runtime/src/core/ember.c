@@ -403,9 +403,11 @@ ember_status ember_decode_batch(const ember_batch_seq *seqs, size_t n_seqs) {
     }
     uint32_t *saved = (uint32_t *)malloc(n_seqs * sizeof *saved);
     em_seq_slice *slice = (em_seq_slice *)malloc(n_seqs * sizeof *slice);
-    if (!saved || !slice) {
+    size_t *order_buf = (size_t *)malloc(n_seqs * sizeof *order_buf);
+    if (!saved || !slice || !order_buf) {
         free(saved);
         free(slice);
+        free(order_buf);
         set_err(lead->last_error, "ember_decode_batch: out of memory");
         return EMBER_ERR_OUT_OF_MEMORY;
     }
@@ -418,12 +420,19 @@ ember_status ember_decode_batch(const ember_batch_seq *seqs, size_t n_seqs) {
         /* pack the sequences into batches of at most lead->n_batch tokens; a sequence longer
          * than what is left is split, and only its last piece gives its last logits */
         const size_t V = (size_t)lead->model->hp.n_vocab;
+        /* the batch-kernel sequences go first in every pass, the exact ones after them */
+        size_t *order = order_buf;
+        size_t k = 0;
+        for (size_t i = 0; i < n_seqs; i++)
+            if (!seqs[i].exact) order[k++] = i;
+        for (size_t i = 0; i < n_seqs; i++)
+            if (seqs[i].exact) order[k++] = i;
         size_t seq_i = 0, off = 0;
         while (st == EMBER_OK && seq_i < n_seqs) {
             int n_slice = 0;
             size_t room = lead->n_batch;
             while (seq_i < n_seqs && room > 0) {
-                const ember_batch_seq *s = &seqs[seq_i];
+                const ember_batch_seq *s = &seqs[order[seq_i]];
                 const size_t take = s->n_tokens - off < room ? s->n_tokens - off : room;
                 em_seq_slice *sl = &slice[n_slice++];
                 sl->ctx = s->ctx;
@@ -431,6 +440,7 @@ ember_status ember_decode_batch(const ember_batch_seq *seqs, size_t n_seqs) {
                 sl->n = (uint32_t)take;
                 sl->logits = s->logits ? s->logits + off * V : NULL;
                 sl->want_last = off + take == s->n_tokens;
+                sl->exact = s->exact != 0;
                 room -= take;
                 off += take;
                 if (off == s->n_tokens) {
@@ -456,6 +466,7 @@ ember_status ember_decode_batch(const ember_batch_seq *seqs, size_t n_seqs) {
     }
     free(saved);
     free(slice);
+    free(order_buf);
     return st;
 }
 

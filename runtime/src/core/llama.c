@@ -290,9 +290,12 @@ static void mm_run(ember_context *ctx, mm_job *j) {
 }
 
 /* y_i[t][r] = W_i[r] . x[t] for n tokens and the n_w weights w[i] (n_w <= MM_MAX_W); the
- * weights that share a type and row length go through one job. */
+ * weights that share a type and row length go through one job. Rows [0, nb) take the kernels
+ * llama.cpp picks for a batch of nb rows; rows [nb, n) the one-row kernels (the tail kernels of
+ * mm_part_init are those of a single token), so each of them gets the bits of a one-token
+ * decode. */
 static void matmul_n(ember_context *ctx, const em_weight *const *w, float *const *y, int n_w, const float *x,
-                     int64_t n) {
+                     int64_t n, int64_t nb) {
     mm_job j;
     memset(&j, 0, sizeof j);
     for (int i = 0; i < n_w; i++) {
@@ -307,13 +310,13 @@ static void matmul_n(ember_context *ctx, const em_weight *const *w, float *const
             j.ne0 = w[i]->ne0;
             j.type = w[i]->type;
         }
-        mm_part_init(&j.part[j.n_part++], w[i], y[i], n);
+        mm_part_init(&j.part[j.n_part++], w[i], y[i], nb);
     }
     if (j.n_part > 0) mm_run(ctx, &j);
 }
 
-static void matmul(ember_context *ctx, const em_weight *w, const float *x, float *y, int64_t n) {
-    matmul_n(ctx, &w, &y, 1, x, n);
+static void matmul(ember_context *ctx, const em_weight *w, const float *x, float *y, int64_t n, int64_t nb) {
+    matmul_n(ctx, &w, &y, 1, x, n, nb);
 }
 
 typedef struct attn_job {
@@ -349,8 +352,10 @@ static void attn_compute(void *arg, int ith, int nth) {
         const ember_context *ctx = sq->ctx;
         /* each sequence attends to its own cache, with the cells ggml's graph would cover for
          * it (the used cells rounded up to 256) */
-        const int64_t pos0 = ctx->n_past, n_seq_tok = sq->n;
-        int64_t n_kv = ((pos0 + n_seq_tok + 255) / 256) * 256;
+        const int64_t pos0 = ctx->n_past, n_seq_tok = sq->exact ? 1 : sq->n;
+        const int64_t pos = pos0 + (t - first);
+        /* an exact sequence's token sees the cells a one-token decode at its position would */
+        int64_t n_kv = ((sq->exact ? pos + 1 : pos0 + n_seq_tok) + 255) / 256 * 256;
         if (n_kv > (int64_t)ctx->n_ctx) n_kv = ctx->n_ctx;
         /* batches of two or more tokens are multiplied by tinyBLAS when the shapes allow it */
         const int kq_gemm = n_seq_tok >= 2 && n_kv % 4 == 0 && hd % 16 == 0;
@@ -358,7 +363,6 @@ static void attn_compute(void *arg, int ith, int nth) {
         const uint16_t *kc = ctx->k_cache + (size_t)a->il * ctx->n_ctx * kvd;
         const uint16_t *vc = ctx->v_cache + (size_t)a->il * kvd * ctx->n_ctx;
         const int64_t kvh = h / group;
-        const int64_t pos = pos0 + (t - first);
         const uint16_t *q = lead->q16 + t * qd + h * hd;
         /* cells past pos are masked (-inf): they get probability 0 and are neither computed
          * nor read */
@@ -390,10 +394,18 @@ ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, i
     const em_hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, V = hp->n_vocab;
     const int64_t qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
-    int64_t n = 0, n_out = 0;
+    int64_t n = 0, n_out = 0, nb = 0, nb_out = 0;
     for (int i = 0; i < n_seq; i++) {
-        n += seq[i].n;
-        n_out += seq[i].logits ? seq[i].n : seq[i].want_last ? 1 : 0;
+        const int64_t rows = seq[i].logits ? seq[i].n : seq[i].want_last ? 1 : 0;
+        if (seq[i].exact) {
+            n += seq[i].n;
+        } else {
+            if (nb != n) return EMBER_ERR_INVALID_ARGUMENT; /* batch rows come first */
+            n += seq[i].n;
+            nb += seq[i].n;
+            nb_out += rows;
+        }
+        n_out += rows;
     }
     if (n == 0 || n > (int64_t)lead->n_batch) return EMBER_ERR_INVALID_ARGUMENT;
 
@@ -416,7 +428,7 @@ ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, i
         {
             const em_weight *w3[3] = {&L->wq, &L->wk, &L->wv};
             float *y3[3] = {lead->q, lead->k, lead->v};
-            matmul_n(lead, w3, y3, 3, lead->xb, n);
+            matmul_n(lead, w3, y3, 3, lead->xb, n, nb);
         }
 
         {
@@ -440,7 +452,7 @@ ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, i
 
         attn_job aj = {lead, seq, n_seq, il, n};
         em_pool_run(lead->pool, attn_compute, &aj);
-        matmul(lead, &L->wo, lead->att, lead->xb2, n);
+        matmul(lead, &L->wo, lead->att, lead->xb2, n, nb);
 
         if (il == hp->n_layer - 1 && n_out < n) {
             /* only the rows whose logits are wanted are needed from here on; rows move towards
@@ -458,6 +470,7 @@ ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, i
                 }
             }
             n = n_out;
+            nb = nb_out;
             if (n == 0) break; /* only the cache was wanted (a prompt chunk) */
         }
         for (int64_t i = 0; i < n * E; i++) x[i] = lead->xb2[i] + x[i];
@@ -466,10 +479,10 @@ ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, i
         {
             const em_weight *w2[2] = {&L->w_gate, &L->w_up};
             float *y2[2] = {lead->hb, lead->hb2};
-            matmul_n(lead, w2, y2, 2, lead->xb, n);
+            matmul_n(lead, w2, y2, 2, lead->xb, n, nb);
         }
         for (int64_t t = 0; t < n; t++) silu_mul(lead->hb + t * F, lead->hb2 + t * F, F);
-        matmul(lead, &L->w_down, lead->hb, lead->xb2, n);
+        matmul(lead, &L->w_down, lead->hb, lead->xb2, n, nb);
         for (int64_t i = 0; i < n * E; i++) x[i] = lead->xb2[i] + x[i];
     }
 
@@ -479,14 +492,14 @@ ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, i
         for (int i = 0; i < n_seq; i++)
             if (seq[i].logits || seq[i].want_last) owner = seq[i].ctx;
         rmsnorm(lead->xb, x, m->output_norm, E, hp->rms_eps);
-        matmul(lead, &m->output, lead->xb, owner->logits, 1);
+        matmul(lead, &m->output, lead->xb, owner->logits, 1, 1);
         for (int i = 0; i < n_seq; i++)
             if (seq[i].logits) memcpy(seq[i].logits, owner->logits, (size_t)V * sizeof(float));
     } else if (n_out > 1) {
         float *all = (float *)malloc((size_t)n_out * (size_t)V * sizeof(float));
         if (!all) return EMBER_ERR_OUT_OF_MEMORY;
         for (int64_t t = 0; t < n_out; t++) rmsnorm(lead->xb + t * E, x + t * E, m->output_norm, E, hp->rms_eps);
-        matmul(lead, &m->output, lead->xb, all, n_out);
+        matmul(lead, &m->output, lead->xb, all, n_out, nb);
         int64_t o = 0;
         for (int i = 0; i < n_seq; i++) {
             const int64_t rows = seq[i].logits ? seq[i].n : seq[i].want_last ? 1 : 0;
@@ -504,7 +517,7 @@ ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, i
 }
 
 ember_status em_llama_eval(ember_context *ctx, const int32_t *tokens, uint32_t n_tokens) {
-    const em_seq_slice one = {ctx, tokens, n_tokens, NULL, 1};
+    const em_seq_slice one = {ctx, tokens, n_tokens, NULL, 1, 0};
     return em_llama_eval_multi(ctx, &one, 1);
 }
 

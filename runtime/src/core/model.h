@@ -127,6 +127,7 @@ typedef struct em_seq_slice {
     uint32_t n;
     float *logits;   /* NULL, or n * n_vocab floats for the logits of every token */
     int want_last;   /* 1 when the slice ends the sequence: its last logits go to ctx->logits */
+    int exact;       /* 1: every token computed with one-token kernels (exact slices come last) */
 } em_seq_slice;
 /* Several sequences in one pass on lead's threads and scratch (total tokens <= lead->n_batch). */
 ember_status em_llama_eval_multi(ember_context *lead, const em_seq_slice *seq, int n_seq);
