@@ -7,14 +7,20 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from conftest import find_model, model_dir
 
 # Exact sequences and staggered requests must give one-token decoding's bits for every type
 # (repacked Q4_0, K-quants, floats). Float weights also give the same greedy tokens when several
 # prompts share a pass; quantized ones need not (llama.cpp's kernels depend on the batch size),
 # so that check runs for the float types only.
-CASES = [("f32", True), ("f16", True), ("q4_0", False), ("q4_1", False), ("q4_k_m", False), ("q6_k", False)]
+CASES = [
+    ("f32", True),
+    ("f16", True),
+    ("q4_0", False),
+    ("q4_1", False),
+    ("q4_k_m", False),
+    ("q6_k", False),
+]
 
 
 @pytest.mark.parametrize(("variant", "same_greedy"), CASES)
