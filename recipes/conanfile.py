@@ -8,7 +8,8 @@ release archive; ``kiln publish --to conan://REMOTE`` unpacks each archive and r
         -c user.ember:prebuilt=<unpacked archive>
 
 then uploads. ``package()`` copies the header, the shared library (with its import library on
-Windows), the tools and the license out of that tree, after checking that its
+Windows), the tools and the licenses (ember's, and civetweb's and cJSON's, which ember-server
+is built from) out of that tree, after checking that its
 ``BUILD-INFO.json`` names the os and arch the settings say.
 
 Consumers::
@@ -90,6 +91,9 @@ class EmberConan(ConanFile):
         pkg = self.package_folder
         copy(self, "ember.h", os.path.join(src, "include"), os.path.join(pkg, "include"))
         copy(self, "LICENSE", src, os.path.join(pkg, "licenses"))
+        # civetweb's and cJSON's, which ember-server is built from
+        copy(self, "*", os.path.join(src, "share", "ember", "licenses"),
+             os.path.join(pkg, "licenses"))
         copy(self, "ember-*", os.path.join(src, "bin"), os.path.join(pkg, "bin"))
         lib, dst_lib = os.path.join(src, "lib"), os.path.join(pkg, "lib")
         if self.settings.os == "Windows":

@@ -2,9 +2,11 @@
 
 ``ember-b<N>-bin-<id>.tar.gz`` (``.zip`` for Windows) holds one top directory named like the
 archive without its extension, and in it what ember's ``cmake --install`` staged (``bin/``
-with ember-cli and ember-bench, ``lib/`` with the library, ``include/ember.h``; on Windows the
-DLL sits in ``bin/`` beside the tools, where Windows looks for it), plus ``LICENSE`` and
-``BUILD-INFO.json`` (id, build number, commit, target, toolchain versions, flags).
+with ember-cli, ember-bench and ember-server, ``lib/`` with the library, ``include/ember.h``;
+on Windows the DLL sits in ``bin/`` beside the tools, where Windows looks for it;
+``share/ember/licenses/`` with the licences of the third-party code ember-server is built from,
+``civetweb.md`` and ``cJSON.txt``, see ``runtime/third_party/README.md``), plus ``LICENSE``
+and ``BUILD-INFO.json`` (id, build number, commit, target, toolchain versions, flags).
 
 Reproducible: members sorted by name, directories listed, owner 0:0 without names, modes
 0755/0644 only, every mtime SOURCE_DATE_EPOCH (the commit time), gzip header without name and
@@ -31,6 +33,7 @@ from kiln.errors import BuildError
 from kiln.plan import Job
 
 __all__ = [
+    "THIRD_PARTY_LICENSES",
     "BuildInfo",
     "Member",
     "archive_top",
@@ -44,6 +47,9 @@ __all__ = [
 
 ZIP_EPOCH_MIN = 315532800  # 1980-01-01: the earliest time a zip entry can hold
 GZIP_LEVEL = 9
+# The licences of the third-party code in ember-server (civetweb, cJSON), where ember's CMake
+# install() puts them in every tree that has the tools; the wheel ships the same files.
+THIRD_PARTY_LICENSES = ("share/ember/licenses/civetweb.md", "share/ember/licenses/cJSON.txt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,11 +97,13 @@ class Member:
 
 
 def required_files(job: Job) -> tuple[tuple[str, ...], ...]:
-    """Groups of stage paths of which at least one must exist (tools, header, library)."""
+    """Groups of stage paths of which at least one must exist (tools, header, library, the
+    licences of the third-party code in ember-server)."""
     e = job.entry
     exe = ".exe" if e.os == "windows" else ""
     groups: list[tuple[str, ...]] = [(f"bin/ember-cli{exe}",), (f"bin/ember-bench{exe}",),
-                                     ("include/ember.h",)]
+                                     (f"bin/ember-server{exe}",), ("include/ember.h",)]
+    groups += [(p,) for p in THIRD_PARTY_LICENSES]
     if e.os == "windows":
         groups.append(("bin/ember.dll",))
     elif e.os == "macos":
@@ -113,7 +121,8 @@ def check_layout(job: Job, stage: Path) -> None:
     if missing:
         raise BuildError(f"'{job.entry.id}': the installed tree lacks {', '.join(missing)}",
                          hint="ember's CMake install() rules must install ember-cli, "
-                              "ember-bench, the library and include/ember.h")
+                              "ember-bench, ember-server, the library, include/ember.h and "
+                              "the third-party licences (share/ember/licenses/)")
 
 
 def collect_members(stage: Path, top: str, extra: Mapping[str, bytes], *,

@@ -5,7 +5,13 @@ calls ``build_wheel`` on the same staged tree: nothing is compiled a second time
 
 - ``ember/``: the binding (``runtime/python/ember``) and ``ember/lib/<library>`` (the file the
   binding looks for first: ``libember.so``, ``libember.dylib`` or ``ember.dll``);
-- ``ember-<version>.dist-info/``: ``METADATA``, ``WHEEL``, ``LICENSE`` and ``RECORD``.
+- ``ember/bin/ember-server`` (``.exe`` on Windows), the OpenAI-compatible HTTP server
+  (docs/server.md), when the staged tree has it (``kiln build``'s always do): ember linked in
+  statically, so it needs no library beside it; ``python -m ember.server ARGS`` and the
+  console script ``ember-server`` run it (``runtime/python/ember/server.py``);
+- ``ember-<version>.dist-info/``: ``METADATA``, ``WHEEL``, ``LICENSE``, with the server
+  ``entry_points.txt`` and ``licenses/`` (the licences of civetweb and cJSON, which the server
+  is built from), and ``RECORD``.
 
 Tags. The binding is plain Python over ctypes, so every wheel is ``py3-none-<platform>``:
 
@@ -64,6 +70,7 @@ from kiln import __version__
 from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.matrix.catalogue import wheel_variant
+from kiln.package.archive import THIRD_PARTY_LICENSES
 from kiln.package.macho import MachOFacts, read_macho
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.run import require_tool, run
@@ -91,6 +98,7 @@ __all__ = [
     "read_wheel",
     "record_text",
     "renormalize",
+    "server_name",
     "variant",
     "wheel_files",
     "wheel_target",
@@ -126,6 +134,10 @@ LIBRARY = {
     "macos": (("lib/libember.dylib", "lib/libember.0.dylib"), "libember.dylib"),
     "windows": (("bin/ember.dll", "lib/ember.dll"), "ember.dll"),
 }
+# The server in the staged tree (bin/) and in the wheel (ember/bin/), and the console script
+# that runs it.
+SERVER = "ember-server"
+SERVER_SCRIPT = f"{SERVER} = {IMPORT_NAME}.server:main"
 # What checks (and repairs) the wheel of each OS.
 CHECKER = {"linux": "auditwheel", "macos": "inspect", "windows": "delvewheel"}
 OS_CLASSIFIER = {
@@ -165,6 +177,11 @@ def wheel_version(build_number: int, variant_name: str | None = None) -> str:
         raise ConfigError(f"variant {variant_name!r} is not a valid local version label",
                           hint="use lower-case letters, digits and dots")
     return f"{base}+{variant_name}"
+
+
+def server_name(os_name: str) -> str:
+    """The server's file name on an OS: ``ember-server`` or ``ember-server.exe``."""
+    return f"{SERVER}.exe" if os_name == "windows" else SERVER
 
 
 def no_wheel_reason(entry: Entry) -> str | None:
@@ -319,7 +336,7 @@ def _order(name: str) -> tuple[int, str]:
 
 
 def _metadata(version: str, entry: Entry, target: WheelTarget, build_number: int,
-              commit: str) -> str:
+              commit: str, *, server: bool) -> str:
     backend = entry.backend_label
     what = "CPU build" if target.variant is None else f"{backend} build"
     index = ("the default index (/simple/)" if target.variant is None
@@ -336,6 +353,13 @@ def _metadata(version: str, entry: Entry, target: WheelTarget, build_number: int
         "m = ember.Model(\"model.gguf\")\n"
         "print(m.generate(\"Hello\", 16, temperature=0).text)\n```\n"
     )
+    if server:
+        description += (
+            "\nIt also holds `ember-server`, an OpenAI-compatible HTTP server (built with "
+            "civetweb and cJSON, MIT; their licences are in the dist-info's `licenses/`):\n\n"
+            "```sh\nember-server -m model.gguf --port 8080    # or: python -m ember.server ...\n"
+            "```\n"
+        )
     headers = [
         ("Metadata-Version", "2.1"),
         ("Name", DIST_NAME),
@@ -379,8 +403,9 @@ def _binding_files(binding: Path) -> list[tuple[str, bytes]]:
         rel = path.relative_to(binding).as_posix()
         if "__pycache__" in path.parts or not path.is_file():
             continue
-        if rel.split("/", 1)[0] == "lib" or path.suffix not in (".py", ".pyi", ".typed"):
-            continue  # a library left in the source tree must not shadow the built one
+        top = rel.split("/", 1)[0]
+        if top in ("lib", "bin") or path.suffix not in (".py", ".pyi", ".typed"):
+            continue  # a library or server left in the source tree must not shadow the built one
         out.append((f"{IMPORT_NAME}/{rel}", path.read_bytes()))
     return out
 
@@ -397,6 +422,28 @@ def _license(staged: Path, binding: Path, license_file: Path | None) -> bytes:
                      hint="install runtime/LICENSE into share/ember/ or pass license_file")
 
 
+def _server_files(staged: Path, target: WheelTarget, dist_info: str) -> list[WheelFile]:
+    """The server, its console script and the licences of the code in it; none when the
+    staged tree has no server (a build without tools)."""
+    name = server_name(target.os)
+    server = staged / "bin" / name
+    if not server.is_file():
+        return []
+    files = [WheelFile(name=f"{IMPORT_NAME}/bin/{name}", data=server.read_bytes(),
+                     executable=True),
+             WheelFile(name=f"{dist_info}/entry_points.txt",
+                       data=f"[console_scripts]\n{SERVER_SCRIPT}\n".encode())]
+    for rel in THIRD_PARTY_LICENSES:
+        path = staged / rel
+        if not path.is_file():
+            raise BuildError(f"'{target.entry_id}': the staged tree has bin/{name} but not "
+                             f"{rel}, the licence of code the server is built from",
+                             hint="ember's CMake install() rules install it with the tools")
+        files.append(WheelFile(name=f"{dist_info}/licenses/{Path(rel).name}",
+                               data=path.read_bytes()))
+    return files
+
+
 def wheel_files(entry: Entry, staged: Path, *, binding: Path, build_number: int, commit: str,
                 license_file: Path | None = None) -> list[WheelFile]:
     """Every file of the entry's wheel, in archive order, ``RECORD`` included."""
@@ -408,9 +455,11 @@ def wheel_files(entry: Entry, staged: Path, *, binding: Path, build_number: int,
     files = [WheelFile(name=name, data=data) for name, data in _binding_files(binding)]
     files.append(WheelFile(name=f"{IMPORT_NAME}/lib/{target.library_name}",
                            data=_library(staged, target).read_bytes(), executable=True))
+    server = _server_files(staged, target, dist_info)
+    files.extend(server)
     files.append(WheelFile(name=f"{dist_info}/METADATA",
-                           data=_metadata(version, entry, target, build_number,
-                                          commit).encode()))
+                           data=_metadata(version, entry, target, build_number, commit,
+                                          server=bool(server)).encode()))
     files.append(WheelFile(name=f"{dist_info}/WHEEL",
                            data=_wheel_meta(target.platform_tags).encode()))
     files.append(WheelFile(name=f"{dist_info}/LICENSE",
@@ -599,11 +648,8 @@ def _check_windows(wheel: Path, target: WheelTarget, work: Path, epoch: int,
                       detail=f"delvewheel: bundled {', '.join(copies)}")
 
 
-def check_macos(files: Sequence[WheelFile], target: WheelTarget) -> WheelCheck:
-    """Read the library's Mach-O load commands: architecture, minimum macOS, system dylibs
-    only. (delocate, which would bundle other dylibs, needs macOS: the generated CI runs it.)"""
-    lib = next(f for f in files if f.name.endswith("/" + target.library_name))
-    facts = read_macho(lib.data)
+def _macho_problems(data: bytes, target: WheelTarget) -> tuple[MachOFacts, list[str]]:
+    facts = read_macho(data)
     want_arch = WHEEL_ARCH[("macos", target.arch)]
     problems = []
     if facts.arch != want_arch:
@@ -619,6 +665,18 @@ def check_macos(files: Sequence[WheelFile], target: WheelTarget) -> WheelCheck:
     if foreign:
         problems.append("needs dylibs outside macOS: " + ", ".join(foreign)
                         + " (delocate-wheel on macOS would bundle them)")
+    return facts, problems
+
+
+def check_macos(files: Sequence[WheelFile], target: WheelTarget) -> WheelCheck:
+    """Read the Mach-O load commands of the library (and of the server, when the wheel has
+    it): architecture, minimum macOS, system dylibs only. (delocate, which would bundle other
+    dylibs, needs macOS: the generated CI runs it.)"""
+    lib = next(f for f in files if f.name.endswith("/" + target.library_name))
+    facts, problems = _macho_problems(lib.data, target)
+    server = next((f for f in files if f.name == f"{IMPORT_NAME}/bin/{SERVER}"), None)
+    if server is not None:
+        problems += [f"{SERVER}: {p}" for p in _macho_problems(server.data, target)[1]]
     minos = "unknown" if facts.minos is None else ".".join(map(str, facts.minos))
     detail = (f"inspect: Mach-O {facts.arch}, minos {minos}, system dylibs only"
               if not problems else "inspect: " + "; ".join(problems))
@@ -803,8 +861,9 @@ def native_wheel(out: Path, *, repo: Path, env: Mapping[str, str]) -> Path:
     if target is None:
         raise ConfigError(f"'{entry.id}' has no wheel: {no_wheel_reason(entry)}")
     options = dict(make_job(entry, number).cmake_options)
+    # the tools too: the wheel carries ember-server, as kiln build's wheels do
     options.update({"CMAKE_BUILD_TYPE": "Release", "EMBER_BUILD_TESTS": "OFF",
-                    "EMBER_BUILD_TOOLS": "OFF", "EMBER_BUILD_SHARED": "ON"})
+                    "EMBER_BUILD_TOOLS": "ON", "EMBER_BUILD_SHARED": "ON"})
     configure = ["cmake", "-S", str(repo / "runtime")]
     if entry.os == "windows":
         configure += ["-A", "ARM64" if entry.arch == "aarch64" else "x64"]

@@ -52,7 +52,12 @@ from kiln.release.manifest import (
 from kiln.release.notes import check_links, git_changes, notes_context, previous_tag, render_notes
 from kiln.release.page.render import BENCH_NAME, PAGE_FILES, read_bench, release_page
 from kiln.release.provenance import release_provenance
-from kiln.release.sbom import cyclonedx, source_files, toolchains_from_records
+from kiln.release.sbom import (
+    cyclonedx,
+    source_files,
+    toolchains_from_records,
+    vendored_components,
+)
 from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
 from kiln.run import require_tool
 from kiln.vcs import build_number, commit_sha, commit_time, is_dirty
@@ -286,7 +291,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
             project=config.project, tag=tag, commit=head, date=manifest.date,
             repo_url=config.repo_url, sources=source_files(repo, genv, config.sources),
             toolchains=toolchains_from_records(x.record for x in manifest.assets),
-            assets={x.record.name: x.record.sha256 for x in manifest.assets})
+            assets={x.record.name: x.record.sha256 for x in manifest.assets},
+            vendored=vendored_components(repo))
         # The signed build provenance (in-toto Statement, SLSA provenance v1).
         provenance = release_provenance(manifest, repo_url=config.repo_url,
                                         matrix_dir=matrix.root, recipes=repo / "recipes",

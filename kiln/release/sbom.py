@@ -1,8 +1,11 @@
 """A CycloneDX 1.5 (JSON) software bill of materials for a release.
 
 It lists ember's source files (path and SHA-256, from the directories named by
-``[tool.kiln] sources``), each program that built the assets (name and pinned version, as the
-assets' records carry them, and which entries used it), and the release's assets themselves.
+``[tool.kiln] sources``), the third-party libraries vendored among them (civetweb and cJSON,
+which ember-server is built from: name, version, licence, the SHA-256 of the upstream source
+tarball they were taken from and the patches applied, as ``runtime/third_party/SOURCES.json``
+records them), each program that built the assets (name and pinned version, as the assets'
+records carry them, and which entries used it), and the release's assets themselves.
 
 Written as plain JSON rather than through ``cyclonedx-python-lib``: kiln emits one small,
 fixed document and parses none, and the library's defaults (a random serial number, the
@@ -13,6 +16,7 @@ from project, tag and commit, and the timestamp is the commit's time.
 from __future__ import annotations
 
 import json
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,11 +24,26 @@ from pathlib import Path
 from typing import Any
 
 from kiln import __version__
+from kiln.errors import ReleaseError
 from kiln.files import sha256_file
 from kiln.package.records import AssetRecord
 from kiln.run import run
 
-__all__ = ["SourceFile", "Toolchain", "cyclonedx", "source_files", "toolchains_from_records"]
+__all__ = [
+    "THIRD_PARTY_SOURCES",
+    "SourceFile",
+    "Toolchain",
+    "Vendored",
+    "VendoredPatch",
+    "cyclonedx",
+    "source_files",
+    "toolchains_from_records",
+    "vendored_components",
+]
+
+# The record of the vendored third-party code, relative to the repository
+# (written by scripts/vendor_third_party.sh).
+THIRD_PARTY_SOURCES = "runtime/third_party/SOURCES.json"
 
 # Fixed namespace for the serial numbers (uuid5 of project, tag and commit).
 _SERIAL_NS = uuid.UUID("5b0f3c52-7a55-4d0e-9c8a-3f1d6a2e9b41")
@@ -42,6 +61,71 @@ class Toolchain:
     version: str
     used_by: tuple[str, ...]  # entry ids
     purl: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VendoredPatch:
+    """A patch applied to vendored code (a Debian patch)."""
+
+    name: str
+    type: str                 # CycloneDX's patch types: backport, cherry-pick, unofficial, monkey
+    resolves: str | None      # a CVE id
+    what: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vendored:
+    """A third-party library vendored in ember's sources."""
+
+    name: str
+    version: str              # upstream's
+    license: str              # SPDX id
+    upstream: str             # the project's repository
+    directory: str            # under runtime/third_party/
+    debian_source: str
+    debian_version: str
+    tarballs: tuple[tuple[str, str], ...]  # (url, sha256): the upstream tarball, then debian/
+    patches: tuple[VendoredPatch, ...]     # the ones applied, in order
+
+    @property
+    def source_sha256(self) -> str:
+        """The SHA-256 of the upstream source tarball the files were taken from."""
+        return self.tarballs[0][1]
+
+    @property
+    def purl(self) -> str:
+        """The Debian source package the files come from (a package URL)."""
+        version = urllib.parse.quote(self.debian_version, safe="")
+        return f"pkg:deb/debian/{self.debian_source}@{version}?arch=source"
+
+
+def vendored_components(repo: Path) -> tuple[Vendored, ...]:
+    """The third-party libraries ``runtime/third_party/SOURCES.json`` records; none when the
+    repository has no such file."""
+    path = repo / THIRD_PARTY_SOURCES
+    if not path.is_file():
+        return ()
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        out = []
+        for c in doc["components"]:
+            patches = tuple(VendoredPatch(name=p["name"], type=p["type"],
+                                          resolves=p.get("resolves"), what=p["what"])
+                            for p in c["patches"] if p["applied"])
+            out.append(Vendored(
+                name=c["name"], version=c["version"], license=c["license"],
+                upstream=c["upstream"], directory=c["directory"],
+                debian_source=c["debian"]["source"], debian_version=c["debian"]["version"],
+                tarballs=tuple((t["url"], t["sha256"]) for t in c["tarballs"]),
+                patches=patches))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReleaseError(f"{THIRD_PARTY_SOURCES} is not a record of vendored code: {exc!r}",
+                           hint="write it again with scripts/vendor_third_party.sh") from exc
+    for v in out:
+        if not v.tarballs:
+            raise ReleaseError(f"{THIRD_PARTY_SOURCES}: {v.name} names no source tarball",
+                               hint="write it again with scripts/vendor_third_party.sh")
+    return tuple(sorted(out, key=lambda v: v.name.lower()))
 
 
 def source_files(repo: Path, env: Mapping[str, str],
@@ -75,17 +159,53 @@ def _ref(kind: str, name: str) -> str:
     return f"{kind}:{name}"
 
 
+def _sha256(value: str) -> list[dict[str, str]]:
+    return [{"alg": "SHA-256", "content": value}]
+
+
+def _vendored(v: Vendored) -> dict[str, Any]:
+    patches = []
+    for p in v.patches:
+        issue: dict[str, Any] = {"type": "security" if p.resolves else "enhancement",
+                                 "name": p.name, "description": p.what}
+        if p.resolves:
+            issue["id"] = p.resolves
+        patches.append({"type": p.type, "resolves": [issue]})
+    return {
+        "type": "library", "bom-ref": _ref("vendored", f"{v.name}@{v.version}"),
+        "name": v.name, "version": v.version, "scope": "required",
+        "description": f"vendored in runtime/third_party/{v.directory}/, compiled into "
+                       "ember-server",
+        "licenses": [{"license": {"id": v.license}}],
+        "hashes": _sha256(v.source_sha256),
+        "purl": v.purl,
+        "externalReferences": [{"type": "vcs", "url": v.upstream}] + [
+            {"type": "distribution", "url": url, "hashes": _sha256(sha)}
+            for url, sha in v.tarballs],
+        "pedigree": {
+            "notes": f"taken from Debian's source package {v.debian_source} "
+                     f"{v.debian_version}, with the Debian patches that change the vendored "
+                     "files",
+            "patches": patches,
+        },
+        "properties": [{"name": "kiln:debian-version", "value": v.debian_version}],
+    }
+
+
 def cyclonedx(*, project: str, tag: str, commit: str, date: str, repo_url: str,
               sources: Sequence[SourceFile], toolchains: Sequence[Toolchain],
-              assets: Mapping[str, str]) -> str:
-    """The SBOM as JSON text (sorted keys, stable order): ``assets`` maps name to sha256."""
+              assets: Mapping[str, str], vendored: Sequence[Vendored] = ()) -> str:
+    """The SBOM as JSON text (sorted keys, stable order): ``assets`` maps name to sha256;
+    ``vendored`` are the third-party libraries among the sources (``vendored_components``)."""
     root_ref = f"{project}@{tag}"
     components: list[dict[str, Any]] = []
     for f in sorted(sources, key=lambda s: s.path):
         components.append({
             "type": "file", "bom-ref": _ref("source", f.path), "name": f.path,
-            "hashes": [{"alg": "SHA-256", "content": f.sha256}],
+            "hashes": _sha256(f.sha256),
         })
+    for v in sorted(vendored, key=lambda v: (v.name.lower(), v.version)):
+        components.append(_vendored(v))
     for t in sorted(toolchains, key=lambda t: (t.name, t.version)):
         item: dict[str, Any] = {
             "type": "application", "bom-ref": _ref("toolchain", f"{t.name}@{t.version}"),
@@ -120,8 +240,8 @@ def cyclonedx(*, project: str, tag: str, commit: str, date: str, repo_url: str,
         "components": components,
         "dependencies": [
             {"ref": root_ref,
-             "dependsOn": [c["bom-ref"] for c in components if c["type"] == "file"
-                           and c["bom-ref"].startswith("source:")]},
+             "dependsOn": [c["bom-ref"] for c in components
+                          if c["bom-ref"].startswith(("source:", "vendored:"))]},
         ],
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"

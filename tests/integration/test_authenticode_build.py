@@ -43,11 +43,14 @@ EXPECTED_WINDOWS_MEMBERS = (
     "LICENSE",
     "bin/ember-bench.exe",
     "bin/ember-cli.exe",
+    "bin/ember-server.exe",
     "bin/ember.dll",
     "include/ember.h",
     "lib/libember.dll.a",
     "lib/libember_static.a",
     "share/ember/LICENSE",
+    "share/ember/licenses/cJSON.txt",
+    "share/ember/licenses/civetweb.md",
 )
 
 
@@ -186,7 +189,8 @@ def test_every_pe_file_of_the_archive_verifies(windows_build: dict[str, Any],
     with zipfile.ZipFile(archive) as zf:
         zf.extractall(tmp_path)
     pe = ac.pe_files(tmp_path)
-    assert {p.name for p in pe} == {"ember-cli.exe", "ember-bench.exe", "ember.dll"}
+    assert {p.name for p in pe} == {"ember-cli.exe", "ember-bench.exe", "ember-server.exe",
+                                    "ember.dll"}
     for path in pe:
         done = subprocess.run(["osslsigncode", "verify", "-CAfile", str(windows_build["cert"]),
                                "-ignore-cdp", "-in", str(path)], capture_output=True,
@@ -200,12 +204,12 @@ def test_the_wine_verification_checked_the_signatures(windows_build: dict[str, A
     verification = result["verification"]
     assert verification["method"] == "wine" and verification["ok"]
     detail = verification["detail"]
-    assert "3 PE files Authenticode-signed" in detail
+    assert "4 PE files Authenticode-signed" in detail
     assert "ran under wine: 16 ids identical to the host build's" in detail
     (signer,) = ac.signers_in(detail)
     assert signer.throwaway and signer.sha256 == ac.cert_sha256(windows_build["cert"])
     log = Path(result["log"]).read_text()
-    for name in ("ember-cli.exe", "ember-bench.exe", "ember.dll"):
+    for name in ("ember-cli.exe", "ember-bench.exe", "ember-server.exe", "ember.dll"):
         assert f"inspect ok   bin/{name}: authenticode: verifies" in log
 
 

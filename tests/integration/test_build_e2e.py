@@ -163,7 +163,9 @@ def test_archives_and_records(four: dict[str, Any]) -> None:
         info = json.loads(zf.read("ember-b3-bin-win-cpu-x64/BUILD-INFO.json"))
     top = "ember-b3-bin-win-cpu-x64/"
     assert {top + "bin/ember-cli.exe", top + "bin/ember-bench.exe", top + "bin/ember.dll",
-            top + "include/ember.h", top + "LICENSE"} <= names
+            top + "bin/ember-server.exe", top + "share/ember/licenses/civetweb.md",
+            top + "share/ember/licenses/cJSON.txt", top + "include/ember.h",
+            top + "LICENSE"} <= names
     assert info["toolchain"]["zig"] == "0.17.1" and info["target"] == "x86_64-windows-gnu"
     with tarfile.open(out / "ember-b3-bin-macos-arm64.tar.gz") as tar:
         members = {m.name: m for m in tar.getmembers()}

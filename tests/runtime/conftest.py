@@ -2,7 +2,7 @@
 
 The build goes into pytest's cache directory (``.pytest_cache/d/ember-build/<variant>``,
 ignored by git), so a second session only re-runs Ninja. ``EMBER_BUILD_DIR`` points the tests
-at an existing build instead (it must contain ember-cli and the shared library).
+at an existing build instead (it must contain ember-cli, ember-server and the shared library).
 
 Model files: the tiny models are committed under ``tests/runtime/data/tiny``; the SmolLM2
 variants are looked up in ``$EMBER_TEST_MODEL_DIR`` (or ``$EMBER_MODELS``, default
@@ -41,6 +41,13 @@ class EmberBuild:
     bench: Path
     library: Path
     sanitized: bool
+    server: Path | None = None  # ember-server (docs/server.md); None where a test builds none
+
+    def require_server(self) -> Path:
+        """ember-server of this build, or the test fails: every build of runtime/ makes it."""
+        if self.server is None or not self.server.exists():
+            pytest.fail(f"ember-server was not built in {self.dir}")
+        return self.server
 
     def env(self) -> dict[str, str]:
         """Environment for running the tools (sanitizer options when sanitized)."""
@@ -114,7 +121,14 @@ def _build(
         # others wait, then find it up to date.
         with FileLock(str(d) + ".lock"):
             _configure_and_build(d, extra)
-    b = EmberBuild(d, _exe(d, "ember-cli"), _exe(d, "ember-bench"), _shared_library(d), sanitized)
+    b = EmberBuild(
+        d,
+        _exe(d, "ember-cli"),
+        _exe(d, "ember-bench"),
+        _shared_library(d),
+        sanitized,
+        _exe(d, "ember-server"),
+    )
     if not b.cli.exists():
         pytest.fail(f"{b.cli} was not built")
     return b

@@ -21,6 +21,7 @@ from kiln.build.toolchains.recipe import Recipe, VerifySpec
 from kiln.console import Console
 from kiln.errors import CommandFailed, SelectionError
 from kiln.matrix import Entry, Matrix, load_matrix
+from kiln.package.archive import THIRD_PARTY_LICENSES
 from kiln.package.authenticode import CodeSigningKey
 from kiln.package.records import Tool, read_record
 from kiln.plan import Job, make_job
@@ -80,7 +81,8 @@ class FakePrograms:
             stage = Path(args[args.index("--prefix") + 1])
             windows = entry_id.startswith("win-")
             exe = ".exe" if windows else ""
-            files = [f"bin/ember-cli{exe}", f"bin/ember-bench{exe}", "include/ember.h",
+            files = [f"bin/ember-cli{exe}", f"bin/ember-bench{exe}", f"bin/ember-server{exe}",
+                     "include/ember.h", *THIRD_PARTY_LICENSES,
                      "bin/ember.dll" if windows else (
                          "lib/libember.dylib" if entry_id.startswith("macos")
                          else "lib/libember.so")]
@@ -344,7 +346,8 @@ def test_windows_trees_are_signed_before_verification_and_cached_signed(
     summary = go(jobs_for(matrix, "win-cpu-arm64"), fake_repo, tmp_path, matrix)
     assert summary.ok
     signing: FakeSigning = fakes["signing"]
-    assert signing.signed == ["bin/ember-bench.exe", "bin/ember-cli.exe", "bin/ember.dll"]
+    assert signing.signed == ["bin/ember-bench.exe", "bin/ember-cli.exe",
+                              "bin/ember-server.exe", "bin/ember.dll"]
     # the verifier saw the signed files, and the certificate to check them against
     assert inspect.files["bin/ember.dll"].endswith(f"|signed {'c' * 64} 1700000000".encode())
     assert inspect.files["include/ember.h"] == b"win-cpu-arm64:include/ember.h"
@@ -365,7 +368,8 @@ def test_another_certificate_is_another_windows_build(fake_repo: Path, tmp_path:
     by_id = {r.entry_id: r for r in second.results}
     # the cache never hands out a tree signed with the old certificate
     assert not by_id["win-cpu-arm64"].cached
-    assert signing.signed == ["bin/ember-bench.exe", "bin/ember-cli.exe", "bin/ember.dll"]
+    assert signing.signed == ["bin/ember-bench.exe", "bin/ember-cli.exe",
+                              "bin/ember-server.exe", "bin/ember.dll"]
     assert by_id["macos-arm64"].cached  # other entries' keys do not depend on it
     third = go(jobs, fake_repo, tmp_path, matrix)
     assert all(r.cached for r in third.results)

@@ -23,7 +23,13 @@ from kiln.release.notes import (
     notes_context,
     render_notes,
 )
-from kiln.release.sbom import SourceFile, Toolchain, cyclonedx, toolchains_from_records
+from kiln.release.sbom import (
+    SourceFile,
+    Toolchain,
+    cyclonedx,
+    toolchains_from_records,
+    vendored_components,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "release_notes"
@@ -156,6 +162,36 @@ def test_sbom_is_cyclonedx_and_deterministic() -> None:
                      "ember-b42-bin-ubuntu-x64.tar.gz"]
     assert doc["dependencies"][0]["dependsOn"] == ["source:runtime/src/a.c",
                                                    "source:runtime/src/b.c"]
+
+
+def test_sbom_lists_the_vendored_libraries() -> None:
+    """civetweb and cJSON (ember-server's HTTP and JSON) are components of their own: version,
+    licence, the sha256 of the upstream tarball they were taken from, the Debian patches
+    applied, and the root depends on them."""
+    vendored = vendored_components(REPO)
+    assert [v.name for v in vendored] == ["civetweb", "cJSON"]
+    doc = json.loads(cyclonedx(project="ember", tag="b42", commit=COMMIT,
+                               date="2023-11-14T22:13:20Z", repo_url=REPO_URL,
+                               sources=[SourceFile(path="runtime/src/a.c", sha256="a" * 64)],
+                               toolchains=[], assets={}, vendored=vendored))
+    libs = {c["name"]: c for c in doc["components"] if c["type"] == "library"}
+    assert list(libs) == ["civetweb", "cJSON"]
+    civetweb, cjson = libs["civetweb"], libs["cJSON"]
+    assert (civetweb["version"], cjson["version"]) == ("1.16", "1.7.18")
+    assert civetweb["licenses"] == cjson["licenses"] == [{"license": {"id": "MIT"}}]
+    assert civetweb["hashes"] == [{"alg": "SHA-256", "content":
+                                   "41dbfd68cd3b914ce440a5813f21058813b61a972600cc04fb8233a0d2d04fe4"}]
+    assert cjson["hashes"] == [{"alg": "SHA-256", "content":
+                                "3aa806844a03442c00769b83e99970be70fbef03735ff898f4811dd03b9f5ee5"}]
+    assert civetweb["purl"] == "pkg:deb/debian/civetweb@1.16%2Bdfsg-2%2Bdeb13u1?arch=source"
+    assert {"type": "vcs", "url": "https://github.com/civetweb/civetweb"} in \
+        civetweb["externalReferences"]
+    fixed = [i.get("id") for p in civetweb["pedigree"]["patches"] for i in p["resolves"]]
+    assert "CVE-2025-55763" in fixed and "CVE-2025-9648" in fixed
+    assert doc["dependencies"][0]["dependsOn"] == [
+        "source:runtime/src/a.c", "vendored:civetweb@1.16", "vendored:cJSON@1.7.18"]
+    # a repository without the record has no vendored components
+    assert vendored_components(REPO / "kiln") == ()
 
 
 def test_toolchains_come_from_the_records(manifest: ReleaseManifest) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from kiln.errors import BuildError
 from kiln.matrix import load_matrix
-from kiln.package.archive import BuildInfo, package
+from kiln.package.archive import THIRD_PARTY_LICENSES, BuildInfo, package, required_files
 from kiln.plan import Job, make_job
 
 EPOCH = 1_700_000_000
@@ -30,7 +30,10 @@ def make_stage(root: Path, *, windows: bool = False, macos: bool = False,
     stage = root / "stage"
     exe = ".exe" if windows else ""
     files = {f"bin/ember-cli{exe}": b"\x7fELF cli", f"bin/ember-bench{exe}": b"\x7fELF bench",
-             "include/ember.h": b"/* ember */\n"}
+             f"bin/ember-server{exe}": b"\x7fELF server", "include/ember.h": b"/* ember */\n",
+             "share/ember/LICENSE": b"MIT License\n",
+             "share/ember/licenses/civetweb.md": b"civetweb: MIT\n",
+             "share/ember/licenses/cJSON.txt": b"cJSON: MIT\n"}
     if windows:
         files["bin/ember.dll"] = b"MZ dll"
         files["lib/libember.dll.a"] = b"!<arch>\n"
@@ -93,9 +96,12 @@ def test_tar_gz_layout_owner_mode_mtime(tmp_path: Path, repo_root: Path,
     assert names == sorted(names)
     assert f"{top}/bin/ember-cli" in names and f"{top}/LICENSE" in names
     assert f"{top}/BUILD-INFO.json" in names and f"{top}/include/ember.h" in names
+    assert f"{top}/bin/ember-server" in names
+    assert f"{top}/share/ember/licenses/civetweb.md" in names
+    assert f"{top}/share/ember/licenses/cJSON.txt" in names
     for m in members:
         assert (m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, "", "", EPOCH)
-        if m.isdir() or m.name.endswith(("ember-cli", "ember-bench")):
+        if m.isdir() or m.name.endswith(("ember-cli", "ember-bench", "ember-server")):
             assert m.mode == 0o755
         elif m.issym():
             assert m.name.endswith((".so", ".so.0"))
@@ -128,6 +134,8 @@ def test_zip_for_windows(tmp_path: Path, repo_root: Path, license_file: Path) ->
         assert names == sorted(names)
         top = "ember-b42-bin-win-cpu-x64"
         assert f"{top}/bin/ember-cli.exe" in names and f"{top}/bin/ember.dll" in names
+        assert f"{top}/bin/ember-server.exe" in names
+        assert f"{top}/share/ember/licenses/cJSON.txt" in names
         info = json.loads(zf.read(f"{top}/BUILD-INFO.json"))
     assert {i.date_time for i in infos} == {(2023, 11, 14, 22, 13, 20)}
     exe = next(i for i in infos if i.filename.endswith("ember-cli.exe"))
@@ -170,3 +178,31 @@ def test_gzip_stream_is_the_tar(tmp_path: Path, repo_root: Path, license_file: P
         data = gz.read()
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames()[0] == "ember-b42-bin-openeuler-x64"
+
+
+@pytest.mark.parametrize(("entry_id", "exe"), [("ubuntu-x64", ""), ("win-cpu-arm64", ".exe"),
+                                               ("macos-arm64", ""), ("android-arm64", "")])
+def test_every_archive_requires_the_server_and_the_third_party_licences(
+        repo_root: Path, entry_id: str, exe: str) -> None:
+    groups = required_files(job_for(repo_root, entry_id))
+    assert (f"bin/ember-server{exe}",) in groups
+    assert THIRD_PARTY_LICENSES == ("share/ember/licenses/civetweb.md",
+                                    "share/ember/licenses/cJSON.txt")
+    for rel in THIRD_PARTY_LICENSES:
+        assert (rel,) in groups
+
+
+@pytest.mark.parametrize("missing", ["bin/ember-server", "share/ember/licenses/civetweb.md",
+                                     "share/ember/licenses/cJSON.txt"])
+def test_an_archive_without_the_server_or_a_licence_is_refused(
+        tmp_path: Path, repo_root: Path, license_file: Path, missing: str) -> None:
+    job = job_for(repo_root, "ubuntu-x64")
+    stage = make_stage(tmp_path)
+    (stage / missing).unlink()
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(BuildError, match=missing) as err:
+        package(job, stage, dest_dir=dest, info=info_for(job), license_file=license_file,
+                epoch=EPOCH)
+    assert "ember-server" in (err.value.hint or "")
+    assert list(dest.iterdir()) == []

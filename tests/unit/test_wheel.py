@@ -191,6 +191,67 @@ def test_windows_and_macos_libraries(tmp_path: Path) -> None:
     assert "ember/lib/libember.dylib" in [f.name for f in mac]
 
 
+def add_server(stage: Path, os_name: str = "linux", *, licences: bool = True,
+               data: bytes = b"\x7fELF fake server") -> None:
+    name = "ember-server.exe" if os_name == "windows" else "ember-server"
+    (stage / "bin" / name).write_bytes(data)
+    if licences:
+        (stage / "share" / "ember" / "licenses").mkdir(parents=True)
+        (stage / "share" / "ember" / "licenses" / "civetweb.md").write_text("civetweb MIT\n")
+        (stage / "share" / "ember" / "licenses" / "cJSON.txt").write_text("cJSON MIT\n")
+
+
+def test_the_server_its_console_script_and_licences(tmp_path: Path) -> None:
+    stage = fake_stage(tmp_path)
+    add_server(stage)
+    binding = fake_binding(tmp_path)
+    (binding / "bin").mkdir()
+    (binding / "bin" / "ember-server.py").write_text("a developer's leftover\n")
+    files = wheel_files(entry("ubuntu-x64"), stage, binding=binding, build_number=5,
+                        commit=COMMIT)
+    names = [f.name for f in files]
+    d = "ember-0.0.5.dist-info"
+    assert names == ["ember/__init__.py", "ember/bin/ember-server", "ember/lib/libember.so",
+                     f"{d}/LICENSE", f"{d}/METADATA", f"{d}/WHEEL", f"{d}/entry_points.txt",
+                     f"{d}/licenses/cJSON.txt", f"{d}/licenses/civetweb.md", f"{d}/RECORD"]
+    by_name = {f.name: f for f in files}
+    server = by_name["ember/bin/ember-server"]
+    assert server.executable and server.data == b"\x7fELF fake server"
+    assert by_name[f"{d}/entry_points.txt"].data == \
+        b"[console_scripts]\nember-server = ember.server:main\n"
+    assert by_name[f"{d}/licenses/civetweb.md"].data == b"civetweb MIT\n"
+    assert "python -m ember.server" in by_name[f"{d}/METADATA"].data.decode()
+    record = by_name[f"{d}/RECORD"].data.decode()
+    assert "ember/bin/ember-server,sha256=" in record
+
+
+def test_the_windows_server_is_an_exe(tmp_path: Path) -> None:
+    stage = fake_stage(tmp_path, "windows")
+    add_server(stage, "windows", data=b"MZ fake server")
+    names = [f.name for f in wheel_files(entry("win-cpu-x64"), stage,
+                                         binding=fake_binding(tmp_path), build_number=1,
+                                         commit=COMMIT)]
+    assert "ember/bin/ember-server.exe" in names and "ember/bin/ember-server" not in names
+
+
+def test_without_a_server_there_is_no_console_script(tmp_path: Path) -> None:
+    files = wheel_files(entry("ubuntu-x64"), fake_stage(tmp_path),
+                        binding=fake_binding(tmp_path), build_number=1, commit=COMMIT)
+    names = [f.name for f in files]
+    assert not any("ember-server" in n or "entry_points" in n or "/licenses/" in n
+                   for n in names)
+    meta = next(f for f in files if f.name.endswith("/METADATA")).data.decode()
+    assert "ember.server" not in meta
+
+
+def test_a_server_without_its_licences_is_a_build_error(tmp_path: Path) -> None:
+    stage = fake_stage(tmp_path)
+    add_server(stage, licences=False)
+    with pytest.raises(kw.BuildError, match=r"share/ember/licenses/civetweb\.md"):
+        wheel_files(entry("ubuntu-x64"), stage, binding=fake_binding(tmp_path), build_number=1,
+                    commit=COMMIT)
+
+
 def test_no_shared_library_is_a_build_error(tmp_path: Path) -> None:
     stage = fake_stage(tmp_path)
     for p in (stage / "lib").iterdir():
@@ -274,6 +335,13 @@ def test_check_macos() -> None:
     assert not foreign.ok and "delocate" in foreign.detail
     wrong = check_macos(_mac_files(macho(cpu=0x01000007)), target)
     assert not wrong.ok and "architecture x86_64" in wrong.detail
+    # the server is read too, when the wheel has it
+    server = WheelFile(name="ember/bin/ember-server", data=macho(), executable=True)
+    assert check_macos([*_mac_files(macho()), server], target).ok
+    bad = WheelFile(name="ember/bin/ember-server",
+                    data=macho(dylibs=("/opt/homebrew/lib/libomp.dylib",)), executable=True)
+    got = check_macos([*_mac_files(macho()), bad], target)
+    assert not got.ok and "ember-server: needs dylibs outside macOS" in got.detail
 
 
 def test_auditwheel_verdicts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
