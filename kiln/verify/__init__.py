@@ -16,7 +16,11 @@ One module per method in ``kiln/verify/`` behind the ``Verifier`` protocol, regi
 Every run-based method inspects first, then runs ``ember-cli -m MODEL -p PROMPT -n N --temp 0
 --json`` on the small model named in ``recipes/verify.yaml`` and compares ``generated_ids``
 with the host build's (the reference entry, ``ubuntu-x64``): s390x is big-endian, and the
-same little-endian GGUF must give the same tokens everywhere.
+same little-endian GGUF must give the same tokens everywhere. Then the build's ember-server
+runs behind the same emulator (``kiln.verify.server``: ``--port 0``, ``GET /health``, one
+greedy completion of the same prompt whose tokens must be ember-cli's, SIGTERM), and inspection
+requires every file an archive requires (``kiln.package.archive.required_files``), ember-server
+included.
 
 ``kiln.verify.floors`` (imported by its own name, not re-exported here) measures an archive's
 compatibility floors from its binaries (glibc and GLIBCXX symbol versions, macOS minos, PE

@@ -25,6 +25,11 @@ tests feed them fakes. What is checked, per file in bin/ and lib/:
 - HIP entries: likewise, the one code-object bundle holds exactly the entry's gfx targets
   and no ROCm library is needed at link time (``libamdhip64`` is opened at run time);
 - and for every file of the tree: no absolute path of the build host inside.
+
+Before those, the tree must hold every file an archive requires (``check_required``):
+``kiln.package.archive.required_files`` is the one list (ember-cli, ember-bench, ember-server,
+the header, the library, the third-party licences), so an entry that is only inspected fails
+on a missing tool as the run-based ones do, and as packaging would refuse it later.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from kiln.build.toolchains import cuda_device, hip
 from kiln.build.toolchains.recipe import VerifySpec
 from kiln.errors import IntegrityError
 from kiln.matrix import Entry
+from kiln.package.archive import required_files
 from kiln.package.authenticode import Signer, cert_sha256, signer_note, verify_pe
 from kiln.package.macho import macho_facts, read_code_signature
 from kiln.run import install_hint
@@ -54,6 +60,7 @@ __all__ = [
     "check_hip_device_code",
     "check_host_paths",
     "check_pe_signature",
+    "check_required",
     "compact",
     "glibc_max",
     "inspect_first",
@@ -345,6 +352,17 @@ def check_hip_device_code(scanned: Sequence[tuple[str, hip.BundleScan]], entry: 
                                  [rel for rel, _ in carriers], entry, driver_named)
 
 
+def check_required(stage: Path, groups: Sequence[Sequence[str]]) -> Check:
+    """Every group of ``required_files`` has a file in ``stage`` (a group lists alternatives)."""
+    missing = [" or ".join(g) for g in groups if not any((stage / p).is_file() for p in g)]
+    if missing:
+        return Check(name="required files", ok=False,
+                     detail=f"the tree lacks {', '.join(missing)} (ember's CMake install() "
+                            "rules install them; kiln/package/archive.py: required_files)")
+    return Check(name="required files", ok=True,
+                 detail=", ".join(next(p for p in g if (stage / p).is_file()) for g in groups))
+
+
 def check_host_paths(files: Iterable[tuple[str, bytes]], host_paths: Sequence[str]) -> Check:
     """No absolute path of the build host in any file (UTF-8 or UTF-16LE, as PE strings)."""
     needles = []
@@ -383,6 +401,7 @@ def inspect_stage(ctx: VerifyContext) -> list[Check]:
     driver_named: list[str] = []
     opencl_bins: list[opencl_checks.OpenclBinary] = []
     driver = GPU_DRIVER.get((entry.backend, entry.os), "")
+    checks.append(check_required(ctx.stage, required_files(ctx.job)))
     for path in files:
         rel = path.relative_to(ctx.stage).as_posix()
         if not rel.startswith(("bin/", "lib/")):
@@ -461,6 +480,12 @@ def summarize(checks: Sequence[Check], entry: Entry) -> Check:
         if len(crt) > 1:  # the Universal CRT's API sets, one name for all of them
             linked = [f"api-ms-win-crt-*.dll ({len(crt)})"] + [x for x in linked if x not in crt]
         facts += "; links only " + (", ".join(linked) or "nothing")
+    required = next((c for c in checks if c.name == "required files"), None)
+    if required is not None:  # the tools by name, the rest (header, library, licences) counted
+        present = required.detail.split(", ")
+        tools = [p for p in present if p.startswith("bin/ember-")]
+        facts += (f"; has {', '.join(tools)} and the {len(present) - len(tools)} other "
+                  "required files")
     return Check(name="inspect", ok=True, detail=facts)
 
 

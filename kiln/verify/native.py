@@ -24,6 +24,7 @@ from kiln.verify.base import (
     unicode_check,
 )
 from kiln.verify.inspect import inspect_first
+from kiln.verify.server import server_check
 
 __all__ = ["NativeVerifier"]
 
@@ -53,5 +54,8 @@ class NativeVerifier:
                 out.append(check)
                 out.append(unicode_check(ctx, how="ran natively", prefix=(), exe=exe,
                                          model=model, env=ctx.env))
+                out.append(server_check(ctx, how="ran natively", prefix=(),
+                                        exe=exe.with_name(exe_name(entry, "ember-server")),
+                                        model_arg=str(model), env=ctx.env, cli_ids=ids))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)

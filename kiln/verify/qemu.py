@@ -4,7 +4,9 @@ binfmt is not registered on the build host, so kiln calls ``qemu-<arch>`` explic
 builds get ``-L <Debian cross sysroot>`` (``/usr/aarch64-linux-gnu``, ``/usr/s390x-linux-gnu``)
 for the dynamic loader and libc; static musl builds (Android) need nothing. s390x is
 big-endian: the same little-endian GGUF must give the same ids as the host build. A second
-run gives a non-ASCII prompt and model path (``unicode_check``).
+run gives a non-ASCII prompt and model path (``unicode_check``); then the build's ember-server
+runs under the same qemu (sockets are the host's) and must give ember-cli's tokens over HTTP
+(``kiln.verify.server.server_check``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from kiln.verify.base import (
     unicode_check,
 )
 from kiln.verify.inspect import inspect_first
+from kiln.verify.server import server_check
 
 __all__ = ["QemuVerifier"]
 
@@ -74,5 +77,8 @@ class QemuVerifier:
             out.append(check)
             out.append(unicode_check(ctx, how=f"ran under {q.program}", prefix=prefix, exe=exe,
                                      model=model, env=ctx.env))
+            out.append(server_check(ctx, how=f"ran under {q.program}", prefix=prefix,
+                                    exe=exe.with_name(exe_name(entry, "ember-server")),
+                                    model_arg=str(model), env=ctx.env, cli_ids=ids))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)

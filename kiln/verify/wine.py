@@ -11,6 +11,10 @@ non-ASCII folder (``unicode_check``): a Windows program that reads its arguments
 ANSI code page gets '?' for them. Wine builds the UTF-16 command line from the Unix one with
 the locale's charset, so wine runs under ``LC_ALL=C.UTF-8``.
 
+The server check (``kiln.verify.server.server_check``) then runs ember-server.exe under the same
+wine, with ``--port 0``, asks it over HTTP for ember-cli's tokens, stops it and ends what the
+prefix still runs with ``wineserver -k``.
+
 Before running anything, ``inspect_first`` checks the Authenticode signature of every .exe and
 .dll (``kiln.verify.inspect.check_pe_signature``), so an unsigned or altered file fails.
 """
@@ -36,6 +40,7 @@ from kiln.verify.base import (
     unicode_check,
 )
 from kiln.verify.inspect import inspect_first, signature_needs
+from kiln.verify.server import server_check
 
 __all__ = ["WineVerifier", "windows_path"]
 
@@ -50,7 +55,10 @@ class WineVerifier:
 
     def needs(self, entry: Entry, spec: VerifySpec) -> Sequence[ToolNeed]:
         # inspect_first checks the Authenticode signatures (osslsigncode) before the run
-        return (ToolNeed(program="wine", hint=install_hint("wine")), *signature_needs(entry))
+        # wineserver: ends what the server check leaves running in the prefix
+        return (ToolNeed(program="wine", hint=install_hint("wine")),
+                ToolNeed(program="wineserver", hint=install_hint("wine")),
+                *signature_needs(entry))
 
     def verify(self, ctx: VerifyContext) -> VerifyReport:
         entry = ctx.entry
@@ -83,5 +91,14 @@ class WineVerifier:
                 out.append(unicode_check(ctx, how="ran under wine", prefix=[wine], exe=exe,
                                          model=model, env=env, cwd=exe.parent,
                                          path_arg=windows_path))
+                # SIGTERM reaches the Unix processes, not the program's console handler: the
+                # exit status is not the contract's, and wineserver -k ends what the prefix
+                # still runs (this verifier holds the prefix's lock)
+                wineserver = require_tool("wineserver", path=ctx.env.get("PATH"))
+                out.append(server_check(ctx, how="ran under wine", prefix=[wine],
+                                        exe=exe.with_name(exe_name(entry, "ember-server")),
+                                        model_arg=windows_path(model), env=env,
+                                        cli_ids=ids, cwd=exe.parent,
+                                        cleanup=[wineserver, "-k"], exit_zero=False))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)
