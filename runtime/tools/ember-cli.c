@@ -138,22 +138,6 @@ static int parse_u64(const char *flag, const char *s, uint64_t *out) {
     return 0;
 }
 
-/* 1 if name is "auto" or one of the library's ember_backends() ("cpu, cuda") */
-static int backend_built_in(const char *name) {
-    if (!strcmp(name, "auto")) return 1;
-    const char *list = ember_backends();
-    size_t n = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == n && !strncmp(p, name, n)) return 1;
-        if (!end) break;
-        p = end + 1;
-        while (*p == ' ') p++;
-    }
-    return 0;
-}
-
 /* 0 ok, 1 help/version printed, -1 error */
 static int parse_args(int argc, char **argv, options *o) {
     memset(o, 0, sizeof *o);

@@ -277,21 +277,6 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
     return 0;
 }
 
-static int backend_built_in(const char *name) {
-    if (!strcmp(name, "auto")) return 1;
-    const char *list = ember_backends();
-    size_t n = strlen(name);
-    for (const char *p = list; *p;) {
-        const char *end = strchr(p, ',');
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (len == n && !strncmp(p, name, n)) return 1;
-        if (!end) break;
-        p = end + 1;
-        while (*p == ' ') p++;
-    }
-    return 0;
-}
-
 static int template_by_name(const char *name) {
     for (int i = 0; i < TPL_COUNT; i++)
         if (!strcmp(name, TEMPLATE_NAMES[i])) return i;
@@ -387,34 +372,26 @@ typedef struct chat_msg { const char *role; const char *content; } chat_msg;
 /* Renders the messages (roles already checked: system, user, assistant) into out. */
 static int template_render(int tpl, const chat_msg *m, size_t n, sbuf *out) {
     int rc = 0;
-    if (tpl == TPL_CHATML) {
+    /* the families that frame every message the same way: BEFORE role AFTER_ROLE content END,
+     * then the assistant's opening */
+    static const struct { int tpl; const char *before, *after_role, *end, *assistant; } framed[] = {
+        {TPL_CHATML, "<|im_start|>", "\n", "<|im_end|>\n", "<|im_start|>assistant\n"},
+        {TPL_LLAMA3, "<|start_header_id|>", "<|end_header_id|>\n\n", "<|eot_id|>",
+         "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+        {TPL_PHI3, "<|", "|>\n", "<|end|>\n", "<|assistant|>\n"},
+    };
+    for (size_t f = 0; f < sizeof framed / sizeof framed[0]; f++) {
+        if (framed[f].tpl != tpl) continue;
         for (size_t i = 0; i < n; i++) {
-            rc |= sbuf_adds(out, "<|im_start|>");
+            rc |= sbuf_adds(out, framed[f].before);
             rc |= sbuf_adds(out, m[i].role);
-            rc |= sbuf_adds(out, "\n");
+            rc |= sbuf_adds(out, framed[f].after_role);
             rc |= sbuf_adds(out, m[i].content);
-            rc |= sbuf_adds(out, "<|im_end|>\n");
+            rc |= sbuf_adds(out, framed[f].end);
         }
-        rc |= sbuf_adds(out, "<|im_start|>assistant\n");
-    } else if (tpl == TPL_LLAMA3) {
-        for (size_t i = 0; i < n; i++) {
-            rc |= sbuf_adds(out, "<|start_header_id|>");
-            rc |= sbuf_adds(out, m[i].role);
-            rc |= sbuf_adds(out, "<|end_header_id|>\n\n");
-            rc |= sbuf_adds(out, m[i].content);
-            rc |= sbuf_adds(out, "<|eot_id|>");
-        }
-        rc |= sbuf_adds(out, "<|start_header_id|>assistant<|end_header_id|>\n\n");
-    } else if (tpl == TPL_PHI3) {
-        for (size_t i = 0; i < n; i++) {
-            rc |= sbuf_adds(out, "<|");
-            rc |= sbuf_adds(out, m[i].role);
-            rc |= sbuf_adds(out, "|>\n");
-            rc |= sbuf_adds(out, m[i].content);
-            rc |= sbuf_adds(out, "<|end|>\n");
-        }
-        rc |= sbuf_adds(out, "<|assistant|>\n");
-    } else {
+        return rc | sbuf_adds(out, framed[f].assistant);
+    }
+    {
         /* mistral and gemma: the system messages join the first user turn */
         sbuf sys = {NULL, 0, 0};
         int have_user = 0;

@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ember.h"
+
 #if defined(_WIN32)
 #include <windows.h>
 #include <wchar.h>
@@ -187,5 +189,21 @@ static inline int utf8_argv(const char *prog, char ***out) {
     return argc;
 }
 #endif
+
+/* 1 if name is "auto" or one of the library's ember_backends() ("cpu, cuda") */
+static inline int backend_built_in(const char *name) {
+    if (!strcmp(name, "auto")) return 1;
+    const char *list = ember_backends();
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return 1;
+        if (!end) break;
+        p = end + 1;
+        while (*p == ' ') p++;
+    }
+    return 0;
+}
 
 #endif
