@@ -3,12 +3,15 @@
 ``kiln build`` stages each entry (``bin/``, ``lib/``, ``include/``), packages the tarball, then
 calls ``build_wheel`` on the same staged tree: nothing is compiled a second time. A wheel holds
 
-- ``ember/``: the binding (``runtime/python/ember``) and ``ember/lib/<library>`` (the file the
-  binding looks for first: ``libember.so``, ``libember.dylib`` or ``ember.dll``);
+- ``ember/``: the binding (``runtime/python/ember``) and the shared library under the name and
+  in the folder the archives have it, which is where the tools look for it:
+  ``ember/lib/libember.so.0``, ``ember/lib/libember.0.dylib``, ``ember/bin/ember.dll``;
 - ``ember/bin/ember-server`` (``.exe`` on Windows), the OpenAI-compatible HTTP server
-  (docs/server.md), when the staged tree has it (``kiln build``'s always do): ember linked in
-  statically, so it needs no library beside it; ``python -m ember.server ARGS`` and the
-  console script ``ember-server`` run it (``runtime/python/ember/server.py``);
+  (docs/server.md), when the staged tree has it (``kiln build``'s always do). It is linked
+  against that library (so a GPU build's device code is in the wheel once) and finds it as it
+  does in an archive (``$ORIGIN/../lib``, ``@executable_path/../lib``, its own folder);
+  ``python -m ember.server ARGS`` and the console script ``ember-server`` run it
+  (``runtime/python/ember/server.py``);
 - ``ember-<version>.dist-info/``: ``METADATA``, ``WHEEL``, ``LICENSE``, with the server
   ``entry_points.txt`` and ``licenses/`` (the licences of civetweb and cJSON, which the server
   is built from), and ``RECORD``.
@@ -128,11 +131,13 @@ WHEEL_ARCH = {
     ("windows", "aarch64"): "arm64",
 }
 # Where the staged tree holds the shared library (first existing wins; links are followed),
-# and the name it has inside the wheel (the first name the binding looks for).
+# and where it goes in the wheel: the folder below ember/ and the name the tools are linked
+# against (its SONAME, install name or DLL name), as in the archives, so that ember-server finds
+# it. The binding looks in ember/lib/ and ember/bin/ for any of these names.
 LIBRARY = {
-    "linux": (("lib/libember.so", "lib/libember.so.0"), "libember.so"),
-    "macos": (("lib/libember.dylib", "lib/libember.0.dylib"), "libember.dylib"),
-    "windows": (("bin/ember.dll", "lib/ember.dll"), "ember.dll"),
+    "linux": (("lib/libember.so.0", "lib/libember.so"), "lib", "libember.so.0"),
+    "macos": (("lib/libember.0.dylib", "lib/libember.dylib"), "lib", "libember.0.dylib"),
+    "windows": (("bin/ember.dll", "lib/ember.dll"), "bin", "ember.dll"),
 }
 # The server in the staged tree (bin/) and in the wheel (ember/bin/), and the console script
 # that runs it.
@@ -215,7 +220,8 @@ class WheelTarget:
     platform_tags: tuple[str, ...]   # the first is the one that is checked
     variant: str | None
     library_sources: tuple[str, ...]  # candidates in the staged tree
-    library_name: str                # file name in ember/lib/
+    library_dir: str                 # folder below ember/: "lib" or "bin"
+    library_name: str                # file name in it
     checker: str                     # "auditwheel" | "delvewheel" | "inspect"
     macos_min: tuple[int, int] | None = None
 
@@ -258,9 +264,10 @@ def wheel_target(entry: Entry) -> WheelTarget | None:
         tags = (f"macosx_{macos_min[0]}_{macos_min[1]}_{WHEEL_ARCH[(entry.os, entry.arch)]}",)
     else:
         tags = (f"win_{WHEEL_ARCH[(entry.os, entry.arch)]}",)
-    sources, name = LIBRARY[entry.os]
+    sources, folder, name = LIBRARY[entry.os]
     return WheelTarget(entry_id=entry.id, os=entry.os, arch=entry.arch, platform_tags=tags,
-                       variant=variant(entry), library_sources=sources, library_name=name,
+                       variant=variant(entry), library_sources=sources, library_dir=folder,
+                       library_name=name,
                        checker=CHECKER[entry.os], macos_min=macos_min)
 
 
@@ -453,7 +460,7 @@ def wheel_files(entry: Entry, staged: Path, *, binding: Path, build_number: int,
     version = wheel_version(build_number, target.variant)
     dist_info = f"{DIST_NAME}-{version}.dist-info"
     files = [WheelFile(name=name, data=data) for name, data in _binding_files(binding)]
-    files.append(WheelFile(name=f"{IMPORT_NAME}/lib/{target.library_name}",
+    files.append(WheelFile(name=f"{IMPORT_NAME}/{target.library_dir}/{target.library_name}",
                            data=_library(staged, target).read_bytes(), executable=True))
     server = _server_files(staged, target, dist_info)
     files.extend(server)

@@ -210,7 +210,7 @@ def test_wheel_bytes_do_not_depend_on_time_or_place(stage_cache: Path, tmp_path:
         names = zf.namelist()
         assert names[-1].endswith(".dist-info/RECORD")
         assert {i.date_time for i in zf.infolist()} == {(2026, 1, 2, 3, 4, 4)}
-        lib = zf.getinfo("ember/lib/libember.so")
+        lib = zf.getinfo("ember/lib/libember.so.0")
         assert lib.external_attr >> 16 == 0o100755
         assert zf.read("ember/__init__.py") == (BINDING / "__init__.py").read_bytes()
 
@@ -239,7 +239,7 @@ def test_windows_wheel_passes_delvewheel(entry_id: str, tag: str, stage_cache: P
     record = read_record(wheel.with_name(wheel.name + ".json"))
     assert record.verification.method == "delvewheel" and record.verification.ok
     with zipfile.ZipFile(wheel) as zf:
-        assert "ember/lib/ember.dll" in zf.namelist()
+        assert "ember/bin/ember.dll" in zf.namelist()
 
 
 @pytest.mark.parametrize(("entry_id", "tag", "minos"), [

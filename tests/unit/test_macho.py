@@ -57,7 +57,7 @@ def test_the_wheel_check_sees_an_upward_dylib_outside_macos() -> None:
     repo = Path(__file__).resolve().parents[2]
     target = wheel_target(load_matrix(repo / "matrix").get("macos-x64"))
     assert target is not None
-    check = check_macos([WheelFile(name="ember/lib/libember.dylib", data=LIB,
+    check = check_macos([WheelFile(name="ember/lib/libember.0.dylib", data=LIB,
                                    executable=True)], target)
     assert not check.ok and "/opt/homebrew/lib/libomp.dylib" in check.detail
 

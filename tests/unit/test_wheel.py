@@ -139,7 +139,8 @@ def fake_stage(root: Path, os_name: str = "linux") -> Path:
         (stage / "bin" / "ember.dll").write_bytes(b"MZ fake dll")
     elif os_name == "macos":
         (stage / "lib" / "libember.0.1.0.dylib").write_bytes(macho())
-        (stage / "lib" / "libember.dylib").symlink_to("libember.0.1.0.dylib")
+        (stage / "lib" / "libember.0.dylib").symlink_to("libember.0.1.0.dylib")
+        (stage / "lib" / "libember.dylib").symlink_to("libember.0.dylib")
     else:
         (stage / "lib" / "libember.so.0.1.0").write_bytes(b"\x7fELF fake library")
         (stage / "lib" / "libember.so.0").symlink_to("libember.so.0.1.0")
@@ -161,12 +162,12 @@ def test_wheel_files_layout_and_record(tmp_path: Path) -> None:
     files = wheel_files(entry("ubuntu-x64"), fake_stage(tmp_path), binding=fake_binding(tmp_path),
                         build_number=5, commit=COMMIT)
     names = [f.name for f in files]
-    assert names == ["ember/__init__.py", "ember/lib/libember.so",
+    assert names == ["ember/__init__.py", "ember/lib/libember.so.0",
                      "ember-0.0.5.dist-info/LICENSE", "ember-0.0.5.dist-info/METADATA",
                      "ember-0.0.5.dist-info/WHEEL", "ember-0.0.5.dist-info/RECORD"]
     by_name = {f.name: f for f in files}
-    assert by_name["ember/lib/libember.so"].data == b"\x7fELF fake library"
-    assert by_name["ember/lib/libember.so"].executable
+    assert by_name["ember/lib/libember.so.0"].data == b"\x7fELF fake library"
+    assert by_name["ember/lib/libember.so.0"].executable
     wheel_meta = by_name["ember-0.0.5.dist-info/WHEEL"].data.decode()
     assert "Root-Is-Purelib: false" in wheel_meta
     assert "Tag: py3-none-manylinux_2_17_x86_64\nTag: py3-none-manylinux2014_x86_64" in wheel_meta
@@ -185,10 +186,12 @@ def test_wheel_files_layout_and_record(tmp_path: Path) -> None:
 def test_windows_and_macos_libraries(tmp_path: Path) -> None:
     win = wheel_files(entry("win-cpu-arm64"), fake_stage(tmp_path / "w", "windows"),
                       binding=fake_binding(tmp_path / "w"), build_number=1, commit=COMMIT)
-    assert "ember/lib/ember.dll" in [f.name for f in win]
+    # the DLL beside ember-server.exe (Windows looks for a DLL in the program's folder)
+    assert "ember/bin/ember.dll" in [f.name for f in win]
     mac = wheel_files(entry("macos-x64"), fake_stage(tmp_path / "m", "macos"),
                       binding=fake_binding(tmp_path / "m"), build_number=1, commit=COMMIT)
-    assert "ember/lib/libember.dylib" in [f.name for f in mac]
+    # the install name ember-server is linked against, where @executable_path/../lib finds it
+    assert "ember/lib/libember.0.dylib" in [f.name for f in mac]
 
 
 def add_server(stage: Path, os_name: str = "linux", *, licences: bool = True,
@@ -211,7 +214,7 @@ def test_the_server_its_console_script_and_licences(tmp_path: Path) -> None:
                         commit=COMMIT)
     names = [f.name for f in files]
     d = "ember-0.0.5.dist-info"
-    assert names == ["ember/__init__.py", "ember/bin/ember-server", "ember/lib/libember.so",
+    assert names == ["ember/__init__.py", "ember/bin/ember-server", "ember/lib/libember.so.0",
                      f"{d}/LICENSE", f"{d}/METADATA", f"{d}/WHEEL", f"{d}/entry_points.txt",
                      f"{d}/licenses/cJSON.txt", f"{d}/licenses/civetweb.md", f"{d}/RECORD"]
     by_name = {f.name: f for f in files}
@@ -322,7 +325,7 @@ def test_read_macho() -> None:
 
 
 def _mac_files(data: bytes) -> list[WheelFile]:
-    return [WheelFile(name="ember/lib/libember.dylib", data=data, executable=True)]
+    return [WheelFile(name="ember/lib/libember.0.dylib", data=data, executable=True)]
 
 
 def test_check_macos() -> None:

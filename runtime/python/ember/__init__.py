@@ -1,11 +1,12 @@
 """Python binding of ember, the C11 GGUF inference runtime, through ctypes.
 
 No compiler is needed: the package loads the shared library (``libember.so``,
-``libember.dylib`` or ``ember.dll``) from, in order,
+``libember.so.0``, ``libember.dylib``, ``libember.0.dylib`` or ``ember.dll``) from, in order,
 
 1. the file named by the ``EMBER_LIBRARY`` environment variable,
-2. ``ember/lib/`` next to this file (where wheels put it),
-3. the directory of this file.
+2. ``ember/lib/`` next to this file (where wheels put it on Linux and macOS),
+3. ``ember/bin/`` (where wheels put ``ember.dll``, beside ``ember-server.exe``),
+4. the directory of this file.
 
 Example::
 
@@ -64,7 +65,7 @@ def library_path() -> Path:
         if not p.is_file():
             raise EmberError(f"EMBER_LIBRARY={env} does not name a file")
         return p
-    for folder in (_HERE / "lib", _HERE):
+    for folder in (_HERE / "lib", _HERE / "bin", _HERE):
         for name in _library_names():
             if (folder / name).is_file():
                 return folder / name

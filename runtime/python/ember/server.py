@@ -6,8 +6,9 @@ carries in ``ember/bin/``::
 
 Every argument goes to the server unchanged. The program is, in order, the file named by the
 ``EMBER_SERVER`` environment variable, or ``ember/bin/ember-server`` (``ember-server.exe`` on
-Windows) next to this file. It has ember linked in statically: it needs neither this package's
-shared library nor ctypes.
+Windows) next to this file. It is linked against this package's shared library, which the wheel
+puts where the program looks for it (``ember/lib/``, or beside it on Windows); it needs no
+ctypes.
 
 On Linux and macOS this process becomes the server (``os.execv``): its signals (SIGINT,
 SIGTERM), exit status and output are the server's own. Windows has no exec: the server runs as
