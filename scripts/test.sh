@@ -23,4 +23,4 @@ if [[ -z "${KILN_TEST_NO_PEER:-}" ]]; then
 fi
 export EMBER_TEST_MODEL_DIR="${EMBER_TEST_MODEL_DIR:-${EMBER_MODELS:-$HOME/.cache/ember/models}}"
 echo "== pytest"
-python -m pytest -n "${KILN_TEST_JOBS:-auto}" --dist loadgroup "$@"
+python -m pytest -n "${KILN_TEST_JOBS:-auto}" --dist loadgroup --durations=25 "$@"
