@@ -369,6 +369,66 @@ static int template_detect(const char *t) {
 
 typedef struct chat_msg { const char *role; const char *content; } chat_msg;
 
+/* Mistral and Gemma: no system turn, so the system messages join the first user turn (or make
+ * the one user turn when there is none). */
+static int render_system_joined(int tpl, const chat_msg *m, size_t n, sbuf *out) {
+    int rc = 0;
+    sbuf sys = {NULL, 0, 0};
+    int have_user = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(m[i].role, "system")) {
+            if (sys.n) rc |= sbuf_adds(&sys, "\n\n");
+            rc |= sbuf_adds(&sys, m[i].content);
+        } else if (!strcmp(m[i].role, "user")) {
+            have_user = 1;
+        }
+    int sys_done = sys.n == 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *role = m[i].role;
+        if (!strcmp(role, "system")) continue;
+        int user = !strcmp(role, "user");
+        if (tpl == TPL_MISTRAL) {
+            if (user) {
+                rc |= sbuf_adds(out, "[INST] ");
+                if (!sys_done) {
+                    rc |= sbuf_add(out, sys.p, sys.n);
+                    rc |= sbuf_adds(out, "\n\n");
+                    sys_done = 1;
+                }
+                rc |= sbuf_adds(out, m[i].content);
+                rc |= sbuf_adds(out, " [/INST]");
+            } else {
+                rc |= sbuf_adds(out, m[i].content);
+                rc |= sbuf_adds(out, "</s>");
+            }
+        } else {
+            rc |= sbuf_adds(out, user ? "<start_of_turn>user\n" : "<start_of_turn>model\n");
+            if (user && !sys_done) {
+                rc |= sbuf_add(out, sys.p, sys.n);
+                rc |= sbuf_adds(out, "\n\n");
+                sys_done = 1;
+            }
+            rc |= sbuf_adds(out, m[i].content);
+            rc |= sbuf_adds(out, "<end_of_turn>\n");
+        }
+    }
+    if (!have_user && !sys_done && !rc) {
+        /* only system messages: they make the one user turn */
+        if (tpl == TPL_MISTRAL) {
+            rc |= sbuf_adds(out, "[INST] ");
+            rc |= sbuf_add(out, sys.p, sys.n);
+            rc |= sbuf_adds(out, " [/INST]");
+        } else {
+            rc |= sbuf_adds(out, "<start_of_turn>user\n");
+            rc |= sbuf_add(out, sys.p, sys.n);
+            rc |= sbuf_adds(out, "<end_of_turn>\n");
+        }
+    }
+    if (tpl == TPL_GEMMA) rc |= sbuf_adds(out, "<start_of_turn>model\n");
+    sbuf_free(&sys);
+    return rc ? -1 : 0;
+}
+
 /* Renders the messages (roles already checked: system, user, assistant) into out. */
 static int template_render(int tpl, const chat_msg *m, size_t n, sbuf *out) {
     int rc = 0;
@@ -389,65 +449,10 @@ static int template_render(int tpl, const chat_msg *m, size_t n, sbuf *out) {
             rc |= sbuf_adds(out, m[i].content);
             rc |= sbuf_adds(out, framed[f].end);
         }
-        return rc | sbuf_adds(out, framed[f].assistant);
+        rc |= sbuf_adds(out, framed[f].assistant);
+        return rc ? -1 : 0;
     }
-    {
-        /* mistral and gemma: the system messages join the first user turn */
-        sbuf sys = {NULL, 0, 0};
-        int have_user = 0;
-        for (size_t i = 0; i < n; i++)
-            if (!strcmp(m[i].role, "system")) {
-                if (sys.n) rc |= sbuf_adds(&sys, "\n\n");
-                rc |= sbuf_adds(&sys, m[i].content);
-            } else if (!strcmp(m[i].role, "user")) {
-                have_user = 1;
-            }
-        int sys_done = sys.n == 0;
-        for (size_t i = 0; i < n && !rc; i++) {
-            const char *role = m[i].role;
-            if (!strcmp(role, "system")) continue;
-            int user = !strcmp(role, "user");
-            if (tpl == TPL_MISTRAL) {
-                if (user) {
-                    rc |= sbuf_adds(out, "[INST] ");
-                    if (!sys_done) {
-                        rc |= sbuf_add(out, sys.p, sys.n);
-                        rc |= sbuf_adds(out, "\n\n");
-                        sys_done = 1;
-                    }
-                    rc |= sbuf_adds(out, m[i].content);
-                    rc |= sbuf_adds(out, " [/INST]");
-                } else {
-                    rc |= sbuf_adds(out, m[i].content);
-                    rc |= sbuf_adds(out, "</s>");
-                }
-            } else {
-                rc |= sbuf_adds(out, user ? "<start_of_turn>user\n" : "<start_of_turn>model\n");
-                if (user && !sys_done) {
-                    rc |= sbuf_add(out, sys.p, sys.n);
-                    rc |= sbuf_adds(out, "\n\n");
-                    sys_done = 1;
-                }
-                rc |= sbuf_adds(out, m[i].content);
-                rc |= sbuf_adds(out, "<end_of_turn>\n");
-            }
-        }
-        if (!have_user && !sys_done && !rc) {
-            /* only system messages: they make the one user turn */
-            if (tpl == TPL_MISTRAL) {
-                rc |= sbuf_adds(out, "[INST] ");
-                rc |= sbuf_add(out, sys.p, sys.n);
-                rc |= sbuf_adds(out, " [/INST]");
-            } else {
-                rc |= sbuf_adds(out, "<start_of_turn>user\n");
-                rc |= sbuf_add(out, sys.p, sys.n);
-                rc |= sbuf_adds(out, "<end_of_turn>\n");
-            }
-        }
-        if (tpl == TPL_GEMMA) rc |= sbuf_adds(out, "<start_of_turn>model\n");
-        sbuf_free(&sys);
-    }
-    return rc ? -1 : 0;
+    return render_system_joined(tpl, m, n, out);
 }
 
 /* ---- requests and slots ------------------------------------------------------------------ */
