@@ -49,12 +49,21 @@ class Job:
         return out
 
 
-def artifact_name(entry: Entry, build_number: int) -> str:
-    """``ember-b<N>-bin-<id>.tar.gz`` (``.zip`` for Windows), llama.cpp's naming."""
-    return f"ember-b{build_number}-bin-{entry.id}.{entry.archive}"
+# The project whose names a caller gets when it passes none: the one at this checkout's root
+# (kiln.toml); a project elsewhere passes its own (kiln/project.py).
+DEFAULT_NAME = "ember"
+DEFAULT_ARCHIVE = "{name}-b{build}-bin-{id}"
 
 
-def make_job(entry: Entry, build_number: int) -> Job:
+def artifact_name(entry: Entry, build_number: int, *, name: str = DEFAULT_NAME,
+                  archive: str = DEFAULT_ARCHIVE) -> str:
+    """The project's archive pattern filled in, plus ``.tar.gz`` (``.zip`` for Windows):
+    ``<name>-b<N>-bin-<id>.tar.gz`` by default, llama.cpp's naming."""
+    return f"{archive.format(name=name, build=build_number, id=entry.id)}.{entry.archive}"
+
+
+def make_job(entry: Entry, build_number: int, *, name: str = DEFAULT_NAME,
+             archive: str = DEFAULT_ARCHIVE) -> Job:
     options: dict[str, str] = {}
     # The backend's CMake option, compiler names: the catalogue's (kiln/matrix/catalogue.py). zig
     # builds every host side made here; ci-only entries name the vendor compiler their CI job
@@ -70,7 +79,8 @@ def make_job(entry: Entry, build_number: int) -> Job:
         toolchain = f"zig cc ({entry.zig_target})" + (f" + {device}" if device else "")
     else:
         toolchain = (b.ci_toolchain or "zig cc").format(version=entry.backend_version)
-    return Job(entry=entry, build_number=build_number, artifact=artifact_name(entry, build_number),
+    return Job(entry=entry, build_number=build_number,
+               artifact=artifact_name(entry, build_number, name=name, archive=archive),
                target=entry.zig_target, toolchain=toolchain,
                cmake_options=tuple(sorted(options.items())), verify=entry.verify)
 
@@ -156,10 +166,11 @@ def select(matrix: Matrix, selectors: Sequence[str] = (), *, include_disabled: b
 
 def plan(matrix: Matrix, selectors: Sequence[str] = (), *, build_number: int,
          include_disabled: bool = False, local: bool = False,
-         ci_only: bool = False) -> tuple[Job, ...]:
+         ci_only: bool = False, name: str = DEFAULT_NAME,
+         archive: str = DEFAULT_ARCHIVE) -> tuple[Job, ...]:
     entries = select(matrix, selectors, include_disabled=include_disabled, local=local,
                      ci_only=ci_only)
-    return tuple(make_job(e, build_number) for e in entries)
+    return tuple(make_job(e, build_number, name=name, archive=archive) for e in entries)
 
 
 def github_matrix(entries: Sequence[Entry]) -> dict[str, list[dict[str, Any]]]:

@@ -43,7 +43,7 @@ from typing import Any
 
 from kiln import __version__, vcs
 from kiln.build.cache import CACHE_SCHEMA, BuildCache, CacheLayout, default_cache_dir, key_of
-from kiln.build.cache import source_tree_hash as _source_tree_hash
+from kiln.build.source import resolve_source
 from kiln.build.toolchains import TOOLCHAINS, Identity, Installed, ToolchainPaths, check_buildable
 from kiln.build.toolchains.recipe import Recipe, VerifySpec, load_recipe, load_verify_spec
 from kiln.console import Console, Progress
@@ -55,6 +55,7 @@ from kiln.package.authenticode import CodeSigningKey, resolve_code_signing, sign
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.package.wheel import build_wheel
 from kiln.plan import Job, make_job
+from kiln.project import Project, load_project
 from kiln.run import require_tool, run
 from kiln.verify import VERIFY_VERSION, VerifyContext, VerifyReport, verifier_for
 
@@ -68,13 +69,11 @@ __all__ = [
     "host_arch",
 ]
 
-SOURCE_DIR = "runtime"
 RUN_METHODS = ("native", "qemu", "wine", "openvino-cpu", "lavapipe")
 HOST_TOOLS = ("cmake", "ninja", "ccache", "git")
 # What the build programs inherit from the caller's environment; everything else (CC, CFLAGS,
 # LDFLAGS, CMAKE_*, ZIG_*, CCACHE_*) is dropped so that builds are the same for everyone.
 KEPT_ENV = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
-LICENSE_CANDIDATES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "runtime/LICENSE")
 TMP_PREFIX = ".kiln-tmp-"
 # Part of every verification's cache key: bumped when the signature checks (Authenticode,
 # Mach-O code signatures) change, so that reports cached before are redone.
@@ -138,7 +137,12 @@ class _Staged:
 @dataclass(frozen=True, kw_only=True)
 class _Reference:
     ids: tuple[int, ...] | None = None
+    output: str | None = None  # a smoke test compared as text ("stdout")
     error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.ids is not None or self.output is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +150,7 @@ class _Session:
     """What every job of one ``build_jobs`` call shares."""
 
     repo: Path
+    project: Project
     recipes: Path
     source: Path
     out: Path
@@ -267,16 +272,18 @@ def _code_signing(env: Mapping[str, str], repo: Path, layout: CacheLayout,
 
 def _first_model(repo: Path, spec: VerifySpec) -> Path | None:
     for rel in spec.run.models:
-        if (repo / rel).is_file():
-            return repo / rel
+        path = Path(rel).expanduser()
+        if (repo / path).is_file():
+            return repo / path
     return None
 
 
-def _license(repo: Path) -> Path | None:
-    for rel in LICENSE_CANDIDATES:
-        if (repo / rel).is_file():
-            return repo / rel
-    return None
+def _license(project: Project, source: Path) -> Path | None:
+    """The licence every archive carries: kiln.toml's project.license, relative to the
+    project root (a directory source) or to the source (an sdist)."""
+    base = project.root if project.sdist is None else source
+    path = base / project.license
+    return path if path.is_file() else None
 
 
 def _log(path: Path, text: str) -> None:
@@ -325,18 +332,27 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
                         "CCACHE_COMPILERCHECK": configured.compiler_check,
                         "CCACHE_COMPILERTYPE": "clang", "CCACHE_NOHASHDIR": "1",
                         "CCACHE_MAXSIZE": "5G"})
+            targets = s.project.targets
+            launchers = ["-DCMAKE_C_COMPILER_LAUNCHER=ccache"]
+            if targets:  # a project with targets may be C++ (ember's CMake knows only C)
+                launchers.append("-DCMAKE_CXX_COMPILER_LAUNCHER=ccache")
             steps = [
                 ("configure", ["cmake", "-G", "Ninja", "-S", str(s.source), "-B", str(build),
                                f"-DCMAKE_TOOLCHAIN_FILE={configured.toolchain_file}",
-                               "-DCMAKE_C_COMPILER_LAUNCHER=ccache",
+                               *launchers,
                                *(f"-D{k}={v}" for k, v in configured.cmake_options)]),
-                ("build", ["cmake", "--build", str(build), "--parallel", str(ninja_jobs)]),
-                ("install", ["cmake", "--install", str(build), "--prefix", str(stage)]),
+                ("build", ["cmake", "--build", str(build), "--parallel", str(ninja_jobs),
+                           *(("--target", *targets) if targets else ())]),
             ]
+            if not targets:
+                steps.append(("install", ["cmake", "--install", str(build), "--prefix",
+                                          str(stage)]))
             for step, argv in steps:
                 if s.cancel.is_set():
                     raise _Cancelled("cancelled")
                 run(argv, env=env, cwd=work, log_file=log, what=f"{step} {entry.id}")
+            if targets:
+                _stage_targets(build, stage, targets, entry.os)
             if entry.os == "windows" and s.signing is not None:
                 signed = sign_tree(stage, s.signing, epoch=s.epoch, env=s.env, log_file=log)
                 _log(log, f"Authenticode-signed: {', '.join(signed) or 'no PE file'}")
@@ -347,6 +363,22 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
             return _Staged(key=key, stage=stored, cached=False, identity=ident, tools=tools)
 
 
+def _stage_targets(build: Path, stage: Path, targets: Sequence[str], os_name: str) -> None:
+    """Stage the programs of kiln.toml's build.targets from the build tree's bin/ (where
+    CMake projects put their executables with CMAKE_RUNTIME_OUTPUT_DIRECTORY) into
+    ``stage/bin``."""
+    exe = ".exe" if os_name == "windows" else ""
+    (stage / "bin").mkdir(parents=True, exist_ok=True)
+    for target in targets:
+        candidates = [build / "bin" / f"{target}{exe}", build / f"{target}{exe}"]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise KilnError(f"build target '{target}' made no {target}{exe} in the build "
+                            "tree's bin/ or top directory",
+                            hint="kiln.toml's build.targets names executables")
+        shutil.copy2(found, stage / "bin" / found.name)
+
+
 # --------------------------------------------------------------------------------------------
 # Verify (cached when it passed)
 
@@ -354,11 +386,15 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
 def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
             log: Path) -> tuple[VerifyReport, bool]:
     verifier = verifier_for(job.entry)
+    smoke = s.project.smoke
     vkey = key_of({"version": VERIFY_VERSION, "method": verifier.method, "spec": s.spec.sha256,
                    "model": s.model_sha, "reference": None if ref is None else list(ref.ids or ()),
+                   **({} if smoke.output == "json-ids" else {
+                       "smoke": [smoke.program, *smoke.args, smoke.output],
+                       "reference_output": None if ref is None else ref.output}),
                    "host_paths": list(s.host_paths), "signatures": SIGNATURE_CHECKS,
                    "authenticode": s.signing_id if job.entry.os == "windows" else None})
-    usable = ref is None or ref.ids is not None
+    usable = ref is None or ref.ok
     if usable:
         with s.cache.lock(staged.key):
             data = s.cache.read_verify(staged.key, vkey)
@@ -370,6 +406,8 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
     ctx = VerifyContext(job=job, stage=staged.stage, spec=s.spec, env=s.env, log_file=log,
                         model=s.model, reference_ids=None if ref is None else ref.ids,
                         reference_error=None if ref is None else ref.error,
+                        reference_output=None if ref is None else ref.output, smoke=smoke,
+                        programs=s.project.targets,
                         host_paths=s.host_paths, wine_root=s.layout.wine,
                         host_arch=s.host_arch, extra=_verify_extra(s))
     report = verifier.verify(ctx)
@@ -397,8 +435,9 @@ def _package(s: _Session, job: Job, staged: _Staged,
              report: VerifyReport) -> tuple[Path, AssetRecord]:
     entry = job.entry
     if s.license_file is None:
-        raise KilnError("no LICENSE file in the repository: every archive carries ember's "
-                        "license", hint="add LICENSE at the repository root (or runtime/)")
+        raise KilnError(f"no licence file: kiln.toml's project.license "
+                        f"'{s.project.license}' does not exist",
+                        hint="every archive carries the project's licence")
     ident = staged.identity
     info = BuildInfo(
         id=entry.id, build_number=job.build_number, commit=s.commit,
@@ -412,18 +451,19 @@ def _package(s: _Session, job: Job, staged: _Staged,
     tmp.mkdir()
     try:
         made = package(job, staged.stage, dest_dir=tmp, info=info, license_file=s.license_file,
-                       epoch=s.epoch)
+                       epoch=s.epoch, programs=s.project.targets)
         record = record_for(entry, made, kind="archive", build_number=job.build_number,
                             commit=s.commit, toolchain=staged.tools,
                             verification=report.to_verification())
         made_record = write_record(record, tmp)
         # The wheel comes from the same staged tree (no second compile); a failed wheel check
         # fails the entry before anything of it reaches --out.
-        wheel = build_wheel(entry, staged.stage, binding=s.repo / "runtime" / "python" / "ember",
-                            out=tmp, build_number=job.build_number, commit=s.commit,
-                            toolchain=staged.tools,
-                            source_date_epoch=s.epoch, verification=report.to_verification(),
-                            env=s.env, license_file=s.license_file)
+        binding = s.project.binding
+        wheel = None if binding is None else build_wheel(
+            entry, staged.stage, binding=s.project.root / binding, out=tmp,
+            build_number=job.build_number, commit=s.commit, toolchain=staged.tools,
+            source_date_epoch=s.epoch, verification=report.to_verification(), env=s.env,
+            license_file=s.license_file)
         final = s.out / made.name
         final_record = s.out / made_record.name
         # Old record first: a kill between the two renames leaves an asset without a record,
@@ -543,7 +583,8 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
                parallel: int, console: Console, cache_dir: Path | None = None,
                layout: CacheLayout | None = None, log_dir: Path | None = None,
                matrix: Matrix | None = None, python: str | None = None,
-               quiet: bool = False, on_ci_runner: bool = False) -> BuildSummary:
+               quiet: bool = False, on_ci_runner: bool = False,
+               project: Project | None = None) -> BuildSummary:
     """Build, verify and package ``jobs``; see the module docstring.
 
     ``env`` is the caller's environment (parsed at the CLI edge): the build programs get a
@@ -552,7 +593,8 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     building anything for what cannot work (``SelectionError``, ``ToolMissing``,
     ``ConfigError``); afterwards each job's failure is in its ``BuildResult``.
     ``on_ci_runner``: this is the entries' own CI runner (``kiln build --on-ci-runner``), so
-    ci-only entries are built, not refused.
+    ci-only entries are built, not refused. ``project`` is what ``repo/kiln.toml`` describes
+    (read when not given).
     """
     t_start = time.monotonic()
     jobs = tuple(jobs)
@@ -561,11 +603,8 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     if parallel < 1:
         raise ConfigError(f"--jobs must be at least 1, got {parallel}")
     repo = repo.absolute()
-    recipes = repo / "recipes"
-    source = repo / SOURCE_DIR
-    if not (source / "CMakeLists.txt").is_file():
-        raise ConfigError(f"{source}/CMakeLists.txt not found",
-                          hint="run kiln build in a checkout of the repository")
+    project = project or load_project(repo)
+    recipes = project.recipes_dir
     check_buildable([j.entry for j in jobs], recipes, on_ci_runner=on_ci_runner)
     spec = load_verify_spec(recipes)
     base_env = build_env(env)
@@ -573,9 +612,10 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     needs_ref = any(j.verify in RUN_METHODS and j.entry.id != ref_id for j in jobs)
     ref_job = next((j for j in jobs if j.entry.id == ref_id), None)
     if needs_ref and ref_job is None:
-        m = matrix if matrix is not None else load_matrix(repo / "matrix")
+        m = matrix if matrix is not None else load_matrix(project.matrix_dir)
         try:
-            ref_job = make_job(m.get(ref_id), jobs[0].build_number)
+            ref_job = make_job(m.get(ref_id), jobs[0].build_number, name=project.name,
+                               archive=project.archive)
         except KeyError as exc:
             raise ConfigError(f"recipes/verify.yaml: run.reference '{ref_id}' is not a matrix "
                               "entry", hint="name the entry built for this host") from exc
@@ -601,14 +641,16 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     except ValueError as exc:
         raise ConfigError(f"SOURCE_DATE_EPOCH={epoch_text!r} is not an integer") from exc
     base_env = build_env(env, epoch=epoch)
-    source_hash = _source_tree_hash(repo, SOURCE_DIR, base_env)
+    python = python or sys.executable
+    source = resolve_source(project, cache_root=layout.root, python=python, env=env,
+                            run_env=base_env)
+    source_hash = source.digest
     host_tools = _tool_versions(base_env)
     recipes_by_backend = {b: load_recipe(recipes, b) for b in sorted({j.entry.backend
                                                                      for j in all_jobs})}
     paths = ToolchainPaths(root=layout.toolchains, zig_cache=layout.zig)
     layout.toolchains.mkdir(parents=True, exist_ok=True)
-    installed = {name: TOOLCHAINS[name].install(paths, python=python or sys.executable,
-                                                env=env)
+    installed = {name: TOOLCHAINS[name].install(paths, python=python, env=env)
                  for name in sorted({r.toolchain for r in recipes_by_backend.values()})}
     model = _first_model(repo, spec)
     signing: CodeSigningKey | None = None
@@ -621,11 +663,11 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
                                *((home,) if len(home) > 1 else ())}))
     cores = os.cpu_count() or 1
     session = _Session(
-        repo=repo, recipes=recipes, source=source, out=out, log_dir=log_dir, layout=layout,
+        repo=repo, project=project, recipes=recipes, source=source.path, out=out, log_dir=log_dir, layout=layout,
         cache=cache, env=base_env, commit=commit, epoch=epoch, source_hash=source_hash,
         host_tools=host_tools, installed=installed, recipes_by_backend=recipes_by_backend,
         spec=spec, model=model, model_sha=None if model is None else sha256_file(model),
-        license_file=_license(repo), ninja_jobs=max(1, cores // parallel),
+        license_file=_license(project, source.path), ninja_jobs=max(1, cores // parallel),
         host_arch=host_arch(), host_paths=host_paths, signing=signing, signing_id=signing_id)
 
     results: list[BuildResult] = []
@@ -662,10 +704,10 @@ def _reference(s: _Session, job: Job, cores: int, progress: Progress | None) -> 
     except KilnError as exc:
         return _Reference(error=f"the host build {job.entry.id} failed: "
                                 f"{exc.message.splitlines()[0]} (log: {log})")
-    if not report.ok or report.generated_ids is None:
+    if not report.ok or (report.generated_ids is None and report.output is None):
         return _Reference(error=f"the host build {job.entry.id} did not verify: "
                                 f"{report.detail} (log: {log})")
-    return _Reference(ids=report.generated_ids)
+    return _Reference(ids=report.generated_ids, output=report.output)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log every external command kiln runs")
+    p.add_argument("-C", "--project", metavar="DIR",
+                   help="the project to work on: the directory with its kiln.toml (default: the "
+                        "nearest one above the current directory)")
     p.add_argument("--matrix-dir", metavar="DIR", help="matrix directory (default: ./matrix)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
@@ -70,7 +73,10 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(message)s", stream=sys.stderr)
-    ctx = Context(args=args, env=env, repo=find_repo(cwd or Path.cwd()), stream=stdout)
+    start = cwd or Path.cwd()
+    if args.project:
+        start = (start / args.project).absolute()
+    ctx = Context(args=args, env=env, repo=find_repo(start), stream=stdout)
     func: Callable[[Context], int] = args.func
     try:
         return func(ctx)

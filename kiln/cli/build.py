@@ -126,20 +126,22 @@ def cmd_build(ctx: Context) -> int:
 
     a = ctx.args
     repo = ctx.repo
+    project = ctx.project()
     if a.build_number is not None:
         build_number = int(a.build_number)
     else:
         build_number = vcs.build_number(repo, build_env(ctx.env))
     matrix = ctx.matrix()
-    jobs = plan(matrix, a.selectors, build_number=build_number)
-    check_buildable([j.entry for j in jobs], repo / "recipes", on_ci_runner=a.on_ci_runner)
+    jobs = plan(matrix, a.selectors, build_number=build_number, name=project.name,
+                archive=project.archive)
+    check_buildable([j.entry for j in jobs], project.recipes_dir, on_ci_runner=a.on_ci_runner)
     cache_root = Path(a.cache_dir) if a.cache_dir else default_cache_dir(ctx.env)
     layout = CacheLayout.at(cache_root)
     out = Path(a.out)
     with _sigterm_as_interrupt():
         summary = build_jobs(jobs, repo=repo, out=out, env=ctx.env, parallel=a.jobs,
                              console=ctx.console, layout=layout, matrix=matrix,
-                             quiet=a.json, on_ci_runner=a.on_ci_runner)
+                             quiet=a.json, on_ci_runner=a.on_ci_runner, project=project)
         repro: tuple[ReproResult, ...] = ()
         if a.check_reproducible and summary.ok:
             if not a.json:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from kiln.console import Console
     from kiln.matrix import Matrix
+    from kiln.project import Project
 
 __all__ = ["Context", "find_repo"]
 
@@ -49,10 +50,22 @@ class Context:
         root = getattr(self.args, "matrix_dir", None) or self.repo / "matrix"
         return load_matrix(Path(root))
 
+    def project(self) -> Project:
+        """The project ``kiln.toml`` at the root describes (kiln/project.py)."""
+        from kiln.project import load_project
+
+        return load_project(self.repo)
+
+    def project_or_none(self) -> Project | None:
+        """The project, or None where the root has no ``kiln.toml`` (a bare matrix)."""
+        from kiln.project import FILE
+
+        return self.project() if (self.repo / FILE).is_file() else None
+
 
 def find_repo(start: Path) -> Path:
-    """The directory holding ``matrix/`` (the project root), searching upwards."""
-    for d in (start, *start.parents):
-        if (d / "matrix" / "defaults.yaml").is_file():
-            return d
-    return start
+    """The project root: the nearest directory upwards with ``kiln.toml`` or
+    ``matrix/defaults.yaml``."""
+    from kiln.project import find_root
+
+    return find_root(start)

@@ -67,7 +67,8 @@ def cmd_matrix_list(ctx: Context) -> int:
     caption = (f"{len(m)} entries: {enabled} enabled ({local} build here, {enabled - local} "
                f"ci-only), {len(m.disabled)} disabled"
                + "".join(f"\n  disabled {d}" for d in disabled))
-    ctx.console.table("ember build matrix",
+    project = ctx.project_or_none()
+    ctx.console.table(f"{project.name} build matrix" if project else "build matrix",
                       ["id", "platform", "backend", "needs", "builds", "verified", "status"],
                       rows, styles={"status": status_style(), "builds": where_style(),
                                     "verified": verify_style()}, caption=caption,
@@ -109,8 +110,10 @@ def cmd_plan(ctx: Context) -> int:
                          ci_only=a.ci_only)
         ctx.out.write(json.dumps(github_matrix(entries), separators=(",", ":")) + "\n")
         return 0
+    project = ctx.project_or_none()
+    names = {} if project is None else {"name": project.name, "archive": project.archive}
     jobs = plan(m, a.selectors, build_number=_build_number(ctx), include_disabled=a.all,
-                local=a.local, ci_only=a.ci_only)
+                local=a.local, ci_only=a.ci_only, **names)
     if a.json:
         ctx.out.write(json.dumps([j.to_json() for j in jobs], indent=2) + "\n")
         return 0

@@ -96,11 +96,15 @@ class Member:
     executable: bool = False
 
 
-def required_files(job: Job) -> tuple[tuple[str, ...], ...]:
-    """Groups of stage paths of which at least one must exist (tools, header, library, the
-    licences of the third-party code in ember-server)."""
+def required_files(job: Job, programs: Sequence[str] = ()) -> tuple[tuple[str, ...], ...]:
+    """Groups of stage paths of which at least one must exist: ``bin/<program>`` for each of
+    ``programs`` (kiln.toml's build.targets) when the project names them; else ember's
+    installed layout (tools, header, library, the licences of the third-party code in
+    ember-server)."""
     e = job.entry
     exe = ".exe" if e.os == "windows" else ""
+    if programs:
+        return tuple((f"bin/{p}{exe}",) for p in programs)
     groups: list[tuple[str, ...]] = [(f"bin/ember-cli{exe}",), (f"bin/ember-bench{exe}",),
                                      (f"bin/ember-server{exe}",), ("include/ember.h",)]
     groups += [(p,) for p in THIRD_PARTY_LICENSES]
@@ -115,7 +119,15 @@ def required_files(job: Job) -> tuple[tuple[str, ...], ...]:
     return tuple(groups)
 
 
-def check_layout(job: Job, stage: Path) -> None:
+def check_layout(job: Job, stage: Path, programs: Sequence[str] = ()) -> None:
+    """Refuse a staged tree that lacks what its archive must hold: ``programs`` (kiln.toml's
+    build.targets) in ``bin/`` when the project names them, else ember's installed layout."""
+    if programs:
+        lacking = [g[0] for g in required_files(job, programs) if not (stage / g[0]).is_file()]
+        if lacking:
+            raise BuildError(f"'{job.entry.id}': the staged tree lacks {', '.join(lacking)}",
+                             hint="kiln.toml's build.targets must each build an executable")
+        return
     missing = [" or ".join(g) for g in required_files(job)
                if not any((stage / p).exists() for p in g)]
     if missing:
@@ -198,9 +210,9 @@ def archive_top(asset_name: str) -> str:
 
 
 def package(job: Job, stage: Path, *, dest_dir: Path, info: BuildInfo, license_file: Path,
-            epoch: int) -> Path:
+            epoch: int, programs: Sequence[str] = ()) -> Path:
     """Write ``dest_dir/<job.artifact>`` from ``stage``; return its path."""
-    check_layout(job, stage)
+    check_layout(job, stage, programs)
     extra = {"LICENSE": license_file.read_bytes(), "BUILD-INFO.json": info.text().encode()}
     top = archive_top(job.artifact)
     dest = dest_dir / job.artifact

@@ -19,6 +19,7 @@ from kiln.errors import KilnError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.package.records import Verification
 from kiln.plan import Job
+from kiln.project import Smoke
 from kiln.run import run
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "parse_cli_json",
     "run_and_compare",
     "run_cli",
+    "smoke_stdout",
+    "stdout_smoke",
     "unicode_check",
 ]
 
@@ -70,6 +73,8 @@ class VerifyReport:
     method: str
     checks: tuple[Check, ...]
     generated_ids: tuple[int, ...] | None = None
+    # what a smoke test with output "stdout" printed (the host build's is the reference)
+    output: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -90,6 +95,7 @@ class VerifyReport:
             "entry_id": self.entry_id, "method": self.method, "ok": self.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
             "generated_ids": None if self.generated_ids is None else list(self.generated_ids),
+            **({} if self.output is None else {"output": self.output}),
         }
 
     @classmethod
@@ -98,7 +104,8 @@ class VerifyReport:
         return cls(entry_id=str(data["entry_id"]), method=str(data["method"]),
                    checks=tuple(Check(name=str(c["name"]), ok=bool(c["ok"]),
                                       detail=str(c["detail"])) for c in data["checks"]),
-                   generated_ids=None if ids is None else tuple(int(i) for i in ids))
+                   generated_ids=None if ids is None else tuple(int(i) for i in ids),
+                   output=None if data.get("output") is None else str(data["output"]))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +129,9 @@ class VerifyContext:
     model: Path | None                          # the small GGUF model (None: not found)
     reference_ids: tuple[int, ...] | None       # the host build's ids; None for the host build
     reference_error: str | None = None          # why there are no reference ids
+    reference_output: str | None = None         # the host build's smoke output ("stdout")
+    smoke: Smoke | None = None                  # kiln.toml's [smoke] (None: ember-cli's)
+    programs: tuple[str, ...] = ()              # kiln.toml's build.targets (the archive's bin/)
     host_paths: tuple[str, ...] = ()            # must not appear inside any built file
     wine_root: Path | None = None
     host_arch: str = "x86_64"
@@ -161,8 +171,16 @@ class CliRun:
     text: str
 
 
+def stdout_smoke(ctx: VerifyContext) -> Smoke | None:
+    """kiln.toml's smoke test when its output is compared as text (None: ids as JSON)."""
+    return ctx.smoke if ctx.smoke is not None and ctx.smoke.output == "stdout" else None
+
+
 def cli_args(ctx: VerifyContext, model_arg: str) -> list[str]:
     r = ctx.spec.run
+    if ctx.smoke is not None:
+        return ctx.smoke.argv(model=model_arg, prompt=r.prompt, n_predict=r.n_predict,
+                              threads=r.threads)
     return ["-m", model_arg, "-p", r.prompt, "-n", str(r.n_predict), "--temp", "0",
             "--ignore-eos", "-t", str(r.threads), "--json"]
 
@@ -308,3 +326,50 @@ def unicode_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: P
                  detail=f"{len(by_arg.prompt_ids)} prompt ids and {len(by_arg.generated_ids)} "
                         f"generated ids identical to the UTF-8 prompt file's, model under "
                         f"'{UNICODE_DIR}'")
+
+
+def smoke_stdout(ctx: VerifyContext, *, how: str, prefix: Sequence[str], model_arg: str,
+                 env: Mapping[str, str], cwd: Path | None = None) -> tuple[Check, str | None]:
+    """Run kiln.toml's smoke program (greedy, a fixed count) behind ``prefix`` and compare
+    what it printed on standard output with the host build's, byte for byte (line ends
+    normalised: wine may print CRLF). Never raises for a failed run."""
+    smoke = ctx.smoke
+    assert smoke is not None
+    exe = ctx.stage / "bin" / exe_name(ctx.entry, smoke.program)
+    argv = [*prefix, str(exe), *cli_args(ctx, model_arg)]
+    try:
+        done = run(argv, env=env, cwd=cwd, check=False, timeout=ctx.spec.run.timeout_s,
+                   what=how)
+    except ToolMissing:
+        raise
+    except KilnError as exc:
+        return Check(name=how, ok=False, detail=exc.message), None
+    log_line(ctx, "+ " + " ".join(done.argv))
+    log_line(ctx, done.stdout)
+    if done.stderr.strip():
+        log_line(ctx, "\n".join(done.stderr.strip().splitlines()[-20:]))
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        return Check(name=how, ok=False,
+                     detail=f"{smoke.program} exited with {done.returncode}: {tail}"), None
+    text = done.stdout.replace("\r\n", "\n")
+    if not text.strip():
+        return Check(name=how, ok=False, detail=f"{smoke.program} printed nothing"), None
+    shown = " ".join(text.split())[:80]
+    if ctx.reference_output is None:
+        if ctx.reference_error is not None:
+            return Check(name=how, ok=False,
+                         detail=f"no host build to compare with: {ctx.reference_error}"), text
+        return Check(name=how, ok=True,
+                     detail=f"{smoke.program} printed {shown!r}... (the host build: the "
+                            "reference for the others)"), text
+    if text != ctx.reference_output:
+        ref = ctx.reference_output
+        first = next((i for i, (a, b) in enumerate(zip(text, ref, strict=False)) if a != b),
+                     min(len(text), len(ref)))
+        return Check(name=how, ok=False,
+                     detail=f"output differs from the host build's at character {first}: "
+                            f"{text[first:first + 60]!r} vs {ref[first:first + 60]!r}"), text
+    return Check(name=how, ok=True,
+                 detail=f"{smoke.program}'s output ({len(text)} characters, {shown!r}...) "
+                        "identical to the host build's"), text

@@ -357,8 +357,9 @@ def check_required(stage: Path, groups: Sequence[Sequence[str]]) -> Check:
     missing = [" or ".join(g) for g in groups if not any((stage / p).is_file() for p in g)]
     if missing:
         return Check(name="required files", ok=False,
-                     detail=f"the tree lacks {', '.join(missing)} (ember's CMake install() "
-                            "rules install them; kiln/package/archive.py: required_files)")
+                     detail=f"the tree lacks {', '.join(missing)} (the project's CMake "
+                            "install() rules or kiln.toml's build.targets make them; "
+                            "kiln/package/archive.py: required_files)")
     return Check(name="required files", ok=True,
                  detail=", ".join(next(p for p in g if (stage / p).is_file()) for g in groups))
 
@@ -401,7 +402,7 @@ def inspect_stage(ctx: VerifyContext) -> list[Check]:
     driver_named: list[str] = []
     opencl_bins: list[opencl_checks.OpenclBinary] = []
     driver = GPU_DRIVER.get((entry.backend, entry.os), "")
-    checks.append(check_required(ctx.stage, required_files(ctx.job)))
+    checks.append(check_required(ctx.stage, required_files(ctx.job, ctx.programs)))
     for path in files:
         rel = path.relative_to(ctx.stage).as_posix()
         if not rel.startswith(("bin/", "lib/")):
@@ -483,9 +484,10 @@ def summarize(checks: Sequence[Check], entry: Entry) -> Check:
     required = next((c for c in checks if c.name == "required files"), None)
     if required is not None:  # the tools by name, the rest (header, library, licences) counted
         present = required.detail.split(", ")
-        tools = [p for p in present if p.startswith("bin/ember-")]
-        facts += (f"; has {', '.join(tools)} and the {len(present) - len(tools)} other "
-                  "required files")
+        tools = [p for p in present if p.startswith("bin/") and not p.endswith(".dll")]
+        others = len(present) - len(tools)
+        facts += f"; has {', '.join(tools)}" + (f" and the {others} other required files"
+                                                 if others else "")
     return Check(name="inspect", ok=True, detail=facts)
 
 

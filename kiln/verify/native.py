@@ -21,6 +21,8 @@ from kiln.verify.base import (
     exe_name,
     model_check,
     run_and_compare,
+    smoke_stdout,
+    stdout_smoke,
     unicode_check,
 )
 from kiln.verify.inspect import inspect_first
@@ -39,6 +41,7 @@ class NativeVerifier:
         entry = ctx.entry
         out = inspect_first(ctx)
         ids = None
+        text = None
         if entry.os not in ("linux", "android") or entry.arch != ctx.host_arch:
             out.append(Check(name="run", ok=False,
                              detail=f"{entry.os} {entry.arch} cannot run natively on this "
@@ -47,6 +50,10 @@ class NativeVerifier:
             model, problem = model_check(ctx)
             if problem is not None or model is None:
                 out.append(problem or Check(name="model", ok=False, detail="missing"))
+            elif stdout_smoke(ctx) is not None:
+                check, text = smoke_stdout(ctx, how="ran natively", prefix=(),
+                                           model_arg=str(model), env=ctx.env)
+                out.append(check)
             else:
                 exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
                 check, ids = run_and_compare(ctx, how="ran natively", prefix=(), exe=exe,
@@ -58,4 +65,4 @@ class NativeVerifier:
                                         exe=exe.with_name(exe_name(entry, "ember-server")),
                                         model_arg=str(model), env=ctx.env, cli_ids=ids))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
-                            generated_ids=ids)
+                            generated_ids=ids, output=text)

@@ -25,6 +25,8 @@ from kiln.verify.base import (
     exe_name,
     model_check,
     run_and_compare,
+    smoke_stdout,
+    stdout_smoke,
     unicode_check,
 )
 from kiln.verify.inspect import inspect_first
@@ -55,6 +57,7 @@ class QemuVerifier:
         entry = ctx.entry
         out = inspect_first(ctx)
         ids = None
+        text = None
         q = ctx.spec.qemu_for(entry.arch)
         model, problem = model_check(ctx)
         if q is None:
@@ -71,6 +74,12 @@ class QemuVerifier:
                     return VerifyReport(entry_id=entry.id, method=self.method,
                                         checks=tuple(out))
                 prefix += ["-L", q.sysroot]
+            if stdout_smoke(ctx) is not None:
+                check, text = smoke_stdout(ctx, how=f"ran under {q.program}", prefix=prefix,
+                                           model_arg=str(model), env=ctx.env)
+                out.append(check)
+                return VerifyReport(entry_id=entry.id, method=self.method,
+                                    checks=tuple(out), output=text)
             exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
             check, ids = run_and_compare(ctx, how=f"ran under {q.program}", prefix=prefix,
                                          exe=exe, model_arg=str(model), env=ctx.env)

@@ -37,6 +37,8 @@ from kiln.verify.base import (
     exe_name,
     model_check,
     run_and_compare,
+    smoke_stdout,
+    stdout_smoke,
     unicode_check,
 )
 from kiln.verify.inspect import inspect_first, signature_needs
@@ -82,6 +84,14 @@ class WineVerifier:
                         "WINEARCH": "win64", "WINEDLLOVERRIDES": "mscoree,mshtml=",
                         "LC_ALL": "C.UTF-8"})
             env.pop("DISPLAY", None)
+            if stdout_smoke(ctx) is not None:
+                with FileLock(str(ctx.wine_root / f"{entry.arch}.lock")):
+                    check, text = smoke_stdout(ctx, how="ran under wine", prefix=[wine],
+                                               model_arg=windows_path(model), env=env,
+                                               cwd=ctx.stage / "bin")
+                out.append(check)
+                return VerifyReport(entry_id=entry.id, method=self.method,
+                                    checks=tuple(out), output=text)
             exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
             with FileLock(str(ctx.wine_root / f"{entry.arch}.lock")):
                 check, ids = run_and_compare(ctx, how="ran under wine", prefix=[wine],

@@ -50,7 +50,7 @@ def _git(repo: Path, *args: str) -> None:
 def _snapshot(dest: Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     ignore = shutil.ignore_patterns("build*", "__pycache__", "*.tmp")
-    for rel in ["runtime", "matrix", "recipes", "LICENSE"]:
+    for rel in ["runtime", "matrix", "recipes", "kiln.toml"]:
         src = REPO / rel
         if src.is_dir():
             shutil.copytree(src, dest / rel, ignore=ignore)

@@ -54,7 +54,7 @@ def snapshot(dest: Path) -> Path:
     ignore = shutil.ignore_patterns("build*", "__pycache__", "*.tmp")
     models = [m for m in load_verify_spec(REPO / "recipes").run.models if (REPO / m).is_file()]
     assert models, "no tiny model: run scripts/make_tiny_model.py"
-    for rel in ["runtime", "matrix", "recipes", "LICENSE", models[0]]:
+    for rel in ["runtime", "matrix", "recipes", "kiln.toml", models[0]]:
         src = REPO / rel
         if src.is_dir():
             shutil.copytree(src, dest / rel, ignore=ignore)

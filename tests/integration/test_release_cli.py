@@ -62,6 +62,7 @@ def make_repo(root: Path, env: Mapping[str, str]) -> Path:
     (repo / "release_notes").mkdir()
     shutil.copy(REPO / "release_notes" / "release.md.j2", repo / "release_notes")
     shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
+    shutil.copy(REPO / "kiln.toml", repo / "kiln.toml")
     (repo / "runtime" / "src").mkdir(parents=True)
     (repo / "runtime" / "src" / "ember.c").write_text("int ember(void) { return 0; }\n")
     git(repo, env, "init", "-q", "-b", "main")

@@ -86,7 +86,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     ignore = shutil.ignore_patterns("build*", "__pycache__", "*.tmp")
     models = [m for m in load_verify_spec(REPO / "recipes").run.models if (REPO / m).is_file()]
     assert models, "no tiny model: run scripts/make_tiny_model.py"
-    for rel in ["runtime", "matrix", "recipes", "pyproject.toml",
+    for rel in ["runtime", "matrix", "recipes", "pyproject.toml", "kiln.toml",
                 "release_notes/release.md.j2", models[0]]:
         src = REPO / rel
         if src.is_dir():

@@ -135,7 +135,7 @@ def test_the_stages_have_their_folders() -> None:
         assert (KILN / stage / "__init__.py").is_file(), stage
     flat = sorted(p.name for p in KILN.glob("*.py"))
     assert flat == ["__init__.py", "__main__.py", "console.py", "errors.py", "files.py",
-                    "plan.py", "run.py", "vcs.py"], flat
+                    "plan.py", "project.py", "run.py", "vcs.py"], flat
 
 
 def test_every_module_lists_its_public_names_in_all() -> None:

@@ -42,6 +42,7 @@ def test_entry_without_a_recipe_is_refused_not_faked(repo_root: Path, tmp_path: 
     project = tmp_path / "project"
     shutil.copytree(repo_root / "matrix", project / "matrix")
     shutil.copytree(repo_root / "recipes", project / "recipes")
+    shutil.copy(repo_root / "kiln.toml", project / "kiln.toml")
     (project / "pyproject.toml").write_text((repo_root / "pyproject.toml").read_text())
     (project / "recipes" / "vulkan.yaml").unlink()
     code, _, err = run_cli(["build", "ubuntu-x64", "ubuntu-vulkan-x64", "--build-number", "1",

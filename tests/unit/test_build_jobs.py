@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import kiln.build.jobs
+import kiln.build.source
 import kiln.verify
 from kiln import vcs
 from kiln.build.jobs import BuildSummary, build_jobs
@@ -147,7 +148,8 @@ def fake_repo(tmp_path: Path, repo_root: Path) -> Path:
     shutil.copytree(repo_root / "recipes", repo / "recipes")
     (repo / "runtime").mkdir()
     (repo / "runtime" / "CMakeLists.txt").write_text("project(ember C)\n")
-    (repo / "LICENSE").write_text("MIT\n")
+    (repo / "runtime" / "LICENSE").write_text("MIT\n")
+    shutil.copy(repo_root / "kiln.toml", repo / "kiln.toml")
     return repo
 
 
@@ -156,7 +158,7 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(kiln.build.jobs, "_preflight", lambda jobs, spec, env: None)
     monkeypatch.setattr(vcs, "commit_sha", lambda repo, env: "a" * 40)
     monkeypatch.setattr(vcs, "commit_time", lambda repo, env: 1_700_000_000)
-    monkeypatch.setattr(kiln.build.jobs, "_source_tree_hash", lambda repo, sub, env: "s" * 64)
+    monkeypatch.setattr(kiln.build.source, "source_tree_hash", lambda repo, sub, env: "s" * 64)
     monkeypatch.setattr(kiln.build.jobs, "_tool_versions",
                         lambda env: (("cmake", "3.25.1"), ("ninja", "1.11.1")))
     # Wheels are made from the staged tree by kiln.package.wheel (tested in test_wheel*.py and,

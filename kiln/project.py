@@ -1,0 +1,238 @@
+"""The project kiln releases, described by ``kiln.toml`` at the project's root.
+
+kiln's stages build, verify, package and release a C/C++ CMake project; what they know about
+*which* project comes from here and nowhere else:
+
+```toml
+[project]
+name = "ember"                      # archives are "{name}-b{build}-bin-{id}.<ext>"
+archive = "{name}-b{build}-bin-{id}"
+license = "LICENSE"                 # goes into every archive (relative to the root, or the source)
+source = "runtime"                  # the directory with the top CMakeLists.txt ...
+
+[project.sdist]                     # ... or an sdist, pinned, fetched with pip into kiln's cache
+requirement = "llama-cpp-python==0.3.36"
+sha256 = "<64 hex digits>"
+subdir = "vendor/llama.cpp"         # the CMake project inside it
+
+[build]
+targets = ["llama-simple"]          # build these and stage them from bin/; empty: cmake --install
+binding = "runtime/python/ember"    # the Python package a wheel carries (absent: no wheels)
+
+[smoke]                             # how a run-based verifier proves a build works
+program = "ember-cli"               # in the archive's bin/ (".exe" added for Windows)
+args = ["-m", "{model}", "-p", "{prompt}", "-n", "{n_predict}"]
+output = "json-ids"                 # or "stdout": it must equal the host build's, byte for byte
+```
+
+``matrix/`` and ``recipes/`` sit beside ``kiln.toml``. Parsed once, at the edge, into the
+frozen ``Project``; unknown keys are errors that name the closest key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import ConfigError
+
+__all__ = ["FILE", "OUTPUTS", "Project", "SdistSource", "Smoke", "find_root", "load_project"]
+
+FILE = "kiln.toml"
+OUTPUTS = ("json-ids", "stdout")
+PLACEHOLDERS = ("model", "prompt", "n_predict", "threads")
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+_ARCHIVE_FIELDS = ("name", "build", "id")
+_TOP_KEYS = ("project", "build", "smoke")
+_PROJECT_KEYS = ("name", "archive", "license", "source", "sdist")
+_SDIST_KEYS = ("requirement", "sha256", "subdir")
+_BUILD_KEYS = ("targets", "binding")
+_SMOKE_KEYS = ("program", "args", "output")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SdistSource:
+    """A source distribution from the package index, pinned by its sha256."""
+
+    requirement: str
+    sha256: str
+    subdir: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Smoke:
+    """The command a run-based verifier runs, and how its output is compared."""
+
+    program: str
+    args: tuple[str, ...]
+    output: str
+
+    def argv(self, *, model: str, prompt: str, n_predict: int, threads: int) -> list[str]:
+        values = {"model": model, "prompt": prompt, "n_predict": str(n_predict),
+                  "threads": str(threads)}
+        return [_fill(a, values) for a in self.args]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Project:
+    root: Path
+    name: str
+    archive: str
+    license: str
+    source_dir: str | None
+    sdist: SdistSource | None
+    targets: tuple[str, ...]
+    binding: str | None
+    smoke: Smoke
+
+    @property
+    def matrix_dir(self) -> Path:
+        return self.root / "matrix"
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.root / "recipes"
+
+    def artifact_stem(self, *, build: int, entry_id: str) -> str:
+        return self.archive.format(name=self.name, build=build, id=entry_id)
+
+
+def _fill(text: str, values: Mapping[str, str]) -> str:
+    out = text
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out
+
+
+def _keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...],
+          required: tuple[str, ...] = ()) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            raise ConfigError(f"{where}: unknown key '{key}'",
+                              hint=f"did you mean '{close[0]}'?" if close
+                              else "keys: " + ", ".join(allowed))
+    for key in required:
+        if key not in data:
+            raise ConfigError(f"{where}: '{key}' is missing")
+
+
+def _text(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or "\0" in value or "\n" in value:
+        raise ConfigError(f"{where}: expected a non-empty one-line string, got {value!r}")
+    return value
+
+
+def _relative(where: str, value: Any) -> str:
+    text = _text(where, value)
+    parts = Path(text).parts
+    if Path(text).is_absolute() or ".." in parts or "\\" in text:
+        raise ConfigError(f"{where}: '{text}' must be a relative path inside the project",
+                          hint="no absolute path, no '..', '/' as separator")
+    return text
+
+
+def _strings(where: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: expected a list of strings")
+    return tuple(_text(f"{where}[{i}]", v) for i, v in enumerate(value))
+
+
+def load_project(root: Path) -> Project:
+    """Read ``root/kiln.toml``."""
+    path = root / FILE
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}",
+                          hint=f"a project kiln builds has a {FILE} at its root") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    where = FILE
+    _keys(where, data, _TOP_KEYS, ("project", "smoke"))
+    proj = data["project"]
+    if not isinstance(proj, dict):
+        raise ConfigError(f"{where}: [project] must be a table")
+    _keys(f"{where} [project]", proj, _PROJECT_KEYS, ("name", "license"))
+    name = _text(f"{where} project.name", proj["name"])
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"{where}: project.name '{name}' must be lower-case letters, digits, "
+                          "'-' or '_', starting with a letter (at most 40)")
+    archive = _text(f"{where} project.archive", proj.get("archive", "{name}-b{build}-bin-{id}"))
+    fields = set(re.findall(r"\{([^{}]*)\}", archive))
+    if fields - set(_ARCHIVE_FIELDS) or "id" not in fields or "/" in archive:
+        raise ConfigError(f"{where}: project.archive '{archive}' may use only "
+                          "{name}, {build} and {id}, must use {id}, and holds no '/'")
+    source_dir = sdist = None
+    if ("source" in proj) == ("sdist" in proj):
+        raise ConfigError(f"{where}: give exactly one of project.source (a directory) and "
+                          "[project.sdist]")
+    if "source" in proj:
+        source_dir = _relative(f"{where} project.source", proj["source"])
+    else:
+        s = proj["sdist"]
+        if not isinstance(s, dict):
+            raise ConfigError(f"{where}: [project.sdist] must be a table")
+        _keys(f"{where} [project.sdist]", s, _SDIST_KEYS, _SDIST_KEYS)
+        digest = _text(f"{where} project.sdist.sha256", s["sha256"])
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"{where}: project.sdist.sha256 must be 64 lower-case hex digits")
+        requirement = _text(f"{where} project.sdist.requirement", s["requirement"])
+        if not re.fullmatch(r"[A-Za-z0-9._-]+==[A-Za-z0-9.+!_-]+", requirement):
+            raise ConfigError(f"{where}: project.sdist.requirement '{requirement}' must pin one "
+                              "version: NAME==VERSION")
+        sdist = SdistSource(requirement=requirement, sha256=digest,
+                            subdir=_relative(f"{where} project.sdist.subdir", s["subdir"]))
+    license_rel = _relative(f"{where} project.license", proj["license"])
+    build = data.get("build", {})
+    if not isinstance(build, dict):
+        raise ConfigError(f"{where}: [build] must be a table")
+    _keys(f"{where} [build]", build, _BUILD_KEYS)
+    targets = _strings(f"{where} build.targets", build.get("targets", []))
+    for t in targets:
+        if not re.fullmatch(r"[A-Za-z0-9._+-]+", t):
+            raise ConfigError(f"{where}: build target '{t}' is not a CMake target name")
+    binding = build.get("binding")
+    binding = None if binding is None else _relative(f"{where} build.binding", binding)
+    smoke = data["smoke"]
+    if not isinstance(smoke, dict):
+        raise ConfigError(f"{where}: [smoke] must be a table")
+    _keys(f"{where} [smoke]", smoke, _SMOKE_KEYS, _SMOKE_KEYS)
+    program = _text(f"{where} smoke.program", smoke["program"])
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", program):
+        raise ConfigError(f"{where}: smoke.program '{program}' must be a file name in bin/")
+    args = _strings(f"{where} smoke.args", smoke["args"])
+    for a in args:
+        for used in re.findall(r"\{([^{}]*)\}", a):
+            if used not in PLACEHOLDERS:
+                raise ConfigError(f"{where}: smoke.args: unknown placeholder '{{{used}}}'",
+                                  hint="placeholders: " + ", ".join(
+                                      "{" + p + "}" for p in PLACEHOLDERS))
+    if not any("{model}" in a for a in args):
+        raise ConfigError(f"{where}: smoke.args must pass the model ({{model}})")
+    output = _text(f"{where} smoke.output", smoke["output"])
+    if output not in OUTPUTS:
+        raise ConfigError(f"{where}: smoke.output '{output}' is not one of "
+                          + ", ".join(OUTPUTS))
+    if targets and program not in targets:
+        raise ConfigError(f"{where}: smoke.program '{program}' is not among build.targets",
+                          hint="the smoke test runs a program the archive carries")
+    return Project(root=root.absolute(), name=name, archive=archive, license=license_rel,
+                   source_dir=source_dir, sdist=sdist, targets=targets, binding=binding,
+                   smoke=Smoke(program=program, args=args, output=output))
+
+
+def find_root(start: Path) -> Path:
+    """The project root: the nearest directory, upwards, that has ``kiln.toml`` or
+    ``matrix/defaults.yaml``; ``start`` when none has."""
+    for d in (start, *start.parents):
+        if (d / FILE).is_file() or (d / "matrix" / "defaults.yaml").is_file():
+            return d
+    return start
