@@ -23,6 +23,8 @@ binding = "runtime/python/ember"    # the Python package a wheel carries (absent
 program = "ember-cli"               # in the archive's bin/ (".exe" added for Windows)
 args = ["-m", "{model}", "-p", "{prompt}", "-n", "{n_predict}"]
 output = "json-ids"                 # or "stdout": it must equal the host build's, byte for byte
+# for big-endian entries (s390x): the command that byte-swaps a copy of the model first
+big_endian = ["{python}", "{source}/gguf-py/gguf/scripts/gguf_convert_endian.py", "{model}", "big"]
 ```
 
 ``matrix/`` and ``recipes/`` sit beside ``kiln.toml``. Parsed once, at the edge, into the
@@ -46,13 +48,16 @@ __all__ = ["FILE", "OUTPUTS", "Project", "SdistSource", "Smoke", "find_root", "l
 FILE = "kiln.toml"
 OUTPUTS = ("json-ids", "stdout")
 PLACEHOLDERS = ("model", "prompt", "n_predict", "threads")
+CONVERT_PLACEHOLDERS = ("python", "source", "model")
+# The architectures whose byte order is big-endian (a model may have to be converted for them).
+BIG_ENDIAN_ARCHES = ("s390x",)
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 _ARCHIVE_FIELDS = ("name", "build", "id")
 _TOP_KEYS = ("project", "build", "smoke")
 _PROJECT_KEYS = ("name", "archive", "license", "source", "sdist")
 _SDIST_KEYS = ("requirement", "sha256", "subdir")
 _BUILD_KEYS = ("targets", "binding")
-_SMOKE_KEYS = ("program", "args", "output")
+_SMOKE_KEYS = ("program", "args", "output", "big_endian")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +76,12 @@ class Smoke:
     program: str
     args: tuple[str, ...]
     output: str
+    # run on a copy of the model before a big-endian entry's run (empty: the model as it is)
+    big_endian: tuple[str, ...] = ()
+
+    def convert_argv(self, *, python: str, source: str, model: str) -> list[str]:
+        values = {"python": python, "source": source, "model": model}
+        return [_fill(a, values) for a in self.big_endian]
 
     def argv(self, *, model: str, prompt: str, n_predict: int, threads: int) -> list[str]:
         values = {"model": model, "prompt": prompt, "n_predict": str(n_predict),
@@ -204,7 +215,7 @@ def load_project(root: Path) -> Project:
     smoke = data["smoke"]
     if not isinstance(smoke, dict):
         raise ConfigError(f"{where}: [smoke] must be a table")
-    _keys(f"{where} [smoke]", smoke, _SMOKE_KEYS, _SMOKE_KEYS)
+    _keys(f"{where} [smoke]", smoke, _SMOKE_KEYS, ("program", "args", "output"))
     program = _text(f"{where} smoke.program", smoke["program"])
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", program):
         raise ConfigError(f"{where}: smoke.program '{program}' must be a file name in bin/")
@@ -221,12 +232,23 @@ def load_project(root: Path) -> Project:
     if output not in OUTPUTS:
         raise ConfigError(f"{where}: smoke.output '{output}' is not one of "
                           + ", ".join(OUTPUTS))
+    big_endian = _strings(f"{where} smoke.big_endian", smoke.get("big_endian", []))
+    for a in big_endian:
+        for used in re.findall(r"\{([^{}]*)\}", a):
+            if used not in CONVERT_PLACEHOLDERS:
+                raise ConfigError(f"{where}: smoke.big_endian: unknown placeholder "
+                                  f"'{{{used}}}'", hint="placeholders: " + ", ".join(
+                                      "{" + p + "}" for p in CONVERT_PLACEHOLDERS))
+    if big_endian and not any("{model}" in a for a in big_endian):
+        raise ConfigError(f"{where}: smoke.big_endian must name the model ({{model}}) it "
+                          "converts")
     if targets and program not in targets:
         raise ConfigError(f"{where}: smoke.program '{program}' is not among build.targets",
                           hint="the smoke test runs a program the archive carries")
     return Project(root=root.absolute(), name=name, archive=archive, license=license_rel,
                    source_dir=source_dir, sdist=sdist, targets=targets, binding=binding,
-                   smoke=Smoke(program=program, args=args, output=output))
+                   smoke=Smoke(program=program, args=args, output=output,
+                               big_endian=big_endian))
 
 
 def find_root(start: Path) -> Path:

@@ -48,14 +48,14 @@ from kiln.build.toolchains import TOOLCHAINS, Identity, Installed, ToolchainPath
 from kiln.build.toolchains.recipe import Recipe, VerifySpec, load_recipe, load_verify_spec
 from kiln.console import Console, Progress
 from kiln.errors import ConfigError, KilnError, SelectionError, ToolMissing, VerifyError
-from kiln.files import sha256_file
+from kiln.files import COMPLETE, install_once, sha256_file
 from kiln.matrix import Matrix, load_matrix
 from kiln.package.archive import BuildInfo, package
 from kiln.package.authenticode import CodeSigningKey, resolve_code_signing, sign_tree, tool_version
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.package.wheel import build_wheel
 from kiln.plan import Job, make_job
-from kiln.project import Project, load_project
+from kiln.project import BIG_ENDIAN_ARCHES, Project, load_project
 from kiln.run import require_tool, run
 from kiln.verify import VERIFY_VERSION, VerifyContext, VerifyReport, verifier_for
 
@@ -171,6 +171,7 @@ class _Session:
     ninja_jobs: int
     host_arch: str
     host_paths: tuple[str, ...]
+    python: str
     # the Windows binaries' signing key (None: no Windows job) and what of it goes into keys
     signing: CodeSigningKey | None = None
     signing_id: Mapping[str, Any] | None = None
@@ -383,12 +384,40 @@ def _stage_targets(build: Path, stage: Path, targets: Sequence[str], os_name: st
 # Verify (cached when it passed)
 
 
+def _entry_model(s: _Session, job: Job, log: Path) -> tuple[Path | None, str | None]:
+    """The model an entry's run uses, and its sha256: kiln's one model, or for a big-endian
+    entry of a project whose smoke test converts it (kiln.toml's smoke.big_endian), a copy
+    converted once by that command and kept in the cache."""
+    smoke = s.project.smoke
+    model = s.model
+    if model is None or job.entry.arch not in BIG_ENDIAN_ARCHES or not smoke.big_endian:
+        return model, s.model_sha
+    key = key_of({"model": s.model_sha, "convert": list(smoke.big_endian),
+                  "source": s.source_hash})
+    dest = s.layout.root / "models" / key
+
+    def fill(tmp: Path) -> str:
+        copy = tmp / model.name
+        shutil.copyfile(model, copy)
+        argv = smoke.convert_argv(python=s.python, source=str(s.source), model=str(copy))
+        # the converter asks before it rewrites the file in place
+        run(argv, env=s.env, input_text="YES\n", log_file=log,
+            what=f"convert {model.name} to big-endian for {job.entry.id}")
+        return sha256_file(copy) + "\n"
+
+    install_once(dest, lock=s.layout.locks / f"model-{key[:16]}.lock", fill=fill)
+    _log(log, f"big-endian model: {dest / model.name}")
+    return dest / model.name, (dest / COMPLETE).read_text(encoding="utf-8").strip()
+
+
 def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
             log: Path) -> tuple[VerifyReport, bool]:
     verifier = verifier_for(job.entry)
     smoke = s.project.smoke
+    model, model_sha = (_entry_model(s, job, log) if verifier.method in RUN_METHODS
+                        else (s.model, s.model_sha))
     vkey = key_of({"version": VERIFY_VERSION, "method": verifier.method, "spec": s.spec.sha256,
-                   "model": s.model_sha, "reference": None if ref is None else list(ref.ids or ()),
+                   "model": model_sha, "reference": None if ref is None else list(ref.ids or ()),
                    **({} if smoke.output == "json-ids" else {
                        "smoke": [smoke.program, *smoke.args, smoke.output],
                        "reference_output": None if ref is None else ref.output}),
@@ -404,7 +433,7 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
                 _log(log, f"verification ({report.method}) cached: {report.detail}")
                 return report, True
     ctx = VerifyContext(job=job, stage=staged.stage, spec=s.spec, env=s.env, log_file=log,
-                        model=s.model, reference_ids=None if ref is None else ref.ids,
+                        model=model, reference_ids=None if ref is None else ref.ids,
                         reference_error=None if ref is None else ref.error,
                         reference_output=None if ref is None else ref.output, smoke=smoke,
                         programs=s.project.targets,
@@ -668,7 +697,8 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
         host_tools=host_tools, installed=installed, recipes_by_backend=recipes_by_backend,
         spec=spec, model=model, model_sha=None if model is None else sha256_file(model),
         license_file=_license(project, source.path), ninja_jobs=max(1, cores // parallel),
-        host_arch=host_arch(), host_paths=host_paths, signing=signing, signing_id=signing_id)
+        host_arch=host_arch(), host_paths=host_paths, python=python, signing=signing,
+        signing_id=signing_id)
 
     results: list[BuildResult] = []
     progress = contextlib.nullcontext(None) if quiet else console.progress("building", len(jobs))

@@ -57,11 +57,14 @@ PUB_FILE = "publish-file"
 PUB_GH = "publish-github"
 BINDING = "ember-binding"
 CLI = "ember-cli"
+SDIST = "kiln-build-sdist"  # a project's pinned sdist, unpacked as its source (kiln.toml)
 INSTALLERS = (KILN, DASH, BASH)
 SHELLS = (DASH, BASH)
 PUBLISHERS = (PUB_FILE, PUB_GH)
 RELEASE_CONSUMERS = (*INSTALLERS, *PUBLISHERS)
-CONSUMERS = (*RELEASE_CONSUMERS, BINDING, CLI)
+CONSUMERS = (*RELEASE_CONSUMERS, BINDING, CLI, SDIST)
+# what unpacks an archive: the installers, and kiln build unpacking a project's sdist
+UNPACKERS = (*INSTALLERS, SDIST)
 
 ENTRY = "ubuntu-x64"  # the build a Linux x86_64 machine without a GPU installs
 PROJECT = "ember"
@@ -76,11 +79,11 @@ PWNED = "PWNED"  # what an injected `touch PWNED` would create
 # The classes of the shared hardening contract and the consumers each applies to. A test
 # checks that every one has at least one case for each of its consumers.
 CONTRACT_CLASSES: Mapping[str, tuple[str, ...]] = {
-    "member-chardev": INSTALLERS, "member-blockdev": INSTALLERS, "member-fifo": INSTALLERS,
-    "member-hardlink": INSTALLERS, "member-setuid": INSTALLERS, "member-setgid": INSTALLERS,
-    "member-sticky": INSTALLERS, "member-absolute": INSTALLERS, "member-dotdot": INSTALLERS,
-    "member-symlink-escape": INSTALLERS, "member-through-symlink": INSTALLERS,
-    "member-duplicate": INSTALLERS, "member-bad-name": INSTALLERS,
+    "member-chardev": UNPACKERS, "member-blockdev": UNPACKERS, "member-fifo": UNPACKERS,
+    "member-hardlink": UNPACKERS, "member-setuid": UNPACKERS, "member-setgid": UNPACKERS,
+    "member-sticky": UNPACKERS, "member-absolute": UNPACKERS, "member-dotdot": UNPACKERS,
+    "member-symlink-escape": UNPACKERS, "member-through-symlink": UNPACKERS,
+    "member-duplicate": UNPACKERS, "member-bad-name": UNPACKERS,
     "size-body-longer": INSTALLERS, "size-endless": INSTALLERS,
     "size-unpack-bomb": INSTALLERS, "size-huge-file": INSTALLERS,
     "sums-duplicate": RELEASE_CONSUMERS, "sums-missing-asset": RELEASE_CONSUMERS,
@@ -564,7 +567,7 @@ def many_tensors(data: bytes) -> bytes:
 
 def _member(name: str, klass: str, members: Sequence[Member], token: str, *,
             before: Sequence[Member] = (), why: str = "",
-            consumers: tuple[str, ...] = INSTALLERS) -> Case:
+            consumers: tuple[str, ...] = UNPACKERS) -> Case:
     top = top_dir(NEW)
     return Case(
         name=name, klass=klass, consumers=consumers,

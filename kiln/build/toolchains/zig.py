@@ -137,6 +137,9 @@ class ZigToolchain:
         _write_script(tdir / "c++", f'{prefix} c++ -target {job.target} -mcpu={mcpu} "$@"\n')
         _write_script(tdir / "ar", f'{prefix} ar "$@"\n')
         _write_script(tdir / "ranlib", f'{prefix} ranlib "$@"\n')
+        _write_script(tdir / "install_name_tool",
+                      "#!/bin/sh\necho 'kiln: install_name_tool must not edit a linked binary "
+                      "(it would break its code signature)' >&2\nexit 1\n")
         rules = ""
         if system_name in RULES:
             shutil.copyfile(recipes / "cmake" / RULES[system_name], tdir / RULES[system_name])
@@ -151,6 +154,7 @@ class ZigToolchain:
             system_name=system_name, processor=processor,
             cc=_cmake_quote(str(tdir / "cc")), cxx=_cmake_quote(str(tdir / "c++")), ar=_cmake_quote(str(tdir / "ar")),
             ranlib=_cmake_quote(str(tdir / "ranlib")),
+            install_name_tool=_cmake_quote(str(tdir / "install_name_tool")),
             cflags=_cmake_quote(" ".join(cflags)), ldflags=_cmake_quote(" ".join(ldflags)),
             install_rpath=_cmake_quote(INSTALL_RPATH[system_name]),
             rules_override=rules,

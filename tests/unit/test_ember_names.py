@@ -1,0 +1,96 @@
+"""Which of kiln's modules still name ember (#19: kiln for any CMake project).
+
+The project kiln builds is described by kiln.toml (kiln/project.py, docs/projects.md); a stage
+that names ember (its programs, library, paths, installer names) is a stage another project
+cannot use. This test is a ratchet: a module not listed below must not name ember at all,
+and a listed one may name it on at most as many lines as it does now. When a module stops
+naming ember, lower its number or remove it; the list only ever shrinks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+KILN = Path(__file__).resolve().parents[2] / "kiln"
+
+# module (relative to kiln/) -> lines that name ember today
+NAMES_EMBER = {
+    "__init__.py": 1,
+    "build/jobs.py": 1,
+    "build/toolchains/cuda.py": 7,
+    "build/toolchains/cuda_device.py": 8,
+    "build/toolchains/hip.py": 8,
+    "build/toolchains/hosted.py": 1,
+    "build/toolchains/oneapi.py": 1,
+    "build/toolchains/openvino.py": 6,
+    "build/toolchains/vulkan.py": 5,
+    "build/toolchains/zig.py": 1,
+    "cli/__init__.py": 1,
+    "cli/build.py": 1,
+    "cli/install.py": 10,
+    "install/host/facts.py": 1,
+    "install/host/probe.py": 2,
+    "install/installer.py": 14,
+    "matrix/catalogue.py": 10,
+    "matrix/model.py": 2,
+    "matrix/rules.py": 2,
+    "package/archive.py": 15,
+    "package/authenticode.py": 2,
+    "package/conan.py": 2,
+    "package/records.py": 1,
+    "package/wheel.py": 36,
+    "plan.py": 2,
+    "project.py": 3,
+    "publish/conan.py": 3,
+    "publish/pypi_index.py": 5,
+    "release/assemble.py": 4,
+    "release/page/render.py": 6,
+    "release/sbom.py": 4,
+    "verify/__init__.py": 6,
+    "verify/base.py": 12,
+    "verify/floors.py": 4,
+    "verify/inspect.py": 8,
+    "verify/lavapipe.py": 9,
+    "verify/native.py": 3,
+    "verify/opencl_checks.py": 7,
+    "verify/openvino_cpu.py": 11,
+    "verify/qemu.py": 5,
+    "verify/server.py": 17,
+    "verify/server_api.py": 2,
+    "verify/wine.py": 5,
+}
+
+
+def _lines_naming_ember(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines()
+               if re.search(r"\bember", line, re.IGNORECASE))
+
+
+def test_no_module_names_ember_more_than_it_did() -> None:
+    grown = []
+    for path in sorted(KILN.rglob("*.py")):
+        rel = path.relative_to(KILN).as_posix()
+        n = _lines_naming_ember(path)
+        if n > NAMES_EMBER.get(rel, 0):
+            grown.append(f"kiln/{rel}: {n} lines name ember (allowed: "
+                         f"{NAMES_EMBER.get(rel, 0)})")
+    assert not grown, ("ember's names belong in kiln.toml, not in the stages:\n"
+                       + "\n".join(grown))
+
+
+def test_the_list_only_shrinks() -> None:
+    """A module that names ember less than listed must have its number lowered, so that the
+    list says where the work is."""
+    stale = []
+    for rel, allowed in NAMES_EMBER.items():
+        path = KILN / rel
+        n = _lines_naming_ember(path) if path.is_file() else 0
+        if n < allowed:
+            stale.append(f"kiln/{rel}: {n} (listed: {allowed})")
+    assert not stale, "lower these in NAMES_EMBER:\n" + "\n".join(stale)
+
+
+def test_the_new_modules_of_the_project_description_are_general() -> None:
+    for rel in ("build/source.py",):
+        assert _lines_naming_ember(KILN / rel) == 0, rel

@@ -1,0 +1,224 @@
+"""kiln.toml (kiln/project.py) and where a project's source comes from (kiln/build/source.py):
+the two projects in this repository parse, every malformed description is refused by name,
+and a pinned sdist is fetched, checked and unpacked once, never half."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kiln.build.source
+from kiln.build.source import resolve_source
+from kiln.cli import main
+from kiln.errors import ConfigError, IntegrityError
+from kiln.files import sha256_file
+from kiln.project import Project, find_root, load_project
+
+LLAMA = "examples/llamacpp"
+
+
+def _write(root: Path, text: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "kiln.toml").write_text(text, encoding="utf-8")
+    return root
+
+
+GOOD = """
+[project]
+name = "demo"
+license = "LICENSE"
+source = "src"
+
+[smoke]
+program = "demo-run"
+args = ["-m", "{model}", "-n", "{n_predict}"]
+output = "stdout"
+"""
+
+
+def test_ember_is_one_project_among_others(repo_root: Path) -> None:
+    ember = load_project(repo_root)
+    assert (ember.name, ember.source_dir, ember.sdist, ember.targets) == (
+        "ember", "runtime", None, ())
+    assert ember.binding == "runtime/python/ember"
+    assert ember.smoke.output == "json-ids" and not ember.smoke.big_endian
+    assert ember.artifact_stem(build=7, entry_id="ubuntu-x64") == "ember-b7-bin-ubuntu-x64"
+    llama = load_project(repo_root / LLAMA)
+    assert llama.name == "llama" and llama.source_dir is None and llama.binding is None
+    assert llama.sdist is not None and llama.sdist.requirement == "llama-cpp-python==0.3.36"
+    assert llama.sdist.subdir == "vendor/llama.cpp"
+    assert llama.smoke.program in llama.targets and llama.smoke.output == "stdout"
+    assert llama.artifact_stem(build=9, entry_id="win-cpu-x64") == "llama-b9-bin-win-cpu-x64"
+    argv = llama.smoke.argv(model="m.gguf", prompt="hi there", n_predict=16, threads=1)
+    assert argv[:6] == ["-m", "m.gguf", "-p", "hi there", "-n", "16"]
+    assert llama.smoke.convert_argv(python="py", source="/s", model="/m")[:2] == [
+        "py", "/s/gguf-py/gguf/scripts/gguf_convert_endian.py"]
+
+
+def test_the_smoke_args_reproduce_ember_clis_command_line(repo_root: Path) -> None:
+    """ember's smoke test in kiln.toml is the command line the verifiers always ran."""
+    smoke = load_project(repo_root).smoke
+    assert smoke.argv(model="M", prompt="P", n_predict=16, threads=1) == [
+        "-m", "M", "-p", "P", "-n", "16", "--temp", "0", "--ignore-eos", "-t", "1", "--json"]
+
+
+def test_cli_names_come_from_the_project(repo_root: Path) -> None:
+    out = io.StringIO()
+    assert main(["-C", LLAMA, "plan", "ubuntu-x64", "win-cpu-x64", "--json",
+                 "--build-number", "5"], env={"HOME": "/nonexistent"}, stdout=out,
+                cwd=repo_root) == 0
+    import json
+    artifacts = {j["id"]: j["artifact"] for j in json.loads(out.getvalue())}
+    assert artifacts == {"ubuntu-x64": "llama-b5-bin-ubuntu-x64.tar.gz",
+                         "win-cpu-x64": "llama-b5-bin-win-cpu-x64.zip"}
+
+
+def test_find_root_prefers_the_nearest_kiln_toml(repo_root: Path) -> None:
+    assert find_root(repo_root / LLAMA / "matrix") == repo_root / LLAMA
+    assert find_root(repo_root / "kiln" / "build") == repo_root
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("", "'project' is missing"),
+    ("[project]\nname='x'\nlicense='L'\nsource='s'\n", "'smoke' is missing"),
+    (GOOD.replace('name = "demo"', 'name = "Demo Project"'), "project.name 'Demo Project'"),
+    (GOOD.replace('source = "src"', 'source = "../elsewhere"'), "must be a relative path"),
+    (GOOD.replace('source = "src"', 'source = "/abs"'), "must be a relative path"),
+    (GOOD.replace('source = "src"', ''), "exactly one of project.source"),
+    (GOOD.replace('license = "LICENSE"', 'licence = "LICENSE"'), "did you mean 'license'"),
+    (GOOD.replace('[smoke]', '[project.sdist]\nrequirement="a==1"\nsha256="' + "0" * 64
+                  + '"\nsubdir="x"\n[smoke]'), "exactly one of project.source"),
+    (GOOD.replace('name = "demo"', 'name = "demo"\narchive = "{name}-{id}/x"'),
+     "project.archive"),
+    (GOOD.replace('name = "demo"', 'name = "demo"\narchive = "{name}-{version}"'),
+     "project.archive"),
+    (GOOD.replace('output = "stdout"', 'output = "stderr"'), "smoke.output 'stderr'"),
+    (GOOD.replace('"{model}", ', ''), "must pass the model"),
+    (GOOD.replace('"{n_predict}"', '"{seed}"'), "unknown placeholder '{seed}'"),
+    (GOOD.replace('program = "demo-run"', 'program = "../bin/sh"'), "smoke.program"),
+    (GOOD + '\n[build]\ntargets = ["other"]\n', "not among build.targets"),
+    (GOOD + '\n[build]\ntargets = ["a;rm -rf"]\n', "not a CMake target name"),
+    (GOOD.replace('output = "stdout"', 'output = "stdout"\nbig_endian = ["{python}"]'),
+     "must name the model"),
+    (GOOD.replace('output = "stdout"', 'output = "stdout"\nbig_endian = ["{home}/{model}"]'),
+     "unknown placeholder '{home}'"),
+    (GOOD.replace('[smoke]', '[smoke]\nprogramme = "x"'), "did you mean 'program'"),
+    ("[project\nname=", "not valid TOML"),
+])
+def test_a_bad_description_is_refused_by_name(tmp_path: Path, text: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_project(_write(tmp_path / "p", text))
+    assert says in err.value.render()
+
+
+@pytest.mark.parametrize(("sdist", "says"), [
+    ('requirement = "llama-cpp-python"\nsha256 = "' + "a" * 64 + '"\nsubdir = "v"',
+     "must pin one version"),
+    ('requirement = "x==1"\nsha256 = "' + "A" * 64 + '"\nsubdir = "v"', "64 lower-case hex"),
+    ('requirement = "x==1"\nsha256 = "' + "a" * 64 + '"\nsubdir = "../v"', "relative path"),
+    ('requirement = "x==1"\nsha256 = "' + "a" * 64 + '"', "'subdir' is missing"),
+])
+def test_a_bad_sdist_pin_is_refused(tmp_path: Path, sdist: str, says: str) -> None:
+    text = GOOD.replace('source = "src"', "").replace("[smoke]", f"[project.sdist]\n{sdist}\n"
+                                                                 "[smoke]")
+    with pytest.raises(ConfigError) as err:
+        load_project(_write(tmp_path / "p", text))
+    assert says in err.value.render()
+
+
+def test_a_missing_description_says_where_it_looked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_project(tmp_path)
+    assert "kiln.toml" in err.value.render()
+
+
+# --------------------------------------------------------------------------------------------
+# sdist sources
+
+
+def _sdist(path: Path, files: Mapping[str, bytes], top: str = "demo-1.0") -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _sdist_project(tmp_path: Path, sha: str) -> Project:
+    text = GOOD.replace('source = "src"', "").replace(
+        "[smoke]", f'[project.sdist]\nrequirement = "demo==1.0"\nsha256 = "{sha}"\n'
+                   'subdir = "vendor/demo"\n[smoke]')
+    return load_project(_write(tmp_path / "project", text))
+
+
+class FakePip:
+    """``pip download`` that puts one prepared sdist into --dest (and counts its calls)."""
+
+    def __init__(self, sdist: Path) -> None:
+        self.sdist = sdist
+        self.calls = 0
+
+    def __call__(self, argv: Sequence[str], **kwargs: Any) -> None:
+        self.calls += 1
+        assert argv[1:4] == ["-m", "pip", "download"] and argv[-1] == "demo==1.0"
+        dest = Path(argv[argv.index("--dest") + 1])
+        (dest / self.sdist.name).write_bytes(self.sdist.read_bytes())
+
+
+def test_an_sdist_is_fetched_checked_and_unpacked_once(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = _sdist(tmp_path / "demo-1.0.tar.gz", {
+        "vendor/demo/CMakeLists.txt": b"project(demo C)\n", "vendor/demo/LICENSE": b"MIT\n"})
+    pip = FakePip(tarball)
+    monkeypatch.setattr(kiln.build.source, "run", pip)
+    project = _sdist_project(tmp_path, sha256_file(tarball))
+    cache = tmp_path / "cache"
+    first = resolve_source(project, cache_root=cache, python="python3", env={}, run_env={})
+    again = resolve_source(project, cache_root=cache, python="python3", env={}, run_env={})
+    assert first == again and pip.calls == 1
+    assert (first.path / "CMakeLists.txt").read_bytes() == b"project(demo C)\n"
+    assert first.tracked is None and len(first.digest) == 64
+
+
+def test_an_sdist_with_other_bytes_is_refused_and_nothing_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = _sdist(tmp_path / "demo-1.0.tar.gz", {"vendor/demo/CMakeLists.txt": b"x"})
+    monkeypatch.setattr(kiln.build.source, "run", FakePip(tarball))
+    project = _sdist_project(tmp_path, "0" * 64)
+    cache = tmp_path / "cache"
+    with pytest.raises(IntegrityError) as err:
+        resolve_source(project, cache_root=cache, python="python3", env={}, run_env={})
+    assert "but kiln.toml pins" in err.value.render()
+    assert not any((cache / "sources").iterdir())
+
+
+def test_a_hostile_sdist_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = tmp_path / "demo-1.0.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        info = tarfile.TarInfo("demo-1.0/../../escaped")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    monkeypatch.setattr(kiln.build.source, "run", FakePip(tarball))
+    project = _sdist_project(tmp_path, sha256_file(tarball))
+    cache = tmp_path / "cache"
+    with pytest.raises(IntegrityError):
+        resolve_source(project, cache_root=cache, python="python3", env={}, run_env={})
+    assert not (tmp_path / "escaped").exists() and not (cache / "escaped").exists()
+    assert not any((cache / "sources").iterdir())
+
+
+def test_an_sdist_without_the_cmake_project_says_so(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    tarball = _sdist(tmp_path / "demo-1.0.tar.gz", {"README": b"no cmake here"})
+    monkeypatch.setattr(kiln.build.source, "run", FakePip(tarball))
+    project = _sdist_project(tmp_path, sha256_file(tarball))
+    with pytest.raises(ConfigError) as err:
+        resolve_source(project, cache_root=tmp_path / "cache", python="p", env={}, run_env={})
+    assert "no CMakeLists.txt in vendor/demo/" in err.value.render()
