@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 # Bump when a verifier's checks change, so cached reports are redone.
-VERIFY_VERSION = 4
+VERIFY_VERSION = 5
 
 # The second prompt of the run-based verifiers: Latin accents, a dash and CJK, so a build that
 # passes its command line through a legacy code page (Windows' ANSI argv turns them into '?')

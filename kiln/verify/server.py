@@ -295,8 +295,12 @@ def server_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Pa
         if base is None:
             problem = why
         else:
-            facts.append(f"listening on {base.removeprefix('http://')} after "
-                         f"{time.monotonic() - started:.1f}s")
+            # the port (a free one, picked per run) and the start-up time go to the log, not
+            # into the detail: the asset's record must be the same bytes on every rebuild
+            address = base.removeprefix("http://")
+            log_line(ctx, f"the server is listening on {address} after "
+                          f"{time.monotonic() - started:.1f}s")
+            facts.append(f"listening on {address.rsplit(':', 1)[0]}")
             problem = _ask(base, r.prompt, r.n_predict, expected, against, request_timeout,
                            facts)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
@@ -187,7 +188,9 @@ def test_a_server_that_gives_ember_cli_tokens_passes(ctx: VerifyContext, exe: Pa
     got = check(ctx, exe, spawner, prefix=["qemu-s390x", "-L", "/usr/s390x-linux-gnu"])
     assert got.ok, got.detail
     assert got.name == "ember-server ran natively"
-    assert "listening on 127.0.0.1:" in got.detail and "/health ok" in got.detail
+    assert "listening on 127.0.0.1, /health ok" in got.detail
+    # no port, no time: the record of a rebuild is the same bytes
+    assert not re.search(r"127\.0\.0\.1:\d|after \d", got.detail), got.detail
     assert f"{len(IDS)} greedy tokens identical to ember-cli's" in got.detail
     assert "stopped by SIGTERM (exit 0)" in got.detail
     r = ctx.spec.run
@@ -230,7 +233,7 @@ def test_other_tokens_fail_with_the_first_difference(ctx: VerifyContext, exe: Pa
     got = check(ctx, exe, Spawner(tokens=wrong))
     assert not got.ok
     assert "tokens differ from ember-cli's at step 5" in got.detail
-    assert "999" in got.detail and "(listening on 127.0.0.1:" in got.detail
+    assert "999" in got.detail and "(listening on 127.0.0.1" in got.detail
 
 
 def test_a_server_that_stops_early_says_so(ctx: VerifyContext, exe: Path) -> None:
