@@ -69,7 +69,7 @@ def test_both_entries_build_and_print_the_host_builds_text(built: dict[str, Any]
     detail = s390x["verification"]["detail"]
     assert "ran under qemu-s390x: llama-completion's output" in detail, detail
     assert "identical to the host build's" in detail
-    assert "ELF s390x" in detail and "big-endian" in detail
+    assert "ELF s390x" in detail
 
 
 def test_the_big_endian_run_used_a_converted_model(built: dict[str, Any]) -> None:
