@@ -303,6 +303,8 @@ def _build_key(s: _Session, job: Job, recipe: Recipe, ident: Identity) -> str:
     if job.entry.os == "windows":
         # the cache holds signed trees: another certificate is another build
         parts["authenticode"] = s.signing_id
+    if s.project.targets:  # what is built and staged
+        parts["targets"] = list(s.project.targets)
     return key_of(parts)
 
 

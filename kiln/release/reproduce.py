@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,8 @@ from kiln.files import atomic_write_text, sha256_file
 from kiln.matrix import Matrix, load_matrix
 from kiln.package.records import AssetRecord, Tool
 from kiln.plan import Job, make_job
+from kiln.project import FILE as PROJECT_FILE
+from kiln.project import Project, load_project
 from kiln.release.manifest import (
     MANIFEST_MAX_BYTES,
     MANIFEST_NAME,
@@ -529,6 +531,7 @@ def reproduce(release: str, *, repo: Path, only: Sequence[str] = (),
                              f"release's date {manifest.date}")
             _clear_report_dir(out_dir)
             summary = _rebuild(jobs, source=source, scratch=tmp, env=genv, epoch=epoch,
+                               project=_project_of(source, repo),
                                parallel=parallel, console=console, log_dir=out_dir / "logs")
             checks, failed = _compare(assets, skipped, summary, released=directory,
                                       rebuilt=tmp / "out",
@@ -557,15 +560,25 @@ def reproduce(release: str, *, repo: Path, only: Sequence[str] = (),
                            statement=statement, signed=signed)
 
 
+def _project_of(source: Path, repo: Path) -> Project:
+    """The project the release's commit describes; a commit from before kiln.toml existed is
+    read with this checkout's description (what the stages did then is what it says now)."""
+    if (source / PROJECT_FILE).is_file():
+        return load_project(source)
+    return replace(load_project(repo), root=source.absolute())
+
+
 def _rebuild(jobs: Sequence[Job], *, source: Path, scratch: Path, env: Mapping[str, str],
-             epoch: int, parallel: int, console: Console, log_dir: Path) -> BuildSummary:
+             epoch: int, parallel: int, console: Console, log_dir: Path,
+             project: Project) -> BuildSummary:
     build_env = dict(env)
     build_env["SOURCE_DATE_EPOCH"] = str(epoch)
     # Empty build caches (builds/, work/, ccache/ under the scratch directory); the pinned
     # toolchains and zig's libc cache of kiln's own cache are shared.
     layout = CacheLayout.at(default_cache_dir(env)).fresh(scratch / "cache")
     return build_jobs(jobs, repo=source, out=scratch / "out", env=build_env,
-                      parallel=parallel, console=console, layout=layout, log_dir=log_dir)
+                      parallel=parallel, console=console, layout=layout, log_dir=log_dir,
+                      project=project)
 
 
 def _compare(assets: Sequence[ReleaseAsset], skipped: Mapping[str, str],

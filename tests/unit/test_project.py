@@ -222,3 +222,18 @@ def test_an_sdist_without_the_cmake_project_says_so(tmp_path: Path,
     with pytest.raises(ConfigError) as err:
         resolve_source(project, cache_root=tmp_path / "cache", python="p", env={}, run_env={})
     assert "no CMakeLists.txt in vendor/demo/" in err.value.render()
+
+
+def test_reproducing_a_commit_from_before_kiln_toml_uses_this_checkouts_description(
+        tmp_path: Path, repo_root: Path) -> None:
+    """kiln reproduce of a release whose commit has no kiln.toml: the stages did then what
+    this checkout's description says, so it is read with the old tree as its root."""
+    from kiln.release.reproduce import _project_of
+
+    old = tmp_path / "old-commit"
+    old.mkdir()
+    project = _project_of(old, repo_root)
+    assert project.root == old and project.name == "ember" and project.source_dir == "runtime"
+    assert project.recipes_dir == old / "recipes"
+    _write(old, GOOD)
+    assert _project_of(old, repo_root).name == "demo"
