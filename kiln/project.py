@@ -154,6 +154,18 @@ def _strings(where: str, value: Any) -> tuple[str, ...]:
     return tuple(_text(f"{where}[{i}]", v) for i, v in enumerate(value))
 
 
+def _command(where: str, value: Any, placeholders: tuple[str, ...]) -> tuple[str, ...]:
+    """A list of strings that may use only ``placeholders`` (``{name}``)."""
+    argv = _strings(where, value)
+    for a in argv:
+        for used in re.findall(r"\{([^{}]*)\}", a):
+            if used not in placeholders:
+                raise ConfigError(f"{where}: unknown placeholder '{{{used}}}'",
+                                  hint="placeholders: " + ", ".join(
+                                      "{" + p + "}" for p in placeholders))
+    return argv
+
+
 def load_project(root: Path) -> Project:
     """Read ``root/kiln.toml``."""
     path = root / FILE
@@ -219,26 +231,15 @@ def load_project(root: Path) -> Project:
     program = _text(f"{where} smoke.program", smoke["program"])
     if not re.fullmatch(r"[A-Za-z0-9._+-]+", program):
         raise ConfigError(f"{where}: smoke.program '{program}' must be a file name in bin/")
-    args = _strings(f"{where} smoke.args", smoke["args"])
-    for a in args:
-        for used in re.findall(r"\{([^{}]*)\}", a):
-            if used not in PLACEHOLDERS:
-                raise ConfigError(f"{where}: smoke.args: unknown placeholder '{{{used}}}'",
-                                  hint="placeholders: " + ", ".join(
-                                      "{" + p + "}" for p in PLACEHOLDERS))
+    args = _command(f"{where}: smoke.args", smoke["args"], PLACEHOLDERS)
     if not any("{model}" in a for a in args):
         raise ConfigError(f"{where}: smoke.args must pass the model ({{model}})")
     output = _text(f"{where} smoke.output", smoke["output"])
     if output not in OUTPUTS:
         raise ConfigError(f"{where}: smoke.output '{output}' is not one of "
                           + ", ".join(OUTPUTS))
-    big_endian = _strings(f"{where} smoke.big_endian", smoke.get("big_endian", []))
-    for a in big_endian:
-        for used in re.findall(r"\{([^{}]*)\}", a):
-            if used not in CONVERT_PLACEHOLDERS:
-                raise ConfigError(f"{where}: smoke.big_endian: unknown placeholder "
-                                  f"'{{{used}}}'", hint="placeholders: " + ", ".join(
-                                      "{" + p + "}" for p in CONVERT_PLACEHOLDERS))
+    big_endian = _command(f"{where}: smoke.big_endian", smoke.get("big_endian", []),
+                          CONVERT_PLACEHOLDERS)
     if big_endian and not any("{model}" in a for a in big_endian):
         raise ConfigError(f"{where}: smoke.big_endian must name the model ({{model}}) it "
                           "converts")

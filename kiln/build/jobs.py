@@ -49,7 +49,7 @@ from kiln.build.toolchains.recipe import Recipe, VerifySpec, load_recipe, load_v
 from kiln.console import Console, Progress
 from kiln.errors import ConfigError, KilnError, SelectionError, ToolMissing, VerifyError
 from kiln.files import COMPLETE, install_once, sha256_file
-from kiln.matrix import Matrix, load_matrix
+from kiln.matrix import Entry, Matrix, load_matrix
 from kiln.package.archive import BuildInfo, package
 from kiln.package.authenticode import CodeSigningKey, resolve_code_signing, sign_tree, tool_version
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
@@ -58,6 +58,7 @@ from kiln.plan import Job, make_job
 from kiln.project import BIG_ENDIAN_ARCHES, Project, load_project
 from kiln.run import require_tool, run
 from kiln.verify import VERIFY_VERSION, VerifyContext, VerifyReport, verifier_for
+from kiln.verify.base import exe_name
 
 __all__ = [
     "BuildResult",
@@ -355,7 +356,7 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
                     raise _Cancelled("cancelled")
                 run(argv, env=env, cwd=work, log_file=log, what=f"{step} {entry.id}")
             if targets:
-                _stage_targets(build, stage, targets, entry.os)
+                _stage_targets(build, stage, targets, entry)
             if entry.os == "windows" and s.signing is not None:
                 signed = sign_tree(stage, s.signing, epoch=s.epoch, env=s.env, log_file=log)
                 _log(log, f"Authenticode-signed: {', '.join(signed) or 'no PE file'}")
@@ -366,17 +367,16 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
             return _Staged(key=key, stage=stored, cached=False, identity=ident, tools=tools)
 
 
-def _stage_targets(build: Path, stage: Path, targets: Sequence[str], os_name: str) -> None:
+def _stage_targets(build: Path, stage: Path, targets: Sequence[str], entry: Entry) -> None:
     """Stage the programs of kiln.toml's build.targets from the build tree's bin/ (where
     CMake projects put their executables with CMAKE_RUNTIME_OUTPUT_DIRECTORY) into
     ``stage/bin``."""
-    exe = ".exe" if os_name == "windows" else ""
     (stage / "bin").mkdir(parents=True, exist_ok=True)
     for target in targets:
-        candidates = [build / "bin" / f"{target}{exe}", build / f"{target}{exe}"]
-        found = next((p for p in candidates if p.is_file()), None)
+        name = exe_name(entry, target)
+        found = next((p for p in (build / "bin" / name, build / name) if p.is_file()), None)
         if found is None:
-            raise KilnError(f"build target '{target}' made no {target}{exe} in the build "
+            raise KilnError(f"build target '{target}' made no {name} in the build "
                             "tree's bin/ or top directory",
                             hint="kiln.toml's build.targets names executables")
         shutil.copy2(found, stage / "bin" / found.name)
@@ -694,7 +694,8 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
                                *((home,) if len(home) > 1 else ())}))
     cores = os.cpu_count() or 1
     session = _Session(
-        repo=repo, project=project, recipes=recipes, source=source.path, out=out, log_dir=log_dir, layout=layout,
+        repo=repo, project=project, recipes=recipes, source=source.path, out=out,
+        log_dir=log_dir, layout=layout,
         cache=cache, env=base_env, commit=commit, epoch=epoch, source_hash=source_hash,
         host_tools=host_tools, installed=installed, recipes_by_backend=recipes_by_backend,
         spec=spec, model=model, model_sha=None if model is None else sha256_file(model),

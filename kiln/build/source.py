@@ -35,8 +35,6 @@ class Source:
 
     path: Path
     digest: str
-    # the checkout directory whose git-tracked files are the source (None: an sdist)
-    tracked: str | None
 
 
 def _fetch(sdist: SdistSource, dest: Path, *, python: str, env: Mapping[str, str]) -> str:
@@ -78,8 +76,7 @@ def resolve_source(project: Project, *, cache_root: Path, python: str,
                               hint="kiln.toml's project.source names the directory of the "
                                    "top CMakeLists.txt")
         return Source(path=path,
-                      digest=source_tree_hash(project.root, project.source_dir, run_env),
-                      tracked=project.source_dir)
+                      digest=source_tree_hash(project.root, project.source_dir, run_env))
     sdist = project.sdist
     assert sdist is not None
     dest = cache_root / "sources" / sdist.sha256
@@ -96,4 +93,4 @@ def resolve_source(project: Project, *, cache_root: Path, python: str,
                           hint="kiln.toml's project.sdist.subdir names the CMake project "
                                "inside the sdist")
     digest = hashlib.sha256(f"sdist\0{sdist.sha256}\0{sdist.subdir}".encode()).hexdigest()
-    return Source(path=path, digest=digest, tracked=None)
+    return Source(path=path, digest=digest)

@@ -122,19 +122,15 @@ def required_files(job: Job, programs: Sequence[str] = ()) -> tuple[tuple[str, .
 def check_layout(job: Job, stage: Path, programs: Sequence[str] = ()) -> None:
     """Refuse a staged tree that lacks what its archive must hold: ``programs`` (kiln.toml's
     build.targets) in ``bin/`` when the project names them, else ember's installed layout."""
-    if programs:
-        lacking = [g[0] for g in required_files(job, programs) if not (stage / g[0]).is_file()]
-        if lacking:
-            raise BuildError(f"'{job.entry.id}': the staged tree lacks {', '.join(lacking)}",
-                             hint="kiln.toml's build.targets must each build an executable")
-        return
-    missing = [" or ".join(g) for g in required_files(job)
-               if not any((stage / p).exists() for p in g)]
+    missing = [" or ".join(g) for g in required_files(job, programs)
+               if not any((stage / p).is_file() for p in g)]
     if missing:
-        raise BuildError(f"'{job.entry.id}': the installed tree lacks {', '.join(missing)}",
-                         hint="ember's CMake install() rules must install ember-cli, "
-                              "ember-bench, ember-server, the library, include/ember.h and "
-                              "the third-party licences (share/ember/licenses/)")
+        raise BuildError(f"'{job.entry.id}': the staged tree lacks {', '.join(missing)}",
+                         hint="kiln.toml's build.targets must each build an executable"
+                         if programs else
+                         "ember's CMake install() rules must install ember-cli, "
+                         "ember-bench, ember-server, the library, include/ember.h and "
+                         "the third-party licences (share/ember/licenses/)")
 
 
 def collect_members(stage: Path, top: str, extra: Mapping[str, bytes], *,

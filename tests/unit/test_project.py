@@ -183,7 +183,7 @@ def test_an_sdist_is_fetched_checked_and_unpacked_once(tmp_path: Path,
     again = resolve_source(project, cache_root=cache, python="python3", env={}, run_env={})
     assert first == again and pip.calls == 1
     assert (first.path / "CMakeLists.txt").read_bytes() == b"project(demo C)\n"
-    assert first.tracked is None and len(first.digest) == 64
+    assert len(first.digest) == 64 and first.path.is_relative_to(cache / "sources")
 
 
 def test_an_sdist_with_other_bytes_is_refused_and_nothing_kept(

@@ -7,7 +7,8 @@ is renamed into place only once ``zig version`` answers, so a killed install lea
 that looks complete.
 
 Per job, ``configure`` writes small ``cc``/``c++``/``ar``/``ranlib`` wrappers (``zig cc
--target T -mcpu=M``; C++ for projects that have it, ember is C) and a CMake toolchain file rendered from ``recipes/cmake/zig-toolchain.cmake.j2``.
+-target T -mcpu=M``; C++ for projects that have it, ember is C) and a CMake toolchain file
+rendered from ``recipes/cmake/zig-toolchain.cmake.j2``.
 zig's own cache (the libc, mingw and compiler-rt it compiles once per target, about 95 s for
 Windows) lives in ``<cache>/zig`` and is shared by every build.
 """
@@ -152,7 +153,8 @@ class ZigToolchain:
         text = env.get_template(TEMPLATE).render(
             entry_id=entry.id, zig_version=self.version, target=job.target, mcpu=mcpu,
             system_name=system_name, processor=processor,
-            cc=_cmake_quote(str(tdir / "cc")), cxx=_cmake_quote(str(tdir / "c++")), ar=_cmake_quote(str(tdir / "ar")),
+            cc=_cmake_quote(str(tdir / "cc")), cxx=_cmake_quote(str(tdir / "c++")),
+            ar=_cmake_quote(str(tdir / "ar")),
             ranlib=_cmake_quote(str(tdir / "ranlib")),
             install_name_tool=_cmake_quote(str(tdir / "install_name_tool")),
             cflags=_cmake_quote(" ".join(cflags)), ldflags=_cmake_quote(" ".join(ldflags)),
