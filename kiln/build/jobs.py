@@ -264,10 +264,13 @@ def _alive(pid: int) -> bool:
 
 
 def _code_signing(env: Mapping[str, str], repo: Path, layout: CacheLayout,
-                  run_env: Mapping[str, str]) -> tuple[CodeSigningKey, dict[str, Any]]:
+                  run_env: Mapping[str, str], project: Project
+                  ) -> tuple[CodeSigningKey, dict[str, Any]]:
     """The Windows binaries' signing key (``KILN_AUTHENTICODE_*`` in ``env``, else the
-    throwaway certificate kept in the cache) and what of it goes into the cache keys."""
-    key = resolve_code_signing(env, repo=repo, local_dir=layout.authenticode, run_env=run_env)
+    project's throwaway certificate kept in the cache) and what of it goes into the cache
+    keys."""
+    key = resolve_code_signing(env, repo=repo, local_dir=layout.authenticode,
+                               run_env=run_env, project=project.name)
     return key, {"cert": key.sha256, "timestamp": key.timestamp_url,
                  "tool": tool_version(run_env)}
 
@@ -687,7 +690,7 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     signing: CodeSigningKey | None = None
     signing_id: dict[str, Any] | None = None
     if any(j.entry.os == "windows" for j in all_jobs):
-        signing, signing_id = _code_signing(env, repo, layout, base_env)
+        signing, signing_id = _code_signing(env, repo, layout, base_env, project)
     home = env.get("HOME", "")
     # Where a build could leak this machine's paths from (not --out: it must not change keys).
     host_paths = tuple(sorted({*layout.host_paths(), str(repo),

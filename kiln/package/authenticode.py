@@ -71,9 +71,9 @@ CERT_ENV = "KILN_AUTHENTICODE_CERT"
 PASSWORD_ENV = "KILN_AUTHENTICODE_PASSWORD"
 TIMESTAMP_ENV = "KILN_AUTHENTICODE_TIMESTAMP_URL"
 PE_SUFFIXES = (".exe", ".dll")
-THROWAWAY_SUBJECT = "/O=ember/CN=ember local build (throwaway code-signing certificate)"
+# The throwaway certificate names the project it signs for: "/O=<name>/CN=<name> local build ...".
+THROWAWAY_SUBJECT = "/O={project}/CN={project} local build (throwaway code-signing certificate)"
 THROWAWAY_DIR_MARKER = "COMPLETE"
-DESCRIPTION = "ember"
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----",
                        re.DOTALL)
 
@@ -87,6 +87,7 @@ class CodeSigningKey:
     password: str | None = field(default=None, repr=False)
     timestamp_url: str | None = None
     throwaway: bool = False
+    description: str  # the program name signed into each file (osslsigncode -n): the project
 
     @property
     def sha256(self) -> str:
@@ -144,15 +145,17 @@ def _pem_file(raw: str, what: str, variable: str, repo: Path) -> Path:
 
 
 def resolve_code_signing(env: Mapping[str, str], *, repo: Path, local_dir: Path,
-                         run_env: Mapping[str, str]) -> CodeSigningKey:
-    """The key the Windows binaries are signed with: ``KILN_AUTHENTICODE_KEY`` and
-    ``KILN_AUTHENTICODE_CERT`` when set (both), else the throwaway certificate kept in
-    ``local_dir`` (made on first use, with ``openssl`` run in ``run_env``)."""
+                         run_env: Mapping[str, str], project: str) -> CodeSigningKey:
+    """The key ``project``'s Windows binaries are signed with: ``KILN_AUTHENTICODE_KEY`` and
+    ``KILN_AUTHENTICODE_CERT`` when set (both), else the project's throwaway certificate kept
+    in ``local_dir / project`` (made on first use, with ``openssl`` run in ``run_env``). The
+    signatures carry the project's name as the program description."""
     key_raw, cert_raw = env.get(KEY_ENV), env.get(CERT_ENV)
     url = env.get(TIMESTAMP_ENV) or None
     if not key_raw and not cert_raw:
-        local = throwaway_key(local_dir, env=run_env)
-        return CodeSigningKey(key=local.key, cert=local.cert, timestamp_url=url, throwaway=True)
+        local = throwaway_key(local_dir / project, env=run_env, project=project)
+        return CodeSigningKey(key=local.key, cert=local.cert, timestamp_url=url, throwaway=True,
+                              description=project)
     if not key_raw or not cert_raw:
         have, lack = (KEY_ENV, CERT_ENV) if key_raw else (CERT_ENV, KEY_ENV)
         raise ConfigError(f"{have} is set but {lack} is not",
@@ -169,18 +172,20 @@ def resolve_code_signing(env: Mapping[str, str], *, repo: Path, local_dir: Path,
     if encrypted and password is None:
         raise ConfigError(f"Authenticode key {key} is protected by a password",
                           hint=f"set {PASSWORD_ENV} to the key's password")
-    return CodeSigningKey(key=key, cert=cert, password=password, timestamp_url=url)
+    return CodeSigningKey(key=key, cert=cert, password=password, timestamp_url=url,
+                          description=project)
 
 
-def throwaway_key(local_dir: Path, *, env: Mapping[str, str]) -> CodeSigningKey:
-    """The throwaway self-signed code-signing certificate under ``local_dir``, made once (under
-    a lock) with ``openssl``: RSA 3072, SHA-256, extended key usage codeSigning, 20 years."""
+def throwaway_key(local_dir: Path, *, env: Mapping[str, str], project: str) -> CodeSigningKey:
+    """``project``'s throwaway self-signed code-signing certificate under ``local_dir``, made
+    once (under a lock) with ``openssl``: RSA 3072, SHA-256, extended key usage codeSigning,
+    20 years."""
 
     def fill(tmp: Path) -> str:
         key, cert = tmp / "key.pem", tmp / "cert.pem"
         run(["openssl", "req", "-x509", "-newkey", "rsa:3072", "-sha256", "-nodes",
              "-keyout", str(key), "-out", str(cert), "-days", "7300",
-             "-subj", THROWAWAY_SUBJECT,
+             "-subj", THROWAWAY_SUBJECT.format(project=project),
              "-addext", "basicConstraints=critical,CA:FALSE",
              "-addext", "keyUsage=critical,digitalSignature",
              "-addext", "extendedKeyUsage=codeSigning"],
@@ -191,7 +196,8 @@ def throwaway_key(local_dir: Path, *, env: Mapping[str, str]) -> CodeSigningKey:
     local_dir.parent.mkdir(parents=True, exist_ok=True)
     dest = install_once(local_dir, lock=local_dir.parent / f".{local_dir.name}.lock",
                         fill=fill, marker=THROWAWAY_DIR_MARKER)
-    return CodeSigningKey(key=dest / "key.pem", cert=dest / "cert.pem", throwaway=True)
+    return CodeSigningKey(key=dest / "key.pem", cert=dest / "cert.pem", throwaway=True,
+                          description=project)
 
 
 def tool_version(env: Mapping[str, str]) -> str:
@@ -213,7 +219,7 @@ def pe_files(tree: Path) -> list[Path]:
 def sign_command(key: CodeSigningKey, src: Path, dst: Path, *, epoch: int) -> list[str]:
     """osslsigncode's command line: no secret on it (the password goes to standard input)."""
     argv = ["osslsigncode", "sign", "-certs", str(key.cert), "-key", str(key.key),
-            "-h", "sha256", "-n", DESCRIPTION, "-time", str(epoch)]
+            "-h", "sha256", "-n", key.description, "-time", str(epoch)]
     if key.password is not None:
         argv += ["-readpass", "-"]
     if key.timestamp_url:

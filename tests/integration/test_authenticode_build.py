@@ -86,7 +86,8 @@ def tiny(zig: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 @pytest.fixture(scope="module")
 def throwaway(tmp_path_factory: pytest.TempPathFactory) -> ac.CodeSigningKey:
-    return ac.throwaway_key(tmp_path_factory.mktemp("signing") / "authenticode", env=tool_env())
+    return ac.throwaway_key(tmp_path_factory.mktemp("signing") / "authenticode", env=tool_env(),
+                            project="ember")
 
 
 def signed_copy(src: Path, dest_dir: Path, key: ac.CodeSigningKey, **kw: Any) -> Path:
@@ -126,7 +127,7 @@ def test_a_changed_byte_or_no_signature_fails(tiny: dict[str, Path],
 def test_another_certificate_does_not_verify(tiny: dict[str, Path],
                                              throwaway: ac.CodeSigningKey,
                                              tmp_path: Path) -> None:
-    other = ac.throwaway_key(tmp_path / "other", env=tool_env())
+    other = ac.throwaway_key(tmp_path / "other", env=tool_env(), project="ember")
     signed = signed_copy(tiny["dll"], tmp_path / "s", throwaway)
     with pytest.raises(IntegrityError, match=r"^tiny\.dll: "):
         ac.verify_pe(signed, other.cert, env=tool_env())
@@ -145,7 +146,7 @@ def test_an_encrypted_key_password_stays_out_of_logs(tiny: dict[str, Path],
     env = {ac.KEY_ENV: str(encrypted), ac.CERT_ENV: str(throwaway.cert),
            ac.PASSWORD_ENV: PASSWORD}
     key = ac.resolve_code_signing(env, repo=WORK / "repo", local_dir=tmp_path / "unused",
-                                  run_env=tool_env())
+                                  run_env=tool_env(), project="ember")
     log = tmp_path / "sign.log"
     caplog.set_level(logging.INFO, logger="kiln.run")
     signed = signed_copy(tiny["exe"], tmp_path / "s", key, log_file=log)
@@ -156,7 +157,7 @@ def test_an_encrypted_key_password_stays_out_of_logs(tiny: dict[str, Path],
     assert PASSWORD not in logged
     wrong = {**env, ac.PASSWORD_ENV: "wrong"}
     key = ac.resolve_code_signing(wrong, repo=WORK / "repo", local_dir=tmp_path / "unused",
-                                  run_env=tool_env())
+                                  run_env=tool_env(), project="ember")
     with pytest.raises(ConfigError, match="wrong password"):
         signed_copy(tiny["exe"], tmp_path / "w", key, log_file=log)
     assert PASSWORD not in log.read_text()

@@ -61,7 +61,8 @@ def configured(outside: Path, **env: str) -> dict[str, str]:
 
 def test_a_configured_key_and_certificate(outside: Path, tmp_path: Path) -> None:
     env = configured(outside, **{ac.TIMESTAMP_ENV: "http://timestamp.example"})
-    key = ac.resolve_code_signing(env, repo=REPO, local_dir=tmp_path / "local", run_env={})
+    key = ac.resolve_code_signing(env, repo=REPO, local_dir=tmp_path / "local", run_env={},
+                                  project="ember")
     assert key.key == outside / "k.pem" and key.cert == outside / "c.pem"
     assert not key.throwaway and key.password is None
     assert key.timestamp_url == "http://timestamp.example"
@@ -74,7 +75,8 @@ def test_half_a_configuration_is_refused(outside: Path, tmp_path: Path) -> None:
     for missing in (ac.KEY_ENV, ac.CERT_ENV):
         half = {k: v for k, v in env.items() if k != missing}
         with pytest.raises(ConfigError, match=f"{missing} is not"):
-            ac.resolve_code_signing(half, repo=REPO, local_dir=tmp_path / "l", run_env={})
+            ac.resolve_code_signing(half, repo=REPO, local_dir=tmp_path / "l", run_env={},
+                                  project="ember")
 
 
 def test_keys_inside_the_repository_are_refused(tmp_path: Path, outside: Path) -> None:
@@ -82,17 +84,20 @@ def test_keys_inside_the_repository_are_refused(tmp_path: Path, outside: Path) -
     repo.mkdir()
     env = {ac.KEY_ENV: str(key_file(repo / "k.pem")), ac.CERT_ENV: str(pem(outside / "c.pem"))}
     with pytest.raises(ConfigError, match="inside the repository"):
-        ac.resolve_code_signing(env, repo=repo, local_dir=tmp_path / "l", run_env={})
+        ac.resolve_code_signing(env, repo=repo, local_dir=tmp_path / "l", run_env={},
+                                  project="ember")
 
 
 def test_an_encrypted_key_needs_its_password(outside: Path, tmp_path: Path) -> None:
     env = {ac.KEY_ENV: str(key_file(outside / "k.pem", encrypted=True)),
            ac.CERT_ENV: str(pem(outside / "c.pem"))}
     with pytest.raises(ConfigError, match="protected by a password") as err:
-        ac.resolve_code_signing(env, repo=REPO, local_dir=tmp_path / "l", run_env={})
+        ac.resolve_code_signing(env, repo=REPO, local_dir=tmp_path / "l", run_env={},
+                                  project="ember")
     assert ac.PASSWORD_ENV in (err.value.hint or "")
     key = ac.resolve_code_signing({**env, ac.PASSWORD_ENV: PASSWORD}, repo=REPO,
-                                  local_dir=tmp_path / "l", run_env={})
+                                  local_dir=tmp_path / "l", run_env={},
+                                  project="ember")
     assert key.password == PASSWORD and PASSWORD not in repr(key)
 
 
@@ -116,12 +121,21 @@ def test_without_configuration_a_throwaway_is_made_once(tmp_path: Path,
 
     monkeypatch.setattr(ac, "run", fake_openssl)
     local = tmp_path / "cache" / "authenticode"
-    first = ac.resolve_code_signing({}, repo=REPO, local_dir=local, run_env={})
-    again = ac.resolve_code_signing({}, repo=REPO, local_dir=local, run_env={})
+    first = ac.resolve_code_signing({}, repo=REPO, local_dir=local, run_env={},
+                                  project="ember")
+    again = ac.resolve_code_signing({}, repo=REPO, local_dir=local, run_env={},
+                                  project="ember")
     assert len(made) == 1 and first == again and first.throwaway
-    assert first.cert == local / "cert.pem" and (first.key.stat().st_mode & 0o777) == 0o600
+    assert first.cert == local / "ember" / "cert.pem"
+    assert (first.key.stat().st_mode & 0o777) == 0o600
     assert "extendedKeyUsage=codeSigning" in made[0]
-    assert "throwaway" in made[0][made[0].index("-subj") + 1]
+    subject = made[0][made[0].index("-subj") + 1]
+    assert "throwaway" in subject and subject.startswith("/O=ember/CN=ember local build")
+    # another project gets its own certificate, in its own directory, naming it
+    other = ac.resolve_code_signing({}, repo=REPO, local_dir=local, run_env={}, project="llama")
+    assert len(made) == 2 and other.cert == local / "llama" / "cert.pem"
+    assert other.description == "llama"
+    assert made[1][made[1].index("-subj") + 1].startswith("/O=llama/CN=llama local build")
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,8 +143,10 @@ def test_without_configuration_a_throwaway_is_made_once(tmp_path: Path,
 
 
 def test_the_sign_command(tmp_path: Path) -> None:
-    key = ac.CodeSigningKey(key=Path("k.pem"), cert=Path("c.pem"), password=PASSWORD)
+    key = ac.CodeSigningKey(key=Path("k.pem"), cert=Path("c.pem"), password=PASSWORD,
+                            description="ember")
     argv = ac.sign_command(key, Path("a.exe"), Path("b.exe"), epoch=1_700_000_000)
+    assert argv[argv.index("-n") + 1] == "ember"  # the project's name is the description
     assert argv[:2] == ["osslsigncode", "sign"]
     assert argv[argv.index("-time") + 1] == "1700000000"  # the signing time is pinned
     assert argv[argv.index("-h") + 1] == "sha256"
@@ -170,7 +186,8 @@ def test_the_password_never_reaches_a_command_line_or_a_log(
     for name in ("ember-cli.exe", "EMBER.DLL", "ember.h", "libember.dll.a"):
         (tree / "bin" / name).write_bytes(b"MZ" + name.encode())
     (tree / "bin" / "ember-cli.exe").chmod(0o755)
-    key = ac.CodeSigningKey(key=tmp_path / "k.pem", cert=tmp_path / "c.pem", password=PASSWORD)
+    key = ac.CodeSigningKey(key=tmp_path / "k.pem", cert=tmp_path / "c.pem", password=PASSWORD,
+                            description="ember")
     log = tmp_path / "entry.log"
     caplog.set_level(logging.INFO, logger="kiln.run")
     signed = ac.sign_tree(tree, key, epoch=1_700_000_000, env={"PATH": "/usr/bin"},

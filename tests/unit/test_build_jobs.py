@@ -126,9 +126,10 @@ class FakeSigning:
         self.signed: list[str] = []
 
     def resolve(self, env: Mapping[str, str], repo: Path, layout: Any,
-                run_env: Mapping[str, str]) -> tuple[CodeSigningKey, dict[str, Any]]:
+                run_env: Mapping[str, str], project: Any) -> tuple[CodeSigningKey, dict[str, Any]]:
         key = CodeSigningKey(key=layout.authenticode / "key.pem",
-                             cert=layout.authenticode / "cert.pem", throwaway=True)
+                             cert=layout.authenticode / "cert.pem", throwaway=True,
+                             description="ember")
         return key, {"cert": self.cert_sha, "timestamp": None, "tool": "fake 1.0"}
 
     def sign_tree(self, tree: Path, key: CodeSigningKey, *, epoch: int,
