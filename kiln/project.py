@@ -43,7 +43,8 @@ from typing import Any
 
 from kiln.errors import ConfigError
 
-__all__ = ["FILE", "OUTPUTS", "Project", "SdistSource", "Smoke", "find_root", "load_project"]
+__all__ = ["FILE", "OUTPUTS", "Project", "Release", "SdistSource", "Smoke", "find_root",
+           "load_project"]
 
 FILE = "kiln.toml"
 OUTPUTS = ("json-ids", "stdout")
@@ -53,11 +54,15 @@ CONVERT_PLACEHOLDERS = ("python", "source", "model")
 BIG_ENDIAN_ARCHES = ("s390x",)
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 _ARCHIVE_FIELDS = ("name", "build", "id")
-_TOP_KEYS = ("project", "build", "smoke")
+_TOP_KEYS = ("project", "build", "smoke", "release")
 _PROJECT_KEYS = ("name", "archive", "license", "source", "sdist")
 _SDIST_KEYS = ("requirement", "sha256", "subdir")
 _BUILD_KEYS = ("targets", "binding")
 _SMOKE_KEYS = ("program", "args", "output", "big_endian")
+_RELEASE_KEYS = ("github", "download_url", "sources", "index_expiry_days", "tag_prefix")
+_GITHUB_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+# A git tag prefix: the project's releases are tagged <prefix>b<N> in its repository.
+_TAG_PREFIX = re.compile(r"([a-z][a-z0-9_-]{0,39}[-/])?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +95,36 @@ class Smoke:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Release:
+    """How the project is released (``[release]``): where its repository and downloads are,
+    what the SBOM lists as its sources, how long an index is valid, how its git tags are
+    named."""
+
+    project: str  # the project's name (a token of the signed comment and of file names)
+    github: str  # OWNER/REPO: commit and pull-request links, the default download URL
+    download_url: str  # where a release's assets live; "{tag}" is replaced by bN
+    sources: tuple[str, ...]  # directories whose git-tracked files the SBOM lists
+    # How long a release's index.json is valid after the release date (installers refuse an
+    # expired index: docs/index.md).
+    index_expiry_days: int = 365
+    # The git tag (and GitHub release) of release bN is <tag_prefix>bN: "" for the project
+    # that owns the repository, e.g. "llama-" for another project released from it, so that
+    # the two projects' tags, previous tags and release notes never mix.
+    tag_prefix: str = ""
+
+    @property
+    def repo_url(self) -> str:
+        return f"https://github.com/{self.github}"
+
+    def base_url(self, tag: str) -> str:
+        return self.download_url.replace("{tag}", tag).rstrip("/") + "/"
+
+    def git_tag(self, tag: str) -> str:
+        """The git tag of release ``tag`` (bN)."""
+        return f"{self.tag_prefix}{tag}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Project:
     root: Path
     name: str
@@ -100,6 +135,7 @@ class Project:
     targets: tuple[str, ...]
     binding: str | None
     smoke: Smoke
+    release: Release | None = None  # None: the project has no [release] table
 
     @property
     def matrix_dir(self) -> Path:
@@ -111,6 +147,13 @@ class Project:
 
     def artifact_stem(self, *, build: int, entry_id: str) -> str:
         return self.archive.format(name=self.name, build=build, id=entry_id)
+
+    def release_settings(self) -> Release:
+        """``[release]``, or a ``ConfigError`` that says it is needed."""
+        if self.release is None:
+            raise ConfigError(f"{self.root / FILE}: no [release] table",
+                              hint='add [release] with github = "OWNER/REPO"')
+        return self.release
 
 
 def _fill(text: str, values: Mapping[str, str]) -> str:
@@ -246,10 +289,43 @@ def load_project(root: Path) -> Project:
     if targets and program not in targets:
         raise ConfigError(f"{where}: smoke.program '{program}' is not among build.targets",
                           hint="the smoke test runs a program the archive carries")
+    release = (_release(where, data["release"], name=name, source_dir=source_dir)
+               if "release" in data else None)
     return Project(root=root.absolute(), name=name, archive=archive, license=license_rel,
                    source_dir=source_dir, sdist=sdist, targets=targets, binding=binding,
                    smoke=Smoke(program=program, args=args, output=output,
-                               big_endian=big_endian))
+                               big_endian=big_endian), release=release)
+
+
+def _release(where: str, table: Any, *, name: str, source_dir: str | None) -> Release:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [release] must be a table")
+    _keys(f"{where} [release]", table, _RELEASE_KEYS, ("github",))
+    github = table["github"]
+    if not isinstance(github, str) or not _GITHUB_REPO.fullmatch(github):
+        raise ConfigError(f"{where}: release.github = {github!r} is not OWNER/REPO",
+                          hint='write e.g. github = "OWNER/REPO"')
+    prefix = table.get("tag_prefix", "")
+    if not isinstance(prefix, str) or not _TAG_PREFIX.fullmatch(prefix):
+        raise ConfigError(f"{where}: release.tag_prefix = {prefix!r} is not a name followed "
+                          "by '-' or '/'", hint='write e.g. tag_prefix = "llama-" (tags '
+                                                'llama-b<N>), or leave it out (tags b<N>)')
+    download_url = table.get("download_url",
+                             f"https://github.com/{github}/releases/download/{prefix}{{tag}}")
+    if not isinstance(download_url, str) or not download_url.startswith(
+            ("https://", "http://", "file:")):
+        raise ConfigError(f"{where}: release.download_url = {download_url!r} is not a URL",
+                          hint="write an https URL; {tag} is replaced by the tag")
+    sources = tuple(_relative(f"{where} release.sources[{i}]", v) for i, v in
+                    enumerate(_strings(f"{where} release.sources",
+                                       table.get("sources", [source_dir] if source_dir
+                                                 else []))))
+    expiry = table.get("index_expiry_days", 365)
+    if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= 36500:
+        raise ConfigError(f"{where}: release.index_expiry_days = {expiry!r} is not a number "
+                          "of days from 1 to 36500")
+    return Release(project=name, github=github, download_url=download_url, sources=sources,
+                   index_expiry_days=expiry, tag_prefix=prefix)
 
 
 def find_root(start: Path) -> Path:

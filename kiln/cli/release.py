@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
                         "$KILN_SIGNING_PASSWORD)")
     r.add_argument("--base-url", metavar="URL",
                    help="download URL of the release's assets ({tag} is replaced; default: "
-                        "the GitHub release of [tool.kiln] github)")
+                        "the GitHub release of kiln.toml's release.github)")
     r.add_argument("--no-git-tag", action="store_true",
                    help="do not create the git tag (it is still checked when it exists)")
     r.add_argument("--parallel", type=int, default=max(1, os.cpu_count() or 1), metavar="N",
@@ -97,7 +97,8 @@ def cmd_release(ctx: Context) -> int:
         bench=Path(a.bench) if a.bench else None)
     tag, head, manifest = result.tag, result.commit, result.manifest
     if result.tag_created:
-        ctx.console.line(f"created tag {tag} at {head[:12]} (push it: git push origin {tag})")
+        ctx.console.line(f"created tag {result.git_tag} at {head[:12]} (push it: git push origin "
+                         f"{result.git_tag})")
     rows = [[x.record.entry_id, x.record.name, str(x.record.size),
              x.record.verification.method] for x in manifest.assets]
     ctx.console.table(f"release {tag}: {len(rows)} assets", ["entry", "asset", "bytes",

@@ -26,8 +26,7 @@ are deterministic, so releasing the same commit twice gives byte-identical files
 the SHA256SUMS lines are checked before any of them becomes a path or a URL, and the
 manifest must be the release that the signed comment names.
 
-The project settings (``[tool.kiln]`` in ``pyproject.toml``) are parsed here into
-``ProjectConfig`` by ``load_project_config``, called at the CLI edge.
+The release settings come from ``kiln.toml``'s ``[release]`` (``kiln.project.Release``).
 """
 
 from __future__ import annotations
@@ -36,9 +35,7 @@ import difflib
 import fnmatch
 import json
 import os
-import re
 import shutil
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +46,12 @@ from kiln.files import atomic_write_text, fsync_dir, sha256_file
 from kiln.matrix import Entry, Matrix
 from kiln.package.records import AssetRecord, read_record
 from kiln.release.index import ReleaseIndex, index_comment
-from kiln.release.install_scripts import render
+from kiln.release.install_scripts import Installer, render
 from kiln.release.manifest import (
     INDEX_NAME,
     INDEX_SIGNATURE_NAME,
     MANIFEST_NAME,
     NOTES_NAME,
-    PROJECT_RE,
     PROVENANCE_NAME,
     PROVENANCE_SIGNATURE_NAME,
     PUBLIC_KEY_NAME,
@@ -80,86 +76,18 @@ from kiln.run import run
 __all__ = [
     "GateResult",
     "LocalAsset",
-    "ProjectConfig",
     "Signer",
     "assemble",
     "create_tag",
     "disabled_builds",
     "expand_allowed",
     "gate",
-    "load_project_config",
     "release_manifest",
     "render_install_scripts",
     "scan_artifacts",
     "tag_commit",
 ]
 
-GITHUB_REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProjectConfig:
-    """Release settings of the project, from ``[tool.kiln]`` in ``pyproject.toml``."""
-
-    project: str
-    github: str  # OWNER/REPO of the project on GitHub
-    download_url: str  # where a release's assets live; "{tag}" is replaced
-    sources: tuple[str, ...]  # directories whose files the SBOM lists as ember's sources
-    # How long a release's index.json is valid after the release date (installers refuse an
-    # expired index: docs/index.md).
-    index_expiry_days: int = 365
-
-    @property
-    def repo_url(self) -> str:
-        return f"https://github.com/{self.github}"
-
-    def base_url(self, tag: str) -> str:
-        return self.download_url.replace("{tag}", tag).rstrip("/") + "/"
-
-
-_CONFIG_KEYS = ("project", "github", "download_url", "sources", "index_expiry_days")
-
-
-def load_project_config(pyproject: Path) -> ProjectConfig:
-    """Parse ``[tool.kiln]``; unknown keys are errors that suggest the closest valid one."""
-    try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{pyproject}: cannot read the project settings: {exc}") from exc
-    table = data.get("tool", {}).get("kiln")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{pyproject}: no [tool.kiln] table",
-                          hint='add [tool.kiln] with github = "OWNER/REPO"')
-    for key in table:
-        if key not in _CONFIG_KEYS:
-            close = difflib.get_close_matches(key, _CONFIG_KEYS, n=1)
-            raise ConfigError(f"{pyproject}: [tool.kiln]: unknown key '{key}'",
-                              hint=f"did you mean '{close[0]}'?" if close else
-                              "valid keys: " + ", ".join(_CONFIG_KEYS))
-    github = table.get("github")
-    if not isinstance(github, str) or not GITHUB_REPO_RE.fullmatch(github):
-        raise ConfigError(f"{pyproject}: [tool.kiln] github = {github!r} is not OWNER/REPO",
-                          hint='write e.g. github = "ember-ml/ember"')
-    download_url = table.get("download_url",
-                             f"https://github.com/{github}/releases/download/{{tag}}")
-    if not isinstance(download_url, str) or not download_url.startswith(("https://",
-                                                                          "http://", "file:")):
-        raise ConfigError(f"{pyproject}: [tool.kiln] download_url = {download_url!r} is not "
-                          "a URL", hint="write an https URL; {tag} is replaced by the tag")
-    sources = table.get("sources", ["runtime"])
-    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
-        raise ConfigError(f"{pyproject}: [tool.kiln] sources must be a list of directories")
-    project = table.get("project", "ember")
-    # The project name is a token of the signed trusted comment and of file names.
-    if not isinstance(project, str) or not PROJECT_RE.fullmatch(project):
-        raise ConfigError(f"{pyproject}: [tool.kiln] project = {project!r} is not a plain name",
-                          hint="use letters, digits, '.', '_' and '-', e.g. project = \"ember\"")
-    expiry = table.get("index_expiry_days", 365)
-    if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= 36500:
-        raise ConfigError(f"{pyproject}: [tool.kiln] index_expiry_days = {expiry!r} is not a "
-                          "number of days from 1 to 36500")
-    return ProjectConfig(project=project, github=github, download_url=download_url,
-                         sources=tuple(sources), index_expiry_days=expiry)
 
 
 def tag_commit(repo: Path, env: Mapping[str, str], tag: str) -> str | None:
@@ -376,20 +304,22 @@ def _copy_checked(src: Path, dst: Path, *, size: int, sha256: str) -> None:
 
 
 def render_install_scripts(manifest: ReleaseManifest, pubkey: str, base_url: str, *,
+                           installer: Installer,
                            placement: Mapping[str, tuple[str | None, str]] | None = None
                            ) -> dict[str, str]:
-    return render(manifest, pubkey, base_url, placement=placement)
+    return render(manifest, pubkey, base_url, installer=installer, placement=placement)
 
 
 def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManifest,
-             notes: str, sbom: str, signer: Signer, index: ReleaseIndex,
+             notes: str, sbom: str, signer: Signer, index: ReleaseIndex, installer: Installer,
              provenance: str | None = None,
              extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Write the release directory ``out`` atomically; returns ``SHA256SUMS`` as a dict.
 
     An existing ``out`` is replaced only if it is a previous kiln release (or empty), so a
     typo in ``--out`` cannot delete an unrelated directory. ``index`` is the release's
-    ``index.json`` (``kiln.release.index``), written and signed. ``provenance`` is the text of
+    ``index.json`` (``kiln.release.index``), written and signed. ``installer`` names what the
+    release's ``install.sh`` and ``install.ps1`` install. ``provenance`` is the text of
     ``provenance.intoto.json`` (``kiln.release.provenance``): written, signed and listed in
     ``SHA256SUMS`` with its signature. ``extra`` holds more text files by name (the release
     page, a bench report), written and listed in ``SHA256SUMS`` like the rest.
@@ -414,7 +344,7 @@ def assemble(out: Path, *, assets: Sequence[LocalAsset], manifest: ReleaseManife
                  PUBLIC_KEY_NAME: signer.public_key()}
         # The installers pin this release's public key and default to its download URL.
         texts.update(render_install_scripts(
-            manifest, signer.public_key(), manifest.base_url,
+            manifest, signer.public_key(), manifest.base_url, installer=installer,
             placement={a.record.entry_id: (a.distro, a.scope) for a in index.releases[0].assets}))
         for name, text in (extra or {}).items():
             if not is_safe_name(name) or name in texts or name in digests:

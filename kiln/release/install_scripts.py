@@ -1,6 +1,10 @@
 """``install.sh`` and ``install.ps1``: the installers published with each release.
 
-``render(manifest, pubkey, base_url)`` fills ``kiln/release/templates/install.{sh,ps1}.j2``.
+``render(manifest, pubkey, base_url, installer=...)`` fills
+``kiln/release/templates/install.{sh,ps1}.j2``. ``Installer`` names what they install, from
+``kiln.toml``: the project (the default prefix ``~/.<name>``, ``<name>-install`` in messages,
+the ``.<name>-install.json`` record, the ``<NAME>_INSTALL_SYSROOT`` variable), the program
+that proves an unpacked archive is whole (the smoke test's), and how to build from source.
 Python computes every value (the pinned public key, the default mirror, one line per build
 with its floors, driver minimum and device code, the rank tier and order; from the
 catalogue, ``kiln.matrix.catalogue``, the CPU level orders, the x86-64 level feature lists
@@ -17,8 +21,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -36,7 +41,10 @@ from kiln.matrix.catalogue import (
 )
 from kiln.release.manifest import ReleaseManifest
 
-__all__ = ["SCRIPTS", "catalogue_values", "render", "table_lines"]
+if TYPE_CHECKING:
+    from kiln.project import Project
+
+__all__ = ["SCRIPTS", "Installer", "catalogue_values", "render", "table_lines"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 SCRIPTS = ("install.sh", "install.ps1")
@@ -48,6 +56,36 @@ _QUOTED = re.compile(r"^[^|'\n\r`$\\\"]*$")
 # Build ids and tags become parts of file names and URLs in the scripts (used with fullmatch).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _TAG = re.compile(r"b[0-9]{1,9}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Installer:
+    """What the scripts install: the project's name, the program an install must hold, and
+    where its source is and the command that builds it (printed when no build runs on the
+    machine)."""
+
+    name: str
+    program: str
+    source: str
+    build_command: str
+
+    @classmethod
+    def of(cls, project: Project) -> Installer:
+        if project.sdist is not None:
+            where = project.sdist.subdir
+            source = f"{where} of {project.sdist.requirement}"
+        else:
+            where = source = str(project.source_dir)
+        return cls(name=project.name, program=project.smoke.program, source=source,
+                   build_command=f"cmake -S {where} -B build -G Ninja")
+
+    def values(self) -> dict[str, str]:
+        """The template values, each checked to be safe inside the scripts' quoted strings."""
+        return {"name": _name(self.name, what="project name"),
+                "program": _name(self.program, what="program"),
+                "env_prefix": self.name.upper().replace("-", "_"),
+                "source": _field(self.source, what="source", quoted=True),
+                "build_command": _field(self.build_command, what="build command", quoted=True)}
 
 
 def _field(value: object, *, what: str, quoted: bool = False) -> str:
@@ -150,9 +188,10 @@ def _key_line(pubkey: str) -> str:
 
 
 def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
-           base_url: str, *,
+           base_url: str, *, installer: Installer,
            placement: Mapping[str, tuple[str | None, str]] | None = None) -> dict[str, str]:
-    """``{"install.sh": text, "install.ps1": text}`` for ``manifest``'s release.
+    """``{"install.sh": text, "install.ps1": text}`` for ``manifest``'s release of the project
+    ``installer`` names.
 
     ``pubkey``: the minisign public key (``minisign.pub``'s text or its base64 line) the
     scripts pin. ``base_url``: their default ``--from``: a mirror root (``latest`` and
@@ -173,5 +212,6 @@ def render(manifest: ReleaseManifest | Mapping[str, Any], pubkey: str,
         "tag": _field(manifest.tag, what="tag", quoted=True), "base_url": base,
         "pubkey": _key_line(pubkey), "entries": entries, "skipped": skipped,
         "script_url": script_base.rstrip("/") + "/install.sh", **catalogue_values(),
+        **installer.values(),
     }
     return {name: env.get_template(f"{name}.j2").render(**values) for name in SCRIPTS}

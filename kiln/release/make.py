@@ -27,18 +27,19 @@ from kiln.errors import KilnError, ReleaseError
 from kiln.files import atomic_write_text
 from kiln.matrix import Matrix, load_matrix
 from kiln.plan import plan
+from kiln.project import load_project
 from kiln.release.assemble import (
     LocalAsset,
     assemble,
     create_tag,
     expand_allowed,
     gate,
-    load_project_config,
     release_manifest,
     scan_artifacts,
     tag_commit,
 )
 from kiln.release.index import matrix_index
+from kiln.release.install_scripts import Installer
 from kiln.release.manifest import (
     MANIFEST_NAME,
     PUBLIC_KEY_NAME,
@@ -73,6 +74,7 @@ class ReleaseResult:
     disabled entries), where the notes were kept, and whether the tag was created now."""
 
     tag: str
+    git_tag: str  # the tag in the project's repository: tag_prefix + tag
     commit: str
     out: Path
     manifest: ReleaseManifest
@@ -221,7 +223,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     (ids or globs) that may be missing. ``signing_key`` is a minisign secret key file
     (default: ``$KILN_SIGNING_KEY``; password from ``$KILN_SIGNING_PASSWORD``). ``base_url``
     is where the assets will be downloaded from (``{tag}`` is replaced). The annotated tag is
-    created unless ``git_tag`` is false (an existing one must point at HEAD). ``env`` defaults
+    created unless ``git_tag`` is false (an existing one must point at HEAD); its name is
+    kiln.toml's ``release.tag_prefix`` followed by the tag. ``env`` defaults
     to ``os.environ``; ``console`` (for warnings and build progress) to standard error.
     ``bench`` is a ``bench/bench_cpu.py --json`` report the release carries (``bench-cpu.json``)
     and its page draws.
@@ -229,7 +232,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     env_in: Mapping[str, str] = dict(os.environ) if env is None else env
     console = console or Console.from_env(env_in, stream=sys.stderr)
     matrix = matrix or load_matrix(repo / "matrix")
-    config = load_project_config(repo / "pyproject.toml")
+    project = load_project(repo)
+    config = project.release_settings()
     genv = scrub_env(env_in)
     head = commit_sha(repo, genv)
     if is_dirty(repo, genv):
@@ -240,11 +244,13 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         console.note("warning: releasing from a work tree with uncommitted changes")
     number = parse_tag(tag) if tag else build_number(repo, genv)
     tag = tag or f"b{number}"
-    tagged = tag_commit(repo, genv, tag)
+    tag_name = config.git_tag(tag)  # the project's tag in its repository (release.tag_prefix)
+    tagged = tag_commit(repo, genv, tag_name)
     if tagged is not None and tagged != head:
-        raise ReleaseError(f"tag {tag} exists and points at {tagged[:12]}, not at HEAD "
+        raise ReleaseError(f"tag {tag_name} exists and points at {tagged[:12]}, not at HEAD "
                            f"({head[:12]})",
-                           hint=f"check out {tag} to release it again, or pick another --tag")
+                           hint=f"check out {tag_name} to release it again, or pick another "
+                                "--tag")
     key = resolve_key(signing_key, env_in, repo=repo)
     require_tool("minisign", path=genv.get("PATH"))  # fail now, not after a long build
     allowed = expand_allowed(matrix, allow_missing)
@@ -275,12 +281,15 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
                                     else config.base_url(tag))
         signer = MinisignSigner(key, env=genv)
         public_key = signer.public_key()
-        previous = previous_tag(repo, genv)
+        previous = previous_tag(repo, genv, prefix=config.tag_prefix)
         by_entry = {_manifest_entry(manifest, name): value for name, value in floors.items()}
         changed = _floor_changes(repo / NOTES_DIR, previous, by_entry)
         context = notes_context(
-            manifest, repo_url=config.repo_url, changes=git_changes(repo, genv, previous),
-            previous=previous, public_key=public_key,
+            manifest, repo_url=config.repo_url,
+            changes=git_changes(repo, genv, config.git_tag(previous) if previous else None,
+                                paths=_project_paths(repo, genv)),
+            previous=previous, public_key=public_key, tag_prefix=config.tag_prefix,
+            sdist=project.sdist,
             file_names={"sums": SUMS_NAME, "signature": SIGNATURE_NAME,
                         "public_key": PUBLIC_KEY_NAME, "manifest": MANIFEST_NAME,
                         "sbom": SBOM_NAME, "page": PAGE_FILES[0]},
@@ -290,6 +299,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         sbom = cyclonedx(
             project=config.project, tag=tag, commit=head, date=manifest.date,
             repo_url=config.repo_url, sources=source_files(repo, genv, config.sources),
+            sdist=project.sdist,
             toolchains=toolchains_from_records(x.record for x in manifest.assets),
             assets={x.record.name: x.record.sha256 for x in manifest.assets},
             vendored=vendored_components(repo))
@@ -302,8 +312,8 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         if index.expires <= iso_date(int(time.time())):
             raise ReleaseError(f"the index of {tag} would have expired on {index.expires} "
                                f"(the commit is from {manifest.date})",
-                               hint="raise [tool.kiln] index_expiry_days, or release a newer "
-                                    "commit")
+                               hint="raise kiln.toml's release.index_expiry_days, or release "
+                                    "a newer commit")
         # The release page (index.html and its style and script), from the index.
         extra = release_page(manifest, index, repo_url=config.repo_url, previous_tag=previous,
                              previous=_previous_sizes(repo / NOTES_DIR, previous),
@@ -311,11 +321,12 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         if bench_text is not None:
             extra[BENCH_NAME] = bench_text
         assemble(out, assets=result.assets, manifest=manifest, notes=notes, sbom=sbom,
-                 signer=signer, index=index, provenance=provenance, extra=extra)
+                 signer=signer, index=index, provenance=provenance, extra=extra,
+                 installer=Installer.of(project))
 
     created = tagged is None and git_tag
     if created:
-        create_tag(repo, genv, tag, head, f"{config.project} {tag}")
+        create_tag(repo, genv, tag_name, head, f"{config.project} {tag}")
     kept = repo / NOTES_DIR / f"{tag}.md"
     atomic_write_text(kept, notes)  # release_notes/ exists: the template came from there
     # The measured floors, kept beside the notes so the next release can say what changed.
@@ -324,5 +335,17 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     # The sizes, for the next release's page (the change per archive).
     atomic_write_text(repo / NOTES_DIR / f"{tag}.sizes.json",
                       json.dumps(_sizes(manifest), indent=2, sort_keys=True) + "\n")
-    return ReleaseResult(tag=tag, commit=head, out=out, manifest=manifest, notes=kept,
-                         tag_created=created)
+    return ReleaseResult(tag=tag, git_tag=tag_name, commit=head, out=out, manifest=manifest,
+                         notes=kept, tag_created=created)
+
+
+def _project_paths(repo: Path, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The project's directory as a git pathspec when it is not the top of its repository
+    (another project released from a subdirectory: its notes list the changes to it only)."""
+    from kiln.run import run
+
+    top = run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"], env=env,
+              what="git rev-parse").stdout.strip()
+    if Path(top).resolve() == repo.resolve():
+        return ()
+    return (".",)

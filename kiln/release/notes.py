@@ -22,6 +22,7 @@ import jinja2
 from kiln.errors import ReleaseError
 from kiln.package.authenticode import signers_in
 from kiln.package.records import AssetRecord
+from kiln.project import SdistSource
 from kiln.release.manifest import TAG_RE, ReleaseManifest
 from kiln.run import run
 
@@ -37,6 +38,7 @@ __all__ = [
     "MissingLine",
     "NotesContext",
     "OsGroup",
+    "SdistLine",
     "backend_text",
     "check_links",
     "cpu_text",
@@ -64,20 +66,24 @@ class Change:
     subject: str
 
 
-def previous_tag(repo: Path, env: Mapping[str, str]) -> str | None:
-    """The newest ``b<N>`` tag on HEAD's history, not counting tags at HEAD itself (so a
-    re-run of a release that already tagged HEAD finds the same previous tag)."""
-    out = run(["git", "-C", str(repo), "tag", "--list", "b[0-9]*", "--merged", "HEAD",
+def previous_tag(repo: Path, env: Mapping[str, str], *, prefix: str = "") -> str | None:
+    """The newest ``<prefix>b<N>`` tag on HEAD's history, not counting tags at HEAD itself (so
+    a re-run of a release that already tagged HEAD finds the same previous tag), as the
+    release tag ``b<N>`` (without the prefix)."""
+    out = run(["git", "-C", str(repo), "tag", "--list", f"{prefix}b[0-9]*", "--merged", "HEAD",
                "--no-contains", "HEAD"], env=env, what="git tag").stdout
-    tags = [t.strip() for t in out.splitlines() if TAG_RE.fullmatch(t.strip())]
+    tags = [t.strip()[len(prefix):] for t in out.splitlines()
+            if t.strip().startswith(prefix) and TAG_RE.fullmatch(t.strip()[len(prefix):])]
     return max(tags, key=lambda t: int(t[1:]), default=None)
 
 
-def git_changes(repo: Path, env: Mapping[str, str], since: str | None) -> tuple[Change, ...]:
-    """First-parent commits after ``since`` up to HEAD, newest first."""
+def git_changes(repo: Path, env: Mapping[str, str], since: str | None, *,
+                paths: Sequence[str] = ()) -> tuple[Change, ...]:
+    """First-parent commits after the git tag ``since`` up to HEAD, newest first; with
+    ``paths``, only those that touch them (a project in a directory of a larger repository)."""
     span = f"{since}..HEAD" if since else "HEAD"
     out = run(["git", "-C", str(repo), "log", "--first-parent", "--format=%H%x1f%s%x1e",
-               span], env=env, what="git log").stdout
+               span, *(("--", *paths) if paths else ())], env=env, what="git log").stdout
     changes = []
     for record in out.split("\x1e"):
         record = record.strip("\n")
@@ -174,6 +180,17 @@ class NotesContext:
     # the release's page (index.html: the build for the visitor's system, every build's
     # evidence), linked from the notes' top; empty when the release has none
     page_url: str = ""
+    # the pinned source distribution the assets are built from ("NAME==VERSION", its sha256,
+    # the directory of the project in it); None for a project built from its own directory
+    sdist: SdistLine | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SdistLine:
+    requirement: str
+    sha256: str
+    subdir: str
+    url: str  # the package index's page of that version
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|])")
@@ -259,10 +276,12 @@ def _windows_signing(manifest: ReleaseManifest) -> tuple[str, ...]:
 
 def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence[Change],
                   previous: str | None, public_key: str, file_names: Mapping[str, str],
-                  floor_changes: Sequence[str] = ()) -> NotesContext:
+                  floor_changes: Sequence[str] = (), tag_prefix: str = "",
+                  sdist: SdistSource | None = None) -> NotesContext:
     """Everything the template prints. ``file_names`` names the release's own files (keys
     ``sums``, ``signature``, ``public_key``, ``manifest``, ``sbom``, and ``page`` when the
-    release has a page)."""
+    release has a page). ``tag_prefix`` is the project's git tag prefix (the comparison link
+    is between git tags); ``sdist`` the source distribution a project is built from."""
     shown = changes[:MAX_CHANGES]
     change_lines = tuple(ChangeLine(short=c.sha[:10], url=f"{repo_url}/commit/{c.sha}",
                                     text=markdown_subject(c.subject, repo_url))
@@ -287,7 +306,8 @@ def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence
         project=manifest.project, tag=manifest.tag, commit=manifest.commit,
         commit_url=f"{repo_url}/commit/{manifest.commit}", date=manifest.date[:10],
         previous_tag=previous,
-        compare_url=f"{repo_url}/compare/{previous}...{manifest.tag}" if previous else None,
+        compare_url=(f"{repo_url}/compare/{tag_prefix}{previous}...{tag_prefix}{manifest.tag}"
+                     if previous else None),
         changes=change_lines, more_changes=max(0, len(changes) - len(shown)),
         groups=tuple(groups), asset_count=len(manifest.assets), cuda=cuda,
         disabled=tuple(DisabledLine(entry_id=d.entry_id, platform=d.platform,
@@ -302,6 +322,9 @@ def notes_context(manifest: ReleaseManifest, *, repo_url: str, changes: Sequence
         sbom=file_names["sbom"], windows_signing=_windows_signing(manifest),
         page_url=manifest.base_url + file_names["page"] if "page" in file_names else "",
         floor_changes=tuple(_cell(c) for c in floor_changes),
+        sdist=None if sdist is None else SdistLine(
+            requirement=sdist.requirement, sha256=sdist.sha256, subdir=sdist.subdir,
+            url="https://pypi.org/project/{}/{}/".format(*sdist.requirement.split("=="))),
     )
 
 

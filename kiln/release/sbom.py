@@ -1,8 +1,10 @@
 """A CycloneDX 1.5 (JSON) software bill of materials for a release.
 
-It lists ember's source files (path and SHA-256, from the directories named by
-``[tool.kiln] sources``), the third-party libraries vendored among them (civetweb and cJSON,
-which ember-server is built from: name, version, licence, the SHA-256 of the upstream source
+It lists the project's source files (path and SHA-256, from the directories named by
+``kiln.toml``'s ``release.sources``), the source distribution the assets are built from when
+the project's source is one (``[project.sdist]``: name, version, SHA-256, its package URL),
+the third-party libraries vendored among the sources (for ember, civetweb and cJSON, which
+ember-server is built from: name, version, licence, the SHA-256 of the upstream source
 tarball they were taken from and the patches applied, as ``runtime/third_party/SOURCES.json``
 records them), each program that built the assets (name and pinned version, as the assets'
 records carry them, and which entries used it), and the release's assets themselves.
@@ -27,6 +29,7 @@ from kiln import __version__
 from kiln.errors import ReleaseError
 from kiln.files import sha256_file
 from kiln.package.records import AssetRecord
+from kiln.project import SdistSource
 from kiln.run import run
 
 __all__ = [
@@ -192,13 +195,26 @@ def _vendored(v: Vendored) -> dict[str, Any]:
     }
 
 
+def _sdist(sdist: SdistSource) -> dict[str, Any]:
+    name, _, version = sdist.requirement.partition("==")
+    return {
+        "type": "library", "bom-ref": _ref("sdist", f"{name}@{version}"), "name": name,
+        "version": version, "scope": "required",
+        "description": f"source distribution the assets are built from (its {sdist.subdir}/)",
+        "hashes": _sha256(sdist.sha256),
+        "purl": f"pkg:pypi/{name.lower()}@{urllib.parse.quote(version, safe='')}",
+    }
+
+
 def cyclonedx(*, project: str, tag: str, commit: str, date: str, repo_url: str,
               sources: Sequence[SourceFile], toolchains: Sequence[Toolchain],
-              assets: Mapping[str, str], vendored: Sequence[Vendored] = ()) -> str:
+              assets: Mapping[str, str], vendored: Sequence[Vendored] = (),
+              sdist: SdistSource | None = None) -> str:
     """The SBOM as JSON text (sorted keys, stable order): ``assets`` maps name to sha256;
-    ``vendored`` are the third-party libraries among the sources (``vendored_components``)."""
+    ``vendored`` are the third-party libraries among the sources (``vendored_components``);
+    ``sdist`` the pinned source distribution the assets are built from, if any."""
     root_ref = f"{project}@{tag}"
-    components: list[dict[str, Any]] = []
+    components: list[dict[str, Any]] = [_sdist(sdist)] if sdist is not None else []
     for f in sorted(sources, key=lambda s: s.path):
         components.append({
             "type": "file", "bom-ref": _ref("source", f.path), "name": f.path,
@@ -241,7 +257,7 @@ def cyclonedx(*, project: str, tag: str, commit: str, date: str, repo_url: str,
         "dependencies": [
             {"ref": root_ref,
              "dependsOn": [c["bom-ref"] for c in components
-                          if c["bom-ref"].startswith(("source:", "vendored:"))]},
+                          if c["bom-ref"].startswith(("source:", "sdist:", "vendored:"))]},
         ],
     }
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"

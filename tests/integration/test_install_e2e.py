@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from ember_installer import render
 from test_release_cli import Project, make_artifact, make_project
 
 from kiln.cli import main
 from kiln.matrix import load_matrix
 from kiln.package.records import Tool, Verification, record_for, write_record
-from kiln.release.install_scripts import render
 
 # One worker builds ember and the release once for the whole module (--dist loadgroup).
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("install-e2e")]

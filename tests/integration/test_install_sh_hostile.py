@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_installer import render
 
 from kiln.package.records import AssetRecord, Tool, Verification
-from kiln.release.install_scripts import render
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest
 
 pytestmark = pytest.mark.integration

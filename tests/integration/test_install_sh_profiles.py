@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ember_installer import render
 
 from kiln.install.host import load_profile, probe
 from kiln.install.installer import rank
@@ -25,7 +26,6 @@ from kiln.matrix import load_matrix
 from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.assemble import disabled_builds
 from kiln.release.index import matrix_index
-from kiln.release.install_scripts import render
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest
 
 pytestmark = pytest.mark.integration

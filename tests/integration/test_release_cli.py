@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -471,3 +472,115 @@ def test_a_bad_bench_report_is_refused_before_anything_is_written(
     assert (out / "bench-cpu.json").read_text() == bench.read_text()
     assert "bench-cpu.json" in (out / "SHA256SUMS").read_text()
     assert "1.20x" in (out / "index.html").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# Another project released from a subdirectory of the same repository (examples/llamacpp): its
+# own git tags, previous tag, changes, names, SBOM and installers; ember's untouched.
+
+LLAMA = Path("examples") / "llamacpp"
+LLAMA_MATRIX = load_matrix(REPO / LLAMA / "matrix")
+
+
+def _llama_artifact(directory: Path, entry_id: str, *, number: int, commit: str) -> None:
+    entry = LLAMA_MATRIX.get(entry_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    top = f"llama-b{number}-bin-{entry_id}"
+    path = directory / f"{top}.{entry.archive}"
+    exe = ".exe" if entry.os == "windows" else ""
+    data = _payload(entry_id, 512)
+    if entry.archive == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(zipfile.ZipInfo(f"{top}/bin/llama-completion{exe}",
+                                        date_time=(1980, 1, 1, 0, 0, 0)), data)
+    else:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            info = tarfile.TarInfo(f"{top}/bin/llama-completion")
+            info.size, info.mtime, info.mode = len(data), 0, 0o755
+            tar.addfile(info, io.BytesIO(data))
+        path.write_bytes(gzip.compress(raw.getvalue(), mtime=0))
+    record = record_for(entry, path, kind="archive", build_number=number, commit=commit,
+                        toolchain=(Tool(name="zig", version="0.17.1"),),
+                        verification=Verification(method=entry.verify, ok=True,
+                                                  detail="synthetic test asset"))
+    write_record(record, directory)
+
+
+def _no_ember(text: str) -> list[str]:
+    """The lines that name ember, besides links into the repository both projects live in."""
+    return [line for line in text.splitlines()
+            if re.search(r"(?<![A-Za-z])ember(?![A-Za-z])",
+                         line.replace("github.com/ember-ml/ember/", ""), re.IGNORECASE)]
+
+
+def test_another_project_in_a_subdirectory_has_its_own_releases(tmp_path: Path) -> None:
+    if shutil.which("minisign") is None:
+        pytest.skip("minisign is not installed (scripts/apt-packages.txt)")
+    project = make_project(tmp_path)
+    env, repo = project.env, project.repo
+    git(repo, env, "tag", "-a", "b3", "-m", "ember b3")  # ember's own release
+    shutil.copytree(REPO / LLAMA, repo / LLAMA, symlinks=True,
+                    ignore=shutil.ignore_patterns("b[0-9]*.*"))
+    git(repo, env, "add", "-A")
+    git(repo, env, "commit", "-q", "-m", "llama: describe llama.cpp's CPU builds (#56)")
+    (repo / "runtime" / "src" / "ember.c").write_text("int ember(void) { return 2; }\n")
+    git(repo, env, "commit", "-q", "-am", "runtime: a change llama's notes must not list")
+    number, head = project.number, project.head
+
+    art, out = tmp_path / "llama-art", tmp_path / "llama-release"
+    for entry_id in ("ubuntu-x64", "win-cpu-x64"):
+        _llama_artifact(art / entry_id, entry_id, number=number, commit=head)
+    code, text, err = project.kiln(["-C", str(LLAMA), "release", "--artifacts", str(art),
+                                    "--out", str(out), "--allow-missing", "*"])
+    assert code == 0, err
+    assert f"created tag llama-b{number}" in text
+    tags = git(repo, env, "tag", "--list").split()
+    assert f"llama-b{number}" in tags and f"b{number}" not in tags and "b3" in tags
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["project"] == "llama" and manifest["tag"] == f"b{number}"
+    assert {a["name"] for a in manifest["assets"]} == {
+        f"llama-b{number}-bin-ubuntu-x64.tar.gz", f"llama-b{number}-bin-win-cpu-x64.zip"}
+    assert all(f"/releases/download/llama-b{number}/" in a["url"] for a in manifest["assets"])
+    subprocess.run(["minisign", "-V", "-p", "minisign.pub", "-m", "SHA256SUMS"], cwd=out,
+                   check=True, capture_output=True)
+
+    notes = (out / "RELEASE_NOTES.md").read_text()
+    assert notes.startswith(f"# llama.cpp b{number} (CPU builds)")
+    assert "First release." in notes  # ember's b3 is not llama's previous release
+    assert "describe llama.cpp's CPU builds" in notes
+    assert "must not list" not in notes and "faster q4_1" not in notes
+    assert "llama-cpp-python==0.3.36" in notes and not _no_ember(notes)
+    assert (repo / LLAMA / "release_notes" / f"b{number}.md").read_text() == notes
+    assert not (repo / "release_notes" / f"b{number}.md").exists()
+
+    sbom = json.loads((out / "sbom.cdx.json").read_text())
+    sdist = [c for c in sbom["components"] if c["bom-ref"].startswith("sdist:")]
+    assert [(c["name"], c["version"], c["purl"]) for c in sdist] == [
+        ("llama-cpp-python", "0.3.36", "pkg:pypi/llama-cpp-python@0.3.36")]
+    assert not [c for c in sbom["components"] if c["bom-ref"].startswith("source:runtime")]
+
+    for script in ("install.sh", "install.ps1"):
+        body = (out / script).read_text()
+        assert not _no_ember(body), _no_ember(body)[:3]
+        assert "llama-install" in body and "llama-completion" in body
+    assert 'PREFIX="${HOME:?HOME is not set: pass --prefix}/.llama"' in (
+        out / "install.sh").read_text()
+    assert "LLAMA_INSTALL_SYSROOT" in (out / "install.sh").read_text()
+
+    # The next llama release names its own previous tag and compares git tags.
+    (repo / LLAMA / "recipes" / "cpu.yaml").write_text(
+        (repo / LLAMA / "recipes" / "cpu.yaml").read_text() + "# tuned\n")
+    git(repo, env, "commit", "-q", "-am", "llama: tune the CPU recipe")
+    number2, head2 = project.number, project.head
+    art2 = tmp_path / "llama-art2"
+    _llama_artifact(art2 / "ubuntu-x64", "ubuntu-x64", number=number2, commit=head2)
+    code, _, err = project.kiln(["-C", str(LLAMA), "release", "--artifacts", str(art2),
+                                 "--out", str(tmp_path / "llama-release2"),
+                                 "--allow-missing", "*"])
+    assert code == 0, err
+    notes2 = (tmp_path / "llama-release2" / "RELEASE_NOTES.md").read_text()
+    assert f"Since b{number} " in notes2
+    assert f"compare/llama-b{number}...llama-b{number2})" in notes2
+    assert "tune the CPU recipe" in notes2 and "describe llama.cpp" not in notes2

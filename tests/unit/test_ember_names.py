@@ -36,7 +36,6 @@ NAMES_EMBER = {
     "matrix/model.py": 2,
     "matrix/rules.py": 2,
     "package/archive.py": 15,
-    "package/authenticode.py": 2,
     "package/conan.py": 2,
     "package/records.py": 1,
     "package/wheel.py": 36,
@@ -44,7 +43,6 @@ NAMES_EMBER = {
     "project.py": 3,
     "publish/conan.py": 3,
     "publish/pypi_index.py": 5,
-    "release/assemble.py": 4,
     "release/page/render.py": 6,
     "release/sbom.py": 4,
     "verify/__init__.py": 6,
@@ -92,5 +90,13 @@ def test_the_list_only_shrinks() -> None:
 
 
 def test_the_new_modules_of_the_project_description_are_general() -> None:
-    for rel in ("build/source.py",):
+    for rel in ("build/source.py", "release/assemble.py", "release/make.py",
+                "release/notes.py", "release/install_scripts.py", "package/authenticode.py"):
         assert _lines_naming_ember(KILN / rel) == 0, rel
+
+
+def test_the_installers_templates_name_no_project() -> None:
+    """install.sh and install.ps1 take the project's name, program and source from kiln.toml
+    (kiln.release.install_scripts.Installer)."""
+    for path in sorted((KILN / "release" / "templates").glob("install.*.j2")):
+        assert _lines_naming_ember(path) == 0, path.name

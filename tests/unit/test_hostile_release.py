@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_installer import INSTALLER
 from test_release import CI_ONLY, COMMIT, FakeSigner, local_assets
 
 from kiln.errors import ConfigError, IntegrityError, ReleaseError
@@ -181,7 +182,7 @@ def assembled(tmp_path: Path, matrix: Matrix) -> tuple[Path, ReleaseManifest]:
                                 base_url="https://x/b42")
     out = tmp_path / "release"
     assemble(out, assets=result.assets, manifest=manifest, notes="# notes\n", sbom="{}\n",
-             signer=FakeSigner(), index=matrix_index(manifest, matrix))
+             signer=FakeSigner(), index=matrix_index(manifest, matrix), installer=INSTALLER)
     return out, manifest
 
 
@@ -202,7 +203,8 @@ def test_assemble_refuses_a_manifest_that_would_not_load(tmp_path: Path,
                                 commit=COMMIT, commit_epoch=0, base_url="https://x/b42")
     with pytest.raises(ReleaseError, match="field 'tag'"):
         assemble(tmp_path / "release", assets=result.assets, manifest=manifest, notes="",
-                 sbom="{}\n", signer=FakeSigner(), index=matrix_index(manifest, matrix))
+                 sbom="{}\n", signer=FakeSigner(), index=matrix_index(manifest, matrix),
+                 installer=INSTALLER)
     assert not (tmp_path / "release").exists()
 
 

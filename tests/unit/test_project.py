@@ -237,3 +237,38 @@ def test_reproducing_a_commit_from_before_kiln_toml_uses_this_checkouts_descript
     assert project.recipes_dir == old / "recipes"
     _write(old, GOOD)
     assert _project_of(old, repo_root).name == "demo"
+
+
+def test_release_settings(repo_root: Path, tmp_path: Path) -> None:
+    ember = load_project(repo_root).release_settings()
+    assert (ember.project, ember.github, ember.sources, ember.tag_prefix) == (
+        "ember", "ember-ml/ember", ("runtime",), "")
+    assert ember.base_url("b7") == "https://github.com/ember-ml/ember/releases/download/b7/"
+    assert ember.git_tag("b7") == "b7"
+    llama = load_project(repo_root / LLAMA).release_settings()
+    # another project released from ember's repository: its own git tags and GitHub releases
+    assert llama.project == "llama" and llama.git_tag("b7") == "llama-b7"
+    assert llama.base_url("b7").endswith("/releases/download/llama-b7/")
+    assert llama.sources == ()  # the sdist is listed as a component instead
+    root = _write(tmp_path / "p", GOOD)
+    with pytest.raises(ConfigError, match=r"no \[release\] table"):
+        load_project(root).release_settings()
+    assert load_project(_write(root, GOOD + '[release]\ngithub = "o/r"\n')
+                        ).release_settings().sources == ("src",)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('github = "o/r"\ndownload_ur = "https://x"', "unknown key 'download_ur'"),
+    ('download_url = "https://x"', "'github' is missing"),
+    ('github = "not a repo"', "is not OWNER/REPO"),
+    ('github = "o/r"\ndownload_url = "ftp://x/{tag}"', "is not a URL"),
+    ('github = "o/r"\nsources = ["../up"]', "must be a relative path"),
+    ('github = "o/r"\nindex_expiry_days = 0', "is not a number of days"),
+    ('github = "o/r"\ntag_prefix = "llama"', "is not a name followed by"),
+    ('github = "o/r"\ntag_prefix = "x y-"', "is not a name followed by"),
+    ("github = 'o/r'\n[release.x]", "unknown key 'x'"),
+])
+def test_bad_release_settings(tmp_path: Path, table: str, message: str) -> None:
+    root = _write(tmp_path / "p", GOOD + "[release]\n" + table + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_project(root)

@@ -7,10 +7,11 @@ import re
 
 import minisign  # type: ignore[import-untyped]
 import pytest
+from ember_installer import render
 from test_rank import matrix_manifest
 
 from kiln.errors import ConfigError
-from kiln.release.install_scripts import SCRIPTS, render, table_lines
+from kiln.release.install_scripts import SCRIPTS, table_lines
 
 PUB = bytes(minisign.KeyPair.generate().public_key).decode()
 KEY = PUB.splitlines()[-1]

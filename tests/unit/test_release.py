@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from ember_installer import INSTALLER
 
 from kiln.errors import ConfigError, IntegrityError, ReleaseError
 from kiln.matrix import Matrix, load_matrix
@@ -21,7 +22,6 @@ from kiln.release.assemble import (
     assemble,
     expand_allowed,
     gate,
-    load_project_config,
     release_manifest,
     scan_artifacts,
 )
@@ -231,7 +231,8 @@ def _assemble(tmp_path: Path, matrix: Matrix, out: Path,
     manifest = release_manifest(result, project="ember", tag="b42", build_number=42,
                                 commit=COMMIT, commit_epoch=0, base_url="https://x/b42")
     assemble(out, assets=result.assets, manifest=manifest, notes="# notes\n", sbom="{}\n",
-             signer=signer or FakeSigner(), index=matrix_index(manifest, matrix))
+             signer=signer or FakeSigner(), index=matrix_index(manifest, matrix),
+             installer=INSTALLER)
     return manifest
 
 
@@ -277,16 +278,3 @@ def test_read_release_refuses_changed_or_extra_files(tmp_path: Path, matrix: Mat
     (out / MANIFEST_NAME).write_text("{}")
     with pytest.raises(IntegrityError, match=r"manifest\.json: sha256 differs"):
         read_release(out)
-
-
-def test_project_config(tmp_path: Path) -> None:
-    cfg = load_project_config(REPO / "pyproject.toml")
-    assert cfg.base_url("b7") == f"https://github.com/{cfg.github}/releases/download/b7/"
-    bad = tmp_path / "pyproject.toml"
-    bad.write_text('[tool.kiln]\ngithub = "o/r"\ndownload_ur = "https://x"\n')
-    with pytest.raises(ConfigError, match="unknown key 'download_ur'") as info:
-        load_project_config(bad)
-    assert info.value.hint == "did you mean 'download_url'?"
-    bad.write_text('[tool.kiln]\ngithub = "not a repo"\n')
-    with pytest.raises(ConfigError, match="is not OWNER/REPO"):
-        load_project_config(bad)
