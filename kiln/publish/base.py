@@ -74,6 +74,9 @@ class PublishOptions:
     # None: $KILN_SIGNING_KEY, if set.
     signing_key: str | None = None
     index_expiry_days: int = 30
+    # The project's git tag prefix (kiln.toml's release.tag_prefix): GitHub releases are
+    # <prefix>bN. Mirrors keep bN: one mirror holds one project.
+    tag_prefix: str = ""
 
 
 class Publisher(Protocol):

@@ -112,8 +112,9 @@ def _is_loopback(host: str | None) -> bool:
 
 
 def github_publisher(target: str, *, env: Mapping[str, str],
-                     log: Callable[[str], None]) -> GitHubPublisher:
-    """Parse ``OWNER/REPO`` and read the token and API URL from ``env`` (the CLI edge)."""
+                     log: Callable[[str], None], tag_prefix: str = "") -> GitHubPublisher:
+    """Parse ``OWNER/REPO`` and read the token and API URL from ``env`` (the CLI edge).
+    ``tag_prefix`` is the project's git tag prefix (kiln.toml's release.tag_prefix)."""
     m = REPO_RE.fullmatch(target.strip("/"))
     if m is None or m.group(1) in (".", "..") or m.group(2) in (".", ".."):
         raise ConfigError(f"github://{target}: expected github://OWNER/REPO")
@@ -123,20 +124,24 @@ def github_publisher(target: str, *, env: Mapping[str, str],
                           hint="in GitHub Actions: env: GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}"
                                " with permissions: contents: write")
     api = env.get(API_URL_ENV) or DEFAULT_API_URL
-    return GitHubPublisher(m.group(1), m.group(2), token=token, api_url=api, log=log)
+    return GitHubPublisher(m.group(1), m.group(2), token=token, api_url=api, log=log,
+                           tag_prefix=tag_prefix)
 
 
 class GitHubPublisher:
     def __init__(self, owner: str, repo: str, *, token: str, api_url: str = DEFAULT_API_URL,
                  log: Callable[[str], None] = lambda _m: None, retry: Retry | None = None,
                  session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, tag_prefix: str = "") -> None:
         parts = urlsplit(api_url)
         if parts.scheme != "https" and not (parts.scheme == "http"
                                             and _is_loopback(parts.hostname)):
             raise ConfigError(f"GitHub API URL {api_url} is not https",
                               hint="the token must not travel unencrypted; use an https URL")
         self.owner, self.repo = owner, repo
+        # Release bN is the git tag and GitHub release <tag_prefix>bN (a project released
+        # from a subdirectory of a repository that holds others: "llama-" gives llama-b42).
+        self.tag_prefix = tag_prefix
         self.api = api_url.rstrip("/")
         self.log = log
         self.retry = retry or Retry()
@@ -238,7 +243,7 @@ class GitHubPublisher:
         return str(obj["sha"])
 
     def _ensure_tag(self, release: LocalRelease) -> None:
-        tag, commit = release.tag, release.manifest.commit
+        tag, commit = self.tag_prefix + release.tag, release.manifest.commit
         for _ in range(self.retry.attempts):
             have = self._tag_commit(tag)
             if have == commit:
@@ -253,7 +258,8 @@ class GitHubPublisher:
                 obj = self._once("POST", f"{self._base}/git/tags", what=f"create tag {tag}",
                                  expect=(201,), json={
                                      "tag": tag, "object": commit, "type": "commit",
-                                     "message": f"{release.manifest.project} {tag}"}).json()
+                                     "message": f"{release.manifest.project} {release.tag}"}
+                                 ).json()
                 self._once("POST", f"{self._base}/git/refs", what=f"create ref {tag}",
                            expect=(201,), json={"ref": f"refs/tags/{tag}", "sha": obj["sha"]})
                 return
@@ -298,8 +304,8 @@ class GitHubPublisher:
     def _draft(self, release: LocalRelease) -> dict[str, Any]:
         """The one draft of this tag: found, or created. Extra drafts of the tag (left by an
         earlier tool or a lost response) are deleted."""
-        tag = release.tag
-        title = f"{release.manifest.project} {tag}"
+        tag = self.tag_prefix + release.tag
+        title = f"{release.manifest.project} {release.tag}"
         body = self._body(release)
         for _ in range(self.retry.attempts):
             drafts = self._drafts(tag)
@@ -420,7 +426,7 @@ class GitHubPublisher:
         # The tag and the file names go into API paths and upload names: refused before the
         # first request when they are anything but a tag and plain file names.
         check_names(release)
-        tag = release.tag
+        tag = self.tag_prefix + release.tag
         where = f"github://{self.owner}/{self.repo}"
         published = self._published(tag)
         if published is not None:

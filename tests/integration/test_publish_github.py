@@ -309,3 +309,20 @@ def test_a_commit_unknown_to_github_asks_to_push_it(built: tuple[Project, LocalR
         publisher(standin).publish(release)
     assert f"git push origin {release.tag}" in (info.value.hint or "")
     assert standin.releases_of(release.tag) == []
+
+
+def test_a_projects_tag_prefix_names_its_github_tag_and_release(
+        built: tuple[Project, LocalRelease], standin: StandIn) -> None:
+    """Another project released from the same repository (kiln.toml's release.tag_prefix):
+    its bN is the tag and release llama-bN on GitHub, and ember's bN is left alone."""
+    _, release = built
+    standin.refs[release.tag] = ("commit", "f" * 40)  # ember's own bN, on another commit
+    p = GitHubPublisher(OWNER, NAME, token=TOKEN, api_url=standin.api_url, retry=FAST,
+                        tag_prefix="llama-")
+    p.publish(release)
+    tag = f"llama-{release.tag}"
+    kind, sha = standin.refs[tag]
+    assert kind == "tag" and standin.tag_objects[sha]["object"]["sha"] == release.manifest.commit
+    assert standin.refs[release.tag] == ("commit", "f" * 40)
+    (rel,) = standin.releases_of(tag)
+    assert not rel.draft and standin.releases_of(release.tag) == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kiln.ci.workflow import check, job_id, load_config, render
+from kiln.ci.workflow import Placement, check, job_id, load_config, render
 from kiln.errors import ConfigError, DriftError
 from kiln.matrix import load_matrix
 
@@ -128,3 +128,43 @@ def test_config_errors_name_the_key(tmp_path: Path, repo_root: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(bad, m)
     assert "ubuntu-x46" in info.value.message
+
+
+def test_a_project_in_a_subdirectory_gets_its_own_release_workflow(repo_root: Path) -> None:
+    root = repo_root / "examples" / "llamacpp"
+    matrix = load_matrix(root / "matrix")
+    placement = Placement(project_dir="examples/llamacpp", name="llama", tag_prefix="llama-")
+    files = render(matrix, load_config(root / "ci" / "config.yaml", matrix), root / "ci",
+                   placement).files
+    assert list(files) == ["llama-release.yml"]  # no ci.yml.j2: the repository's tests run it
+    text = files["llama-release.yml"]
+    doc = yaml.safe_load(text)
+    assert doc["name"] == "llama-release"
+    assert doc[True]["push"]["tags"] == ["llama-b*"]  # YAML reads the key `on` as true
+    steps = [s.get("run", "") for job in doc["jobs"].values() for s in job["steps"]]
+    assert "kiln -C examples/llamacpp build ubuntu-x64 --out dist" in steps
+    assert any('--tag "${TAG#llama-}"' in s and "kiln -C examples/llamacpp release" in s
+               for s in steps)
+    assert any(s.startswith("kiln -C examples/llamacpp publish release") for s in steps)
+    assert sorted(j for j in doc["jobs"] if j != "release") == sorted(
+        job_id(e.id) for e in matrix.enabled)
+    assert "'examples/llamacpp/recipes/**'" in text
+    assert (repo_root / ".github" / "workflows" / "llama-release.yml").read_text() == text
+    # ember's own workflows: unchanged names, `kiln` at the top, tags b*
+    ember = render(load_matrix(repo_root / "matrix"),
+                   load_config(repo_root / "ci" / "config.yaml",
+                               load_matrix(repo_root / "matrix")), repo_root / "ci").files
+    assert sorted(ember) == ["ci.yml", "release.yml"]
+    assert 'tags: ["b*"]' in ember["release.yml"] and "kiln -C" not in ember["release.yml"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"project_dir": "../outside", "name": "x"},
+    {"project_dir": "a b", "name": "x"},
+    {"project_dir": "sub", "name": "x\n  evil: true"},
+    {"project_dir": "sub", "name": "x", "tag_prefix": "x'\"; rm -rf /"},
+    {"project_dir": "sub"},
+])
+def test_a_placement_that_could_inject_into_a_workflow_is_refused(bad: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Placement(**bad)
