@@ -43,8 +43,8 @@ from typing import Any
 
 from kiln.errors import ConfigError
 
-__all__ = ["FILE", "OUTPUTS", "Project", "Release", "SdistSource", "Smoke", "find_root",
-           "load_project"]
+__all__ = ["FILE", "LIBRARY_OSES", "OUTPUTS", "Layout", "Project", "Release", "SdistSource",
+           "Smoke", "find_root", "load_project"]
 
 FILE = "kiln.toml"
 OUTPUTS = ("json-ids", "stdout")
@@ -54,11 +54,13 @@ CONVERT_PLACEHOLDERS = ("python", "source", "model")
 BIG_ENDIAN_ARCHES = ("s390x",)
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 _ARCHIVE_FIELDS = ("name", "build", "id")
-_TOP_KEYS = ("project", "build", "smoke", "release")
+_TOP_KEYS = ("project", "build", "package", "smoke", "release")
 _PROJECT_KEYS = ("name", "archive", "license", "source", "sdist")
 _SDIST_KEYS = ("requirement", "sha256", "subdir")
 _BUILD_KEYS = ("targets", "binding")
 _SMOKE_KEYS = ("program", "args", "output", "big_endian")
+_PACKAGE_KEYS = ("required", "library")
+LIBRARY_OSES = ("linux", "android", "macos", "windows")
 _RELEASE_KEYS = ("github", "download_url", "sources", "index_expiry_days", "tag_prefix")
 _GITHUB_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 # A git tag prefix: the project's releases are tagged <prefix>b<N> in its repository.
@@ -92,6 +94,25 @@ class Smoke:
         values = {"model": model, "prompt": prompt, "n_predict": str(n_predict),
                   "threads": str(threads)}
         return [_fill(a, values) for a in self.args]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """What every staged tree (and so every archive) must hold besides the licence: files
+    relative to the tree, ``{exe}`` being ".exe" on Windows and ``" | "`` separating
+    alternatives, then the project's library where each OS looks for it (``[package]``).
+    Without ``[package]``: the programs of ``build.targets`` in ``bin/``."""
+
+    required: tuple[str, ...]
+    library: tuple[tuple[str, str], ...] = ()  # (os, path) pairs
+
+    def groups(self, os: str) -> tuple[tuple[str, ...], ...]:
+        """Groups of paths of which at least one must be a file, for an entry of ``os``."""
+        exe = ".exe" if os == "windows" else ""
+        out = [tuple(alt.strip().replace("{exe}", exe) for alt in item.split(" | "))
+               for item in self.required]
+        out += [(path,) for where, path in self.library if where == os]
+        return tuple(out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +156,7 @@ class Project:
     targets: tuple[str, ...]
     binding: str | None
     smoke: Smoke
+    layout: Layout
     release: Release | None = None  # None: the project has no [release] table
 
     @property
@@ -291,10 +313,32 @@ def load_project(root: Path) -> Project:
                           hint="the smoke test runs a program the archive carries")
     release = (_release(where, data["release"], name=name, source_dir=source_dir)
                if "release" in data else None)
+    layout = (_layout(where, data["package"]) if "package" in data
+              else Layout(required=tuple(f"bin/{t}{{exe}}" for t in targets)))
     return Project(root=root.absolute(), name=name, archive=archive, license=license_rel,
                    source_dir=source_dir, sdist=sdist, targets=targets, binding=binding,
                    smoke=Smoke(program=program, args=args, output=output,
-                               big_endian=big_endian), release=release)
+                               big_endian=big_endian), layout=layout, release=release)
+
+
+def _layout(where: str, table: Any) -> Layout:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [package] must be a table")
+    _keys(f"{where} [package]", table, _PACKAGE_KEYS, ("required",))
+    required = _strings(f"{where} package.required", table["required"])
+    for i, item in enumerate(required):
+        for alt in item.split(" | "):
+            if re.findall(r"\{([^{}]*)\}", alt.replace("{exe}", "")):
+                raise ConfigError(f"{where}: package.required[{i}] '{item}' may use only "
+                                  "{exe}")
+            _relative(f"{where} package.required[{i}]", alt.strip())
+    library = table.get("library", {})
+    if not isinstance(library, dict):
+        raise ConfigError(f"{where}: [package.library] must be a table of OS = path")
+    _keys(f"{where} [package.library]", library, LIBRARY_OSES)
+    pairs = tuple((os_name, _relative(f"{where} package.library.{os_name}", library[os_name]))
+                  for os_name in LIBRARY_OSES if os_name in library)
+    return Layout(required=required, library=pairs)
 
 
 def _release(where: str, table: Any, *, name: str, source_dir: str | None) -> Release:

@@ -441,7 +441,7 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
                         model=model, reference_ids=None if ref is None else ref.ids,
                         reference_error=None if ref is None else ref.error,
                         reference_output=None if ref is None else ref.output, smoke=smoke,
-                        programs=s.project.targets,
+                        layout=s.project.layout,
                         host_paths=s.host_paths, wine_root=s.layout.wine,
                         host_arch=s.host_arch, extra=_verify_extra(s))
     report = verifier.verify(ctx)
@@ -485,7 +485,7 @@ def _package(s: _Session, job: Job, staged: _Staged,
     tmp.mkdir()
     try:
         made = package(job, staged.stage, dest_dir=tmp, info=info, license_file=s.license_file,
-                       epoch=s.epoch, programs=s.project.targets)
+                       epoch=s.epoch, layout=s.project.layout)
         record = record_for(entry, made, kind="archive", build_number=job.build_number,
                             commit=s.commit, toolchain=staged.tools,
                             verification=report.to_verification())

@@ -1,12 +1,10 @@
 """Package a verified stage into the release archive, byte for byte reproducibly.
 
-``ember-b<N>-bin-<id>.tar.gz`` (``.zip`` for Windows) holds one top directory named like the
-archive without its extension, and in it what ember's ``cmake --install`` staged (``bin/``
-with ember-cli, ember-bench and ember-server, ``lib/`` with the library, ``include/ember.h``;
-on Windows the DLL sits in ``bin/`` beside the tools, where Windows looks for it;
-``share/ember/licenses/`` with the licences of the third-party code ember-server is built from,
-``civetweb.md`` and ``cJSON.txt``, see ``runtime/third_party/README.md``), plus ``LICENSE``
-and ``BUILD-INFO.json`` (id, build number, commit, target, toolchain versions, flags).
+``<name>-b<N>-bin-<id>.tar.gz`` (``.zip`` for Windows; kiln.toml's ``project.archive``) holds
+one top directory named like the archive without its extension, and in it the staged tree
+(what the project's ``cmake --install`` staged, or its ``build.targets`` in ``bin/``), which
+must hold what kiln.toml's ``[package]`` requires, plus ``LICENSE`` and ``BUILD-INFO.json``
+(id, build number, commit, target, toolchain versions, flags).
 
 Reproducible: members sorted by name, directories listed, owner 0:0 without names, modes
 0755/0644 only, every mtime SOURCE_DATE_EPOCH (the commit time), gzip header without name and
@@ -31,9 +29,9 @@ from typing import Any
 
 from kiln.errors import BuildError
 from kiln.plan import Job
+from kiln.project import Layout
 
 __all__ = [
-    "THIRD_PARTY_LICENSES",
     "BuildInfo",
     "Member",
     "archive_top",
@@ -47,9 +45,6 @@ __all__ = [
 
 ZIP_EPOCH_MIN = 315532800  # 1980-01-01: the earliest time a zip entry can hold
 GZIP_LEVEL = 9
-# The licences of the third-party code in ember-server (civetweb, cJSON), where ember's CMake
-# install() puts them in every tree that has the tools; the wheel ships the same files.
-THIRD_PARTY_LICENSES = ("share/ember/licenses/civetweb.md", "share/ember/licenses/cJSON.txt")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,41 +91,20 @@ class Member:
     executable: bool = False
 
 
-def required_files(job: Job, programs: Sequence[str] = ()) -> tuple[tuple[str, ...], ...]:
-    """Groups of stage paths of which at least one must exist: ``bin/<program>`` for each of
-    ``programs`` (kiln.toml's build.targets) when the project names them; else ember's
-    installed layout (tools, header, library, the licences of the third-party code in
-    ember-server)."""
-    e = job.entry
-    exe = ".exe" if e.os == "windows" else ""
-    if programs:
-        return tuple((f"bin/{p}{exe}",) for p in programs)
-    groups: list[tuple[str, ...]] = [(f"bin/ember-cli{exe}",), (f"bin/ember-bench{exe}",),
-                                     (f"bin/ember-server{exe}",), ("include/ember.h",)]
-    groups += [(p,) for p in THIRD_PARTY_LICENSES]
-    if e.os == "windows":
-        groups.append(("bin/ember.dll",))
-    elif e.os == "macos":
-        groups.append(("lib/libember.dylib",))
-    elif e.os == "android":
-        groups.append(("lib/libember.a",))
-    else:
-        groups.append(("lib/libember.so",))
-    return tuple(groups)
+def required_files(job: Job, layout: Layout) -> tuple[tuple[str, ...], ...]:
+    """Groups of stage paths of which at least one must exist: what kiln.toml's ``[package]``
+    requires (or the programs of ``build.targets`` in ``bin/``) for the entry's OS."""
+    return layout.groups(job.entry.os)
 
 
-def check_layout(job: Job, stage: Path, programs: Sequence[str] = ()) -> None:
-    """Refuse a staged tree that lacks what its archive must hold: ``programs`` (kiln.toml's
-    build.targets) in ``bin/`` when the project names them, else ember's installed layout."""
-    missing = [" or ".join(g) for g in required_files(job, programs)
+def check_layout(job: Job, stage: Path, layout: Layout) -> None:
+    """Refuse a staged tree that lacks what its archive must hold (``required_files``)."""
+    missing = [" or ".join(g) for g in required_files(job, layout)
                if not any((stage / p).is_file() for p in g)]
     if missing:
         raise BuildError(f"'{job.entry.id}': the staged tree lacks {', '.join(missing)}",
-                         hint="kiln.toml's build.targets must each build an executable"
-                         if programs else
-                         "ember's CMake install() rules must install ember-cli, "
-                         "ember-bench, ember-server, the library, include/ember.h and "
-                         "the third-party licences (share/ember/licenses/)")
+                         hint="the project's CMake install() rules (or kiln.toml's "
+                              "build.targets) must make what kiln.toml's [package] requires")
 
 
 def collect_members(stage: Path, top: str, extra: Mapping[str, bytes], *,
@@ -206,9 +180,10 @@ def archive_top(asset_name: str) -> str:
 
 
 def package(job: Job, stage: Path, *, dest_dir: Path, info: BuildInfo, license_file: Path,
-            epoch: int, programs: Sequence[str] = ()) -> Path:
-    """Write ``dest_dir/<job.artifact>`` from ``stage``; return its path."""
-    check_layout(job, stage, programs)
+            epoch: int, layout: Layout) -> Path:
+    """Write ``dest_dir/<job.artifact>`` from ``stage`` (which must hold what ``layout``
+    requires); return its path."""
+    check_layout(job, stage, layout)
     extra = {"LICENSE": license_file.read_bytes(), "BUILD-INFO.json": info.text().encode()}
     top = archive_top(job.artifact)
     dest = dest_dir / job.artifact

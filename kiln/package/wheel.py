@@ -73,7 +73,6 @@ from kiln import __version__
 from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.matrix.catalogue import wheel_variant
-from kiln.package.archive import THIRD_PARTY_LICENSES
 from kiln.package.macho import MachOFacts, read_macho
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
 from kiln.run import require_tool, run
@@ -81,6 +80,7 @@ from kiln.run import require_tool, run
 __all__ = [
     "DIST_NAME",
     "MANYLINUX_FLOOR",
+    "THIRD_PARTY_LICENSES",
     "BuiltWheel",
     "MachOFacts",
     "WheelCheck",
@@ -143,6 +143,11 @@ LIBRARY = {
 # that runs it.
 SERVER = "ember-server"
 SERVER_SCRIPT = f"{SERVER} = {IMPORT_NAME}.server:main"
+# The licences of the third-party code in the server (civetweb, cJSON): the CMake install()
+# puts them in every tree that has the tools (kiln.toml's [package] requires them there), and
+# the wheel ships them beside the server.
+THIRD_PARTY_LICENSES = (f"share/{IMPORT_NAME}/licenses/civetweb.md",
+                        f"share/{IMPORT_NAME}/licenses/cJSON.txt")
 # What checks (and repairs) the wheel of each OS.
 CHECKER = {"linux": "auditwheel", "macos": "inspect", "windows": "delvewheel"}
 OS_CLASSIFIER = {

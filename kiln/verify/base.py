@@ -19,7 +19,7 @@ from kiln.errors import KilnError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.package.records import Verification
 from kiln.plan import Job
-from kiln.project import Smoke
+from kiln.project import Layout, Smoke
 from kiln.run import run
 
 __all__ = [
@@ -131,7 +131,7 @@ class VerifyContext:
     reference_error: str | None = None          # why there are no reference ids
     reference_output: str | None = None         # the host build's smoke output ("stdout")
     smoke: Smoke | None = None                  # kiln.toml's [smoke] (None: ember-cli's)
-    programs: tuple[str, ...] = ()              # kiln.toml's build.targets (the archive's bin/)
+    layout: Layout                              # what the tree must hold (kiln.toml)
     host_paths: tuple[str, ...] = ()            # must not appear inside any built file
     wine_root: Path | None = None
     host_arch: str = "x86_64"

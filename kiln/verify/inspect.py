@@ -402,7 +402,7 @@ def inspect_stage(ctx: VerifyContext) -> list[Check]:
     driver_named: list[str] = []
     opencl_bins: list[opencl_checks.OpenclBinary] = []
     driver = GPU_DRIVER.get((entry.backend, entry.os), "")
-    checks.append(check_required(ctx.stage, required_files(ctx.job, ctx.programs)))
+    checks.append(check_required(ctx.stage, required_files(ctx.job, ctx.layout)))
     for path in files:
         rel = path.relative_to(ctx.stage).as_posix()
         if not rel.startswith(("bin/", "lib/")):

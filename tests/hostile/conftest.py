@@ -110,7 +110,7 @@ def server(hostile: Hostile) -> Iterator[HostileServer]:
 def install_sh(hostile: Hostile, server: HostileServer) -> Path:
     """install.sh as ``kiln release`` renders it for an honest b9 (the installed release),
     pinning the corpus's key; every case passes --from and --tag."""
-    from ember_installer import render
+    from ember_project import render
 
     from kiln.release.manifest import MANIFEST_NAME, ReleaseManifest
 

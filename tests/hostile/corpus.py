@@ -434,7 +434,7 @@ class Builder:
                SBOM_NAME: json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.5"}).encode(),
                NOTES_NAME: f"# ember {manifest.tag}\n\nhostile corpus\n".encode()}
         try:
-            from ember_installer import render
+            from ember_project import render
 
             scripts = render(manifest, pub, "https://ember.invalid/releases/")
         except Exception:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from ember_installer import render
+from ember_project import render
 from test_release_cli import Project, make_artifact, make_project
 
 from kiln.cli import main

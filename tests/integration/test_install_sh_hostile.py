@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ember_installer import render
+from ember_project import render
 
 from kiln.package.records import AssetRecord, Tool, Verification
 from kiln.release.manifest import ReleaseAsset, ReleaseManifest

@@ -18,7 +18,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from ember_installer import render
+from ember_project import render
 
 from kiln.install.host import load_profile, probe
 from kiln.install.installer import rank

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -114,3 +115,59 @@ def test_a_second_build_is_all_cache_hits(built: dict[str, Any]) -> None:
     assert all(r["cached"] for r in data["results"]), data
     assert {r["sha256"] for r in data["results"]} == {
         r["sha256"] for r in built["results"]}
+
+
+def test_the_builds_are_released_signed_and_installed_as_llama(built: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    """`kiln -C examples/llamacpp release` on the two real archives (the other eight allowed
+    missing), in a clone of this commit: signed sums, llama.cpp's notes and SBOM; then the
+    release's own install.sh picks ubuntu-x64 for this machine and installs a llama-completion
+    that runs."""
+    if shutil.which("minisign") is None:
+        pytest.skip("minisign is not installed (scripts/apt-packages.txt)")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--shared", str(REPO), str(clone)], check=True,
+                   capture_output=True)
+    head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    if read_record(built["out"] / "llama-b7-bin-ubuntu-x64.tar.gz.json").commit != head:
+        pytest.skip("the builds are of another commit than HEAD (a work tree with commits "
+                    "made after the build): nothing to release")
+    key = tmp_path / "release.key"
+    subprocess.run(["minisign", "-G", "-f", "-W", "-s", str(key), "-p",
+                    str(tmp_path / "release.pub")], check=True, capture_output=True)
+    out = tmp_path / "release"
+    env = {**os.environ, "KILN_CACHE": str(_cache())}
+    done = subprocess.run([sys.executable, "-m", "kiln", "-C",
+                           str(clone / "examples" / "llamacpp"), "release", "--artifacts",
+                           str(built["out"]), "--out", str(out), "--tag", "b7",
+                           "--allow-missing", "*", "--no-git-tag", "--signing-key", str(key)],
+                          cwd=clone, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    subprocess.run(["minisign", "-V", "-p", "minisign.pub", "-m", "SHA256SUMS"], cwd=out,
+                   check=True, capture_output=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["project"] == "llama"
+    assert sorted(a["entry_id"] for a in manifest["assets"]) == sorted(ENTRIES)
+    notes = (out / "RELEASE_NOTES.md").read_text()
+    assert notes.startswith("# llama.cpp b7") and "llama-cpp-python==0.3.36" in notes
+    assert "qemu: passed" in notes and "native: passed" in notes
+    sbom = json.loads((out / "sbom.cdx.json").read_text())
+    assert any(c.get("purl") == "pkg:pypi/llama-cpp-python@0.3.36" for c in sbom["components"])
+
+    prefix = tmp_path / "prefix"
+    home = tmp_path / "home"
+    home.mkdir()
+    inst = subprocess.run(["sh", str(out / "install.sh"), "--from", str(out), "--prefix",
+                           str(prefix)], env={"PATH": os.environ["PATH"], "HOME": str(home)},
+                          capture_output=True, text=True, check=False, timeout=300)
+    assert inst.returncode == 0, inst.stdout[-2000:] + inst.stderr[-2000:]
+    assert "installed llama b7 (ubuntu-x64)" in inst.stdout + inst.stderr
+    record = json.loads((prefix / ".llama-install.json").read_text())
+    assert record["tag"] == "b7"
+    model = Path(load_verify_spec(PROJECT / "recipes").run.models[0]).expanduser()
+    ran = subprocess.run([str(prefix / "bin" / "llama-completion"), "-m", str(model), "-p",
+                          "1, 2, 3,", "-n", "4", "--temp", "0", "-t", "1", "-no-cnv",
+                          "--no-warmup"], capture_output=True, text=True, check=False,
+                         timeout=300)
+    assert ran.returncode == 0 and ran.stdout.startswith("1, 2, 3,"), ran.stderr[-2000:]

@@ -22,9 +22,9 @@ from kiln.build.toolchains.recipe import Recipe, VerifySpec
 from kiln.console import Console
 from kiln.errors import CommandFailed, SelectionError
 from kiln.matrix import Entry, Matrix, load_matrix
-from kiln.package.archive import THIRD_PARTY_LICENSES
 from kiln.package.authenticode import CodeSigningKey
 from kiln.package.records import Tool, read_record
+from kiln.package.wheel import THIRD_PARTY_LICENSES
 from kiln.plan import Job, make_job
 from kiln.run import Completed
 from kiln.verify import Check, ToolNeed, VerifyContext, VerifyReport

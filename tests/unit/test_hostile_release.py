@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ember_installer import INSTALLER
+from ember_project import INSTALLER
 from test_release import CI_ONLY, COMMIT, FakeSigner, local_assets
 
 from kiln.errors import ConfigError, IntegrityError, ReleaseError

@@ -12,10 +12,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from ember_project import EMBER_LAYOUT
 
 from kiln.errors import BuildError
 from kiln.matrix import load_matrix
-from kiln.package.archive import THIRD_PARTY_LICENSES, BuildInfo, package, required_files
+from kiln.package.archive import BuildInfo, package, required_files
+from kiln.package.wheel import THIRD_PARTY_LICENSES
 from kiln.plan import Job, make_job
 
 EPOCH = 1_700_000_000
@@ -78,7 +80,7 @@ def build(tmp_path: Path, repo_root: Path, entry_id: str, license_file: Path, *,
     dest = root / "out"
     dest.mkdir()
     return package(job, stage, dest_dir=dest, info=info_for(job), license_file=license_file,
-                   epoch=EPOCH)
+                   epoch=EPOCH, layout=EMBER_LAYOUT)
 
 
 def sha(p: Path) -> str:
@@ -167,7 +169,7 @@ def test_missing_tool_is_a_clear_error(tmp_path: Path, repo_root: Path,
     dest.mkdir()
     with pytest.raises(BuildError, match="bin/ember-bench") as err:
         package(job, stage, dest_dir=dest, info=info_for(job), license_file=license_file,
-                epoch=EPOCH)
+                epoch=EPOCH, layout=EMBER_LAYOUT)
     assert "install()" in (err.value.hint or "")
     assert list(dest.iterdir()) == []
 
@@ -184,7 +186,7 @@ def test_gzip_stream_is_the_tar(tmp_path: Path, repo_root: Path, license_file: P
                                                ("macos-arm64", ""), ("android-arm64", "")])
 def test_every_archive_requires_the_server_and_the_third_party_licences(
         repo_root: Path, entry_id: str, exe: str) -> None:
-    groups = required_files(job_for(repo_root, entry_id))
+    groups = required_files(job_for(repo_root, entry_id), EMBER_LAYOUT)
     assert (f"bin/ember-server{exe}",) in groups
     assert THIRD_PARTY_LICENSES == ("share/ember/licenses/civetweb.md",
                                     "share/ember/licenses/cJSON.txt")
@@ -203,6 +205,6 @@ def test_an_archive_without_the_server_or_a_licence_is_refused(
     dest.mkdir()
     with pytest.raises(BuildError, match=missing) as err:
         package(job, stage, dest_dir=dest, info=info_for(job), license_file=license_file,
-                epoch=EPOCH)
-    assert "ember-server" in (err.value.hint or "")
+                epoch=EPOCH, layout=EMBER_LAYOUT)
+    assert "[package]" in (err.value.hint or "")
     assert list(dest.iterdir()) == []

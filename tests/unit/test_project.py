@@ -272,3 +272,38 @@ def test_bad_release_settings(tmp_path: Path, table: str, message: str) -> None:
     root = _write(tmp_path / "p", GOOD + "[release]\n" + table + "\n")
     with pytest.raises(ConfigError, match=message):
         load_project(root)
+
+
+def test_what_every_tree_must_hold(repo_root: Path) -> None:
+    ember = load_project(repo_root).layout
+    assert ember.groups("windows") == (
+        ("bin/ember-cli.exe",), ("bin/ember-bench.exe",), ("bin/ember-server.exe",),
+        ("include/ember.h",), ("share/ember/licenses/civetweb.md",),
+        ("share/ember/licenses/cJSON.txt",), ("bin/ember.dll",))
+    assert ember.groups("linux")[-1] == ("lib/libember.so",)
+    assert ember.groups("android")[-1] == ("lib/libember.a",)
+    assert ember.groups("macos")[0] == ("bin/ember-cli",)
+    # without [package]: the programs of build.targets in bin/
+    llama = load_project(repo_root / LLAMA).layout
+    assert llama.groups("windows") == (
+        ("bin/llama-completion.exe",), ("bin/llama-simple.exe",), ("bin/llama-bench.exe",),
+        ("bin/llama-quantize.exe",))
+
+
+def test_alternatives_in_the_layout(tmp_path: Path) -> None:
+    root = _write(tmp_path / "p", GOOD + '[package]\nrequired = ["lib/a.so | lib/a.so.1"]\n')
+    assert load_project(root).layout.groups("linux") == (("lib/a.so", "lib/a.so.1"),)
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('required = ["../up"]', "must be a relative path"),
+    ('required = ["bin/{name}"]', "may use only {exe}"),
+    ('required = "bin/x"', "expected a list of strings"),
+    ('required = ["x"]\n[package.library]\nbeos = "lib/x"', "unknown key 'beos'"),
+    ('required = ["x"]\n[package.library]\nlinux = "/abs/x"', "must be a relative path"),
+    ('requires = ["x"]', "unknown key 'requires'"),
+])
+def test_bad_layouts(tmp_path: Path, table: str, message: str) -> None:
+    root = _write(tmp_path / "p", GOOD + "[package]\n" + table + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load_project(root)

@@ -7,7 +7,7 @@ import re
 
 import minisign  # type: ignore[import-untyped]
 import pytest
-from ember_installer import render
+from ember_project import render
 from test_rank import matrix_manifest
 
 from kiln.errors import ConfigError

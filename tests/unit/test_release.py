@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from ember_installer import INSTALLER
+from ember_project import INSTALLER
 
 from kiln.errors import ConfigError, IntegrityError, ReleaseError
 from kiln.matrix import Matrix, load_matrix

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from kiln.errors import ReleaseError
-from kiln.package.archive import THIRD_PARTY_LICENSES
+from kiln.package.wheel import THIRD_PARTY_LICENSES
 from kiln.release.sbom import THIRD_PARTY_SOURCES, vendored_components
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from ember_project import EMBER_LAYOUT
 
 import kiln.verify.inspect
 import kiln.verify.native
@@ -161,7 +162,7 @@ class Spawner:
 def ctx(repo_root: Path, tmp_path: Path) -> VerifyContext:
     spec = load_verify_spec(repo_root / "recipes")
     job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1)
-    return VerifyContext(job=job, stage=tmp_path / "stage", spec=spec, env={},
+    return VerifyContext(job=job, stage=tmp_path / "stage", spec=spec, env={}, layout=EMBER_LAYOUT,
                          log_file=tmp_path / "verify.log", model=tmp_path / "m.gguf",
                          reference_ids=None)
 
@@ -358,9 +359,9 @@ def test_inspection_requires_ember_server(repo_root: Path, tmp_path: Path) -> No
     matrix = load_matrix(repo_root / "matrix")
     for entry_id, exe_suffix in (("ubuntu-x64", ""), ("win-cpu-arm64", ".exe"),
                                  ("macos-arm64", "")):
-        groups = required_files(make_job(matrix.get(entry_id), 1))
+        groups = required_files(make_job(matrix.get(entry_id), 1), EMBER_LAYOUT)
         assert (f"bin/ember-server{exe_suffix}",) in groups, entry_id
-    groups = required_files(make_job(matrix.get("ubuntu-x64"), 1))
+    groups = required_files(make_job(matrix.get("ubuntu-x64"), 1), EMBER_LAYOUT)
     stage = tmp_path / "stage"
     for g in groups:
         (stage / g[0]).parent.mkdir(parents=True, exist_ok=True)
@@ -382,7 +383,7 @@ def test_inspect_stage_checks_the_required_files(ctx: VerifyContext) -> None:
 
 def test_the_inspect_summary_names_the_tools(repo_root: Path, tmp_path: Path) -> None:
     job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1)
-    groups = required_files(job)
+    groups = required_files(job, EMBER_LAYOUT)
     stage = tmp_path / "stage"
     for g in groups:
         (stage / g[0]).parent.mkdir(parents=True, exist_ok=True)
