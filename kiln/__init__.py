@@ -1,4 +1,5 @@
-"""kiln: the release-engineering system that builds, verifies, packages and ships ember.
+"""kiln: the release-engineering system that builds, verifies, packages and ships a C/C++ CMake
+project for every platform of its matrix (the project: ``kiln.toml``, docs/projects.md).
 
 The library API, one call per step of a pipeline (docs/api.md)::
 

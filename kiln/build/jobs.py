@@ -341,7 +341,7 @@ def _stage(s: _Session, job: Job, log: Path, *, ninja_jobs: int) -> _Staged:
                         "CCACHE_MAXSIZE": "5G"})
             targets = s.project.targets
             launchers = ["-DCMAKE_C_COMPILER_LAUNCHER=ccache"]
-            if targets:  # a project with targets may be C++ (ember's CMake knows only C)
+            if targets:  # a project with targets may be C++ (a C-only CMake project has no CXX)
                 launchers.append("-DCMAKE_CXX_COMPILER_LAUNCHER=ccache")
             steps = [
                 ("configure", ["cmake", "-G", "Ninja", "-S", str(s.source), "-B", str(build),

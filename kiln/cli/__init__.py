@@ -40,7 +40,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="kiln", description="Build, verify, package and release ember for every platform.")
+        prog="kiln", description="Build, verify, package and release a CMake project "
+                             "(kiln.toml) for every platform.")
     p.add_argument("--version", action="version", version=f"kiln {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     p.add_argument("-v", "--verbose", action="store_true",

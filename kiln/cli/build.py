@@ -46,7 +46,7 @@ def register(subparsers: Any) -> None:
         "build", help="build, verify and package the selected entries on this host",
         description="Build the selected matrix entries from this host with pinned toolchains, "
                     "verify each (run under qemu/wine or natively, or inspect), and package "
-                    "ember-b<N>-bin-<id> archives with a record beside each.")
+                    "<name>-b<N>-bin-<id> archives (kiln.toml) with a record beside each.")
     p.add_argument("selectors", nargs="+", metavar="SELECTOR",
                    help="id, glob ('win-cpu-*') or KEY=VALUE[,KEY=VALUE] (backend=cpu)")
     p.add_argument("--out", default="dist", metavar="DIR",

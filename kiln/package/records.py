@@ -2,7 +2,7 @@
 merges into the release's ``manifest.json`` and ``kiln install`` ranks.
 
 One JSON file per built asset, ``<asset name>.json`` beside the asset (e.g.
-``ember-b42-bin-ubuntu-x64.tar.gz.json``), holding one ``AssetRecord``. Parsing happens here,
+``llama-b42-bin-ubuntu-x64.tar.gz.json``), holding one ``AssetRecord``. Parsing happens here,
 once, with errors that name the file and the field; nothing past this module reads raw dicts.
 """
 

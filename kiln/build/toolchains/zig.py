@@ -7,7 +7,7 @@ is renamed into place only once ``zig version`` answers, so a killed install lea
 that looks complete.
 
 Per job, ``configure`` writes small ``cc``/``c++``/``ar``/``ranlib`` wrappers (``zig cc
--target T -mcpu=M``; C++ for projects that have it, ember is C) and a CMake toolchain file
+-target T -mcpu=M``; C++ for the projects that have it) and a CMake toolchain file
 rendered from ``recipes/cmake/zig-toolchain.cmake.j2``.
 zig's own cache (the libc, mingw and compiler-rt it compiles once per target, about 95 s for
 Windows) lives in ``<cache>/zig`` and is shared by every build.
