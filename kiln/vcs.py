@@ -8,7 +8,7 @@ from pathlib import Path
 from kiln.errors import ConfigError, KilnError
 from kiln.run import run
 
-__all__ = ["build_number", "commit_sha", "commit_time", "is_dirty"]
+__all__ = ["build_number", "commit_sha", "commit_time", "is_dirty", "subdirectory"]
 
 
 def _git(repo: Path, env: Mapping[str, str], *args: str) -> str:
@@ -36,3 +36,17 @@ def commit_time(repo: Path, env: Mapping[str, str]) -> int:
 
 def is_dirty(repo: Path, env: Mapping[str, str]) -> bool:
     return bool(_git(repo, env, "status", "--porcelain", "--untracked-files=no"))
+
+
+def subdirectory(root: Path, env: Mapping[str, str]) -> str:
+    """Where the project ``root`` sits in its git repository, '/'-separated: "" at the top
+    (or outside any repository), e.g. "examples/llamacpp" for a project in a subdirectory
+    (which then has tags, notes and workflows of its own)."""
+    done = run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], env=env, check=False,
+               what="git rev-parse")
+    if done.returncode != 0:
+        return ""
+    top, here = Path(done.stdout.strip()).resolve(), root.resolve()
+    if here == top or not here.is_relative_to(top):
+        return ""
+    return here.relative_to(top).as_posix()

@@ -19,18 +19,17 @@ def _placement(ctx: Context) -> tuple[Path, Placement]:
     in it: a project in a subdirectory (kiln -C examples/llamacpp) gets workflows of its own
     beside the top project's."""
     from kiln.ci.workflow import Placement
-    from kiln.run import run
+    from kiln.vcs import subdirectory
 
-    done = run(["git", "-C", str(ctx.repo), "rev-parse", "--show-toplevel"], env=ctx.env,
-               check=False, what="git rev-parse")
-    top = Path(done.stdout.strip()).resolve() if done.returncode == 0 else ctx.repo.resolve()
     here = ctx.repo.resolve()
-    if here == top or not here.is_relative_to(top):
+    sub = subdirectory(here, ctx.env)
+    if not sub:
         return here, Placement()
     project = ctx.project()
     release = project.release
-    return top, Placement(project_dir=here.relative_to(top).as_posix(), name=project.name,
-                          tag_prefix=release.tag_prefix if release is not None else "")
+    return (here.parents[len(Path(sub).parts) - 1],
+            Placement(project_dir=sub, name=project.name,
+                      tag_prefix=release.tag_prefix if release is not None else ""))
 
 
 def cmd_ci(ctx: Context) -> int:

@@ -61,7 +61,7 @@ from kiln.release.sbom import (
 )
 from kiln.release.sign import MinisignSigner, resolve_key, scrub_env
 from kiln.run import require_tool
-from kiln.vcs import build_number, commit_sha, commit_time, is_dirty
+from kiln.vcs import build_number, commit_sha, commit_time, is_dirty, subdirectory
 
 __all__ = ["NOTES_DIR", "ReleaseResult", "log_dir_for", "make_release", "measured_floors"]
 
@@ -287,7 +287,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         context = notes_context(
             manifest, repo_url=config.repo_url,
             changes=git_changes(repo, genv, config.git_tag(previous) if previous else None,
-                                paths=_project_paths(repo, genv)),
+                                paths=(".",) if subdirectory(repo, genv) else ()),
             previous=previous, public_key=public_key, tag_prefix=config.tag_prefix,
             sdist=project.sdist,
             file_names={"sums": SUMS_NAME, "signature": SIGNATURE_NAME,
@@ -338,14 +338,3 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
     return ReleaseResult(tag=tag, git_tag=tag_name, commit=head, out=out, manifest=manifest,
                          notes=kept, tag_created=created)
 
-
-def _project_paths(repo: Path, env: Mapping[str, str]) -> tuple[str, ...]:
-    """The project's directory as a git pathspec when it is not the top of its repository
-    (another project released from a subdirectory: its notes list the changes to it only)."""
-    from kiln.run import run
-
-    top = run(["git", "-C", str(repo), "rev-parse", "--show-toplevel"], env=env,
-              what="git rev-parse").stdout.strip()
-    if Path(top).resolve() == repo.resolve():
-        return ()
-    return (".",)
