@@ -58,7 +58,7 @@ _TOP_KEYS = ("project", "build", "package", "smoke", "release")
 _PROJECT_KEYS = ("name", "archive", "license", "source", "sdist")
 _SDIST_KEYS = ("requirement", "sha256", "subdir")
 _BUILD_KEYS = ("targets", "binding")
-_SMOKE_KEYS = ("program", "args", "output", "big_endian")
+_SMOKE_KEYS = ("program", "args", "output", "big_endian", "server")
 _PACKAGE_KEYS = ("required", "library")
 LIBRARY_OSES = ("linux", "android", "macos", "windows")
 _RELEASE_KEYS = ("github", "download_url", "sources", "index_expiry_days", "tag_prefix")
@@ -85,6 +85,9 @@ class Smoke:
     output: str
     # run on a copy of the model before a big-endian entry's run (empty: the model as it is)
     big_endian: tuple[str, ...] = ()
+    # an OpenAI-compatible server in bin/ that the run-based verifiers start and ask for the
+    # same greedy completion (docs/server.md has the contract); None: no server check
+    server: str | None = None
 
     def convert_argv(self, *, python: str, source: str, model: str) -> list[str]:
         values = {"python": python, "source": source, "model": model}
@@ -311,6 +314,14 @@ def load_project(root: Path) -> Project:
     if targets and program not in targets:
         raise ConfigError(f"{where}: smoke.program '{program}' is not among build.targets",
                           hint="the smoke test runs a program the archive carries")
+    server = smoke.get("server")
+    if server is not None:
+        server = _text(f"{where} smoke.server", server)
+        if not re.fullmatch(r"[A-Za-z0-9._+-]+", server):
+            raise ConfigError(f"{where}: smoke.server '{server}' must be a file name in bin/")
+        if output != "json-ids":
+            raise ConfigError(f"{where}: smoke.server needs output = \"json-ids\" (the "
+                              "server's tokens are compared with the program's ids)")
     release = (_release(where, data["release"], name=name, source_dir=source_dir)
                if "release" in data else None)
     layout = (_layout(where, data["package"]) if "package" in data
@@ -318,7 +329,8 @@ def load_project(root: Path) -> Project:
     return Project(root=root.absolute(), name=name, archive=archive, license=license_rel,
                    source_dir=source_dir, sdist=sdist, targets=targets, binding=binding,
                    smoke=Smoke(program=program, args=args, output=output,
-                               big_endian=big_endian), layout=layout, release=release)
+                               big_endian=big_endian, server=server),
+                   layout=layout, release=release)
 
 
 def _layout(where: str, table: Any) -> Layout:

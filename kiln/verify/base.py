@@ -40,6 +40,8 @@ __all__ = [
     "parse_cli_json",
     "run_and_compare",
     "run_cli",
+    "smoke_program",
+    "smoke_server",
     "smoke_stdout",
     "stdout_smoke",
     "unicode_check",
@@ -130,7 +132,7 @@ class VerifyContext:
     reference_ids: tuple[int, ...] | None       # the host build's ids; None for the host build
     reference_error: str | None = None          # why there are no reference ids
     reference_output: str | None = None         # the host build's smoke output ("stdout")
-    smoke: Smoke | None = None                  # kiln.toml's [smoke] (None: ember-cli's)
+    smoke: Smoke                                # kiln.toml's [smoke]
     layout: Layout                              # what the tree must hold (kiln.toml)
     host_paths: tuple[str, ...] = ()            # must not appear inside any built file
     wine_root: Path | None = None
@@ -173,16 +175,25 @@ class CliRun:
 
 def stdout_smoke(ctx: VerifyContext) -> Smoke | None:
     """kiln.toml's smoke test when its output is compared as text (None: ids as JSON)."""
-    return ctx.smoke if ctx.smoke is not None and ctx.smoke.output == "stdout" else None
+    return ctx.smoke if ctx.smoke.output == "stdout" else None
+
+
+def smoke_program(ctx: VerifyContext) -> Path:
+    """The smoke test's program in the staged tree's bin/."""
+    return ctx.stage / "bin" / exe_name(ctx.entry, ctx.smoke.program)
+
+
+def smoke_server(ctx: VerifyContext) -> Path | None:
+    """The server the smoke test also checks (kiln.toml's smoke.server), in bin/; None: none."""
+    if ctx.smoke.server is None:
+        return None
+    return ctx.stage / "bin" / exe_name(ctx.entry, ctx.smoke.server)
 
 
 def cli_args(ctx: VerifyContext, model_arg: str) -> list[str]:
     r = ctx.spec.run
-    if ctx.smoke is not None:
-        return ctx.smoke.argv(model=model_arg, prompt=r.prompt, n_predict=r.n_predict,
-                              threads=r.threads)
-    return ["-m", model_arg, "-p", r.prompt, "-n", str(r.n_predict), "--temp", "0",
-            "--ignore-eos", "-t", str(r.threads), "--json"]
+    return ctx.smoke.argv(model=model_arg, prompt=r.prompt, n_predict=r.n_predict,
+                          threads=r.threads)
 
 
 def parse_cli_json(stdout: str) -> CliRun:

@@ -38,10 +38,10 @@ from kiln.verify.base import (
     backend_device_check,
     cli_args,
     compare_ids,
-    exe_name,
     log_line,
     model_check,
     parse_cli_json,
+    smoke_program,
 )
 from kiln.verify.inspect import inspect_first
 from kiln.verify.wine import windows_path
@@ -133,7 +133,7 @@ class LavapipeVerifier:
         env = {k: v for k, v in ctx.env.items() if k != "EMBER_BACKEND"}
         env.update({"VK_DRIVER_FILES": str(manifest), "VK_ICD_FILENAMES": str(manifest),
                     "EMBER_VULKAN_DEVICE": "cpu"})
-        exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
+        exe = smoke_program(ctx)
         model_arg, prefix, cwd = str(model), [], None
         lock: FileLock | None = None
         if entry.os == "windows":

@@ -1,4 +1,5 @@
-"""``native``: run the build's ember-cli on this host and compare with the host build's ids.
+"""``native``: run the build's smoke program (kiln.toml) on this host and compare with the host
+build's ids or output.
 
 Only an entry for this host's architecture and OS can run natively (x86_64 Linux here); the
 build that is the reference itself (``recipes/verify.yaml`` run.reference) checks that it runs
@@ -18,9 +19,10 @@ from kiln.verify.base import (
     ToolNeed,
     VerifyContext,
     VerifyReport,
-    exe_name,
     model_check,
     run_and_compare,
+    smoke_program,
+    smoke_server,
     smoke_stdout,
     stdout_smoke,
     unicode_check,
@@ -55,14 +57,15 @@ class NativeVerifier:
                                            model_arg=str(model), env=ctx.env)
                 out.append(check)
             else:
-                exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
+                exe = smoke_program(ctx)
                 check, ids = run_and_compare(ctx, how="ran natively", prefix=(), exe=exe,
                                              model_arg=str(model), env=ctx.env)
                 out.append(check)
                 out.append(unicode_check(ctx, how="ran natively", prefix=(), exe=exe,
                                          model=model, env=ctx.env))
-                out.append(server_check(ctx, how="ran natively", prefix=(),
-                                        exe=exe.with_name(exe_name(entry, "ember-server")),
-                                        model_arg=str(model), env=ctx.env, cli_ids=ids))
+                server = smoke_server(ctx)
+                if server is not None:
+                    out.append(server_check(ctx, how="ran natively", prefix=(), exe=server,
+                                            model_arg=str(model), env=ctx.env, cli_ids=ids))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids, output=text)

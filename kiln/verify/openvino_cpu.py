@@ -29,10 +29,10 @@ from kiln.verify.base import (
     backend_device_check,
     cli_args,
     compare_ids,
-    exe_name,
     log_line,
     model_check,
     parse_cli_json,
+    smoke_program,
 )
 from kiln.verify.inspect import inspect_first
 
@@ -82,7 +82,7 @@ class OpenvinoCpuVerifier:
                 return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out))
             env = {k: v for k, v in ctx.env.items() if k != "EMBER_BACKEND"}
             env.update({"EMBER_OPENVINO_LIB": str(lib), "EMBER_OPENVINO_DEVICE": "CPU"})
-            exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
+            exe = smoke_program(ctx)
             argv = [str(exe), *cli_args(ctx, str(model)), "--backend", "openvino"]
             done = run(argv, env=env, check=False, timeout=ctx.spec.run.timeout_s, what=HOW)
             log_line(ctx, f"+ EMBER_OPENVINO_LIB={lib} EMBER_OPENVINO_DEVICE=CPU "

@@ -1,12 +1,13 @@
-"""``qemu``: run the build's ember-cli under qemu-user and compare with the host build's ids.
+"""``qemu``: run the build's smoke program (kiln.toml) under qemu-user and compare with the host
+build's ids or output.
 
 binfmt is not registered on the build host, so kiln calls ``qemu-<arch>`` explicitly. glibc
 builds get ``-L <Debian cross sysroot>`` (``/usr/aarch64-linux-gnu``, ``/usr/s390x-linux-gnu``)
 for the dynamic loader and libc; static musl builds (Android) need nothing. s390x is
 big-endian: the same little-endian GGUF must give the same ids as the host build. A second
-run gives a non-ASCII prompt and model path (``unicode_check``); then the build's ember-server
-runs under the same qemu (sockets are the host's) and must give ember-cli's tokens over HTTP
-(``kiln.verify.server.server_check``).
+run gives a non-ASCII prompt and model path (``unicode_check``); then the build's server (the
+smoke test's ``server``) runs under the same qemu (sockets are the host's) and must give the
+program's tokens over HTTP (``kiln.verify.server.server_check``).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from kiln.verify.base import (
     ToolNeed,
     VerifyContext,
     VerifyReport,
-    exe_name,
     model_check,
     run_and_compare,
+    smoke_program,
+    smoke_server,
     smoke_stdout,
     stdout_smoke,
     unicode_check,
@@ -80,14 +82,16 @@ class QemuVerifier:
                 out.append(check)
                 return VerifyReport(entry_id=entry.id, method=self.method,
                                     checks=tuple(out), output=text)
-            exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
+            exe = smoke_program(ctx)
             check, ids = run_and_compare(ctx, how=f"ran under {q.program}", prefix=prefix,
                                          exe=exe, model_arg=str(model), env=ctx.env)
             out.append(check)
             out.append(unicode_check(ctx, how=f"ran under {q.program}", prefix=prefix, exe=exe,
                                      model=model, env=ctx.env))
-            out.append(server_check(ctx, how=f"ran under {q.program}", prefix=prefix,
-                                    exe=exe.with_name(exe_name(entry, "ember-server")),
-                                    model_arg=str(model), env=ctx.env, cli_ids=ids))
+            server = smoke_server(ctx)
+            if server is not None:
+                out.append(server_check(ctx, how=f"ran under {q.program}", prefix=prefix,
+                                        exe=server, model_arg=str(model), env=ctx.env,
+                                        cli_ids=ids))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)

@@ -1,4 +1,4 @@
-"""``wine``: run the Windows x86_64 build's ember-cli.exe under wine and compare ids.
+"""``wine``: run the Windows x86_64 build's smoke program (kiln.toml) under wine and compare.
 
 The wine prefix lives in kiln's cache (``<cache>/wine/<arch>``) and is shared by builds; its
 first use creates it (about 9 s), later runs take about a second. A lock serialises runs on
@@ -11,9 +11,9 @@ non-ASCII folder (``unicode_check``): a Windows program that reads its arguments
 ANSI code page gets '?' for them. Wine builds the UTF-16 command line from the Unix one with
 the locale's charset, so wine runs under ``LC_ALL=C.UTF-8``.
 
-The server check (``kiln.verify.server.server_check``) then runs ember-server.exe under the same
-wine, with ``--port 0``, asks it over HTTP for ember-cli's tokens, stops it and ends what the
-prefix still runs with ``wineserver -k``.
+The server check (``kiln.verify.server.server_check``) then runs the smoke test's server under
+the same wine, with ``--port 0``, asks it over HTTP for the program's tokens, stops it and ends
+what the prefix still runs with ``wineserver -k``.
 
 Before running anything, ``inspect_first`` checks the Authenticode signature of every .exe and
 .dll (``kiln.verify.inspect.check_pe_signature``), so an unsigned or altered file fails.
@@ -34,9 +34,10 @@ from kiln.verify.base import (
     ToolNeed,
     VerifyContext,
     VerifyReport,
-    exe_name,
     model_check,
     run_and_compare,
+    smoke_program,
+    smoke_server,
     smoke_stdout,
     stdout_smoke,
     unicode_check,
@@ -92,7 +93,8 @@ class WineVerifier:
                 out.append(check)
                 return VerifyReport(entry_id=entry.id, method=self.method,
                                     checks=tuple(out), output=text)
-            exe = ctx.stage / "bin" / exe_name(entry, "ember-cli")
+            exe = smoke_program(ctx)
+            server = smoke_server(ctx)
             with FileLock(str(ctx.wine_root / f"{entry.arch}.lock")):
                 check, ids = run_and_compare(ctx, how="ran under wine", prefix=[wine],
                                              exe=exe, model_arg=windows_path(model), env=env,
@@ -104,11 +106,11 @@ class WineVerifier:
                 # SIGTERM reaches the Unix processes, not the program's console handler: the
                 # exit status is not the contract's, and wineserver -k ends what the prefix
                 # still runs (this verifier holds the prefix's lock)
-                wineserver = require_tool("wineserver", path=ctx.env.get("PATH"))
-                out.append(server_check(ctx, how="ran under wine", prefix=[wine],
-                                        exe=exe.with_name(exe_name(entry, "ember-server")),
-                                        model_arg=windows_path(model), env=env,
-                                        cli_ids=ids, cwd=exe.parent,
-                                        cleanup=[wineserver, "-k"], exit_zero=False))
+                if server is not None:
+                    wineserver = require_tool("wineserver", path=ctx.env.get("PATH"))
+                    out.append(server_check(ctx, how="ran under wine", prefix=[wine],
+                                            exe=server, model_arg=windows_path(model),
+                                            env=env, cli_ids=ids, cwd=exe.parent,
+                                            cleanup=[wineserver, "-k"], exit_zero=False))
         return VerifyReport(entry_id=entry.id, method=self.method, checks=tuple(out),
                             generated_ids=ids)

@@ -39,17 +39,14 @@ NAMES_EMBER = {
     "release/page/render.py": 6,
     "release/sbom.py": 4,
     "verify/__init__.py": 6,
-    "verify/base.py": 12,
+    "verify/base.py": 11,
     "verify/floors.py": 4,
     "verify/inspect.py": 8,
-    "verify/lavapipe.py": 9,
-    "verify/native.py": 3,
+    "verify/lavapipe.py": 8,
     "verify/opencl_checks.py": 7,
-    "verify/openvino_cpu.py": 11,
-    "verify/qemu.py": 5,
+    "verify/openvino_cpu.py": 10,
     "verify/server.py": 17,
     "verify/server_api.py": 2,
-    "verify/wine.py": 5,
 }
 
 

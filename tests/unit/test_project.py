@@ -307,3 +307,15 @@ def test_bad_layouts(tmp_path: Path, table: str, message: str) -> None:
     root = _write(tmp_path / "p", GOOD + "[package]\n" + table + "\n")
     with pytest.raises(ConfigError, match=message):
         load_project(root)
+
+
+def test_the_server_the_smoke_test_also_checks(repo_root: Path, tmp_path: Path) -> None:
+    assert load_project(repo_root).smoke.server == "ember-server"
+    assert load_project(repo_root / LLAMA).smoke.server is None  # no server check
+    ids = GOOD.replace('output = "stdout"', 'output = "json-ids"')
+    assert load_project(_write(tmp_path / "a", ids + 'server = "demo-serve"\n')
+                        ).smoke.server == "demo-serve"
+    with pytest.raises(ConfigError, match="needs output"):
+        load_project(_write(tmp_path / "b", GOOD + 'server = "demo-serve"\n'))
+    with pytest.raises(ConfigError, match="must be a file name"):
+        load_project(_write(tmp_path / "c", ids + 'server = "../x"\n'))

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from ember_project import EMBER_LAYOUT
+from ember_project import EMBER, EMBER_LAYOUT
 
 from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.errors import VerifyError
@@ -236,7 +236,7 @@ def ctx_with(repo_root: Path, reference: tuple[int, ...] | None,
     spec = load_verify_spec(repo_root / "recipes")
     job = make_job(entry(repo_root, "ubuntu-s390x"), 1)
     return VerifyContext(job=job, stage=Path("/nonexistent"), spec=spec, env={},
-                         layout=EMBER_LAYOUT,
+                         layout=EMBER_LAYOUT, smoke=EMBER.smoke,
                          log_file=Path("/nonexistent.log"), model=None,
                          reference_ids=reference, reference_error=error)
 

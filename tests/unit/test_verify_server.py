@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from ember_project import EMBER_LAYOUT
+from ember_project import EMBER, EMBER_LAYOUT
 
 import kiln.verify.inspect
 import kiln.verify.native
@@ -162,7 +162,8 @@ class Spawner:
 def ctx(repo_root: Path, tmp_path: Path) -> VerifyContext:
     spec = load_verify_spec(repo_root / "recipes")
     job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1)
-    return VerifyContext(job=job, stage=tmp_path / "stage", spec=spec, env={}, layout=EMBER_LAYOUT,
+    return VerifyContext(job=job, stage=tmp_path / "stage", spec=spec, env={},
+                         layout=EMBER_LAYOUT, smoke=EMBER.smoke,
                          log_file=tmp_path / "verify.log", model=tmp_path / "m.gguf",
                          reference_ids=None)
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from ember_project import EMBER_LAYOUT
+from ember_project import EMBER, EMBER_LAYOUT
 
 from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.matrix import load_matrix
@@ -52,7 +52,8 @@ def fake_cli(mode: str):  # type: ignore[no-untyped-def]
 def ctx(repo_root: Path, tmp_path: Path) -> VerifyContext:
     spec = load_verify_spec(repo_root / "recipes")
     job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1)
-    return VerifyContext(job=job, stage=tmp_path, spec=spec, env={}, layout=EMBER_LAYOUT,
+    return VerifyContext(job=job, stage=tmp_path, spec=spec, env={},
+                         layout=EMBER_LAYOUT, smoke=EMBER.smoke,
                          log_file=tmp_path / "v.log",
                          model=None, reference_ids=None)
 
