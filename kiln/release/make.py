@@ -27,7 +27,7 @@ from kiln.errors import KilnError, ReleaseError
 from kiln.files import atomic_write_text
 from kiln.matrix import Matrix, load_matrix
 from kiln.plan import plan
-from kiln.project import load_project
+from kiln.project import Project, load_project
 from kiln.release.assemble import (
     LocalAsset,
     assemble,
@@ -94,7 +94,7 @@ def log_dir_for(out: Path) -> Path:
 
 
 def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], *,
-                repo: Path, parallel: int, console: Console, log_dir: Path,
+                repo: Path, project: Project, parallel: int, console: Console, log_dir: Path,
                 seconds: dict[str, float]) -> tuple[tuple[LocalAsset, ...], dict[str, str]]:
     """Build every local enabled entry with ``kiln.build.jobs.build_jobs`` into ``out``, with
     the per-entry logs in ``log_dir`` (they outlive the build's scratch directory); each
@@ -108,7 +108,8 @@ def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], 
 
     failures: dict[str, str] = {}
     jobs = []
-    for job in plan(matrix, build_number=number, local=True):
+    for job in plan(matrix, build_number=number, local=True, name=project.name,
+                    archive=project.archive):
         # Entries whose backend this kiln cannot build yet are missing, with the reason; the
         # completeness gate then decides (--allow-missing).
         why = refusal(job.entry, repo / "recipes")
@@ -119,12 +120,33 @@ def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], 
     if not jobs:
         return scan_artifacts(out), failures
     summary = build.build_jobs(jobs, repo=repo, out=out, env=env, parallel=parallel,
-                               console=console, log_dir=log_dir)
+                               console=console, log_dir=log_dir, project=project)
     for result in summary.results:
         seconds[str(result.entry_id)] = result.seconds
         if not result.ok:
             failures[str(result.entry_id)] = f"build failed here: {result.error}"
     return scan_artifacts(out), failures
+
+
+def _check_names(project: Project, matrix: Matrix, assets: Sequence[LocalAsset],
+                 number: int) -> None:
+    """Every archive is named as the project names its archives (kiln.toml's project.name and
+    project.archive): archives of another project, or of a build that named them otherwise,
+    are never released under this project's name."""
+    wrong = []
+    for a in assets:
+        r = a.record
+        if r.kind != "archive":
+            continue
+        want = (f"{project.artifact_stem(build=number, entry_id=r.entry_id)}."
+                f"{matrix.get(r.entry_id).archive}")
+        if r.name != want:
+            wrong.append(f"{r.name} (expected {want})")
+    if wrong:
+        raise ReleaseError(f"archives not named as {project.name}'s kiln.toml names them: "
+                           + ", ".join(wrong),
+                           hint="release the archives this project's builds made (kiln -C "
+                                "the project's directory)")
 
 
 def measured_floors(matrix: Matrix, assets: Sequence[LocalAsset]
@@ -269,11 +291,12 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
             build_env = dict(genv)
             build_env.setdefault("SOURCE_DATE_EPOCH", str(epoch))
             assets, failures = _build_here(
-                matrix, number, Path(tmp), build_env, repo=repo,
+                matrix, number, Path(tmp), build_env, repo=repo, project=project,
                 parallel=parallel or max(1, os.cpu_count() or 1), console=console,
                 log_dir=log_dir_for(out), seconds=seconds)
         result = gate(matrix, assets, build_number=number, commit=head,
                       allow_missing=allowed, failures=failures)
+        _check_names(project, matrix, result.assets, number)
         floors = measured_floors(matrix, result.assets)
         manifest = release_manifest(result, project=config.project, tag=tag,
                                     build_number=number, commit=head, commit_epoch=epoch,

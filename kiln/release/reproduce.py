@@ -85,6 +85,7 @@ from kiln.release.sign import (
     verify_signature,
 )
 from kiln.run import require_tool, run
+from kiln.vcs import subdirectory
 
 __all__ = [
     "DIFFERENT",
@@ -432,8 +433,9 @@ def _tools_here(jobs: Sequence[Job], recipes: Path) -> dict[str, tuple[Tool, ...
 
 
 def _plan_jobs(matrix: Matrix, assets: Sequence[ReleaseAsset], number: int,
-               recipes: Path) -> tuple[list[Job], dict[str, str]]:
-    """The jobs to rebuild, and why each other entry is not rebuilt here."""
+               recipes: Path, project: Project) -> tuple[list[Job], dict[str, str]]:
+    """The jobs to rebuild (named as ``project`` names its archives), and why each other
+    entry is not rebuilt here."""
     jobs: list[Job] = []
     skipped: dict[str, str] = {}
     for entry_id in sorted({a.record.entry_id for a in assets}):
@@ -446,7 +448,7 @@ def _plan_jobs(matrix: Matrix, assets: Sequence[ReleaseAsset], number: int,
         if why is not None:
             skipped[entry_id] = why
             continue
-        jobs.append(make_job(entry, number))
+        jobs.append(make_job(entry, number, name=project.name, archive=project.archive))
     return jobs, skipped
 
 
@@ -508,10 +510,14 @@ def reproduce(release: str, *, repo: Path, only: Sequence[str] = (),
                      "and run again from that clone")
 
         with _worktree(repo, manifest.commit, tmp / "source", genv) as source:
-            matrix = load_matrix(source / "matrix")
+            # the project's directory in the commit (a project in a subdirectory of its
+            # repository, kiln -C examples/llamacpp, is rebuilt from there)
+            root = source / subdirectory(repo, genv)
+            project = _project_of(root, repo)
+            matrix = load_matrix(root / "matrix")
             jobs, skipped = _plan_jobs(matrix, assets, manifest.build_number,
-                                       source / "recipes")
-            tools = _tools_here(jobs, source / "recipes")
+                                       root / "recipes", project)
+            tools = _tools_here(jobs, root / "recipes")
             problems = check_toolchains([a.record for a in assets], tools)
             if problems:
                 raise ToolMissing(
@@ -530,8 +536,8 @@ def reproduce(release: str, *, repo: Path, only: Sequence[str] = (),
                 console.note(f"warning: the commit's time {iso_date(epoch)} is not the "
                              f"release's date {manifest.date}")
             _clear_report_dir(out_dir)
-            summary = _rebuild(jobs, source=source, scratch=tmp, env=genv, epoch=epoch,
-                               project=_project_of(source, repo),
+            summary = _rebuild(jobs, source=root, scratch=tmp, env=genv, epoch=epoch,
+                               project=project,
                                parallel=parallel, console=console, log_dir=out_dir / "logs")
             checks, failed = _compare(assets, skipped, summary, released=directory,
                                       rebuilt=tmp / "out",

@@ -376,7 +376,9 @@ def test_without_artifacts_it_builds_through_build_jobs(
 
     def build_jobs(jobs: Sequence[Any], *, repo: Path, out: Path, env: Mapping[str, str],
                    parallel: int, console: object, cache_dir: Path | None = None,
-                   log_dir: Path | None = None) -> Summary:
+                   log_dir: Path | None = None, **kw: Any) -> Summary:
+        assert kw["project"].name == "ember"  # the project's own names
+        assert all(j.artifact.startswith("ember-b") for j in jobs)
         calls.append({"ids": [j.entry.id for j in jobs], "env": dict(env), "log_dir": log_dir})
         results = []
         for job in jobs:
@@ -514,7 +516,8 @@ def _no_ember(text: str) -> list[str]:
                          line.replace("github.com/ember-ml/ember/", ""), re.IGNORECASE)]
 
 
-def test_another_project_in_a_subdirectory_has_its_own_releases(tmp_path: Path) -> None:
+def test_another_project_in_a_subdirectory_has_its_own_releases(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if shutil.which("minisign") is None:
         pytest.skip("minisign is not installed (scripts/apt-packages.txt)")
     project = make_project(tmp_path)
@@ -527,6 +530,14 @@ def test_another_project_in_a_subdirectory_has_its_own_releases(tmp_path: Path) 
     (repo / "runtime" / "src" / "ember.c").write_text("int ember(void) { return 2; }\n")
     git(repo, env, "commit", "-q", "-am", "runtime: a change llama's notes must not list")
     number, head = project.number, project.head
+
+    # ember's archives are never released under llama's name
+    wrong = project.artifacts(["ubuntu-x64"], name="ember-art")
+    code, _, err = project.kiln(["-C", str(LLAMA), "release", "--artifacts", str(wrong),
+                                 "--out", str(tmp_path / "wrong"), "--allow-missing", "*"],
+                                capsys)
+    assert code == 9 and "not named as llama's kiln.toml names them" in err, err
+    assert not (tmp_path / "wrong").exists()
 
     art, out = tmp_path / "llama-art", tmp_path / "llama-release"
     for entry_id in ("ubuntu-x64", "win-cpu-x64"):
