@@ -181,7 +181,7 @@ def windows_build(snap: Path, cache: Path) -> dict[str, Any]:
             saved.write_text(done.stdout)
     data: dict[str, Any] = json.loads(saved.read_text())
     (result,) = data["results"]
-    return {"out": out, "result": result, "cert": cache / "authenticode" / "cert.pem"}
+    return {"out": out, "result": result, "cert": cache / "authenticode" / "ember" / "cert.pem"}
 
 
 def test_every_pe_file_of_the_archive_verifies(windows_build: dict[str, Any],
