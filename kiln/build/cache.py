@@ -11,8 +11,8 @@ Layout under the cache root (``--cache-dir``, ``$KILN_CACHE``, ``$XDG_CACHE_HOME
                         ccache's hashes match from one build to the next)
     ccache/             ccache's object cache: an edit recompiles only what changed
     wine/               wine prefixes for running Windows builds
-    authenticode/       the throwaway self-signed code-signing certificate of local builds
-                        (kiln/package/authenticode.py), made once and kept
+    authenticode/NAME/  project NAME's throwaway self-signed code-signing certificate of local
+                        builds (kiln/package/authenticode.py), made once and kept
     locks/              one lock file per build key and per work directory
 
 The key of a build hashes everything that changes its output (``key_of``): the source tree
