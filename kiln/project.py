@@ -124,7 +124,6 @@ class Release:
     what the SBOM lists as its sources, how long an index is valid, how its git tags are
     named."""
 
-    project: str  # the project's name (a token of the signed comment and of file names)
     github: str  # OWNER/REPO: commit and pull-request links, the default download URL
     download_url: str  # where a release's assets live; "{tag}" is replaced by bN
     sources: tuple[str, ...]  # directories whose git-tracked files the SBOM lists
@@ -322,7 +321,7 @@ def load_project(root: Path) -> Project:
         if output != "json-ids":
             raise ConfigError(f"{where}: smoke.server needs output = \"json-ids\" (the "
                               "server's tokens are compared with the program's ids)")
-    release = (_release(where, data["release"], name=name, source_dir=source_dir)
+    release = (_release(where, data["release"], source_dir=source_dir)
                if "release" in data else None)
     layout = (_layout(where, data["package"]) if "package" in data
               else Layout(required=tuple(f"bin/{t}{{exe}}" for t in targets)))
@@ -353,7 +352,7 @@ def _layout(where: str, table: Any) -> Layout:
     return Layout(required=required, library=pairs)
 
 
-def _release(where: str, table: Any, *, name: str, source_dir: str | None) -> Release:
+def _release(where: str, table: Any, *, source_dir: str | None) -> Release:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [release] must be a table")
     _keys(f"{where} [release]", table, _RELEASE_KEYS, ("github",))
@@ -380,7 +379,7 @@ def _release(where: str, table: Any, *, name: str, source_dir: str | None) -> Re
     if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= 36500:
         raise ConfigError(f"{where}: release.index_expiry_days = {expiry!r} is not a number "
                           "of days from 1 to 36500")
-    return Release(project=name, github=github, download_url=download_url, sources=sources,
+    return Release(github=github, download_url=download_url, sources=sources,
                    index_expiry_days=expiry, tag_prefix=prefix)
 
 

@@ -26,7 +26,7 @@ from kiln.console import Console
 from kiln.errors import KilnError, ReleaseError
 from kiln.files import atomic_write_text
 from kiln.matrix import Matrix, load_matrix
-from kiln.plan import plan
+from kiln.plan import artifact_name, plan
 from kiln.project import Project, load_project
 from kiln.release.assemble import (
     LocalAsset,
@@ -138,8 +138,8 @@ def _check_names(project: Project, matrix: Matrix, assets: Sequence[LocalAsset],
         r = a.record
         if r.kind != "archive":
             continue
-        want = (f"{project.artifact_stem(build=number, entry_id=r.entry_id)}."
-                f"{matrix.get(r.entry_id).archive}")
+        want = artifact_name(matrix.get(r.entry_id), number, name=project.name,
+                             archive=project.archive)
         if r.name != want:
             wrong.append(f"{r.name} (expected {want})")
     if wrong:
@@ -298,7 +298,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
                       allow_missing=allowed, failures=failures)
         _check_names(project, matrix, result.assets, number)
         floors = measured_floors(matrix, result.assets)
-        manifest = release_manifest(result, project=config.project, tag=tag,
+        manifest = release_manifest(result, project=project.name, tag=tag,
                                     build_number=number, commit=head, commit_epoch=epoch,
                                     base_url=base_url.replace("{tag}", tag) if base_url
                                     else config.base_url(tag))
@@ -320,7 +320,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
         notes = render_notes(repo / NOTES_DIR, context)
         check_links(notes, manifest)
         sbom = cyclonedx(
-            project=config.project, tag=tag, commit=head, date=manifest.date,
+            project=project.name, tag=tag, commit=head, date=manifest.date,
             repo_url=config.repo_url, sources=source_files(repo, genv, config.sources),
             sdist=project.sdist,
             toolchains=toolchains_from_records(x.record for x in manifest.assets),
@@ -349,7 +349,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
 
     created = tagged is None and git_tag
     if created:
-        create_tag(repo, genv, tag_name, head, f"{config.project} {tag}")
+        create_tag(repo, genv, tag_name, head, f"{project.name} {tag}")
     kept = repo / NOTES_DIR / f"{tag}.md"
     atomic_write_text(kept, notes)  # release_notes/ exists: the template came from there
     # The measured floors, kept beside the notes so the next release can say what changed.

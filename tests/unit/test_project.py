@@ -241,13 +241,12 @@ def test_reproducing_a_commit_from_before_kiln_toml_uses_this_checkouts_descript
 
 def test_release_settings(repo_root: Path, tmp_path: Path) -> None:
     ember = load_project(repo_root).release_settings()
-    assert (ember.project, ember.github, ember.sources, ember.tag_prefix) == (
-        "ember", "ember-ml/ember", ("runtime",), "")
+    assert (ember.github, ember.sources, ember.tag_prefix) == ("ember-ml/ember", ("runtime",), "")
     assert ember.base_url("b7") == "https://github.com/ember-ml/ember/releases/download/b7/"
     assert ember.git_tag("b7") == "b7"
     llama = load_project(repo_root / LLAMA).release_settings()
     # another project released from ember's repository: its own git tags and GitHub releases
-    assert llama.project == "llama" and llama.git_tag("b7") == "llama-b7"
+    assert llama.git_tag("b7") == "llama-b7"
     assert llama.base_url("b7").endswith("/releases/download/llama-b7/")
     assert llama.sources == ()  # the sdist is listed as a component instead
     root = _write(tmp_path / "p", GOOD)
