@@ -17,12 +17,13 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kiln.errors import SelectionError
 from kiln.matrix import FIELD_BY_NAME, Entry, Matrix
 from kiln.matrix.catalogue import backend as catalogue_backend
+from kiln.project import Names
 
 __all__ = ["Job", "artifact_name", "github_matrix", "make_job", "plan", "select"]
 
@@ -37,6 +38,9 @@ class Job:
     toolchain: str
     cmake_options: tuple[tuple[str, str], ...]
     verify: str
+    # the project's names (archive, kiln's CMake options, device code); not part of to_json:
+    # what they decide is already in artifact and cmake_options
+    names: Names = field(compare=False)
 
     def to_json(self) -> dict[str, Any]:
         out = self.entry.to_json()
@@ -49,30 +53,23 @@ class Job:
         return out
 
 
-# The project whose names a caller gets when it passes none: the one at this checkout's root
-# (kiln.toml); a project elsewhere passes its own (kiln/project.py).
-DEFAULT_NAME = "ember"
-DEFAULT_ARCHIVE = "{name}-b{build}-bin-{id}"
-
-
-def artifact_name(entry: Entry, build_number: int, *, name: str = DEFAULT_NAME,
-                  archive: str = DEFAULT_ARCHIVE) -> str:
+def artifact_name(entry: Entry, build_number: int, names: Names) -> str:
     """The project's archive pattern filled in, plus ``.tar.gz`` (``.zip`` for Windows):
     ``<name>-b<N>-bin-<id>.tar.gz`` by default, llama.cpp's naming."""
-    return f"{archive.format(name=name, build=build_number, id=entry.id)}.{entry.archive}"
+    stem = names.archive.format(name=names.name, build=build_number, id=entry.id)
+    return f"{stem}.{entry.archive}"
 
 
-def make_job(entry: Entry, build_number: int, *, name: str = DEFAULT_NAME,
-             archive: str = DEFAULT_ARCHIVE) -> Job:
+def make_job(entry: Entry, build_number: int, names: Names) -> Job:
     options: dict[str, str] = {}
     # The backend's CMake option, compiler names: the catalogue's (kiln/matrix/catalogue.py). zig
     # builds every host side made here; ci-only entries name the vendor compiler their CI job
     # installs.
     b = catalogue_backend(entry.backend)
     if b.cmake_option is not None:
-        options[b.cmake_option] = "ON"
+        options[names.option(b.cmake_option)] = "ON"
     if entry.gpu_targets:
-        options["EMBER_GPU_TARGETS"] = ";".join(entry.gpu_targets)
+        options[names.option("GPU_TARGETS")] = ";".join(entry.gpu_targets)
     options.update(dict(entry.cmake))
     if entry.local:
         device = b.toolchain_for_device(entry.backend_version)
@@ -80,9 +77,10 @@ def make_job(entry: Entry, build_number: int, *, name: str = DEFAULT_NAME,
     else:
         toolchain = (b.ci_toolchain or "zig cc").format(version=entry.backend_version)
     return Job(entry=entry, build_number=build_number,
-               artifact=artifact_name(entry, build_number, name=name, archive=archive),
+               artifact=artifact_name(entry, build_number, names),
                target=entry.zig_target, toolchain=toolchain,
-               cmake_options=tuple(sorted(options.items())), verify=entry.verify)
+               cmake_options=tuple(sorted(options.items())), verify=entry.verify,
+               names=names)
 
 
 def _is_filter(selector: str) -> bool:
@@ -166,11 +164,10 @@ def select(matrix: Matrix, selectors: Sequence[str] = (), *, include_disabled: b
 
 def plan(matrix: Matrix, selectors: Sequence[str] = (), *, build_number: int,
          include_disabled: bool = False, local: bool = False,
-         ci_only: bool = False, name: str = DEFAULT_NAME,
-         archive: str = DEFAULT_ARCHIVE) -> tuple[Job, ...]:
+         ci_only: bool = False, names: Names) -> tuple[Job, ...]:
     entries = select(matrix, selectors, include_disabled=include_disabled, local=local,
                      ci_only=ci_only)
-    return tuple(make_job(e, build_number, name=name, archive=archive) for e in entries)
+    return tuple(make_job(e, build_number, names) for e in entries)
 
 
 def github_matrix(entries: Sequence[Entry]) -> dict[str, list[dict[str, Any]]]:

@@ -5,10 +5,10 @@ kiln's stages build, verify, package and release a C/C++ CMake project; what the
 
 ```toml
 [project]
-name = "ember"                      # archives are "{name}-b{build}-bin-{id}.<ext>"
+name = "demo"                       # archives are "{name}-b{build}-bin-{id}.<ext>"
 archive = "{name}-b{build}-bin-{id}"
 license = "LICENSE"                 # goes into every archive (relative to the root, or the source)
-source = "runtime"                  # the directory with the top CMakeLists.txt ...
+source = "src"                      # the directory with the top CMakeLists.txt ...
 
 [project.sdist]                     # ... or an sdist, pinned, fetched with pip into kiln's cache
 requirement = "llama-cpp-python==0.3.36"
@@ -17,14 +17,26 @@ subdir = "vendor/llama.cpp"         # the CMake project inside it
 
 [build]
 targets = ["llama-simple"]          # build these and stage them from bin/; empty: cmake --install
-binding = "runtime/python/ember"    # the Python package a wheel carries (absent: no wheels)
+binding = "python/demo"             # the Python package a wheel carries (absent: no wheels)
+option_prefix = "DEMO_"             # kiln passes DEMO_CUDA=ON, DEMO_GPU_TARGETS, DEMO_CUDA_BLOBS...
+
+[build.device_code]                 # compiled by kiln (cuda, hip) or checked (opencl)
+cuda = "backends/cuda/kernels.cu"   # relative to the source
 
 [smoke]                             # how a run-based verifier proves a build works
-program = "ember-cli"               # in the archive's bin/ (".exe" added for Windows)
+program = "demo-cli"                # in the archive's bin/ (".exe" added for Windows)
 args = ["-m", "{model}", "-p", "{prompt}", "-n", "{n_predict}"]
 output = "json-ids"                 # or "stdout": it must equal the host build's, byte for byte
 # for big-endian entries (s390x): the command that byte-swaps a copy of the model first
 big_endian = ["{python}", "{source}/gguf-py/gguf/scripts/gguf_convert_endian.py", "{model}", "big"]
+
+[smoke.server]                      # an OpenAI-compatible server checked the same way
+program = "demo-server"
+args = ["-m", "{model}", "--port", "0", "-t", "{threads}"]
+
+[smoke.backends.vulkan]             # how the program runs on a backend kiln provides
+args = ["--backend", "vulkan"]      # (lavapipe; openvino: OpenVINO's CPU plugin)
+env = { DEMO_VULKAN_DEVICE = "cpu" }
 ```
 
 ``matrix/`` and ``recipes/`` sit beside ``kiln.toml``. Parsed once, at the edge, into the
@@ -43,8 +55,9 @@ from typing import Any
 
 from kiln.errors import ConfigError
 
-__all__ = ["FILE", "LIBRARY_OSES", "OUTPUTS", "Layout", "Project", "Release", "SdistSource",
-           "Smoke", "find_root", "load_project"]
+__all__ = ["FILE", "LIBRARY_OSES", "OUTPUTS", "BackendRun", "Layout", "Names", "Project",
+           "Release", "SdistSource", "ServerSmoke", "Smoke", "ThirdParty", "find_root",
+           "load_project"]
 
 FILE = "kiln.toml"
 OUTPUTS = ("json-ids", "stdout")
@@ -57,11 +70,24 @@ _ARCHIVE_FIELDS = ("name", "build", "id")
 _TOP_KEYS = ("project", "build", "package", "smoke", "release")
 _PROJECT_KEYS = ("name", "archive", "license", "source", "sdist")
 _SDIST_KEYS = ("requirement", "sha256", "subdir")
-_BUILD_KEYS = ("targets", "binding")
-_SMOKE_KEYS = ("program", "args", "output", "big_endian", "server")
+_BUILD_KEYS = ("targets", "binding", "option_prefix", "device_code")
+_SMOKE_KEYS = ("program", "args", "output", "big_endian", "server", "backends")
+_SERVER_KEYS = ("program", "args")
+SERVER_PLACEHOLDERS = ("model", "threads")
+_BACKEND_RUN_KEYS = ("args", "env", "unset")
+# what a backend run's environment values may name: the backend's runtime library, where the
+# verifier provides one (OpenVINO's C API library for openvino-cpu)
+BACKEND_ENV_PLACEHOLDERS = ("runtime",)
+# the backends whose device code kiln handles: compiled ahead of time on the build host (cuda,
+# hip) or checked inside the archive (opencl's kernel sources)
+DEVICE_CODE_BACKENDS = ("cuda", "hip", "opencl")
+_OPTION_PREFIX = re.compile(r"[A-Z][A-Z0-9]*_")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PACKAGE_KEYS = ("required", "library")
 LIBRARY_OSES = ("linux", "android", "macos", "windows")
-_RELEASE_KEYS = ("github", "download_url", "sources", "index_expiry_days", "tag_prefix")
+_RELEASE_KEYS = ("github", "download_url", "sources", "index_expiry_days", "tag_prefix",
+                 "third_party")
+_THIRD_PARTY_KEYS = ("record", "used_by")
 _GITHUB_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 # A git tag prefix: the project's releases are tagged <prefix>b<N> in its repository.
 _TAG_PREFIX = re.compile(r"([a-z][a-z0-9_-]{0,39}[-/])?")
@@ -77,6 +103,41 @@ class SdistSource:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServerSmoke:
+    """An OpenAI-compatible server in ``bin/`` that the run-based verifiers start, behind the
+    same emulator as the smoke program, and ask for the same greedy completion
+    (``[smoke.server]``; kiln/verify/server.py has the contract: it prints a line holding
+    ``listening on http://HOST:PORT`` once it accepts connections)."""
+
+    program: str
+    args: tuple[str, ...]  # after the program; {model} and {threads} are filled in
+
+    def argv(self, *, model: str, threads: int) -> list[str]:
+        values = {"model": model, "threads": str(threads)}
+        return [_fill(a, values) for a in self.args]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendRun:
+    """How the smoke program is pointed at one of its backends by a verifier that runs it on
+    a device it provides (lavapipe for vulkan, OpenVINO's CPU plugin for openvino):
+    ``[smoke.backends.<backend>]``."""
+
+    args: tuple[str, ...] = ()   # appended to the smoke program's arguments
+    env: tuple[tuple[str, str], ...] = ()  # set for the run; "{runtime}": the runtime library
+    unset: tuple[str, ...] = ()  # removed from the environment first
+
+    def environment(self, base: Mapping[str, str], *, runtime: str = "") -> dict[str, str]:
+        out = {k: v for k, v in base.items() if k not in self.unset}
+        out.update({k: _fill(v, {"runtime": runtime}) for k, v in self.env})
+        return out
+
+    def shown(self, *, runtime: str = "") -> str:
+        """The variables set, for a log line: ``A=1 B=2``."""
+        return " ".join(f"{k}={_fill(v, {'runtime': runtime})}" for k, v in self.env)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Smoke:
     """The command a run-based verifier runs, and how its output is compared."""
 
@@ -85,9 +146,13 @@ class Smoke:
     output: str
     # run on a copy of the model before a big-endian entry's run (empty: the model as it is)
     big_endian: tuple[str, ...] = ()
-    # an OpenAI-compatible server in bin/ that the run-based verifiers start and ask for the
-    # same greedy completion (docs/server.md has the contract); None: no server check
-    server: str | None = None
+    # the server the run-based verifiers check too; None: no server check
+    server: ServerSmoke | None = None
+    backends: tuple[tuple[str, BackendRun], ...] = ()  # (backend, how to run on it)
+
+    def backend(self, name: str) -> BackendRun | None:
+        """How to point the program at backend ``name``; None when kiln.toml does not say."""
+        return dict(self.backends).get(name)
 
     def convert_argv(self, *, python: str, source: str, model: str) -> list[str]:
         values = {"python": python, "source": source, "model": model}
@@ -119,6 +184,12 @@ class Layout:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ThirdParty:
+    record: str   # the JSON record of the vendored code, relative to the project's root
+    used_by: str  # what it is compiled into, e.g. the server program
+
+
+@dataclass(frozen=True, kw_only=True)
 class Release:
     """How the project is released (``[release]``): where its repository and downloads are,
     what the SBOM lists as its sources, how long an index is valid, how its git tags are
@@ -134,6 +205,10 @@ class Release:
     # that owns the repository, e.g. "llama-" for another project released from it, so that
     # the two projects' tags, previous tags and release notes never mix.
     tag_prefix: str = ""
+    # Third-party code vendored among the sources, which the SBOM lists with its upstream,
+    # licence and patches: the record (JSON, relative to the root; kiln/release/sbom.py) and
+    # what it is compiled into. None: no vendored code.
+    third_party: ThirdParty | None = None
 
     @property
     def repo_url(self) -> str:
@@ -145,6 +220,39 @@ class Release:
     def git_tag(self, tag: str) -> str:
         """The git tag of release ``tag`` (bN)."""
         return f"{self.tag_prefix}{tag}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Names:
+    """What a build job takes from the project (kiln.plan.make_job): the archive's name, and
+    the names of the CMake options kiln itself passes."""
+
+    name: str
+    archive: str
+    # kiln's own CMake options are <option_prefix><OPTION>: the backend's switch (CUDA=ON),
+    # GPU_TARGETS, the device code kiln compiled (CUDA_BLOBS, HIP_BLOBS), ...; None: the
+    # project has no such options, so only CPU entries can be built
+    option_prefix: str | None = None
+    # backend -> the device code kiln compiles or checks, relative to the source directory
+    device_code: tuple[tuple[str, str], ...] = ()
+
+    def option(self, suffix: str) -> str:
+        """The full name of kiln's CMake option ``suffix`` for this project, or a
+        ``ConfigError`` when the project names no option prefix."""
+        if self.option_prefix is None:
+            raise ConfigError(f"project {self.name} has no [build] option_prefix, so kiln "
+                              f"cannot pass its {suffix} option",
+                              hint="name the prefix of the project's CMake options in "
+                                   f"{FILE} (e.g. option_prefix = \"MYPROJ_\")")
+        return self.option_prefix + suffix
+
+    def device_source(self, backend: str) -> str:
+        """The device code of ``backend``, relative to the source directory."""
+        path = dict(self.device_code).get(backend)
+        if path is None:
+            raise ConfigError(f"project {self.name} names no device code for {backend}",
+                              hint=f"add {backend} = \"PATH\" to [build.device_code] in {FILE}")
+        return path
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +268,13 @@ class Project:
     smoke: Smoke
     layout: Layout
     release: Release | None = None  # None: the project has no [release] table
+    option_prefix: str | None = None
+    device_code: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def names(self) -> Names:
+        return Names(name=self.name, archive=self.archive, option_prefix=self.option_prefix,
+                     device_code=self.device_code)
 
     @property
     def matrix_dir(self) -> Path:
@@ -313,14 +428,15 @@ def load_project(root: Path) -> Project:
     if targets and program not in targets:
         raise ConfigError(f"{where}: smoke.program '{program}' is not among build.targets",
                           hint="the smoke test runs a program the archive carries")
-    server = smoke.get("server")
-    if server is not None:
-        server = _text(f"{where} smoke.server", server)
-        if not re.fullmatch(r"[A-Za-z0-9._+-]+", server):
-            raise ConfigError(f"{where}: smoke.server '{server}' must be a file name in bin/")
-        if output != "json-ids":
-            raise ConfigError(f"{where}: smoke.server needs output = \"json-ids\" (the "
-                              "server's tokens are compared with the program's ids)")
+    server = None if "server" not in smoke else _server(where, smoke["server"], output)
+    backends = _backends(where, smoke.get("backends", {}))
+    option_prefix = build.get("option_prefix")
+    if option_prefix is not None:
+        option_prefix = _text(f"{where} build.option_prefix", option_prefix)
+        if not _OPTION_PREFIX.fullmatch(option_prefix):
+            raise ConfigError(f"{where}: build.option_prefix '{option_prefix}' must be "
+                              "upper-case letters and digits ending in '_' (e.g. MYPROJ_)")
+    device_code = _device_code(where, build.get("device_code", {}))
     release = (_release(where, data["release"], source_dir=source_dir)
                if "release" in data else None)
     layout = (_layout(where, data["package"]) if "package" in data
@@ -328,8 +444,66 @@ def load_project(root: Path) -> Project:
     return Project(root=root.absolute(), name=name, archive=archive, license=license_rel,
                    source_dir=source_dir, sdist=sdist, targets=targets, binding=binding,
                    smoke=Smoke(program=program, args=args, output=output,
-                               big_endian=big_endian, server=server),
-                   layout=layout, release=release)
+                               big_endian=big_endian, server=server, backends=backends),
+                   layout=layout, release=release, option_prefix=option_prefix,
+                   device_code=device_code)
+
+
+def _file_name(where: str, value: Any) -> str:
+    name = _text(where, value)
+    if not re.fullmatch(r"[A-Za-z0-9._+-]+", name) or name in (".", ".."):
+        raise ConfigError(f"{where} '{name}' must be a file name in bin/")
+    return name
+
+
+def _server(where: str, table: Any, output: str) -> ServerSmoke:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [smoke.server] must be a table (program, args)")
+    _keys(f"{where} [smoke.server]", table, _SERVER_KEYS, _SERVER_KEYS)
+    program = _file_name(f"{where}: smoke.server.program", table["program"])
+    args = _command(f"{where}: smoke.server.args", table["args"], SERVER_PLACEHOLDERS)
+    if not any("{model}" in a for a in args):
+        raise ConfigError(f"{where}: smoke.server.args must pass the model ({{model}})")
+    if output != "json-ids":
+        raise ConfigError(f"{where}: [smoke.server] needs smoke.output = \"json-ids\" (the "
+                          "server's tokens are compared with the program's ids)")
+    return ServerSmoke(program=program, args=args)
+
+
+def _backends(where: str, table: Any) -> tuple[tuple[str, BackendRun], ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [smoke.backends] must be a table of backends")
+    out = []
+    for backend, run in sorted(table.items()):
+        w = f"{where} [smoke.backends.{backend}]"
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", backend):
+            raise ConfigError(f"{w}: '{backend}' is not a backend name")
+        if not isinstance(run, dict):
+            raise ConfigError(f"{w} must be a table (args, env, unset)")
+        _keys(w, run, _BACKEND_RUN_KEYS)
+        args = _command(f"{w}: args", run.get("args", []), ())
+        env = run.get("env", {})
+        if not isinstance(env, dict):
+            raise ConfigError(f"{w}: env must be a table of variables")
+        pairs = []
+        for k, v in sorted(env.items()):
+            if not _ENV_NAME.fullmatch(k):
+                raise ConfigError(f"{w}: '{k}' is not an environment variable name")
+            pairs.append((k, _command(f"{w}: env.{k}", [v], BACKEND_ENV_PLACEHOLDERS)[0]))
+        unset = _strings(f"{w} unset", run.get("unset", []))
+        for k in unset:
+            if not _ENV_NAME.fullmatch(k):
+                raise ConfigError(f"{w}: '{k}' is not an environment variable name")
+        out.append((backend, BackendRun(args=args, env=tuple(pairs), unset=unset)))
+    return tuple(out)
+
+
+def _device_code(where: str, table: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [build.device_code] must be a table: backend = PATH")
+    _keys(f"{where} [build.device_code]", table, DEVICE_CODE_BACKENDS)
+    return tuple((b, _relative(f"{where} build.device_code.{b}", p))
+                 for b, p in sorted(table.items()))
 
 
 def _layout(where: str, table: Any) -> Layout:
@@ -379,8 +553,18 @@ def _release(where: str, table: Any, *, source_dir: str | None) -> Release:
     if not isinstance(expiry, int) or isinstance(expiry, bool) or not 1 <= expiry <= 36500:
         raise ConfigError(f"{where}: release.index_expiry_days = {expiry!r} is not a number "
                           "of days from 1 to 36500")
+    third_party = None
+    if "third_party" in table:
+        tp = table["third_party"]
+        if not isinstance(tp, dict):
+            raise ConfigError(f"{where}: [release.third_party] must be a table (record, "
+                              "used_by)")
+        _keys(f"{where} [release.third_party]", tp, _THIRD_PARTY_KEYS, _THIRD_PARTY_KEYS)
+        third_party = ThirdParty(
+            record=_relative(f"{where} release.third_party.record", tp["record"]),
+            used_by=_text(f"{where} release.third_party.used_by", tp["used_by"]))
     return Release(github=github, download_url=download_url, sources=sources,
-                   index_expiry_days=expiry, tag_prefix=prefix)
+                   index_expiry_days=expiry, tag_prefix=prefix, third_party=third_party)
 
 
 def find_root(start: Path) -> Path:

@@ -20,8 +20,7 @@ from kiln.build.toolchains import check_buildable
 from kiln.console import Console
 from kiln.matrix import Matrix, load_matrix
 from kiln.plan import Job, plan
-from kiln.project import FILE as PROJECT_FILE
-from kiln.project import Project, load_project
+from kiln.project import load_project
 from kiln.vcs import build_number as commit_count
 
 __all__ = ["DEFAULT_PARALLEL", "build_entries", "plan_builds"]
@@ -41,15 +40,11 @@ def plan_builds(selectors: Sequence[str] = (), *, repo: Path, build_number: int 
     matrix = matrix or load_matrix(repo / "matrix")
     if build_number is None:
         build_number = commit_count(repo, dict(os.environ) if env is None else env)
-    # archives are named as the project's kiln.toml says (a bare matrix: plan's defaults)
-    names = ({"name": p.name, "archive": p.archive} if (p := _project(repo)) is not None
-             else {})
+    # archives are named, and kiln's CMake options spelled, as the project's kiln.toml says
     return plan(matrix, selectors, build_number=build_number,
-                include_disabled=include_disabled, local=local, ci_only=ci_only, **names)
+                include_disabled=include_disabled, local=local, ci_only=ci_only,
+                names=load_project(repo).names)
 
-
-def _project(repo: Path) -> Project | None:
-    return load_project(repo) if (repo / PROJECT_FILE).is_file() else None
 
 
 def build_entries(jobs: Sequence[Job], *, repo: Path, out: Path,

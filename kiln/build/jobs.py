@@ -648,8 +648,7 @@ def build_jobs(jobs: Sequence[Job], *, repo: Path, out: Path, env: Mapping[str, 
     if needs_ref and ref_job is None:
         m = matrix if matrix is not None else load_matrix(project.matrix_dir)
         try:
-            ref_job = make_job(m.get(ref_id), jobs[0].build_number, name=project.name,
-                               archive=project.archive)
+            ref_job = make_job(m.get(ref_id), jobs[0].build_number, project.names)
         except KeyError as exc:
             raise ConfigError(f"recipes/verify.yaml: run.reference '{ref_id}' is not a matrix "
                               "entry", hint="name the entry built for this host") from exc

@@ -132,8 +132,7 @@ def cmd_build(ctx: Context) -> int:
     else:
         build_number = vcs.build_number(repo, build_env(ctx.env))
     matrix = ctx.matrix()
-    jobs = plan(matrix, a.selectors, build_number=build_number, name=project.name,
-                archive=project.archive)
+    jobs = plan(matrix, a.selectors, build_number=build_number, names=project.names)
     check_buildable([j.entry for j in jobs], project.recipes_dir, on_ci_runner=a.on_ci_runner)
     cache_root = Path(a.cache_dir) if a.cache_dir else default_cache_dir(ctx.env)
     layout = CacheLayout.at(cache_root)

@@ -110,10 +110,8 @@ def cmd_plan(ctx: Context) -> int:
                          ci_only=a.ci_only)
         ctx.out.write(json.dumps(github_matrix(entries), separators=(",", ":")) + "\n")
         return 0
-    project = ctx.project_or_none()
-    names = {} if project is None else {"name": project.name, "archive": project.archive}
     jobs = plan(m, a.selectors, build_number=_build_number(ctx), include_disabled=a.all,
-                local=a.local, ci_only=a.ci_only, **names)
+                local=a.local, ci_only=a.ci_only, names=ctx.project().names)
     if a.json:
         ctx.out.write(json.dumps([j.to_json() for j in jobs], indent=2) + "\n")
         return 0

@@ -108,8 +108,7 @@ def _build_here(matrix: Matrix, number: int, out: Path, env: Mapping[str, str], 
 
     failures: dict[str, str] = {}
     jobs = []
-    for job in plan(matrix, build_number=number, local=True, name=project.name,
-                    archive=project.archive):
+    for job in plan(matrix, build_number=number, local=True, names=project.names):
         # Entries whose backend this kiln cannot build yet are missing, with the reason; the
         # completeness gate then decides (--allow-missing).
         why = refusal(job.entry, repo / "recipes")
@@ -138,8 +137,7 @@ def _check_names(project: Project, matrix: Matrix, assets: Sequence[LocalAsset],
         r = a.record
         if r.kind != "archive":
             continue
-        want = artifact_name(matrix.get(r.entry_id), number, name=project.name,
-                             archive=project.archive)
+        want = artifact_name(matrix.get(r.entry_id), number, project.names)
         if r.name != want:
             wrong.append(f"{r.name} (expected {want})")
     if wrong:
@@ -325,7 +323,7 @@ def make_release(out: Path, *, repo: Path, tag: str | None = None,
             sdist=project.sdist,
             toolchains=toolchains_from_records(x.record for x in manifest.assets),
             assets={x.record.name: x.record.sha256 for x in manifest.assets},
-            vendored=vendored_components(repo))
+            vendored=vendored_components(repo, config.third_party))
         # The signed build provenance (in-toto Statement, SLSA provenance v1).
         provenance = release_provenance(manifest, repo_url=config.repo_url,
                                         matrix_dir=matrix.root, recipes=repo / "recipes",

@@ -448,7 +448,7 @@ def _plan_jobs(matrix: Matrix, assets: Sequence[ReleaseAsset], number: int,
         if why is not None:
             skipped[entry_id] = why
             continue
-        jobs.append(make_job(entry, number, name=project.name, archive=project.archive))
+        jobs.append(make_job(entry, number, project.names))
     return jobs, skipped
 
 

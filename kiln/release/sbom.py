@@ -3,11 +3,11 @@
 It lists the project's source files (path and SHA-256, from the directories named by
 ``kiln.toml``'s ``release.sources``), the source distribution the assets are built from when
 the project's source is one (``[project.sdist]``: name, version, SHA-256, its package URL),
-the third-party libraries vendored among the sources (for ember, civetweb and cJSON, which
-ember-server is built from: name, version, licence, the SHA-256 of the upstream source
-tarball they were taken from and the patches applied, as ``runtime/third_party/SOURCES.json``
-records them), each program that built the assets (name and pinned version, as the assets'
-records carry them, and which entries used it), and the release's assets themselves.
+the third-party libraries vendored among the sources (``release.third_party``: name,
+version, licence, the SHA-256 of the upstream source tarball they were taken from and the
+patches applied, as the project's record of them says, and what they are compiled into),
+each program that built the assets (name and pinned version, as the assets' records carry
+them, and which entries used it), and the release's assets themselves.
 
 Written as plain JSON rather than through ``cyclonedx-python-lib``: kiln emits one small,
 fixed document and parses none, and the library's defaults (a random serial number, the
@@ -22,18 +22,17 @@ import urllib.parse
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kiln import __version__
 from kiln.errors import ReleaseError
 from kiln.files import sha256_file
 from kiln.package.records import AssetRecord
-from kiln.project import SdistSource
+from kiln.project import SdistSource, ThirdParty
 from kiln.run import run
 
 __all__ = [
-    "THIRD_PARTY_SOURCES",
     "SourceFile",
     "Toolchain",
     "Vendored",
@@ -43,10 +42,6 @@ __all__ = [
     "toolchains_from_records",
     "vendored_components",
 ]
-
-# The record of the vendored third-party code, relative to the repository
-# (written by scripts/vendor_third_party.sh).
-THIRD_PARTY_SOURCES = "runtime/third_party/SOURCES.json"
 
 # Fixed namespace for the serial numbers (uuid5 of project, tag and commit).
 _SERIAL_NS = uuid.UUID("5b0f3c52-7a55-4d0e-9c8a-3f1d6a2e9b41")
@@ -78,13 +73,15 @@ class VendoredPatch:
 
 @dataclass(frozen=True, kw_only=True)
 class Vendored:
-    """A third-party library vendored in ember's sources."""
+    """A third-party library vendored among the project's sources."""
 
     name: str
     version: str              # upstream's
     license: str              # SPDX id
     upstream: str             # the project's repository
-    directory: str            # under runtime/third_party/
+    directory: str            # where it is: relative to the record's directory
+    within: str               # the record's directory, relative to the project's root
+    used_by: str              # what it is compiled into
     debian_source: str
     debian_version: str
     tarballs: tuple[tuple[str, str], ...]  # (url, sha256): the upstream tarball, then debian/
@@ -102,12 +99,18 @@ class Vendored:
         return f"pkg:deb/debian/{self.debian_source}@{version}?arch=source"
 
 
-def vendored_components(repo: Path) -> tuple[Vendored, ...]:
-    """The third-party libraries ``runtime/third_party/SOURCES.json`` records; none when the
-    repository has no such file."""
-    path = repo / THIRD_PARTY_SOURCES
-    if not path.is_file():
+def vendored_components(root: Path, third_party: ThirdParty | None) -> tuple[Vendored, ...]:
+    """The third-party libraries the project's record (``release.third_party``) lists; none
+    when the project names no record. A named record that is missing or malformed is an
+    error: the SBOM must not silently leave vendored code out."""
+    if third_party is None:
         return ()
+    record = third_party.record
+    path = root / record
+    if not path.is_file():
+        raise ReleaseError(f"{record} (kiln.toml's release.third_party.record) is missing",
+                           hint="write it with scripts/vendor_third_party.sh, or remove "
+                                "[release.third_party]")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         out = []
@@ -118,15 +121,16 @@ def vendored_components(repo: Path) -> tuple[Vendored, ...]:
             out.append(Vendored(
                 name=c["name"], version=c["version"], license=c["license"],
                 upstream=c["upstream"], directory=c["directory"],
+                within=PurePosixPath(record).parent.as_posix(), used_by=third_party.used_by,
                 debian_source=c["debian"]["source"], debian_version=c["debian"]["version"],
                 tarballs=tuple((t["url"], t["sha256"]) for t in c["tarballs"]),
                 patches=patches))
     except (ValueError, KeyError, TypeError) as exc:
-        raise ReleaseError(f"{THIRD_PARTY_SOURCES} is not a record of vendored code: {exc!r}",
+        raise ReleaseError(f"{record} is not a record of vendored code: {exc!r}",
                            hint="write it again with scripts/vendor_third_party.sh") from exc
     for v in out:
         if not v.tarballs:
-            raise ReleaseError(f"{THIRD_PARTY_SOURCES}: {v.name} names no source tarball",
+            raise ReleaseError(f"{record}: {v.name} names no source tarball",
                                hint="write it again with scripts/vendor_third_party.sh")
     return tuple(sorted(out, key=lambda v: v.name.lower()))
 
@@ -177,8 +181,7 @@ def _vendored(v: Vendored) -> dict[str, Any]:
     return {
         "type": "library", "bom-ref": _ref("vendored", f"{v.name}@{v.version}"),
         "name": v.name, "version": v.version, "scope": "required",
-        "description": f"vendored in runtime/third_party/{v.directory}/, compiled into "
-                       "ember-server",
+        "description": f"vendored in {v.within}/{v.directory}/, compiled into {v.used_by}",
         "licenses": [{"license": {"id": v.license}}],
         "hashes": _sha256(v.source_sha256),
         "purl": v.purl,

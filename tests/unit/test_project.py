@@ -266,6 +266,12 @@ def test_release_settings(repo_root: Path, tmp_path: Path) -> None:
     ('github = "o/r"\ntag_prefix = "llama"', "is not a name followed by"),
     ('github = "o/r"\ntag_prefix = "x y-"', "is not a name followed by"),
     ("github = 'o/r'\n[release.x]", "unknown key 'x'"),
+    ("github = 'o/r'\nthird_party = 'x.json'", "must be a table"),
+    ("github = 'o/r'\n[release.third_party]\nrecord = 'x.json'", "'used_by' is missing"),
+    ("github = 'o/r'\n[release.third_party]\nrecord = '/x.json'\nused_by = 's'",
+     "must be a relative path"),
+    ("github = 'o/r'\n[release.third_party]\nrecord = 'x.json'\nused_by = 's'\nwhy = 1",
+     "unknown key 'why'"),
 ])
 def test_bad_release_settings(tmp_path: Path, table: str, message: str) -> None:
     root = _write(tmp_path / "p", GOOD + "[release]\n" + table + "\n")
@@ -309,12 +315,69 @@ def test_bad_layouts(tmp_path: Path, table: str, message: str) -> None:
 
 
 def test_the_server_the_smoke_test_also_checks(repo_root: Path, tmp_path: Path) -> None:
-    assert load_project(repo_root).smoke.server == "ember-server"
+    server = load_project(repo_root).smoke.server
+    assert server is not None and server.program == "ember-server"
+    assert server.argv(model="m.gguf", threads=2)[:2] == ["-m", "m.gguf"]
+    assert server.argv(model="m.gguf", threads=2)[-2:] == ["-t", "2"]
     assert load_project(repo_root / LLAMA).smoke.server is None  # no server check
     ids = GOOD.replace('output = "stdout"', 'output = "json-ids"')
-    assert load_project(_write(tmp_path / "a", ids + 'server = "demo-serve"\n')
-                        ).smoke.server == "demo-serve"
-    with pytest.raises(ConfigError, match="needs output"):
-        load_project(_write(tmp_path / "b", GOOD + 'server = "demo-serve"\n'))
+    table = '[smoke.server]\nprogram = "demo-serve"\nargs = ["--model", "{model}"]\n'
+    got = load_project(_write(tmp_path / "a", ids + table)).smoke.server
+    assert got is not None and (got.program, got.args) == ("demo-serve", ("--model", "{model}"))
+    with pytest.raises(ConfigError, match="needs smoke.output"):
+        load_project(_write(tmp_path / "b", GOOD + table))
     with pytest.raises(ConfigError, match="must be a file name"):
-        load_project(_write(tmp_path / "c", ids + 'server = "../x"\n'))
+        load_project(_write(tmp_path / "c", ids + table.replace("demo-serve", "../x")))
+    with pytest.raises(ConfigError, match="must be a table"):
+        load_project(_write(tmp_path / "d", ids.replace("[smoke]", "[smoke]\nserver = \"x\"")))
+    with pytest.raises(ConfigError, match="must pass the model"):
+        load_project(_write(tmp_path / "e", ids + table.replace('"--model", "{model}"', '"-x"')))
+    with pytest.raises(ConfigError, match="unknown placeholder '{port}'"):
+        load_project(_write(tmp_path / "f", ids + table.replace('"--model"', '"{port}"')))
+
+
+def test_how_the_smoke_program_is_pointed_at_a_backend(repo_root: Path) -> None:
+    smoke = load_project(repo_root).smoke
+    vulkan, openvino = smoke.backend("vulkan"), smoke.backend("openvino")
+    assert vulkan is not None and openvino is not None and smoke.backend("cann") is None
+    env = vulkan.environment({"PATH": "/bin", "EMBER_BACKEND": "cpu"})
+    assert env == {"PATH": "/bin", "EMBER_VULKAN_DEVICE": "cpu"}
+    assert vulkan.args == ("--backend", "vulkan")
+    got = openvino.environment({}, runtime="/rt/libopenvino_c.so")
+    assert got["EMBER_OPENVINO_LIB"] == "/rt/libopenvino_c.so"
+    assert "EMBER_OPENVINO_LIB=/rt/libopenvino_c.so" in openvino.shown(runtime="/rt/libopenvino_c.so")
+    assert load_project(repo_root / LLAMA).smoke.backends == ()
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ('[smoke.backends]\nvulkan = "x"', "must be a table"),
+    ('[smoke.backends.Vulkan]\nargs = []', "is not a backend name"),
+    ('[smoke.backends.vulkan]\nargv = []', "unknown key 'argv'"),
+    ('[smoke.backends.vulkan]\nenv = { "A B" = "1" }', "not an environment variable name"),
+    ('[smoke.backends.vulkan]\nenv = { A = "{lib}" }', "unknown placeholder '{lib}'"),
+    ('[smoke.backends.vulkan]\nunset = ["1X"]', "not an environment variable name"),
+    ('[smoke.backends.vulkan]\nargs = ["{model}"]', "unknown placeholder '{model}'"),
+])
+def test_bad_backend_runs(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_project(_write(tmp_path / "p", GOOD + table + "\n"))
+
+
+def test_the_options_and_device_code_kiln_passes(repo_root: Path, tmp_path: Path) -> None:
+    names = load_project(repo_root).names
+    assert (names.name, names.option("CUDA")) == ("ember", "EMBER_CUDA")
+    assert names.device_source("cuda") == "src/backends/cuda/ember_kernels.cu"
+    llama = load_project(repo_root / LLAMA).names
+    with pytest.raises(ConfigError, match="has no \\[build\\] option_prefix"):
+        llama.option("CUDA")
+    with pytest.raises(ConfigError, match="names no device code for hip"):
+        llama.device_source("hip")
+    for table, message in [
+        ('[build]\noption_prefix = "ember_"', "must be upper-case"),
+        ('[build]\noption_prefix = "EMBER"', "ending in '_'"),
+        ('[build.device_code]\nmetal = "k.metal"', "unknown key 'metal'"),
+        ('[build.device_code]\ncuda = "../k.cu"', "must be a relative path"),
+        ('[build]\ndevice_code = "k.cu"', "must be a table"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_project(_write(tmp_path / "p", GOOD + table + "\n"))

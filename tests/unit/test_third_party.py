@@ -12,15 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_project import EMBER
 
 from kiln.errors import ReleaseError
 from kiln.package.wheel import THIRD_PARTY_LICENSES
-from kiln.release.sbom import THIRD_PARTY_SOURCES, vendored_components
+from kiln.project import ThirdParty
+from kiln.release.sbom import vendored_components
 
 REPO = Path(__file__).resolve().parents[2]
 THIRD_PARTY = REPO / "runtime" / "third_party"
 SCRIPT = REPO / "scripts" / "vendor_third_party.sh"
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+TP = EMBER.release_settings().third_party
+assert TP is not None
+THIRD_PARTY_SOURCES = TP.record
 
 
 def _record() -> dict[str, Any]:
@@ -106,7 +111,7 @@ def test_cmake_installs_the_licences_the_archives_require() -> None:
 
 
 def test_the_sbom_reads_the_record() -> None:
-    got = {v.name: v for v in vendored_components(REPO)}
+    got = {v.name: v for v in vendored_components(REPO, TP)}
     for c in _components():
         v = got[c["name"]]
         assert v.version == c["version"] and v.license == "MIT"
@@ -119,9 +124,13 @@ def test_a_broken_record_is_a_release_error(tmp_path: Path) -> None:
     path.parent.mkdir(parents=True)
     path.write_text('{"components": [{"name": "civetweb"}]}\n')
     with pytest.raises(ReleaseError, match=r"SOURCES\.json"):
-        vendored_components(tmp_path)
+        vendored_components(tmp_path, TP)
     record = _record()
     record["components"][0]["tarballs"] = []
     path.write_text(json.dumps(record))
     with pytest.raises(ReleaseError, match="no source tarball"):
-        vendored_components(tmp_path)
+        vendored_components(tmp_path, TP)
+    # a record kiln.toml names must exist: the SBOM never leaves vendored code out silently
+    with pytest.raises(ReleaseError, match="is missing"):
+        vendored_components(tmp_path, ThirdParty(record="elsewhere/SOURCES.json", used_by="x"))
+    assert vendored_components(tmp_path, None) == ()

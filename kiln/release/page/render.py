@@ -32,7 +32,8 @@ __all__ = ["BENCH_NAME", "PAGE_FILES", "check_bench", "mirror_page", "read_bench
            "release_page"]
 
 PAGE_FILES = ("index.html", "page.css", "page.js")
-# The ember CPU figures a release may carry (bench/bench_cpu.py --json), drawn by the mirror page.
+# The project's CPU speed against llama.cpp that a release may carry (bench/bench_cpu.py --json),
+# drawn by the release and mirror pages.
 BENCH_NAME = "bench-cpu.json"
 _TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "page"
 _METHODS = {"native": "ran natively", "qemu": "ran under qemu-user", "wine": "ran under wine",
@@ -200,8 +201,9 @@ def _release_context(manifest: ReleaseManifest, release: IndexRelease, *, projec
                  tone="up" if row[key] >= 1.0 else "down")
              for row in bench["rows"] for what, key in (("prompt", "pp_ratio"),
                                                         ("generation", "tg_ratio"))],
-            chart_id="chart-bench", title="ember on the CPU against llama.cpp",
-            desc=f"Speed ratios ember / llama.cpp measured on {bench['cpu']} ({bench['date']})"
+            chart_id="chart-bench", title=f"{project} on the CPU against llama.cpp",
+            desc=f"Speed ratios {project} / llama.cpp measured on {bench['cpu']} "
+                 f"({bench['date']})"
                  "; 1.0 is the same speed", fmt=lambda v: f"{v:.2f}x", reference=1.0,
             reference_label="llama.cpp = 1.0")
     files = [
@@ -256,7 +258,8 @@ def mirror_page(index: ReleaseIndex, *, bench: Mapping[str, Mapping[str, Any]] |
                 ) -> dict[str, str]:
     """The files of a mirror root's page: every release of the mirror's ``index`` (newest
     first) with links to its page and files, the total download size per release, and the
-    ember CPU ratios of the releases that carry a bench report (``bench``: tag -> report)."""
+    project's CPU speed ratios of the releases that carry a bench report (``bench``: tag ->
+    report)."""
     bench = bench or {}
     releases = []
     for r in index.releases:
@@ -290,10 +293,10 @@ def mirror_page(index: ReleaseIndex, *, bench: Mapping[str, Mapping[str, Any]] |
                  Bar(label=f"{r.tag} generation", value=tg, tone="up" if tg >= 1 else "down")]
     bench_chart = bar_chart(
         bars, chart_id="chart-bench-history",
-        title="ember on the CPU against llama.cpp, per release",
+        title=f"{index.project} on the CPU against llama.cpp, per release",
         desc="For each release that carries bench/bench_cpu.py figures: the geometric mean of "
-             "its prompt and generation speed ratios (ember / llama.cpp); 1.0 is the same "
-             "speed", fmt=lambda v: f"{v:.2f}x", reference=1.0,
+             f"its prompt and generation speed ratios ({index.project} / llama.cpp); 1.0 is "
+             "the same speed", fmt=lambda v: f"{v:.2f}x", reference=1.0,
         reference_label="llama.cpp = 1.0") if bars else ""
     latest = index.latest
     context = {"project": index.project, "releases": releases,
