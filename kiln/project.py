@@ -29,6 +29,8 @@ args = ["-m", "{model}", "-p", "{prompt}", "-n", "{n_predict}"]
 output = "json-ids"                 # or "stdout": it must equal the host build's, byte for byte
 # for big-endian entries (s390x): the command that byte-swaps a copy of the model first
 big_endian = ["{python}", "{source}/gguf-py/gguf/scripts/gguf_convert_endian.py", "{model}", "big"]
+# json-ids: the same run with the prompt read from a UTF-8 file (the non-ASCII argv check)
+prompt_file_args = ["-m", "{model}", "-f", "{prompt_file}", "-n", "{n_predict}"]
 
 [smoke.server]                      # an OpenAI-compatible server checked the same way
 program = "demo-server"
@@ -37,6 +39,13 @@ args = ["-m", "{model}", "--port", "0", "-t", "{threads}"]
 [smoke.backends.vulkan]             # how the program runs on a backend kiln provides
 args = ["--backend", "vulkan"]      # (lavapipe; openvino: OpenVINO's CPU plugin)
 env = { DEMO_VULKAN_DEVICE = "cpu" }
+
+[wheel]                             # what the wheels of build.binding say (needed with it)
+summary = "demo runtime ({what})"   # METADATA's Summary; {name}, {what}: "CPU build", ...
+readme = "recipes/wheel.md.j2"      # the long description: Jinja2, from the root
+license = "MIT"                     # METADATA's License; classifiers: beside kiln's own
+server_licenses = ["share/demo/licenses/dep.txt"]  # shipped beside [smoke.server]'s program
+cmake = { DEMO_BUILD_SHARED = "ON" }  # cibuildwheel's native build (kiln.package.wheel)
 ```
 
 ``matrix/`` and ``recipes/`` sit beside ``kiln.toml``. Parsed once, at the edge, into the
@@ -54,33 +63,39 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import ConfigError
+from kiln.matrix.catalogue import DEVICE_CODE_BACKENDS
 
 __all__ = ["FILE", "LIBRARY_OSES", "OUTPUTS", "BackendRun", "Layout", "Names", "Project",
-           "Release", "SdistSource", "ServerSmoke", "Smoke", "ThirdParty", "find_root",
-           "load_project"]
+           "Release", "SdistSource", "ServerSmoke", "Smoke", "ThirdParty", "Wheel",
+           "find_root", "load_project"]
 
 FILE = "kiln.toml"
 OUTPUTS = ("json-ids", "stdout")
 PLACEHOLDERS = ("model", "prompt", "n_predict", "threads")
 CONVERT_PLACEHOLDERS = ("python", "source", "model")
+# smoke.prompt_file_args: the smoke run with its prompt read from a UTF-8 file
+PROMPT_FILE_PLACEHOLDERS = ("model", "prompt_file", "n_predict", "threads")
 # The architectures whose byte order is big-endian (a model may have to be converted for them).
 BIG_ENDIAN_ARCHES = ("s390x",)
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,39}")
 _ARCHIVE_FIELDS = ("name", "build", "id")
-_TOP_KEYS = ("project", "build", "package", "smoke", "release")
+_TOP_KEYS = ("project", "build", "package", "smoke", "release", "wheel")
+_WHEEL_KEYS = ("summary", "readme", "license", "classifiers", "server_licenses", "cmake")
+WHEEL_SUMMARY_PLACEHOLDERS = ("name", "what")
+# CMake options kiln's native wheel build sets itself (kiln.package.wheel.native_wheel)
+_WHEEL_KILN_CMAKE = ("CMAKE_BUILD_TYPE", "CMAKE_OSX_ARCHITECTURES",
+                     "CMAKE_OSX_DEPLOYMENT_TARGET")
 _PROJECT_KEYS = ("name", "archive", "license", "source", "sdist")
 _SDIST_KEYS = ("requirement", "sha256", "subdir")
 _BUILD_KEYS = ("targets", "binding", "option_prefix", "device_code")
-_SMOKE_KEYS = ("program", "args", "output", "big_endian", "server", "backends")
+_SMOKE_KEYS = ("program", "args", "output", "big_endian", "server", "backends",
+               "prompt_file_args")
 _SERVER_KEYS = ("program", "args")
 SERVER_PLACEHOLDERS = ("model", "threads")
 _BACKEND_RUN_KEYS = ("args", "env", "unset")
 # what a backend run's environment values may name: the backend's runtime library, where the
 # verifier provides one (OpenVINO's C API library for openvino-cpu)
 BACKEND_ENV_PLACEHOLDERS = ("runtime",)
-# the backends whose device code kiln handles: compiled ahead of time on the build host (cuda,
-# hip) or checked inside the archive (opencl's kernel sources)
-DEVICE_CODE_BACKENDS = ("cuda", "hip", "opencl")
 _OPTION_PREFIX = re.compile(r"[A-Z][A-Z0-9]*_")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PACKAGE_KEYS = ("required", "library")
@@ -149,6 +164,9 @@ class Smoke:
     # the server the run-based verifiers check too; None: no server check
     server: ServerSmoke | None = None
     backends: tuple[tuple[str, BackendRun], ...] = ()  # (backend, how to run on it)
+    # the same run with the prompt read from a UTF-8 file ({prompt_file}); empty: the program
+    # cannot, and the non-ASCII command-line check is skipped (json-ids only)
+    prompt_file_args: tuple[str, ...] = ()
 
     def backend(self, name: str) -> BackendRun | None:
         """How to point the program at backend ``name``; None when kiln.toml does not say."""
@@ -162,6 +180,12 @@ class Smoke:
         values = {"model": model, "prompt": prompt, "n_predict": str(n_predict),
                   "threads": str(threads)}
         return [_fill(a, values) for a in self.args]
+
+    def prompt_file_argv(self, *, model: str, prompt_file: str, n_predict: int,
+                         threads: int) -> list[str]:
+        values = {"model": model, "prompt_file": prompt_file, "n_predict": str(n_predict),
+                  "threads": str(threads)}
+        return [_fill(a, values) for a in self.prompt_file_args]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,6 +280,27 @@ class Names:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Wheel:
+    """What the wheels of a project with a Python binding say about it (``[wheel]``). What
+    they hold comes from the rest of kiln.toml (kiln/package/wheel.py): the binding
+    (build.binding), the shared library ([package.library], under the name it is linked by),
+    the server ([smoke.server]'s program, with a console script)."""
+
+    summary: str  # METADATA's Summary; {name} and {what} ("CPU build", "cuda 12.4 build")
+    readme: str  # the long description: a Jinja2 template, relative to the project root
+    license: str | None = None  # METADATA's License (e.g. "MIT"); None: no such line
+    classifiers: tuple[str, ...] = ()  # beside the OS and Python ones kiln adds (sorted)
+    # files of the staged tree shipped in the dist-info's licenses/ beside the server (the
+    # licences of third-party code it is built from); a tree with the server must have them
+    server_licenses: tuple[str, ...] = ()
+    # the CMake options of the native build cibuildwheel runs (kiln.package.wheel.native_wheel)
+    cmake: tuple[tuple[str, str], ...] = ()
+
+    def summary_for(self, *, name: str, what: str) -> str:
+        return _fill(self.summary, {"name": name, "what": what})
+
+
+@dataclass(frozen=True, kw_only=True)
 class Project:
     root: Path
     name: str
@@ -268,6 +313,7 @@ class Project:
     smoke: Smoke
     layout: Layout
     release: Release | None = None  # None: the project has no [release] table
+    wheel: Wheel | None = None  # [wheel]: present exactly when binding is
     option_prefix: str | None = None
     device_code: tuple[tuple[str, str], ...] = ()
 
@@ -429,6 +475,15 @@ def load_project(root: Path) -> Project:
         raise ConfigError(f"{where}: smoke.program '{program}' is not among build.targets",
                           hint="the smoke test runs a program the archive carries")
     server = None if "server" not in smoke else _server(where, smoke["server"], output)
+    prompt_file_args = _command(f"{where}: smoke.prompt_file_args",
+                                smoke.get("prompt_file_args", []), PROMPT_FILE_PLACEHOLDERS)
+    if prompt_file_args and not all(any(f"{{{p}}}" in a for a in prompt_file_args)
+                                    for p in ("model", "prompt_file")):
+        raise ConfigError(f"{where}: smoke.prompt_file_args must pass the model ({{model}}) "
+                          "and the prompt file ({prompt_file})")
+    if prompt_file_args and output != "json-ids":
+        raise ConfigError(f"{where}: smoke.prompt_file_args needs smoke.output = \"json-ids\" "
+                          "(the prompt ids of the two runs are compared)")
     backends = _backends(where, smoke.get("backends", {}))
     option_prefix = build.get("option_prefix")
     if option_prefix is not None:
@@ -441,11 +496,14 @@ def load_project(root: Path) -> Project:
                if "release" in data else None)
     layout = (_layout(where, data["package"]) if "package" in data
               else Layout(required=tuple(f"bin/{t}{{exe}}" for t in targets)))
+    wheel = _wheel(where, data.get("wheel"), binding=binding, layout=layout,
+                   server=server is not None)
     return Project(root=root.absolute(), name=name, archive=archive, license=license_rel,
                    source_dir=source_dir, sdist=sdist, targets=targets, binding=binding,
                    smoke=Smoke(program=program, args=args, output=output,
-                               big_endian=big_endian, server=server, backends=backends),
-                   layout=layout, release=release, option_prefix=option_prefix,
+                               big_endian=big_endian, server=server, backends=backends,
+                               prompt_file_args=prompt_file_args),
+                   layout=layout, release=release, wheel=wheel, option_prefix=option_prefix,
                    device_code=device_code)
 
 
@@ -524,6 +582,59 @@ def _layout(where: str, table: Any) -> Layout:
     pairs = tuple((os_name, _relative(f"{where} package.library.{os_name}", library[os_name]))
                   for os_name in LIBRARY_OSES if os_name in library)
     return Layout(required=required, library=pairs)
+
+
+def _wheel(where: str, table: Any, *, binding: str | None, layout: Layout,
+           server: bool) -> Wheel | None:
+    """``[wheel]``: given exactly when build.binding is (a wheel's summary and description
+    are the project's to write), with [package.library] naming a library to carry."""
+    if table is None:
+        if binding is not None:
+            raise ConfigError(f"{where}: build.binding needs a [wheel] table (the wheels' "
+                              "summary and readme)",
+                              hint='add [wheel] with summary = "..." and readme = "PATH"')
+        return None
+    if binding is None:
+        raise ConfigError(f"{where}: [wheel] describes the wheels of build.binding, which is "
+                          "not given", hint="name the Python binding, or remove [wheel]")
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [wheel] must be a table")
+    _keys(f"{where} [wheel]", table, _WHEEL_KEYS, ("summary", "readme"))
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", Path(binding).name):
+        raise ConfigError(f"{where}: build.binding '{binding}' must end in the name of a "
+                          "Python package (letters, digits, '_'), which wheels install")
+    if not any(os_name in dict(layout.library) for os_name in ("linux", "macos", "windows")):
+        raise ConfigError(f"{where}: [wheel] needs [package.library] to name the shared "
+                          "library of linux, macos or windows (a wheel carries it)")
+    summary = _text(f"{where} wheel.summary", table["summary"])
+    for used in re.findall(r"\{([^{}]*)\}", summary):
+        if used not in WHEEL_SUMMARY_PLACEHOLDERS:
+            raise ConfigError(f"{where}: wheel.summary: unknown placeholder '{{{used}}}'",
+                              hint="placeholders: " + ", ".join(
+                                  "{" + p + "}" for p in WHEEL_SUMMARY_PLACEHOLDERS))
+    licenses = tuple(_relative(f"{where} wheel.server_licenses[{i}]", v) for i, v in
+                     enumerate(_strings(f"{where} wheel.server_licenses",
+                                        table.get("server_licenses", []))))
+    if licenses and not server:
+        raise ConfigError(f"{where}: wheel.server_licenses needs [smoke.server] (they are "
+                          "shipped beside the server)")
+    cmake = table.get("cmake", {})
+    if not isinstance(cmake, dict):
+        raise ConfigError(f"{where}: wheel.cmake must be a table of CMake options: "
+                          'NAME = "VALUE"')
+    options = []
+    for key, value in sorted(cmake.items()):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{where}: wheel.cmake: '{key}' is not a CMake variable name")
+        if key in _WHEEL_KILN_CMAKE:
+            raise ConfigError(f"{where}: wheel.cmake: kiln sets {key} itself")
+        options.append((key, _text(f"{where} wheel.cmake.{key}", value)))
+    return Wheel(summary=summary, readme=_relative(f"{where} wheel.readme", table["readme"]),
+                 license=(_text(f"{where} wheel.license", table["license"])
+                          if "license" in table else None),
+                 classifiers=_strings(f"{where} wheel.classifiers",
+                                      table.get("classifiers", [])),
+                 server_licenses=licenses, cmake=tuple(options))
 
 
 def _release(where: str, table: Any, *, source_dir: str | None) -> Release:

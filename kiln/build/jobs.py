@@ -441,7 +441,9 @@ def _verify(s: _Session, job: Job, staged: _Staged, ref: _Reference | None,
                         model=model, reference_ids=None if ref is None else ref.ids,
                         reference_error=None if ref is None else ref.error,
                         reference_output=None if ref is None else ref.output, smoke=smoke,
-                        layout=s.project.layout,
+                        layout=s.project.layout, source=s.source,
+                        source_label=s.project.source_dir or (
+                            s.project.sdist.subdir if s.project.sdist else s.source.name),
                         host_paths=s.host_paths, wine_root=s.layout.wine,
                         host_arch=s.host_arch, extra=_verify_extra(s))
     report = verifier.verify(ctx)
@@ -497,7 +499,7 @@ def _package(s: _Session, job: Job, staged: _Staged,
             entry, staged.stage, binding=s.project.root / binding, out=tmp,
             build_number=job.build_number, commit=s.commit, toolchain=staged.tools,
             source_date_epoch=s.epoch, verification=report.to_verification(), env=s.env,
-            license_file=s.license_file)
+            license_file=s.license_file, project=s.project)
         final = s.out / made.name
         final_record = s.out / made_record.name
         # Old record first: a kill between the two renames leaves an asset without a record,

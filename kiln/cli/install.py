@@ -1,5 +1,10 @@
-"""``kiln install``, ``kiln uninstall`` and ``kiln host``: put the right ember build for this
-machine into a prefix, verified; remove it; show what kiln sees of the machine.
+"""``kiln install``, ``kiln uninstall`` and ``kiln host``: put the right build of a release for
+this machine into a prefix, verified; remove it; show what kiln sees of the machine.
+
+The project installed is the one the release's signed index names (its ``project``): it names
+the default prefix (``~/.<project>``), the install record (``.<project>-install.json``) and
+every message. ``kiln uninstall`` has no release to read: it takes ``--prefix`` or
+``--project``.
 
 The choice is made by ``kiln.install.installer.rank`` from the facts of ``kiln.install.host``;
 ``--dry-run``
@@ -77,15 +82,16 @@ def cmd_install(ctx: Context) -> int:
             if a.json:
                 ctx.out.write(json.dumps(choice.to_json(), indent=2) + "\n")
             else:
-                ctx.console.line(f"ember {release.tag} from {release.url}")
+                ctx.console.line(f"{release.project} {release.tag} from {release.url}")
                 for line in choice.explain():
                     ctx.console.line(line)
             return
         best = require_choice(choice)
         if prefix is None:
-            default_prefix(ctx.env)  # no HOME: refused before the summary, as before a download
+            # no HOME: refused before the summary, as before a download
+            default_prefix(ctx.env, release.project)
         if not a.json:
-            ctx.console.line(f"ember {release.tag}: {choice.summary()}")
+            ctx.console.line(f"{release.project} {release.tag}: {choice.summary()}")
             for note in best.notes:
                 ctx.console.line(f"  note: {note}")
 
@@ -100,34 +106,45 @@ def cmd_install(ctx: Context) -> int:
         require_choice(choice)
         return 0
     if a.json:
-        ctx.out.write(json.dumps({"installed": str(result.prefix), "tag": result.tag,
-                                  "date": release.date, "entry_id": result.entry_id,
-                                  "asset": result.asset, "replaced": result.replaced,
-                                  "downgrade": result.downgrade, "cli": str(result.cli),
+        ctx.out.write(json.dumps({"installed": str(result.prefix), "project": result.project,
+                                  "tag": result.tag, "date": release.date,
+                                  "entry_id": result.entry_id, "asset": result.asset,
+                                  "replaced": result.replaced, "downgrade": result.downgrade,
+                                  "bin": str(result.bin), "programs": list(result.programs),
                                   "choice": choice.to_json()}, indent=2) + "\n")
         return 0
     replaced = ""
     if result.replaced:
         older = ", an older release: --allow-downgrade" if result.downgrade else ""
         replaced = f" (replaced {result.replaced}{older})"
-    ctx.console.line(f"installed ember {result.tag} ({result.entry_id}) into "
+    ctx.console.line(f"installed {result.project} {result.tag} ({result.entry_id}) into "
                      f"{result.prefix}{replaced}")
-    ctx.console.line(f"  run: {result.cli}")
-    ctx.console.line(f"  add to PATH: export PATH=\"{result.cli.parent}:$PATH\"")
+    ctx.console.line(f"  programs: {', '.join(result.programs)}")
+    ctx.console.line(f"  add to PATH: export PATH=\"{result.bin}:$PATH\"")
     return 0
 
 
 def cmd_uninstall(ctx: Context) -> int:
-    from kiln.install.installer import default_prefix, uninstall
+    from kiln.install.installer import check_project, default_prefix, uninstall
 
-    prefix = Path(ctx.args.prefix).expanduser() if ctx.args.prefix else (
-        default_prefix(ctx.env))
-    record = uninstall(prefix)
-    if ctx.args.json:
+    a = ctx.args
+    # dest uninstall_project: kiln's own -C/--project DIR (args.project) is another option
+    project = (check_project(a.uninstall_project, what="--project")
+               if a.uninstall_project is not None else None)
+    if a.prefix:
+        prefix = Path(a.prefix).expanduser()
+    elif project is not None:
+        prefix = default_prefix(ctx.env, project)
+    else:
+        raise ConfigError("kiln uninstall needs to know what to remove",
+                          hint="pass --prefix DIR (the directory installed into) or "
+                               "--project NAME (to remove ~/.NAME)")
+    record = uninstall(prefix, project)
+    if a.json:
         ctx.out.write(json.dumps({"removed": str(prefix.absolute()), **record}, indent=2)
                       + "\n")
     else:
-        ctx.console.line(f"removed ember {record.get('tag', '?')} "
+        ctx.console.line(f"removed {record['project']} {record.get('tag', '?')} "
                          f"({record.get('entry_id', '?')}) from {prefix.absolute()}")
     return 0
 
@@ -149,13 +166,14 @@ def cmd_host(ctx: Context) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("install", help="install the right ember build for this machine")
+    p = sub.add_parser("install", help="install the right build for this machine")
     p.add_argument("--from", dest="source", metavar="URL",
                    help=f"mirror root, release directory, or URL with {{tag}} (default: "
                         f"${FROM_ENV})")
     p.add_argument("--tag", default="latest", metavar="bN|latest",
                    help="release to install (default: latest)")
-    p.add_argument("--prefix", metavar="DIR", help="install directory (default: ~/.ember)")
+    p.add_argument("--prefix", metavar="DIR",
+                   help="install directory (default: ~/.<project>)")
     p.add_argument("--backend", metavar="B",
                    help="force a backend (cuda, cuda-12.4, vulkan, cpu...) or an entry id")
     p.add_argument("--dry-run", action="store_true",
@@ -165,7 +183,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"minisign public key the release must be signed with "
                         f"(default: ${PUBKEY_ENV}, then the key pinned in kiln)")
     p.add_argument("--allow-downgrade", action="store_true",
-                   help="replace an installed ember with an older release (refused without "
+                   help="replace an install with an older release (refused without "
                         "it: a mirror whose latest points back in time)")
     p.add_argument("--insecure-skip-signature", action="store_true",
                    help="do not check the signature of SHA256SUMS (checksums still checked)")
@@ -174,8 +192,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "(a kiln host profile) instead of this one")
     p.set_defaults(func=cmd_install)
 
-    u = sub.add_parser("uninstall", help="remove an ember installed by kiln install")
-    u.add_argument("--prefix", metavar="DIR", help="install directory (default: ~/.ember)")
+    u = sub.add_parser("uninstall", help="remove an install made by kiln install or "
+                                         "install.sh")
+    u.add_argument("--prefix", metavar="DIR",
+                   help="install directory (the one holding .<project>-install.json)")
+    u.add_argument("--project", dest="uninstall_project", metavar="NAME",
+                   help="the project to remove: its install in ~/.NAME, or in --prefix")
     u.add_argument("--json", action="store_true", help="print what was removed as JSON")
     u.set_defaults(func=cmd_uninstall)
 

@@ -1,4 +1,4 @@
-"""Choose the right ember build for a machine, download it, verify it, install it atomically.
+"""Choose the right build of a project for a machine, download it, verify it, install it atomically.
 
 Ranking
 =======
@@ -18,7 +18,7 @@ its reason. An archive is a *candidate* when every check passes:
    Android API level).
 5. **CPU level**: the CPU meets the build's ``cpu_baseline`` (x86-64-v2 for macOS x86_64,
    z13 for s390x, Apple M1 for macOS arm64). Faster kernels (AVX2, AVX-512, dotprod) are
-   chosen by ember at run time and are reported, not required.
+   chosen by the program at run time and are reported, not required.
 6. **Backend runtime** (GPU builds): the driver or runtime the backend loads is installed and
    new enough: NVIDIA driver >= the bundle's ``min_driver`` (580.65 for CUDA 13.3, 550.54 for
    CUDA 12.4) and, when ``nvidia-smi`` tells the compute capability, device code for the GPU
@@ -71,7 +71,9 @@ installed one (unless ``allow_downgrade``), downloads the chosen archive into a 
 (resuming a partial download with an HTTP range request, retrying a broken connection, never
 past its signed size), checks its size and sha256, unpacks it into a staging directory
 beside the prefix (each member checked first and written by hand, at most the signed
-``unpacked_size`` bytes), writes ``.ember-install.json`` into it and renames it into place.
+``unpacked_size`` bytes), checks that it holds a ``bin/`` directory with a program, writes
+the install record ``.<project>-install.json`` into it (``<project>`` is the ``project`` of
+the release's signed index) and renames it into place.
 The previous install is renamed aside first and restored if the final rename fails, so every
 failure leaves it as it was. Every small file fetched has a fixed cap. The rules are listed
 in docs/install.md, "What an installer refuses". Signatures are checked with
@@ -130,6 +132,7 @@ from kiln.release.manifest import (
     INDEX_NAME,
     INDEX_SIGNATURE_NAME,
     MANIFEST_NAME,
+    PROJECT_RE,
     SIGNATURE_NAME,
     SUMS_NAME,
     ReleaseAsset,
@@ -145,7 +148,6 @@ from kiln.release.sums import (
 )
 
 __all__ = [
-    "INSTALL_RECORD",
     "TIERS",
     "Candidate",
     "Choice",
@@ -157,12 +159,15 @@ __all__ = [
     "cache_dir",
     "check_comment_names",
     "check_downgrade",
+    "check_project",
     "check_requested_tag",
     "comment_date",
     "default_prefix",
     "download_asset",
     "fetch_release",
+    "find_install_records",
     "install",
+    "install_record_name",
     "install_release",
     "parse_manifest",
     "progress_printer",
@@ -182,8 +187,24 @@ __all__ = [
 
 # Backend tiers, fastest first (see the module docstring): the catalogue's.
 TIERS: Mapping[str, int] = tiers()
-INSTALL_RECORD = ".ember-install.json"
-CLI_NAMES = ("bin/ember-cli", "bin/ember-cli.exe", "ember-cli", "ember-cli.exe")
+# The install record in a prefix: ``.<project>-install.json`` (install.sh and install.ps1
+# write the same name).
+INSTALL_RECORD_RE = re.compile(r"\.(?P<project>[A-Za-z0-9][A-Za-z0-9._-]*)-install\.json")
+
+
+def check_project(name: str, *, what: str = "the project name") -> str:
+    """A project name as the release index allows it (``PROJECT_RE``: no leading dot, no
+    ``/``): it becomes a directory name (``~/.<project>``) and a file name
+    (``.<project>-install.json``), so anything else is refused."""
+    if not isinstance(name, str) or not PROJECT_RE.fullmatch(name) or name.startswith("."):
+        raise ConfigError(f"{what} {str(name)[:80]!r} is not a plain project name "
+                          "(a letter or digit, then letters, digits, '.', '_' or '-')")
+    return name
+
+
+def install_record_name(project: str) -> str:
+    """``.<project>-install.json``: the record an install of ``project`` keeps in its prefix."""
+    return f".{check_project(project)}-install.json"
 
 
 def version_tuple(text: str | None) -> tuple[int, ...]:
@@ -664,8 +685,8 @@ def require_choice(choice: Choice) -> Candidate:
     raise InstallError(
         f"no build of {choice.tag} runs on this machine ({choice.host.summary})"
         + (f"\n{reasons}" if reasons else ""),
-        hint="build ember from source (runtime/: cmake -S runtime -B build -G Ninja), or "
-             "pass --backend to force one")
+        hint="build the project from source for this machine, or pass --backend to force "
+             "one")
 
 
 # --------------------------------------------------------------------------------------------
@@ -924,6 +945,9 @@ class Release:
     """A release whose ``SHA256SUMS`` signature and manifest were checked."""
 
     url: str  # the release directory, ending with "/"
+    # The project, as the release's signed index names it (``project``): it names the
+    # install record and the default prefix, and is shown in every message.
+    project: str
     tag: str
     manifest: ReleaseManifest
     sums: Mapping[str, str]
@@ -1204,11 +1228,34 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
         raise IntegrityError(f"{_join(url, INDEX_NAME)} lists other assets than the mirror's "
                              f"signed {INDEX_NAME} for {manifest.tag}",
                              hint="the mirror is damaged or hostile: do not install from it")
+    _check_index_project(index, manifest, root_index, where=_join(url, INDEX_NAME))
     if root_index is None and "{tag}" not in source and known_tag is not None and tag == "latest":
         notes.append("the mirror has no signed index.json: its 'latest' file cannot be "
                      "checked against a rollback")
-    return Release(url=url, tag=manifest.tag, manifest=manifest, sums=sums,
+    return Release(url=url, project=index.project, tag=manifest.tag, manifest=manifest,
+                   sums=sums,
                    signed=comment is not None, date=date, index=entry, notes=tuple(notes))
+
+
+def _check_index_project(index: ReleaseIndex, manifest: ReleaseManifest,
+                         root_index: ReleaseIndex | None, *, where: str) -> None:
+    """The project the release's index names becomes a directory and a file name
+    (``~/.<project>``, ``.<project>-install.json``): it must be a plain name (``parse_index``
+    already holds it to ``PROJECT_RE``; checked again here, where it becomes a path), the
+    manifest's project and the mirror index's."""
+    try:
+        check_project(index.project, what=f"{where}: the project")
+    except ConfigError as exc:
+        raise IntegrityError(exc.message, hint="the release is damaged or hostile: do not "
+                                               "install it") from exc
+    if manifest.project != index.project:
+        raise IntegrityError(f"{where} is an index of project {index.project!r}, but "
+                             f"{MANIFEST_NAME} is of project {manifest.project!r}",
+                             hint="the release is damaged or hostile: do not install it")
+    if root_index is not None and root_index.project != index.project:
+        raise IntegrityError(f"the mirror's {INDEX_NAME} is an index of project "
+                             f"{root_index.project!r}, the release's of {index.project!r}",
+                             hint="the mirror is damaged or hostile: do not install from it")
 
 
 def _sha256(data: bytes) -> str:
@@ -1228,36 +1275,76 @@ _write_members = write_archive_members
 @dataclass(frozen=True, kw_only=True)
 class InstallResult:
     prefix: Path
+    project: str
     entry_id: str
     tag: str
     asset: str
     replaced: str | None  # "b41 ubuntu-x64" when an install was replaced
-    cli: Path
+    bin: Path  # the install's bin/ directory (what goes on PATH)
+    programs: tuple[str, ...] = ()  # the files in bin/, sorted
     downgrade: bool = False  # the replaced install was newer (--allow-downgrade)
 
 
-def read_install_record(prefix: Path) -> dict[str, Any] | None:
-    path = prefix / INSTALL_RECORD
+def find_install_records(prefix: Path) -> list[Path]:
+    """The install records (``.<project>-install.json`` files) in ``prefix``, sorted."""
+    try:
+        entries = list(prefix.iterdir())
+    except OSError:
+        return []
+    return sorted(e for e in entries if INSTALL_RECORD_RE.fullmatch(e.name) and e.is_file())
+
+
+def _record_path(prefix: Path, project: str | None) -> Path | None:
+    """``prefix/.<project>-install.json``; without a project, the single record in
+    ``prefix`` (``None`` when there is none; several are refused: whose is it?)."""
+    if project is not None:
+        return prefix / install_record_name(project)
+    found = find_install_records(prefix)
+    if len(found) > 1:
+        raise InstallError(f"{prefix} holds several install records "
+                           f"({', '.join(f.name for f in found)}): cannot tell which "
+                           "project is installed there",
+                           hint="pass --project NAME to say which")
+    return found[0] if found else None
+
+
+def read_install_record(prefix: Path, project: str | None = None) -> dict[str, Any] | None:
+    """The record of the install of ``project`` in ``prefix`` (without ``project``: of the
+    single install record there); ``None`` when there is none or it is not a JSON object."""
+    path = _record_path(prefix, project)
+    return _read_record(path) if path is not None else None
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 
 
-def _check_prefix(prefix: Path) -> dict[str, Any] | None:
-    """The current install's record; refuse a prefix that holds something else."""
+def _check_prefix(prefix: Path, project: str) -> dict[str, Any] | None:
+    """The current install's record; refuse a prefix that holds something else (another
+    project's install included)."""
     if not prefix.exists():
         return None
     if not prefix.is_dir():
         raise InstallError(f"--prefix {prefix} exists and is not a directory",
                            hint="pass a new or empty directory")
-    record = read_install_record(prefix)
-    if record is None and any(prefix.iterdir()):
-        raise InstallError(f"--prefix {prefix} is not empty and was not made by kiln install "
-                           f"(no {INSTALL_RECORD})",
-                           hint="pass a new or empty directory; kiln replaces only its own "
-                                "installs")
+    record = read_install_record(prefix, project)
+    if record is None:
+        others = [f.name for f in find_install_records(prefix)
+                  if f.name != install_record_name(project)]
+        if others:
+            raise InstallError(f"--prefix {prefix} holds an install of another project "
+                               f"({', '.join(others)}), not of {project}",
+                               hint="pass another --prefix; kiln replaces an install only "
+                                    "with one of the same project")
+        if any(prefix.iterdir()):
+            raise InstallError(f"--prefix {prefix} is not empty and was not made by kiln "
+                               f"install (no {install_record_name(project)})",
+                               hint="pass a new or empty directory; kiln replaces only its "
+                                    "own installs")
     return record
 
 
@@ -1280,20 +1367,28 @@ def unpack(archive: Path, dest: Path, *, max_bytes: int) -> Path:
         raise InstallError(f"cannot unpack {archive.name} into {dest}: {exc}",
                            hint="the archive is damaged, or the disk is full") from exc
     entries = list(dest.iterdir())
-    # One top directory holding the tree (ember-bN-bin-ID/bin/...) is the root; a flat
+    # One top directory holding the tree (<project>-bN-bin-ID/bin/...) is the root; a flat
     # archive whose only folder is bin/ is not stripped.
     top = entries[0] if len(entries) == 1 else None
     if (top is not None and not top.is_symlink() and top.is_dir() and top.name != "bin"
-            and _find_cli(top) is not None):
+            and _find_bin(top) is not None):
         return top
     return dest
 
 
-def _find_cli(root: Path) -> Path | None:
-    for name in CLI_NAMES:
-        if (root / name).is_file():
-            return root / name
+def _find_bin(root: Path) -> Path | None:
+    """``root/bin`` when it is a directory (not a link) holding at least one regular file."""
+    bin_dir = root / "bin"
+    if bin_dir.is_symlink() or not bin_dir.is_dir():
+        return None
+    if any(not p.is_symlink() and p.is_file() for p in bin_dir.iterdir()):
+        return bin_dir
     return None
+
+
+def _programs(bin_dir: Path) -> tuple[str, ...]:
+    """The files in ``bin_dir`` (links to files included), sorted."""
+    return tuple(sorted(p.name for p in bin_dir.iterdir() if p.is_file()))
 
 
 @contextlib.contextmanager
@@ -1343,14 +1438,17 @@ def trust_store(env: Mapping[str, str]) -> TrustStore:
     return TrustStore(cache_dir(env).parent / "trust.json")
 
 
-def default_prefix(env: Mapping[str, str]) -> Path:
+def default_prefix(env: Mapping[str, str], project: str) -> Path:
+    """Where ``project`` is installed by default: ``~/.<project>``
+    (``%LOCALAPPDATA%\\<project>`` on Windows)."""
+    check_project(project)
     if sys.platform == "win32" and env.get("LOCALAPPDATA"):
-        return Path(env["LOCALAPPDATA"]) / "ember"
+        return Path(env["LOCALAPPDATA"]) / project
     home = env.get("HOME") or env.get("USERPROFILE")
     if not home:
         raise ConfigError("cannot tell where to install: HOME is not set",
                           hint="pass --prefix DIR")
-    return Path(home) / ".ember"
+    return Path(home) / f".{project}"
 
 
 def download_asset(release: Release, candidate: Candidate, *, cache: Path,
@@ -1394,8 +1492,9 @@ def check_downgrade(previous: Mapping[str, Any] | None, release: Release, prefix
     if not isinstance(installed, str) or not TAG_RE.fullmatch(installed):
         if allow_downgrade:
             return False
-        raise InstallError(f"cannot tell whether ember {release.tag} is older than the one "
-                           f"installed in {prefix}: its {INSTALL_RECORD} names the tag "
+        raise InstallError(f"cannot tell whether {release.project} {release.tag} is older "
+                           f"than the one installed in {prefix}: its "
+                           f"{install_record_name(release.project)} names the tag "
                            f"{installed!r}",
                            hint="pass --allow-downgrade to replace it anyway, or uninstall "
                                 "it first (kiln uninstall --prefix ...)")
@@ -1403,7 +1502,8 @@ def check_downgrade(previous: Mapping[str, Any] | None, release: Release, prefix
         return False
     if allow_downgrade:
         return True
-    raise InstallError(f"refusing to replace ember {installed} (installed in {prefix}) with "
+    raise InstallError(f"refusing to replace {release.project} {installed} (installed in "
+                       f"{prefix}) with "
                        f"the older {release.tag} (the mirror's 'latest' or --tag points back "
                        "in time); pass --allow-downgrade to install it anyway",
                        hint=f"{release.tag} is build {new}, the installed {installed} is "
@@ -1422,16 +1522,25 @@ def _tree_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def _write_install_record(root: Path, record: Mapping[str, Any]) -> None:
-    """Write ``.ember-install.json`` into the unpacked tree, replacing whatever the archive
-    put at that name (a file or a link is removed, not written through)."""
-    path = root / INSTALL_RECORD
-    if path.is_symlink() or path.is_file():
-        path.unlink()
-    elif path.exists():
-        raise IntegrityError(f"the archive holds a directory named {INSTALL_RECORD}",
-                             hint="the archive is hostile or broken: do not install it")
-    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+def _clear_install_records(root: Path, name: str) -> None:
+    """Remove what the archive put at the top of its tree under an install record's name
+    (``.<any project>-install.json``; a file or a link is removed, not written through): only
+    an installer writes a record, so a prefix never holds one that tells of another install.
+    A directory at the name of this install's record ``name`` is refused."""
+    for entry in root.iterdir():
+        if entry.name != name and not INSTALL_RECORD_RE.fullmatch(entry.name):
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            entry.unlink()
+        elif entry.name == name:
+            raise IntegrityError(f"the archive holds a directory named {name}",
+                                 hint="the archive is hostile or broken: do not install it")
+
+
+def _write_install_record(root: Path, name: str, record: Mapping[str, Any]) -> None:
+    """Write the install record ``name`` (``.<project>-install.json``) into the unpacked
+    tree, from which ``_clear_install_records`` removed the archive's own."""
+    atomic_write_text(root / name, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path,
@@ -1440,9 +1549,10 @@ def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path
     """Download, verify, unpack and rename into ``prefix``; atomic (see the docstring). An
     older release than the installed one is refused unless ``allow_downgrade``."""
     prefix = prefix.absolute()
+    record_name = install_record_name(release.project)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     with _lock(prefix):
-        previous = _check_prefix(prefix)
+        previous = _check_prefix(prefix, release.project)
         downgrade = check_downgrade(previous, release, prefix,
                                     allow_downgrade=allow_downgrade)
         archive = download_asset(release, candidate, cache=cache, fetcher=fetcher)
@@ -1453,20 +1563,23 @@ def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path
         try:
             r = candidate.record
             root = unpack(archive, stage, max_bytes=r.unpacked_size)
-            cli = _find_cli(root)
-            if cli is None:
-                raise InstallError(f"{candidate.record.name} holds no ember-cli "
-                                   f"(looked for {', '.join(CLI_NAMES)})",
+            bin_dir = _find_bin(root)
+            if bin_dir is None:
+                raise InstallError(f"{candidate.record.name} holds no programs (looked for a "
+                                   "bin/ directory with at least one file, at the top of the "
+                                   "archive or in its single top directory)",
                                    hint="the release's archive is malformed")
+            programs = _programs(bin_dir)
+            _clear_install_records(root, record_name)
             record: dict[str, Any] = {
                 "schema": 1, "tag": release.tag, "entry_id": r.entry_id, "asset": r.name,
                 "sha256": r.sha256, "url": _join(release.url, r.name),
                 "signed": release.signed, "installed_by": "kiln install",
                 "host": host_summary,
-                "files": [f for f in _tree_files(root) if f != INSTALL_RECORD]}
+                "files": [f for f in _tree_files(root) if f != record_name]}
             if release.date is not None:
                 record["date"] = release.date
-            _write_install_record(root, record)
+            _write_install_record(root, record_name, record)
             _swap_into_place(root, prefix)
         finally:
             if stage.exists():
@@ -1474,23 +1587,32 @@ def install(release: Release, candidate: Candidate, prefix: Path, *, cache: Path
     replaced = None
     if previous is not None:
         replaced = f"{previous.get('tag', '?')} {previous.get('entry_id', '?')}"
-    return InstallResult(prefix=prefix, entry_id=candidate.entry_id, tag=release.tag,
-                         asset=candidate.record.name, replaced=replaced,
-                         cli=prefix / cli.relative_to(root), downgrade=downgrade)
+    return InstallResult(prefix=prefix, project=release.project, entry_id=candidate.entry_id,
+                         tag=release.tag, asset=candidate.record.name, replaced=replaced,
+                         bin=prefix / bin_dir.relative_to(root), programs=programs,
+                         downgrade=downgrade)
 
 
-def uninstall(prefix: Path) -> dict[str, Any]:
-    """Remove an install made by ``kiln install`` or ``install.sh``; refuse anything else."""
+def uninstall(prefix: Path, project: str | None = None) -> dict[str, Any]:
+    """Remove an install made by ``kiln install``, ``install.sh`` or ``install.ps1``; refuse
+    anything else. ``prefix`` must hold the install record ``.<project>-install.json``
+    (without ``project``: exactly one install record, whose name tells the project). Returns
+    the record, with ``"project"`` set to the project removed."""
     prefix = prefix.absolute()
-    record = read_install_record(prefix)
-    if record is None:
-        raise InstallError(f"nothing installed by kiln at {prefix} (no {INSTALL_RECORD})",
+    path = _record_path(prefix, project)
+    record = _read_record(path) if path is not None else None
+    if path is None or record is None:
+        what = install_record_name(project) if project is not None else \
+            "install record .<project>-install.json"
+        raise InstallError(f"nothing installed by kiln at {prefix} (no {what})",
                            hint="pass the --prefix used to install")
+    match = INSTALL_RECORD_RE.fullmatch(path.name)
+    assert match is not None
     with _lock(prefix):
         gone = prefix.with_name(f".{prefix.name}.removing-{os.getpid()}")
         prefix.rename(gone)
         shutil.rmtree(gone)
-    return record
+    return {**record, "project": match["project"]}
 
 
 def progress_printer(stream: IO[str], *, terminal: bool) -> ProgressFn:
@@ -1554,7 +1676,8 @@ def install_release(source: str, *, tag: str = "latest", prefix: Path | None = N
     """Fetch and check release ``tag`` from ``source`` (a mirror root, a release directory,
     or a URL with ``{tag}``) against the minisign key ``pubkey`` (base64 text), rank its
     assets for ``host`` (default: this machine, probed), and install the best into
-    ``prefix`` (default ``~/.ember``), atomically.
+    ``prefix`` (default ``~/.<project>``, the project named by the release's signed index),
+    atomically.
 
     ``on_choice`` sees the release and the choice before anything is downloaded (the CLI
     prints them there). With ``dry_run`` nothing is downloaded and an empty choice is not an
@@ -1576,7 +1699,8 @@ def install_release(source: str, *, tag: str = "latest", prefix: Path | None = N
     if dry_run:
         return Installation(release=release, choice=choice, result=None)
     best = require_choice(choice)
-    result = install(release, best, prefix or default_prefix(env), cache=cache_dir(env),
+    result = install(release, best, prefix or default_prefix(env, release.project),
+                     cache=cache_dir(env),
                      fetcher=fetcher, host_summary=host.summary,
                      allow_downgrade=allow_downgrade)
     return Installation(release=release, choice=choice, result=result)

@@ -3,8 +3,9 @@
 Like ggml's backend registry, one record per backend says what the rest of kiln asks about it:
 
 - ``name`` (the matrix's ``backend``), ``label`` (what users read: ``CUDA``, ``OpenVINO``);
-- ``cmake_option``: the ``EMBER_*`` option that switches it on (``None`` for the CPU, which is
-  always built);
+- ``cmake_option``: the suffix of the project's CMake option that switches it on (``CUDA``;
+  kiln.toml's ``[build] option_prefix`` goes in front: ``kiln.project.Names.option``), ``None``
+  for the CPU, which is always built;
 - ``tier``: its place in the install ranking, fastest first (equal tiers tie);
 - where it may be built: the OSes and architectures it exists on, each with the message the
   matrix validation gives when an entry asks for another;
@@ -27,6 +28,7 @@ This module sits at the bottom of the import graph: standard library and ``kiln.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -41,8 +43,10 @@ __all__ = [
     "CPU_BASELINES",
     "CPU_FEATURES",
     "CPU_LEVELS",
+    "DEVICE_CODE_BACKENDS",
     "EMULATED_X86_LEVEL",
     "FLOORS",
+    "OPTION_PREFIX_RE",
     "UNKNOWN_TIER",
     "Backend",
     "CpuArch",
@@ -61,6 +65,14 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------
 # backends
+
+# What kiln.toml's ``[build] option_prefix`` may be (kiln/project.py checks it the same way):
+# the prefix of the project's own CMake options, ``MYPROJ_``.
+OPTION_PREFIX_RE = re.compile(r"[A-Z][A-Z0-9]*_")
+# The backends whose device code kiln itself handles, and so kiln.toml's [build.device_code]
+# may name: compiled ahead of time on the build host (cuda, hip) or checked inside the archive
+# (the OpenCL kernel sources).
+DEVICE_CODE_BACKENDS = ("cuda", "hip", "opencl")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +136,8 @@ class Backend:
     device_code: bool = True
     required_target: tuple[str, str, str] | None = None
     # Wheel variant: a template with {version} and {version_digits}; ``None`` for the default
-    # index (CPU). ``variant_options``: (cmake option, value, variant) overriding it.
+    # index (CPU). ``variant_options``: (option suffix, value, variant) overriding it when an
+    # entry's ``cmake`` sets the project's option of that suffix to that value.
     variant: str | None = None
     variant_options: tuple[tuple[str, str, str], ...] = ()
     # Other names ``kiln install --backend`` accepts (also as ``<alias>-<version>``).
@@ -227,12 +240,30 @@ def tiers() -> dict[str, int]:
     return {b.name: b.tier for b in sorted(BACKENDS, key=lambda b: b.tier)}
 
 
-def wheel_variant(name: str, version: str | None,
-                  cmake: tuple[tuple[str, str], ...] = ()) -> str | None:
-    """The variant of a build of backend ``name`` (``None``: the CPU's default index)."""
+def _sets_option(cmake: tuple[tuple[str, str], ...], suffix: str, value: str,
+                 option_prefix: str | None) -> bool:
+    """``cmake`` sets the option ``suffix`` (after the project's prefix) to ``value``. Without
+    the prefix, any prefix kiln.toml allows (``OPTION_PREFIX_RE``) counts."""
+    for key, got in cmake:
+        if got != value or not key.endswith(suffix):
+            continue
+        prefix = key[:len(key) - len(suffix)]
+        if option_prefix is None:
+            if OPTION_PREFIX_RE.fullmatch(prefix):
+                return True
+        elif prefix == option_prefix:
+            return True
+    return False
+
+
+def wheel_variant(name: str, version: str | None, cmake: tuple[tuple[str, str], ...] = (),
+                  *, option_prefix: str | None = None) -> str | None:
+    """The variant of a build of backend ``name`` (``None``: the CPU's default index).
+    ``cmake`` is the entry's own options, full names: ``option_prefix`` is the project's
+    (kiln.toml's ``[build] option_prefix``), or ``None`` to accept any prefix."""
     b = backend(name)
-    for option, value, chosen in b.variant_options:
-        if (option, value) in cmake:
+    for suffix, value, chosen in b.variant_options:
+        if _sets_option(cmake, suffix, value, option_prefix):
             return chosen
     if b.variant is None:
         return None

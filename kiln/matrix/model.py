@@ -68,7 +68,10 @@ PR_URL_RE = re.compile(
     r"|gitlab\.com/[A-Za-z0-9_./-]+/-/merge_requests/\d+)$"
 )
 RUNNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-CMAKE_VAR_RE = re.compile(r"^EMBER_[A-Z0-9_]+$")
+# A matrix entry's own CMake options: the project's variables, upper case (which also keeps
+# newlines, spaces and '=' out of the -D arguments and the CI workflow); not CMAKE_*, which
+# belong to the toolchain (recipes/ and the toolchain files kiln writes).
+CMAKE_VAR_RE = re.compile(r"^(?!CMAKE_)[A-Z][A-Z0-9_]*$")
 # gpu targets: CUDA real (sm_XX) and virtual (compute_XX), AMD gfx, SPIR-V and OpenCL C levels.
 GPU_TARGET_RE = re.compile(r"^(?:sm_\d{2,3}[af]?|compute_\d{2,3}|gfx[0-9a-f]{3,4}|spirv-\d\.\d"
                            r"|opencl-c-\d\.\d)$")
@@ -131,7 +134,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("verify_note", "string", "What the verification achieves, in a sentence."),
     FieldSpec("archive", "string", "Archive format of the release asset.", required=True,
               choices=ARCHIVES),
-    FieldSpec("cmake", "map", "Extra EMBER_* CMake options for this entry."),
+    FieldSpec("cmake", "map", "Extra CMake options for this entry: the project's upper-case "
+              "variables, not CMAKE_* (the toolchain's)."),
     FieldSpec("disabled", "disabled",
               "Present on disabled entries: {reason, tracking: <https URL of the pull request>}."),
     FieldSpec("notes", "string", "Free text shown in `kiln matrix list` and the release notes."),

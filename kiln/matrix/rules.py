@@ -96,10 +96,15 @@ def check_value(spec: FieldSpec, value: object) -> tuple[str, str] | None:
         return None
     if spec.kind == "map":
         if not isinstance(value, dict):
-            return f"expected a mapping, got {type(value).__name__}", "write {EMBER_X: \"ON\"}"
+            return (f"expected a mapping, got {type(value).__name__}",
+                    "write {OPTION: \"ON\"} with the project's CMake option")
         for k, v in value.items():
+            if str(k).startswith("CMAKE_"):
+                return (f"CMake option {k!r} belongs to the toolchain, not to a matrix entry",
+                        "set CMAKE_* variables in the backend's recipe (recipes/<backend>.yaml)")
             if not CMAKE_VAR_RE.fullmatch(str(k)):
-                return f"CMake option '{k}' is not an EMBER_* option", "prefix it with EMBER_"
+                return (f"CMake option {k!r} is not an upper-case CMake variable name",
+                        "use the project's option: A-Z, 0-9 and '_', starting with a letter")
             if not isinstance(v, str):
                 return f"CMake option {k} must be a string, got {v!r}", "quote it: \"ON\""
         return None

@@ -1,4 +1,5 @@
-"""Conan packages of a release: which archive becomes which binary package of ``ember``.
+"""Conan packages of a release: which archive becomes which binary package of the project
+(a Conan package named after it: kiln.toml's project.name).
 
 The recipe is ``recipes/conanfile.py`` (prebuilt binaries: settings os, arch, build_type and an
 option ``backend``). This module holds what kiln decides about it, without running Conan:
@@ -54,6 +55,7 @@ class ConanPackage:
     """One binary package to export: the archive it comes from and its settings."""
 
     record: AssetRecord
+    name: str         # the Conan package: the project's name
     os: str           # Conan's name: Linux, Macos, Windows
     arch: str         # x86_64, armv8, s390x
     build_type: str
@@ -65,11 +67,11 @@ class ConanPackage:
 
     def settings_args(self) -> list[str]:
         return ["-s", f"os={self.os}", "-s", f"arch={self.arch}", "-s",
-                f"build_type={self.build_type}", "-o", f"ember/*:backend={self.backend}"]
+                f"build_type={self.build_type}", "-o", f"{self.name}/*:backend={self.backend}"]
 
 
-def package_for(record: AssetRecord, entry: Entry) -> ConanPackage | str:
-    """The package of an archive, or the reason it has none."""
+def package_for(record: AssetRecord, entry: Entry, *, name: str) -> ConanPackage | str:
+    """The package of an archive of project ``name``, or the reason it has none."""
     if record.kind != "archive":
         return f"{record.name} is a {record.kind}, not an archive"
     if entry.os not in CONAN_OS:
@@ -79,7 +81,8 @@ def package_for(record: AssetRecord, entry: Entry) -> ConanPackage | str:
         return f"{entry.id}: only glibc Linux builds are packaged"
     if entry.arch not in CONAN_ARCH:
         return f"{entry.id}: no Conan arch for {entry.arch}"
-    return ConanPackage(record=record, os=CONAN_OS[entry.os], arch=CONAN_ARCH[entry.arch],
+    return ConanPackage(record=record, name=name, os=CONAN_OS[entry.os],
+                        arch=CONAN_ARCH[entry.arch],
                         build_type=BUILD_TYPE, backend=backend_option(entry))
 
 
@@ -89,15 +92,16 @@ def _floor(record: AssetRecord) -> tuple[int, ...]:
     return tuple(int(p) for p in record.libc_floor.split("."))
 
 
-def select_packages(pairs: Sequence[tuple[AssetRecord, Entry]]
+def select_packages(pairs: Sequence[tuple[AssetRecord, Entry]], *, name: str
                     ) -> tuple[tuple[ConanPackage, ...], tuple[str, ...]]:
-    """The packages to export (sorted by settings) and the reasons for what is left out."""
+    """The packages of project ``name`` to export (sorted by settings) and the reasons for
+    what is left out."""
     chosen: dict[tuple[str, str, str, str], ConanPackage] = {}
     skipped: list[str] = []
     for record, entry in pairs:
         if record.kind != "archive":
             continue
-        pkg = package_for(record, entry)
+        pkg = package_for(record, entry, name=name)
         if isinstance(pkg, str):
             skipped.append(pkg)
             continue

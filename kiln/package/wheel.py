@@ -1,52 +1,58 @@
-"""Wheels of ember: the shared library and the ctypes binding, from the staged tree.
+"""Wheels of the project's Python binding: the shared library and the binding, from the staged
+tree.
 
 ``kiln build`` stages each entry (``bin/``, ``lib/``, ``include/``), packages the tarball, then
-calls ``build_wheel`` on the same staged tree: nothing is compiled a second time. A wheel holds
+calls ``build_wheel`` on the same staged tree: nothing is compiled a second time. What a wheel
+holds comes from ``kiln.toml`` (kiln/project.py); for a project ``demo`` whose binding is
+``python/demo``:
 
-- ``ember/``: the binding (``runtime/python/ember``) and the shared library under the name and
-  in the folder the archives have it, which is where the tools look for it:
-  ``ember/lib/libember.so.0``, ``ember/lib/libember.0.dylib``, ``ember/bin/ember.dll``;
-- ``ember/bin/ember-server`` (``.exe`` on Windows), the OpenAI-compatible HTTP server
-  (docs/server.md), when the staged tree has it (``kiln build``'s always do). It is linked
-  against that library (so a GPU build's device code is in the wheel once) and finds it as it
-  does in an archive (``$ORIGIN/../lib``, ``@executable_path/../lib``, its own folder);
-  ``python -m ember.server ARGS`` and the console script ``ember-server`` run it
-  (``runtime/python/ember/server.py``);
-- ``ember-<version>.dist-info/``: ``METADATA``, ``WHEEL``, ``LICENSE``, with the server
-  ``entry_points.txt`` and ``licenses/`` (the licences of civetweb and cJSON, which the server
-  is built from), and ``RECORD``.
+- ``demo/``: the binding (build.binding's Python files) and the shared library
+  ([package.library]) in the folder the archives have it and under the name the programs are
+  linked against (``linked_name``: its ELF SONAME, its Mach-O install name, a DLL's own name),
+  which is where and how the tools look for it: ``demo/lib/libdemo.so.1``,
+  ``demo/lib/libdemo.1.dylib``, ``demo/bin/demo.dll``;
+- ``demo/bin/<server>`` (``.exe`` on Windows), [smoke.server]'s program, when the project has
+  one and the staged tree has it (``kiln build``'s always do). It is linked against that
+  library (so a GPU build's device code is in the wheel once) and finds it as it does in an
+  archive (``$ORIGIN/../lib``, ``@executable_path/../lib``, its own folder); the console
+  script ``<server> = demo.server:main`` runs it (the binding's ``server.py``);
+- ``demo-<version>.dist-info/``: ``METADATA`` (from [wheel]: its summary, licence, classifiers
+  and the long description rendered from its Jinja2 ``readme``), ``WHEEL``, ``LICENSE``, with
+  the server ``entry_points.txt`` and ``licenses/`` ([wheel] server_licenses: the licences of
+  the code the server is built from), and ``RECORD``.
 
 Tags. The binding is plain Python over ctypes, so every wheel is ``py3-none-<platform>``:
 
 - Linux glibc 2.17 builds: ``manylinux_2_17_<arch>.manylinux2014_<arch>`` (x86_64, aarch64,
   s390x), checked with ``auditwheel show`` and repaired with ``auditwheel repair`` when the
-  library needs a shared library outside the manylinux policy (none today);
+  library needs a shared library outside the manylinux policy;
 - macOS: ``macosx_<min_os>_<arm64|x86_64>``, checked by reading the Mach-O load commands
   with LIEF (``kiln.package.macho``: architecture, minimum macOS at most the tag's, only system
   dylibs); delocate needs macOS and runs in the generated CI;
 - Windows: ``win_amd64`` / ``win_arm64``, checked with ``delvewheel show`` and repaired with
-  ``delvewheel repair`` when a DLL that is not part of Windows is imported (none today).
+  ``delvewheel repair`` when a DLL that is not part of Windows is imported.
 
 Entries without a wheel (``no_wheel_reason`` says why): Android, whose build is a static musl
 executable with no shared library for a Python on Android (PEP 738's ``android_24_arm64_v8a``
-tag needs an NDK build of ``libember.so`` against bionic, which zig cannot make); and Linux
-CPU builds above the manylinux2014 floor (openEuler's glibc 2.28): their manylinux_2_28 wheel
-would duplicate, and on newer systems shadow, the manylinux_2_17 wheel of the same architecture.
-A GPU build above the floor (SYCL, linked in the glibc 2.39 oneAPI image) gets its own
-``manylinux_2_39`` wheel: its index path is its own, so it shadows nothing.
+tag needs an NDK build of the library against bionic, which zig cannot make); Linux CPU builds
+above the manylinux2014 floor (openEuler's glibc 2.28): their manylinux_2_28 wheel would
+duplicate, and on newer systems shadow, the manylinux_2_17 wheel of the same architecture; and
+an OS for which [package.library] names no library. A GPU build above the floor (SYCL, linked
+in the glibc 2.39 oneAPI image) gets its own ``manylinux_2_39`` wheel: its index path is its
+own, so it shadows nothing.
 
-Versions. ``0.0.<N>`` for tag ``b<N>``: ember has no release series of its own yet, the build
-number only grows, and PEP 440 sorts ``0.0.N`` numerically. GPU builds cannot be told apart by
-a wheel tag, so they carry a local version label naming the backend (``0.0.N+cu124``) and are
-published to an index path of their own (``/cu124/simple/``), as PyTorch does; the CPU build
-has no label and lives at ``/simple/``. The label also keeps the file names of one release
-apart (a CPU and a CUDA wheel for the same platform would otherwise have the same name).
+Versions. ``0.0.<N>`` for tag ``b<N>``: the project has no release series of its own, the
+build number only grows, and PEP 440 sorts ``0.0.N`` numerically. GPU builds cannot be told
+apart by a wheel tag, so they carry a local version label naming the backend (``0.0.N+cu124``)
+and are published to an index path of their own (``/cu124/simple/``), as PyTorch does; the CPU
+build has no label and lives at ``/simple/``. The label also keeps the file names of one
+release apart (a CPU and a CUDA wheel for the same platform would otherwise have the same name).
 
 Reproducible: entries in a fixed order (the package, then ``*.dist-info`` with ``RECORD``
 last), every timestamp SOURCE_DATE_EPOCH (clamped to 1980, the zip format's first year),
 modes 0644 (0755 for the library), Unix as the creating system, fixed deflate level. A
-repaired wheel is rewritten the same way. The same staged tree, binding and build number give
-the same bytes.
+repaired wheel is rewritten the same way. The same staged tree, binding, kiln.toml and build
+number give the same bytes.
 
 The wheel is written with ``zipfile`` rather than through a build backend: a backend would
 want to compile, and all that is needed is to put already-built files into a zip in the order
@@ -59,6 +65,7 @@ import base64
 import hashlib
 import json
 import os
+import posixpath
 import re
 import shutil
 import stat
@@ -69,18 +76,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
+import jinja2.sandbox
+
 from kiln import __version__
 from kiln.errors import BuildError, CommandFailed, ConfigError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.matrix.catalogue import wheel_variant
 from kiln.package.macho import MachOFacts, read_macho
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
+from kiln.project import Project, Wheel, load_project
 from kiln.run import require_tool, run
 
 __all__ = [
-    "DIST_NAME",
     "MANYLINUX_FLOOR",
-    "THIRD_PARTY_LICENSES",
     "BuiltWheel",
     "MachOFacts",
     "WheelCheck",
@@ -92,7 +101,9 @@ __all__ = [
     "check_macos",
     "console_script",
     "host_entry",
+    "import_name",
     "index_path",
+    "linked_name",
     "main",
     "native_wheel",
     "no_wheel_reason",
@@ -101,7 +112,6 @@ __all__ = [
     "read_wheel",
     "record_text",
     "renormalize",
-    "server_name",
     "variant",
     "wheel_files",
     "wheel_target",
@@ -110,8 +120,6 @@ __all__ = [
     "write_wheel",
 ]
 
-DIST_NAME = "ember"
-IMPORT_NAME = "ember"
 REQUIRES_PYTHON = ">=3.9"
 # Linux wheels are made from the builds at this glibc floor (manylinux2014).
 MANYLINUX_FLOOR = "2.17"
@@ -130,24 +138,6 @@ WHEEL_ARCH = {
     ("windows", "x86_64"): "amd64",
     ("windows", "aarch64"): "arm64",
 }
-# Where the staged tree holds the shared library (first existing wins; links are followed),
-# and where it goes in the wheel: the folder below ember/ and the name the tools are linked
-# against (its SONAME, install name or DLL name), as in the archives, so that ember-server finds
-# it. The binding looks in ember/lib/ and ember/bin/ for any of these names.
-LIBRARY = {
-    "linux": (("lib/libember.so.0", "lib/libember.so"), "lib", "libember.so.0"),
-    "macos": (("lib/libember.0.dylib", "lib/libember.dylib"), "lib", "libember.0.dylib"),
-    "windows": (("bin/ember.dll", "lib/ember.dll"), "bin", "ember.dll"),
-}
-# The server in the staged tree (bin/) and in the wheel (ember/bin/), and the console script
-# that runs it.
-SERVER = "ember-server"
-SERVER_SCRIPT = f"{SERVER} = {IMPORT_NAME}.server:main"
-# The licences of the third-party code in the server (civetweb, cJSON): the CMake install()
-# puts them in every tree that has the tools (kiln.toml's [package] requires them there), and
-# the wheel ships them beside the server.
-THIRD_PARTY_LICENSES = (f"share/{IMPORT_NAME}/licenses/civetweb.md",
-                        f"share/{IMPORT_NAME}/licenses/cJSON.txt")
 # What checks (and repairs) the wheel of each OS.
 CHECKER = {"linux": "auditwheel", "macos": "inspect", "windows": "delvewheel"}
 OS_CLASSIFIER = {
@@ -155,6 +145,9 @@ OS_CLASSIFIER = {
     "macos": "Operating System :: MacOS",
     "windows": "Operating System :: Microsoft :: Windows",
 }
+# Every wheel is py3-none: kiln adds this classifier to the project's ([wheel] classifiers).
+PYTHON_CLASSIFIER = "Programming Language :: Python :: 3"
+_FILE_NAME = re.compile(r"[A-Za-z0-9._+-]+")
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,17 +182,37 @@ def wheel_version(build_number: int, variant_name: str | None = None) -> str:
     return f"{base}+{variant_name}"
 
 
-def server_name(os_name: str) -> str:
-    """The server's file name on an OS: ``ember-server`` or ``ember-server.exe``."""
-    return f"{SERVER}.exe" if os_name == "windows" else SERVER
+def import_name(project: Project) -> str:
+    """The binding's package, the folder a wheel installs: build.binding's last part."""
+    if project.binding is None:
+        raise ConfigError(f"project {project.name} has no Python binding (build.binding), so "
+                          "it has no wheels")
+    return posixpath.basename(project.binding)
 
 
-def no_wheel_reason(entry: Entry) -> str | None:
-    """Why an entry has no wheel, or ``None`` when it has one."""
+def _wheel_settings(project: Project) -> Wheel:
+    if project.binding is None or project.wheel is None:
+        raise ConfigError(f"project {project.name} has no Python binding (build.binding) and "
+                          "[wheel], so it has no wheels")
+    return project.wheel
+
+
+def no_wheel_reason(entry: Entry, project: Project) -> str | None:
+    """Why an entry of ``project`` has no wheel, or ``None`` when it has one."""
+    if project.binding is None or project.wheel is None:
+        return f"project {project.name} has no Python binding (kiln.toml build.binding)"
+    reason = _platform_reason(entry)
+    if reason is None and entry.os not in dict(project.layout.library):
+        reason = (f"kiln.toml's [package.library] names no {entry.os} library of "
+                  f"{project.name}")
+    return reason
+
+
+def _platform_reason(entry: Entry) -> str | None:
     if entry.os == "android":
         return ("Android builds are static musl executables without a shared library; a "
-                "PEP 738 wheel (android_24_arm64_v8a) needs libember.so built against bionic "
-                "with the NDK, which no registry reachable from the release host ships")
+                "PEP 738 wheel (android_24_arm64_v8a) needs the shared library built against "
+                "bionic with the NDK, which no registry reachable from the release host ships")
     if entry.os == "linux":
         if entry.libc != "glibc":
             return f"no manylinux tag for libc {entry.libc}"
@@ -217,18 +230,39 @@ def no_wheel_reason(entry: Entry) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class WheelTarget:
-    """What an entry's wheel is: its platform tags, variant, and where its library is."""
+    """What an entry's wheel is: its name, platform tags, variant, and where its library and
+    server are."""
 
     entry_id: str
     os: str
     arch: str
     platform_tags: tuple[str, ...]   # the first is the one that is checked
     variant: str | None
-    library_sources: tuple[str, ...]  # candidates in the staged tree
-    library_dir: str                 # folder below ember/: "lib" or "bin"
-    library_name: str                # file name in it
+    name: str                        # the distribution: the project's name (METADATA's Name)
+    import_name: str                 # the binding's package, the wheel's top folder
+    library: str                     # the shared library in the staged tree ([package.library])
+    server: str | None               # [smoke.server]'s program (no ".exe"); None: no server
     checker: str                     # "auditwheel" | "delvewheel" | "inspect"
     macos_min: tuple[int, int] | None = None
+
+    @property
+    def dist_name(self) -> str:
+        """The name as wheel and dist-info file names spell it (PEP 427: runs of "-", "_",
+        "." become "_")."""
+        return re.sub(r"[-_.]+", "_", self.name)
+
+    @property
+    def library_dir(self) -> str:
+        """The library's folder, in the staged tree and below the wheel's package: "lib" or
+        "bin"."""
+        return posixpath.dirname(self.library)
+
+    @property
+    def server_file(self) -> str | None:
+        """The server's file name on the entry's OS (``.exe`` on Windows)."""
+        if self.server is None:
+            return None
+        return f"{self.server}.exe" if self.os == "windows" else self.server
 
     @property
     def tag(self) -> str:
@@ -236,7 +270,7 @@ class WheelTarget:
         return "py3-none-" + ".".join(self.platform_tags)
 
     def filename(self, build_number: int) -> str:
-        return f"{DIST_NAME}-{wheel_version(build_number, self.variant)}-{self.tag}.whl"
+        return f"{self.dist_name}-{wheel_version(build_number, self.variant)}-{self.tag}.whl"
 
     @property
     def index(self) -> str:
@@ -250,9 +284,9 @@ def _macos_version(min_os: str) -> tuple[int, int]:
     return (major, 0) if major >= 11 else (major, minor)
 
 
-def wheel_target(entry: Entry) -> WheelTarget | None:
-    """The wheel of an entry, or ``None`` (``no_wheel_reason`` says why)."""
-    if no_wheel_reason(entry) is not None:
+def wheel_target(entry: Entry, project: Project) -> WheelTarget | None:
+    """The wheel of an entry of ``project``, or ``None`` (``no_wheel_reason`` says why)."""
+    if no_wheel_reason(entry, project) is not None:
         return None
     macos_min: tuple[int, int] | None = None
     if entry.os == "linux":
@@ -269,10 +303,12 @@ def wheel_target(entry: Entry) -> WheelTarget | None:
         tags = (f"macosx_{macos_min[0]}_{macos_min[1]}_{WHEEL_ARCH[(entry.os, entry.arch)]}",)
     else:
         tags = (f"win_{WHEEL_ARCH[(entry.os, entry.arch)]}",)
-    sources, folder, name = LIBRARY[entry.os]
+    server = project.smoke.server
     return WheelTarget(entry_id=entry.id, os=entry.os, arch=entry.arch, platform_tags=tags,
-                       variant=variant(entry), library_sources=sources, library_dir=folder,
-                       library_name=name,
+                       variant=variant(entry), name=project.name,
+                       import_name=import_name(project),
+                       library=dict(project.layout.library)[entry.os],
+                       server=None if server is None else server.program,
                        checker=CHECKER[entry.os], macos_min=macos_min)
 
 
@@ -347,45 +383,48 @@ def _order(name: str) -> tuple[int, str]:
     return (0, name)
 
 
+def _readme(project: Project, values: Mapping[str, object]) -> str:
+    """[wheel] readme, rendered (Jinja2, sandboxed, StrictUndefined) with ``values``."""
+    path = project.root / _wheel_settings(project).readme
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}, kiln.toml's wheel.readme: {exc}",
+                          hint="the wheels' long description is a Jinja2 template in the "
+                               "project") from exc
+    env = jinja2.sandbox.SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+        trim_blocks=True, lstrip_blocks=True)
+    try:
+        return env.from_string(text).render(**values)
+    except jinja2.TemplateError as exc:
+        where = getattr(exc, "lineno", None)
+        raise ConfigError(f"{path}" + (f":{where}" if where else "") + f": {exc}",
+                          hint="its variables: " + ", ".join(sorted(values))) from exc
+
+
 def _metadata(version: str, entry: Entry, target: WheelTarget, build_number: int,
-              commit: str, *, server: bool) -> str:
-    backend = entry.backend_label
-    what = "CPU build" if target.variant is None else f"{backend} build"
-    index = ("the default index (/simple/)" if target.variant is None
-             else f"the /{target.index}/simple/ index")
-    description = (
-        f"# ember ({entry.id})\n\n"
-        "ember is a small C11 inference runtime for GGUF language models (llama architecture). "
-        "This wheel holds its shared library and the ctypes binding; nothing is compiled when "
-        "it is installed.\n\n"
-        f"- matrix entry: `{entry.id}` ({what}; runs on {entry.floor}, {entry.arch})\n"
-        f"- release: b{build_number}, commit {commit}\n"
-        f"- published to {index}\n\n"
-        "```python\nimport ember\n"
-        "m = ember.Model(\"model.gguf\")\n"
-        "print(m.generate(\"Hello\", 16, temperature=0).text)\n```\n"
-    )
-    if server:
-        description += (
-            "\nIt also holds `ember-server`, an OpenAI-compatible HTTP server (built with "
-            "civetweb and cJSON, MIT; their licences are in the dist-info's `licenses/`):\n\n"
-            "```sh\nember-server -m model.gguf --port 8080    # or: python -m ember.server ...\n"
-            "```\n"
-        )
+              commit: str, *, server: bool, project: Project) -> str:
+    settings = _wheel_settings(project)
+    what = "CPU build" if target.variant is None else f"{entry.backend_label} build"
+    description = _readme(project, {
+        "name": project.name, "import_name": target.import_name, "version": version,
+        "entry_id": entry.id, "os": entry.os, "arch": entry.arch, "floor": entry.floor,
+        "what": what, "variant": target.variant,
+        "index": f"/{target.index}/simple/".replace("//", "/"), "build_number": build_number,
+        "commit": commit, "server": target.server if server else None})
     headers = [
         ("Metadata-Version", "2.1"),
-        ("Name", DIST_NAME),
+        ("Name", project.name),
         ("Version", version),
-        ("Summary", f"ember GGUF inference runtime: shared library and ctypes binding ({what})"),
-        ("License", "MIT"),
-        ("Requires-Python", REQUIRES_PYTHON),
-        ("Classifier", "License :: OSI Approved :: MIT License"),
-        ("Classifier", OS_CLASSIFIER[entry.os]),
-        ("Classifier", "Programming Language :: C"),
-        ("Classifier", "Programming Language :: Python :: 3"),
-        ("Classifier", "Topic :: Scientific/Engineering :: Artificial Intelligence"),
-        ("Description-Content-Type", "text/markdown"),
+        ("Summary", settings.summary_for(name=project.name, what=what)),
     ]
+    if settings.license is not None:
+        headers.append(("License", settings.license))
+    headers.append(("Requires-Python", REQUIRES_PYTHON))
+    classifiers = {*settings.classifiers, OS_CLASSIFIER[entry.os], PYTHON_CLASSIFIER}
+    headers += [("Classifier", c) for c in sorted(classifiers)]
+    headers.append(("Description-Content-Type", "text/markdown"))
     return "".join(f"{k}: {v}\n" for k, v in headers) + "\n" + description
 
 
@@ -395,87 +434,141 @@ def _wheel_meta(tags: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _library(staged: Path, target: WheelTarget) -> Path:
-    for rel in target.library_sources:
-        path = staged / rel
-        if path.is_file():  # follows links: the real file's bytes go into the wheel
-            return path.resolve()
-    raise BuildError(f"'{target.entry_id}': the staged tree {staged} has no shared library "
-                     f"({' or '.join(target.library_sources)}), so no wheel can be made",
-                     hint="build ember with EMBER_BUILD_SHARED=ON (the wheel's binding loads "
-                          "the shared library)")
+def linked_name(path: Path, os_name: str) -> str:
+    """The name programs are linked against the shared library ``path`` (in a staged tree)
+    by, so the name it needs in the wheel for them to find it: its ELF SONAME or the last part
+    of its Mach-O install name (LC_ID_DYLIB), read from the file; a DLL's own name. Failing
+    that (a file without one, or one LIEF cannot read): the name ``path`` links to in its own
+    folder, as CMake installs a versioned library (``libdemo.so -> libdemo.so.1``, the SONAME's
+    link), else ``path``'s own name."""
+    if os_name != "windows":
+        own = _own_name(path.resolve(), os_name)
+        if own is not None:
+            return own
+    if path.is_symlink():
+        link = Path(os.readlink(path))
+        if not link.is_absolute() and link.parent == Path(".") and _FILE_NAME.fullmatch(
+                link.name):
+            return link.name
+    return path.name
 
 
-def _binding_files(binding: Path) -> list[tuple[str, bytes]]:
+def _own_name(path: Path, os_name: str) -> str | None:
+    """The SONAME (ELF) or install name's file name (Mach-O) recorded in ``path``."""
+    import lief
+
+    if path.stat().st_size < 64:  # shorter than an ELF64 header: no linked library
+        return None
+    lief.logging.disable()
+    name: str | None = None
+    if os_name == "macos":
+        fat = lief.MachO.parse(str(path), lief.MachO.ParserConfig.quick)
+        binary = None if fat is None or fat.size < 1 else fat.at(0)
+        ids = [] if binary is None else [
+            str(lib.name) for lib in binary.libraries
+            if lib.command == lief.MachO.LoadCommand.TYPE.ID_DYLIB]
+        name = ids[0].rsplit("/", 1)[-1] if ids else None
+    else:
+        config = lief.ELF.ParserConfig()
+        for option in ("parse_dyn_symbols", "parse_symtab_symbols", "parse_relocations",
+                       "parse_symbol_versions", "parse_notes", "parse_overlay"):
+            setattr(config, option, False)
+        elf = lief.ELF.parse(str(path), config)
+        soname = None if elf is None else elf.get(lief.ELF.DynamicEntry.TAG.SONAME)
+        name = (str(soname.name) if isinstance(soname, lief.ELF.DynamicSharedObject)
+                else None)
+    return name if name and _FILE_NAME.fullmatch(name) and name not in (".", "..") else None
+
+
+def _library(staged: Path, target: WheelTarget) -> tuple[Path, str]:
+    """The library's file (links followed: the real file's bytes go into the wheel) and the
+    name it has in the wheel."""
+    path = staged / target.library
+    if not path.is_file():
+        raise BuildError(f"'{target.entry_id}': the staged tree {staged} has no shared library "
+                         f"({target.library}), so no wheel can be made",
+                         hint=f"build {target.name}'s shared library and install it as "
+                              f"{target.library} (the wheel's binding loads it)")
+    return path.resolve(), linked_name(path, target.os)
+
+
+def _binding_files(binding: Path, target: WheelTarget) -> list[tuple[str, bytes]]:
     if not (binding / "__init__.py").is_file():
-        raise BuildError(f"{binding} is not the ember binding package (no __init__.py)",
-                         hint="pass runtime/python/ember")
+        raise BuildError(f"{binding} is not the {target.name} binding package (no "
+                         "__init__.py)", hint="pass the package kiln.toml's build.binding names")
+    # a library or server left in the source tree must not shadow the built one
+    built = {target.library_dir.split("/", 1)[0], "bin"}
     out = []
     for path in sorted(binding.rglob("*")):
         rel = path.relative_to(binding).as_posix()
         if "__pycache__" in path.parts or not path.is_file():
             continue
         top = rel.split("/", 1)[0]
-        if top in ("lib", "bin") or path.suffix not in (".py", ".pyi", ".typed"):
-            continue  # a library or server left in the source tree must not shadow the built one
-        out.append((f"{IMPORT_NAME}/{rel}", path.read_bytes()))
+        if top in built or path.suffix not in (".py", ".pyi", ".typed"):
+            continue
+        out.append((f"{target.import_name}/{rel}", path.read_bytes()))
     return out
 
 
-def _license(staged: Path, binding: Path, license_file: Path | None) -> bytes:
+def _license(staged: Path, binding: Path, license_file: Path | None,
+             project: Project) -> bytes:
     candidates = [license_file] if license_file is not None else [
-        staged / "share" / "ember" / "LICENSE", staged / "LICENSE",
+        staged / "share" / project.name / "LICENSE", staged / "LICENSE",
         binding.parent.parent / "LICENSE"]
     for c in candidates:
         if c is not None and c.is_file():
             return c.read_bytes()
     looked = ", ".join(str(c) for c in candidates)
     raise BuildError(f"no LICENSE for the wheel (looked at {looked})",
-                     hint="install runtime/LICENSE into share/ember/ or pass license_file")
+                     hint=f"install {project.license} into share/{project.name}/ or pass "
+                          "license_file")
 
 
-def _server_files(staged: Path, target: WheelTarget, dist_info: str) -> list[WheelFile]:
+def _server_files(staged: Path, target: WheelTarget, dist_info: str,
+                  project: Project) -> list[WheelFile]:
     """The server, its console script and the licences of the code in it; none when the
-    staged tree has no server (a build without tools)."""
-    name = server_name(target.os)
-    server = staged / "bin" / name
-    if not server.is_file():
+    project has no server or the staged tree has none (a build without tools)."""
+    name = target.server_file
+    if name is None or not (staged / "bin" / name).is_file():
         return []
-    files = [WheelFile(name=f"{IMPORT_NAME}/bin/{name}", data=server.read_bytes(),
-                     executable=True),
+    script = f"{target.server} = {target.import_name}.server:main"
+    files = [WheelFile(name=f"{target.import_name}/bin/{name}",
+                       data=(staged / "bin" / name).read_bytes(), executable=True),
              WheelFile(name=f"{dist_info}/entry_points.txt",
-                       data=f"[console_scripts]\n{SERVER_SCRIPT}\n".encode())]
-    for rel in THIRD_PARTY_LICENSES:
+                       data=f"[console_scripts]\n{script}\n".encode())]
+    for rel in _wheel_settings(project).server_licenses:
         path = staged / rel
         if not path.is_file():
             raise BuildError(f"'{target.entry_id}': the staged tree has bin/{name} but not "
                              f"{rel}, the licence of code the server is built from",
-                             hint="ember's CMake install() rules install it with the tools")
+                             hint=f"{project.name}'s CMake install() rules install it with the "
+                                  "server (kiln.toml's wheel.server_licenses names it)")
         files.append(WheelFile(name=f"{dist_info}/licenses/{Path(rel).name}",
                                data=path.read_bytes()))
     return files
 
 
 def wheel_files(entry: Entry, staged: Path, *, binding: Path, build_number: int, commit: str,
-                license_file: Path | None = None) -> list[WheelFile]:
+                project: Project, license_file: Path | None = None) -> list[WheelFile]:
     """Every file of the entry's wheel, in archive order, ``RECORD`` included."""
-    target = wheel_target(entry)
+    target = wheel_target(entry, project)
     if target is None:
-        raise ConfigError(f"'{entry.id}' has no wheel: {no_wheel_reason(entry)}")
+        raise ConfigError(f"'{entry.id}' has no wheel: {no_wheel_reason(entry, project)}")
     version = wheel_version(build_number, target.variant)
-    dist_info = f"{DIST_NAME}-{version}.dist-info"
-    files = [WheelFile(name=name, data=data) for name, data in _binding_files(binding)]
-    files.append(WheelFile(name=f"{IMPORT_NAME}/{target.library_dir}/{target.library_name}",
-                           data=_library(staged, target).read_bytes(), executable=True))
-    server = _server_files(staged, target, dist_info)
+    dist_info = f"{target.dist_name}-{version}.dist-info"
+    files = [WheelFile(name=name, data=data) for name, data in _binding_files(binding, target)]
+    library, library_name = _library(staged, target)
+    files.append(WheelFile(name=f"{target.import_name}/{target.library_dir}/{library_name}",
+                           data=library.read_bytes(), executable=True))
+    server = _server_files(staged, target, dist_info, project)
     files.extend(server)
     files.append(WheelFile(name=f"{dist_info}/METADATA",
                            data=_metadata(version, entry, target, build_number, commit,
-                                          server=bool(server)).encode()))
+                                          server=bool(server), project=project).encode()))
     files.append(WheelFile(name=f"{dist_info}/WHEEL",
                            data=_wheel_meta(target.platform_tags).encode()))
     files.append(WheelFile(name=f"{dist_info}/LICENSE",
-                           data=_license(staged, binding, license_file)))
+                           data=_license(staged, binding, license_file, project)))
     return _with_record(files, dist_info)
 
 
@@ -684,11 +777,15 @@ def check_macos(files: Sequence[WheelFile], target: WheelTarget) -> WheelCheck:
     """Read the Mach-O load commands of the library (and of the server, when the wheel has
     it): architecture, minimum macOS, system dylibs only. (delocate, which would bundle other
     dylibs, needs macOS: the generated CI runs it.)"""
-    lib = next(f for f in files if f.name.endswith("/" + target.library_name))
+    folder = f"{target.import_name}/{target.library_dir}/"
+    server_path = f"{target.import_name}/bin/{target.server_file}"
+    lib = next(f for f in files if f.name.startswith(folder) and f.name != server_path
+               and "/" not in f.name[len(folder):])
     facts, problems = _macho_problems(lib.data, target)
-    server = next((f for f in files if f.name == f"{IMPORT_NAME}/bin/{SERVER}"), None)
+    server = next((f for f in files if target.server is not None and f.name == server_path),
+                  None)
     if server is not None:
-        problems += [f"{SERVER}: {p}" for p in _macho_problems(server.data, target)[1]]
+        problems += [f"{target.server}: {p}" for p in _macho_problems(server.data, target)[1]]
     minos = "unknown" if facts.minos is None else ".".join(map(str, facts.minos))
     detail = (f"inspect: Mach-O {facts.arch}, minos {minos}, system dylibs only"
               if not problems else "inspect: " + "; ".join(problems))
@@ -713,21 +810,21 @@ class BuiltWheel:
 def build_wheel(entry: Entry, staged: Path, *, binding: Path, out: Path, build_number: int,
                 commit: str, toolchain: Sequence[Tool], source_date_epoch: int,
                 verification: Verification, env: Mapping[str, str],
-                license_file: Path | None = None) -> BuiltWheel | None:
+                project: Project, license_file: Path | None = None) -> BuiltWheel | None:
     """Make the entry's wheel from its staged tree into ``out`` and write its asset record
     (``<wheel>.json``, ``kind="wheel"``) beside it; ``None`` when the entry has no wheel
-    (``no_wheel_reason``).
+    (``no_wheel_reason``). ``project`` is the project whose binding ``binding`` is.
 
     ``toolchain`` names the programs that built the staged tree (the record carries it).
     ``verification`` is the staged tree's (the build's verifier); the wheel's record passes
     only when that did and the wheel check (auditwheel, delvewheel, Mach-O inspection) did.
     A failed wheel check raises ``VerifyError`` after writing nothing.
     """
-    target = wheel_target(entry)
+    target = wheel_target(entry, project)
     if target is None:
         return None
     files = wheel_files(entry, staged, binding=binding, build_number=build_number,
-                        commit=commit, license_file=license_file)
+                        commit=commit, license_file=license_file, project=project)
     out.mkdir(parents=True, exist_ok=True)
     dest = out / target.filename(build_number)
     # Named as kiln.build.jobs's temporary directories, so that its sweep removes what a killed run
@@ -780,8 +877,8 @@ _HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm6
 
 _CIBW_PYPROJECT = """\
 # Generated by `python -m kiln.package.wheel cibuildwheel-project`; do not edit.
-# cibuildwheel builds ember's wheel from here (its settings: [tool.cibuildwheel] of the
-# repository's pyproject.toml); the build backend beside this file compiles runtime/ natively
+# cibuildwheel builds {name}'s wheel from here (its settings: [tool.cibuildwheel] of the
+# repository's pyproject.toml); the build backend beside this file compiles {source}/ natively
 # and writes the wheel with kiln.package.wheel, as `kiln build` does from its staged tree.
 [build-system]
 requires = []
@@ -795,7 +892,7 @@ dynamic = ["version"]
 """
 
 _CIBW_BACKEND = '''\
-"""PEP 517 backend of ember's wheel for cibuildwheel. Generated by
+"""PEP 517 backend of {name}'s wheel for cibuildwheel. Generated by
 `python -m kiln.package.wheel cibuildwheel-project`; do not edit. kiln must be importable: the
 [tool.cibuildwheel] settings install it (before-build) and build without isolation."""
 
@@ -816,21 +913,35 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 '''
 
 
-def write_cibuildwheel_project(out: Path, *, repo: Path) -> Path:
+def _source_dir(project: Project) -> str:
+    """The directory a native build compiles: project.source (an sdist is fetched by
+    ``kiln build`` only)."""
+    if project.source_dir is None:
+        raise ConfigError(f"project {project.name} is built from an sdist, which the native "
+                          "(cibuildwheel) build does not fetch",
+                          hint="build its wheels with kiln build")
+    return project.source_dir
+
+
+def write_cibuildwheel_project(out: Path, *, repo: Path, project: Project | None = None) -> Path:
     """Write the project directory cibuildwheel is pointed at (``pyproject.toml`` with an
-    in-tree backend). It holds no sources: the backend builds ``repo/runtime``."""
+    in-tree backend). It holds no sources: the backend builds the source directory of
+    ``project`` (None: the one ``repo/kiln.toml`` describes)."""
+    project = project if project is not None else load_project(repo)
+    _wheel_settings(project)
+    source = _source_dir(project)
     out.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(repo.resolve(), out.resolve())
     (out / "pyproject.toml").write_text(_CIBW_PYPROJECT.format(
-        backend=CIBW_BACKEND, name=DIST_NAME, requires_python=REQUIRES_PYTHON),
-        encoding="utf-8")
-    (out / f"{CIBW_BACKEND}.py").write_text(_CIBW_BACKEND.format(repo=rel.replace(os.sep, "/")),
-                                            encoding="utf-8")
+        backend=CIBW_BACKEND, name=project.name, source=source,
+        requires_python=REQUIRES_PYTHON), encoding="utf-8")
+    (out / f"{CIBW_BACKEND}.py").write_text(_CIBW_BACKEND.format(
+        name=project.name, repo=rel.replace(os.sep, "/")), encoding="utf-8")
     return out
 
 
 def host_entry(matrix_entries: Sequence[Entry], env: Mapping[str, str], *, system: str,
-               machine: str) -> Entry:
+               machine: str, project: Project) -> Entry:
     """The entry a native build makes: ``KILN_WHEEL_ENTRY``, else this machine's CPU entry
     with a wheel (the oldest floor first)."""
     wanted = env.get(ENTRY_ENV)
@@ -842,41 +953,48 @@ def host_entry(matrix_entries: Sequence[Entry], env: Mapping[str, str], *, syste
                           hint="see `kiln matrix list` for ids")
     os_name, arch = _HOST_OS.get(system), _HOST_ARCH.get(machine.lower())
     fits = [e for e in matrix_entries if e.enabled and e.backend == "cpu" and e.os == os_name
-            and e.arch == arch and wheel_target(e) is not None]
+            and e.arch == arch and wheel_target(e, project) is not None]
     if not fits:
         raise ConfigError(f"no CPU matrix entry with a wheel for {system} {machine}",
                           hint=f"set {ENTRY_ENV} to the entry to build")
     return fits[0]
 
 
-def native_wheel(out: Path, *, repo: Path, env: Mapping[str, str]) -> Path:
-    """Compile ``repo/runtime`` with this machine's compiler (CMake) and write the entry's
-    wheel into ``out``: cibuildwheel's build step. Checks and repairs are cibuildwheel's
-    (auditwheel, delocate, delvewheel), then its test command runs the installed wheel."""
+def native_wheel(out: Path, *, repo: Path, env: Mapping[str, str],
+                 project: Project | None = None) -> Path:
+    """Compile the source directory of ``project`` (None: the one ``repo/kiln.toml``
+    describes) with this machine's compiler (CMake, with [wheel] cmake's options) and write
+    the entry's wheel into ``out``: cibuildwheel's build step. Checks and repairs are
+    cibuildwheel's (auditwheel, delocate, delvewheel), then its test command runs the
+    installed wheel."""
     import platform
 
     from kiln import vcs
     from kiln.matrix import load_matrix
     from kiln.plan import make_job
 
-    matrix = load_matrix(repo / "matrix")
+    project = project if project is not None else load_project(repo)
+    settings = _wheel_settings(project)
+    source = _source_dir(project)
+    matrix = load_matrix(project.matrix_dir)
     host_machine = platform.machine()
     # cibuildwheel names the target of a cross build (macOS x86_64 on arm64) here.
     host_platform = env.get("_PYTHON_HOST_PLATFORM", "")
     if host_platform:
         host_machine = host_platform.rsplit("-", 1)[-1]
-    entry = host_entry(matrix.entries, env, system=platform.system(), machine=host_machine)
+    entry = host_entry(matrix.entries, env, system=platform.system(), machine=host_machine,
+                       project=project)
     number = int(env[NUMBER_ENV]) if env.get(NUMBER_ENV) else vcs.build_number(repo, env)
     commit = env.get(COMMIT_ENV) or vcs.commit_sha(repo, env)
     epoch = int(env.get("SOURCE_DATE_EPOCH") or vcs.commit_time(repo, env))
-    target = wheel_target(entry)
+    target = wheel_target(entry, project)
     if target is None:
-        raise ConfigError(f"'{entry.id}' has no wheel: {no_wheel_reason(entry)}")
-    options = dict(make_job(entry, number).cmake_options)
-    # the tools too: the wheel carries ember-server, as kiln build's wheels do
-    options.update({"CMAKE_BUILD_TYPE": "Release", "EMBER_BUILD_TESTS": "OFF",
-                    "EMBER_BUILD_TOOLS": "ON", "EMBER_BUILD_SHARED": "ON"})
-    configure = ["cmake", "-S", str(repo / "runtime")]
+        raise ConfigError(f"'{entry.id}' has no wheel: {no_wheel_reason(entry, project)}")
+    options = dict(make_job(entry, number, project.names).cmake_options)
+    # the project's own options for this build (kiln.toml [wheel] cmake: the shared library,
+    # the tools, so that the wheel carries the server as kiln build's wheels do)
+    options.update({"CMAKE_BUILD_TYPE": "Release", **dict(settings.cmake)})
+    configure = ["cmake", "-S", str(project.root / source)]
     if entry.os == "windows":
         configure += ["-A", "ARM64" if entry.arch == "aarch64" else "x64"]
     elif shutil.which("ninja", path=env.get("PATH")):
@@ -895,8 +1013,9 @@ def native_wheel(out: Path, *, repo: Path, env: Mapping[str, str]) -> Path:
             what="cmake --build")
         run(["cmake", "--install", str(build), "--config", "Release", "--prefix", str(stage)],
             env=env, what="cmake --install")
-        files = wheel_files(entry, stage, binding=repo / "runtime" / "python" / IMPORT_NAME,
-                            build_number=number, commit=commit)
+        assert project.binding is not None  # _wheel_settings checked it
+        files = wheel_files(entry, stage, binding=project.root / project.binding,
+                            build_number=number, commit=commit, project=project)
         dest = out / target.filename(number)
         write_wheel(files, dest, epoch)
     finally:

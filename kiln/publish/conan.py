@@ -11,8 +11,10 @@ the user's cache, no other remote (ConanCenter) is asked, and what the user's co
 holds cannot change the packages. For each archive of the release that has a package
 (``kiln.package.conan.select_packages``): unpack it, ``conan export-pkg`` the recipe
 (``recipes/conanfile.py``, copied out of the repository so that Conan's generated files do not
-land there) with the archive's settings. Then the server's revisions of ``ember/0.0.<N>`` are
-compared with the local ones:
+land there) with the archive's settings. The package is named after the project (kiln.toml's
+project.name, which the release's manifest must name too), and the recipe reads the unpacked
+archive from the ``user.<name>:prebuilt`` configuration. Then the server's revisions of
+``<name>/0.0.<N>`` are compared with the local ones:
 
 - every package already on the server with the same package revision is kept (the package
   revision is the hash of the packaged files, which come byte for byte from the release, so the
@@ -41,12 +43,12 @@ from kiln.matrix import Matrix, load_matrix
 from kiln.package.conan import ConanPackage, conan_version, select_packages
 from kiln.package.records import AssetRecord
 from kiln.package.wheel import console_script
+from kiln.project import load_project
 from kiln.publish.base import LocalRelease, PublishResult, check_names, confined
 from kiln.run import run
 
 __all__ = ["ConanPublisher", "ConanRemote", "conan_publisher", "find_recipe"]
 
-PACKAGE = "ember"
 URL_REMOTE = "kiln"
 RECIPE = Path("recipes") / "conanfile.py"
 CONAN_HINT = "pip install conan==2.34.0"
@@ -130,11 +132,12 @@ class _Exported:
 
 
 class ConanPublisher:
-    def __init__(self, remote: ConanRemote, *, repo: Path, matrix: Matrix,
+    def __init__(self, remote: ConanRemote, *, repo: Path, matrix: Matrix, name: str,
                  env: Mapping[str, str], log: Callable[[str], None] = lambda _m: None) -> None:
         self.remote = remote
         self.repo = repo
         self.matrix = matrix
+        self.name = name  # the project's, which names its Conan package
         self.env = env
         self.log = log
 
@@ -160,7 +163,7 @@ class ConanPublisher:
                                    "not in this checkout's matrix",
                                    hint="publish from the checkout of the release's tag") from exc
             pairs.append((asset.record, entry))
-        packages, skipped = select_packages(pairs)
+        packages, skipped = select_packages(pairs, name=self.name)
         for reason in skipped:
             self.log(f"no Conan package: {reason}")
         if not packages:
@@ -171,7 +174,7 @@ class ConanPublisher:
     def _remote_revisions(self, cenv: Mapping[str, str],
                           version: str) -> dict[str, dict[str, set[str]]]:
         """rrev -> package id -> package revisions on the server (empty when none)."""
-        ref = f"{PACKAGE}/{version}#*:*#*"
+        ref = f"{self.name}/{version}#*:*#*"
         data = _json(self._conan(["list", ref, "-r", self.remote.name, "--format=json"],
                                  cenv, "list"), "conan list")
         found = data.get(self.remote.name, {}) if isinstance(data, dict) else {}
@@ -183,7 +186,7 @@ class ConanPublisher:
                                f"({self.remote.url}): {message}",
                                hint="check the remote's URL and that the server is running")
         out: dict[str, dict[str, set[str]]] = {}
-        recipe = found.get(f"{PACKAGE}/{version}", {})
+        recipe = found.get(f"{self.name}/{version}", {})
         for rrev, rinfo in (recipe.get("revisions") or {}).items():
             pkgs = out.setdefault(rrev, {})
             for pkg_id, pinfo in (rinfo.get("packages") or {}).items():
@@ -195,9 +198,9 @@ class ConanPublisher:
         tree = _unpack(confined(release.directory, pkg.record.name),
                        confined(work / "unpacked", pkg.record.entry_id),
                        max_bytes=pkg.record.unpacked_size)
-        args = ["export-pkg", str(recipe), "--name", PACKAGE, "--version", version,
+        args = ["export-pkg", str(recipe), "--name", self.name, "--version", version,
                 "-pr:h", str(profile), "-pr:b", str(profile), *pkg.settings_args(),
-                "-c", f"user.ember:prebuilt={tree}", "--format=json"]
+                "-c", f"user.{self.name}:prebuilt={tree}", "--format=json"]
         data = _json(self._conan(args, cenv, "export-pkg", cwd=recipe.parent), "export-pkg")
         try:
             node = data["graph"]["nodes"]["0"]
@@ -209,9 +212,14 @@ class ConanPublisher:
 
     def publish(self, release: LocalRelease) -> PublishResult:
         check_names(release)
+        if release.manifest.project != self.name:
+            raise PublishError(f"release {release.tag} is of project "
+                               f"{release.manifest.project!r}, and {self.repo / RECIPE} "
+                               f"packages {self.name!r}",
+                               hint="publish from the checkout of the release's project")
         packages = self._packages(release)
         version = conan_version(release.manifest.build_number)
-        ref = f"{PACKAGE}/{version}"
+        ref = f"{self.name}/{version}"
         with tempfile.TemporaryDirectory(prefix="kiln-conan-") as tmp:
             work = Path(tmp)
             home = work / "home"
@@ -312,5 +320,6 @@ def conan_publisher(target: str, *, env: Mapping[str, str],
                               "`conan remote list`) or conan://https://HOST/...")
         remote = _user_remote(name, env)
     repo = find_recipe(Path(os.getcwd()))
-    return ConanPublisher(remote, repo=repo, matrix=load_matrix(repo / "matrix"), env=env,
-                          log=log)
+    project = load_project(repo)
+    return ConanPublisher(remote, repo=repo, matrix=load_matrix(project.matrix_dir),
+                          name=project.name, env=env, log=log)

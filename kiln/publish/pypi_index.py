@@ -1,12 +1,12 @@
 """Publish a release's wheels to PEP 503 package indexes (``pypi-index+http(s)://HOST/PATH``).
 
 Each backend variant has an index of its own, as PyTorch's and llama-cpp-python's are laid out
-(wheel tags cannot tell a CUDA build from a CPU build, and in one index ``pip install ember``
-would take ``0.0.N+cu124`` over ``0.0.N``: a local version label sorts higher). The URL names
-them in one of two ways:
+(wheel tags cannot tell a CUDA build from a CPU build, and in one index ``pip install <name>``
+would take ``0.0.N+cu124`` over ``0.0.N``: a local version label sorts higher; ``<name>`` is the
+project's, kiln.toml's project.name). The URL names them in one of two ways:
 
 - a root (``pypi-index+http://HOST/ROOT/``): CPU wheels (no local version label) go to
-  ``ROOT/`` and are read from ``ROOT/simple/``; a GPU wheel ``ember-0.0.N+cu124-...`` goes to
+  ``ROOT/`` and are read from ``ROOT/simple/``; a GPU wheel ``<name>-0.0.N+cu124-...`` goes to
   ``ROOT/cu124/`` (``ROOT/cu124/simple/``);
 - a template holding ``{variant}`` once, in the path or the host
   (``pypi-index+http://HOST/{variant}/``, ``pypi-index+https://{variant}.pypi.example/``):
@@ -17,7 +17,7 @@ behind a root URL it has no ``ROOT/cu124/``. An index that is missing (an upload
 404, 405 or a redirect, or the server cannot be reached) is not a failure of the first wheel
 that meets it: the variant indexes are published first and the CPU index last, every missing
 index is collected, and the error lists them all with the template to pass instead. The CPU
-wheels (what ``pip install ember`` takes) are then not uploaded, and what was uploaded to the
+wheels (what ``pip install <name>`` takes) are then not uploaded, and what was uploaded to the
 indexes that exist stays valid: publishing again, to the same URL once the indexes exist or to
 a template, finishes the release.
 
@@ -27,7 +27,7 @@ Nexus and Warehouse accept): a multipart ``POST`` to the index URL with ``:actio
 the file as ``content``. Credentials come from ``TWINE_USERNAME`` / ``TWINE_PASSWORD`` as for
 twine (none: an index that allows anonymous uploads, such as ``pypi-server -a . -P .``).
 
-Idempotent: before uploading, each index's project page (``simple/ember/``) is read and the
+Idempotent: before uploading, each index's project page (``simple/<name>/``) is read and the
 ``#sha256=`` fragment of each link compared with the release's digest (the file is downloaded
 and hashed where the page gives none). A wheel that is already there with the same digest is
 kept, one with another digest is an error (a published file is never replaced), the rest are
@@ -318,7 +318,7 @@ class PyPIIndexPublisher:
         uploaded: list[str] = []
         kept: list[str] = []
         missing: dict[str, str] = {}  # index URL -> what it answered
-        # The variant indexes first, the CPU index (what a plain `pip install ember` reads)
+        # The variant indexes first, the CPU index (what a plain `pip install <name>` reads)
         # last, and only when every variant index took its wheels.
         for (index, project), members in sorted(groups.items(), key=lambda g: (not g[0][0],
                                                                               g[0])):

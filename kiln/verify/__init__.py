@@ -1,26 +1,33 @@
 """Verify a staged build: run it where an emulator exists, inspect it where none does.
 
-One module per method in ``kiln/verify/`` behind the ``Verifier`` protocol, registered in
-``VERIFIERS``:
+What a run-based method runs and expects comes from the project's ``kiln.toml``: the smoke
+program and its arguments (``[smoke]``), its server (``[smoke.server]``), how it is pointed at
+a backend (``[smoke.backends.<backend>]``), the files every tree holds (``[package]``) and the
+device code (``[build.device_code]``). One module per method in ``kiln/verify/`` behind the
+``Verifier`` protocol, registered in ``VERIFIERS``:
 
-- ``native``: runs the build's ``ember-cli`` on this host;
+- ``native``: runs the build's smoke program on this host;
 - ``qemu``: runs it under qemu-user (aarch64, s390x; glibc builds with ``-L`` the Debian
   cross sysroot, static musl builds without);
 - ``wine``: runs the Windows x86_64 build under wine;
-- ``lavapipe``: runs a Vulkan build's ember-cli with ``--backend vulkan`` on Mesa's lavapipe
-  (Linux x86_64 directly, Windows x86_64 under wine, Linux aarch64 under qemu-aarch64);
+- ``lavapipe``: runs a Vulkan build's smoke program on its vulkan backend
+  (``[smoke.backends.vulkan]``) on Mesa's lavapipe (Linux x86_64 directly, Windows x86_64
+  under wine, Linux aarch64 under qemu-aarch64);
+- ``openvino-cpu``: runs an OpenVINO build's smoke program on OpenVINO's CPU plugin
+  (``[smoke.backends.openvino]``);
 - ``inspect``: checks what cannot be run here (format and machine, macOS minimum version and
   code signature, highest GLIBC_x.y symbol version, needed libraries against an allow-list,
   no absolute paths of the build host).
 
-Every run-based method inspects first, then runs ``ember-cli -m MODEL -p PROMPT -n N --temp 0
---json`` on the small model named in ``recipes/verify.yaml`` and compares ``generated_ids``
-with the host build's (the reference entry, ``ubuntu-x64``): s390x is big-endian, and the
-same little-endian GGUF must give the same tokens everywhere. Then the build's ember-server
-runs behind the same emulator (``kiln.verify.server``: ``--port 0``, ``GET /health``, one
-greedy completion of the same prompt whose tokens must be ember-cli's, SIGTERM), and inspection
-requires every file an archive requires (``kiln.package.archive.required_files``), ember-server
-included.
+Every run-based method inspects first, then runs the smoke program (greedy, a fixed number of
+tokens) on the small model named in ``recipes/verify.yaml`` and compares its ``generated_ids``
+(``smoke.output = "json-ids"``) or its standard output (``"stdout"``) with the host build's
+(the reference entry, ``ubuntu-x64``): s390x is big-endian, and the same little-endian GGUF
+must give the same tokens everywhere. Then the build's server, where ``[smoke.server]`` names
+one, runs behind the same emulator (``kiln.verify.server``: port 0, ``GET /health``, one greedy
+completion of the same prompt whose tokens must be the smoke program's, SIGTERM), and
+inspection requires every file an archive requires (``kiln.package.archive.required_files``),
+the server included.
 
 ``kiln.verify.floors`` (imported by its own name, not re-exported here) measures an archive's
 compatibility floors from its binaries (glibc and GLIBCXX symbol versions, macOS minos, PE

@@ -1,6 +1,6 @@
-"""What every verification method shares: the report, the context, running ember-cli and
-comparing its ids with the host build's. The methods are in this package; kiln/verify/__init__.py
-registers them."""
+"""What every verification method shares: the report, the context, running the smoke program
+(kiln.toml's ``[smoke]``) and comparing its ids or output with the host build's. The methods
+are in this package; kiln/verify/__init__.py registers them."""
 
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from kiln.errors import KilnError, ToolMissing, VerifyError
 from kiln.matrix import Entry
 from kiln.package.records import Verification
 from kiln.plan import Job
-from kiln.project import Layout, Smoke
+from kiln.project import FILE, Layout, Smoke
 from kiln.run import run
 
 __all__ = [
@@ -36,8 +36,10 @@ __all__ = [
     "compare_ids",
     "exe_name",
     "log_line",
+    "missing_backend",
     "model_check",
     "parse_cli_json",
+    "project_source",
     "run_and_compare",
     "run_cli",
     "smoke_program",
@@ -134,6 +136,11 @@ class VerifyContext:
     reference_output: str | None = None         # the host build's smoke output ("stdout")
     smoke: Smoke                                # kiln.toml's [smoke]
     layout: Layout                              # what the tree must hold (kiln.toml)
+    # the project's source directory (the top CMakeLists.txt's), which [build.device_code]
+    # is relative to, and how details name it: kiln.toml's project.source ("src"), or the
+    # sdist's subdir; None: not given (see project_source)
+    source: Path | None = None
+    source_label: str = ""
     host_paths: tuple[str, ...] = ()            # must not appear inside any built file
     wine_root: Path | None = None
     host_arch: str = "x86_64"
@@ -166,7 +173,7 @@ def log_line(ctx: VerifyContext, text: str) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class CliRun:
-    """What ``ember-cli --json`` printed."""
+    """What the smoke program printed as JSON (``smoke.output = "json-ids"``)."""
 
     prompt_ids: tuple[int, ...]
     generated_ids: tuple[int, ...]
@@ -187,7 +194,23 @@ def smoke_server(ctx: VerifyContext) -> Path | None:
     """The server the smoke test also checks (kiln.toml's smoke.server), in bin/; None: none."""
     if ctx.smoke.server is None:
         return None
-    return ctx.stage / "bin" / exe_name(ctx.entry, ctx.smoke.server)
+    return ctx.stage / "bin" / exe_name(ctx.entry, ctx.smoke.server.program)
+
+
+def project_source(ctx: VerifyContext) -> tuple[Path, str] | None:
+    """The project's source directory and how details name it (``ctx.source``, which the
+    build stage passes); None when it is not known."""
+    if ctx.source is not None:
+        return ctx.source, ctx.source_label or ctx.source.name
+    return None
+
+
+def missing_backend(backend: str, program: str, how: str) -> Check:
+    """The failed check of a backend verifier whose project does not say how ``program`` runs
+    on ``backend`` (kiln.toml has no ``[smoke.backends.<backend>]``)."""
+    return Check(name=how, ok=False,
+                 detail=f"{FILE} has no [smoke.backends.{backend}]: add it to say how "
+                        f"{program} runs on its {backend} backend (args, env, unset)")
 
 
 def cli_args(ctx: VerifyContext, model_arg: str) -> list[str]:
@@ -196,30 +219,33 @@ def cli_args(ctx: VerifyContext, model_arg: str) -> list[str]:
                           threads=r.threads)
 
 
-def parse_cli_json(stdout: str) -> CliRun:
-    """The one JSON object ``ember-cli --json`` prints (wine may add CRs, emulators noise)."""
+def parse_cli_json(stdout: str, program: str) -> CliRun:
+    """The one JSON object the smoke program ``program`` prints, its last line that starts
+    with ``{`` (wine may add CRs, emulators noise)."""
     for line in reversed(stdout.splitlines()):
         line = line.strip()
         if line.startswith("{"):
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise VerifyError(f"ember-cli printed invalid JSON: {exc}: {line[:200]}") from exc
+                raise VerifyError(f"{program} printed invalid JSON: {exc}: {line[:200]}") from exc
             try:
                 return CliRun(prompt_ids=tuple(int(i) for i in data["prompt_ids"]),
                               generated_ids=tuple(int(i) for i in data["generated_ids"]),
                               text=str(data.get("text", "")))
             except (KeyError, TypeError, ValueError) as exc:
-                raise VerifyError(f"ember-cli's JSON lacks prompt_ids/generated_ids: "
+                raise VerifyError(f"{program}'s JSON lacks prompt_ids/generated_ids: "
                                   f"{line[:200]}") from exc
-    raise VerifyError("ember-cli printed no JSON object",
+    raise VerifyError(f"{program} printed no JSON object",
                       hint="it must print one line {\"prompt_ids\": ..., \"generated_ids\": ...}"
-                           " with --json")
+                           " (kiln.toml's smoke.output = \"json-ids\")")
 
 
-def backend_device_check(stdout: str, accept: Callable[[str, str], bool], expected: str) -> Check:
-    """Whether ``ember-cli --json`` ran where a backend verifier wants it: ``accept(backend,
-    device)`` judges the last JSON object's fields; ``expected`` says what was wanted."""
+def backend_device_check(stdout: str, accept: Callable[[str, str], bool], expected: str, *,
+                         program: str) -> Check:
+    """Whether the smoke program ``program`` ran where a backend verifier wants it:
+    ``accept(backend, device)`` judges the ``backend`` and ``device`` fields of the last JSON
+    object it printed; ``expected`` says what was wanted."""
     for line in reversed(stdout.splitlines()):
         line = line.strip()
         if not line.startswith("{"):
@@ -232,12 +258,13 @@ def backend_device_check(stdout: str, accept: Callable[[str, str], bool], expect
         ok = accept(backend, device)
         return Check(name="device", ok=ok, detail=f"backend {backend}, device {device}"
                      + ("" if ok else f" (expected {expected})"))
-    return Check(name="device", ok=False, detail="ember-cli printed no JSON object")
+    return Check(name="device", ok=False, detail=f"{program} printed no JSON object")
 
 
 def run_cli(ctx: VerifyContext, argv: Sequence[str], *, env: Mapping[str, str],
             what: str, cwd: Path | None = None) -> CliRun:
-    """Run ember-cli (``argv`` is the full command line, emulator first) and parse its JSON."""
+    """Run the smoke program (``argv`` is the full command line, emulator first) and parse
+    its JSON."""
     done = run(argv, env=env, cwd=cwd, check=False, timeout=ctx.spec.run.timeout_s, what=what)
     log_line(ctx, "+ " + " ".join(done.argv))
     log_line(ctx, done.stdout)
@@ -246,7 +273,7 @@ def run_cli(ctx: VerifyContext, argv: Sequence[str], *, env: Mapping[str, str],
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise VerifyError(f"{what} exited with {done.returncode}: {tail}")
-    return parse_cli_json(done.stdout)
+    return parse_cli_json(done.stdout, ctx.smoke.program)
 
 
 def compare_ids(got: CliRun, ctx: VerifyContext, *, how: str) -> Check:
@@ -282,7 +309,8 @@ def model_check(ctx: VerifyContext) -> tuple[Path | None, Check | None]:
 def run_and_compare(ctx: VerifyContext, *, how: str, prefix: Sequence[str],
                     exe: Path, model_arg: str, env: Mapping[str, str],
                     cwd: Path | None = None) -> tuple[Check, tuple[int, ...] | None]:
-    """Run ember-cli behind ``prefix`` (emulator) and compare; never raises for a failed run."""
+    """Run the smoke program behind ``prefix`` (emulator) and compare; never raises for a
+    failed run."""
     try:
         got = run_cli(ctx, [*prefix, str(exe), *cli_args(ctx, model_arg)], env=env, what=how,
                       cwd=cwd)
@@ -293,15 +321,33 @@ def run_and_compare(ctx: VerifyContext, *, how: str, prefix: Sequence[str],
     return compare_ids(got, ctx, how=how), got.generated_ids
 
 
+def _prompt_option(smoke: Smoke) -> str:
+    """How the smoke run gives the prompt, for messages: its option ("-p"), else "argument"."""
+    for i, a in enumerate(smoke.args):
+        if a == "{prompt}" and i > 0 and smoke.args[i - 1].startswith("-"):
+            return smoke.args[i - 1]
+    return "argument"
+
+
 def unicode_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Path,
                   model: Path, env: Mapping[str, str], cwd: Path | None = None,
                   path_arg: Callable[[Path], str] = str) -> Check:
-    """Non-ASCII text on the command line: ``UNICODE_PROMPT`` given with -p and a copy of the
-    model under a non-ASCII folder, against the same prompt read from a UTF-8 file (-f, with
-    the model's own path). File bytes reach ember as they are, so both runs must give the
-    same prompt and generated ids; ``path_arg`` turns a host path into the program's (wine:
-    a Z: path). Never raises for a failed run."""
+    """Non-ASCII text on the command line: ``UNICODE_PROMPT`` given as smoke.args give the
+    prompt, with a copy of the model under a non-ASCII folder, against the same prompt read
+    from a UTF-8 file (smoke.prompt_file_args, with the model's own path). File bytes reach
+    the program as they are, so both runs must give the same prompt and generated ids;
+    ``path_arg`` turns a host path into the program's (wine: a Z: path). A project whose
+    kiln.toml has no prompt_file_args (or whose args give no {prompt}) gets a passing check
+    that says it was skipped. Never raises for a failed run."""
     name = f"{how} (non-ASCII prompt and model path)"
+    smoke = ctx.smoke
+    if not smoke.prompt_file_args or not any("{prompt}" in a for a in smoke.args):
+        missing = ("smoke.prompt_file_args (the run with the prompt read from a UTF-8 file, "
+                   "{prompt_file})" if not smoke.prompt_file_args
+                   else "a {prompt} in smoke.args")
+        return Check(name=name, ok=True,
+                     detail=f"skipped: {FILE} has no {missing}, so {smoke.program}'s non-ASCII "
+                            "command line is not compared with a prompt file")
     with tempfile.TemporaryDirectory(prefix="kiln-verify-") as tmp:
         folder = Path(tmp) / UNICODE_DIR
         folder.mkdir()
@@ -313,22 +359,22 @@ def unicode_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: P
         prompt_file = folder / "prompt.txt"
         prompt_file.write_bytes(UNICODE_PROMPT.encode("utf-8"))
         r = ctx.spec.run
-        common = ["-n", str(r.n_predict), "--temp", "0", "--ignore-eos", "-t", str(r.threads),
-                  "--json"]
         try:
-            by_arg = run_cli(ctx, [*prefix, str(exe), "-m", path_arg(linked), "-p",
-                                   UNICODE_PROMPT, *common], env=env, what=name, cwd=cwd)
-            by_file = run_cli(ctx, [*prefix, str(exe), "-m", path_arg(model), "-f",
-                                    path_arg(prompt_file), *common], env=env, what=name, cwd=cwd)
+            by_arg = run_cli(ctx, [*prefix, str(exe), *smoke.argv(
+                model=path_arg(linked), prompt=UNICODE_PROMPT, n_predict=r.n_predict,
+                threads=r.threads)], env=env, what=name, cwd=cwd)
+            by_file = run_cli(ctx, [*prefix, str(exe), *smoke.prompt_file_argv(
+                model=path_arg(model), prompt_file=path_arg(prompt_file),
+                n_predict=r.n_predict, threads=r.threads)], env=env, what=name, cwd=cwd)
         except ToolMissing:
             raise
         except KilnError as exc:
             return Check(name=name, ok=False, detail=exc.message)
     if by_arg.prompt_ids != by_file.prompt_ids:
         return Check(name=name, ok=False,
-                     detail=f"-p {UNICODE_PROMPT!r} tokenizes to {list(by_arg.prompt_ids)}, the "
-                            f"same text from a UTF-8 file to {list(by_file.prompt_ids)} (the "
-                            "command line lost characters)")
+                     detail=f"{_prompt_option(smoke)} {UNICODE_PROMPT!r} tokenizes to "
+                            f"{list(by_arg.prompt_ids)}, the same text from a UTF-8 file to "
+                            f"{list(by_file.prompt_ids)} (the command line lost characters)")
     if by_arg.generated_ids != by_file.generated_ids:
         return Check(name=name, ok=False,
                      detail=f"same prompt ids, but generated {list(by_arg.generated_ids)} vs "

@@ -11,9 +11,9 @@ archives, object files, symbolic links and data are skipped) ``measure_tree`` re
   "major.minor"): the oldest Windows that loads it (6.1 = Windows 7, 10.0 = Windows 10);
   the PE machine goes into ``machines``;
 - ``android_api``: the API level of the ``.note.android.ident`` ELF note (owner "Android",
-  type 1, a 32-bit level). ember's Android builds are static musl executables without that
-  note: their floor is the kernel's system-call ABI, not an API level, and ``android_api``
-  stays None;
+  type 1, a 32-bit level). Android builds made as static musl executables (the matrix's
+  android entries) have no such note: their floor is the kernel's system-call ABI, not an API
+  level, and ``android_api`` stays None;
 - ``x86_64_level``: the x86-64 psABI level (v1..v4) of the code that runs without run-time
   dispatch, below.
 
@@ -21,10 +21,11 @@ The tree's floors are the maximum over its files; ``where`` names the file that 
 
 x86-64 level: the rule
 ----------------------
-ember's SIMD kernels (``runtime/src/cpu/quants_x86.c``) are compiled for the baseline target;
-each carries the ``target`` attribute of its level and is reached only through that level's
-``static const em_kernels`` table of function pointers, which ``kernels.c`` hands out after
-``cpu_features.c`` has asked CPUID (and XGETBV) what the CPU and OS run. Release binaries are
+A project's SIMD kernels (here: ``runtime/src/cpu/quants_x86.c``) are compiled for the
+baseline target; each carries the ``target`` attribute of its level and is reached only
+through that level's ``static const em_kernels`` table of function pointers, which
+``kernels.c`` hands out after ``cpu_features.c`` has asked CPUID (and XGETBV) what the CPU
+and OS run. Release binaries are
 stripped and some kernels are not named after their level (``dot_f32_z``), so symbol names
 cannot tell the two kinds of code apart; how the code is *reached* can, and that is visible
 in any binary:
@@ -135,7 +136,7 @@ class Floors:
     windows: str | None = None       # PE subsystem version, "6.0"
     x86_64_level: str | None = None  # "v1".."v4"
     android_api: int | None = None   # 24
-    # which file set each floor ("bin/ember-cli"), and the machines seen ("x86_64", "aarch64")
+    # which file set each floor ("bin/demo-cli"), and the machines seen ("x86_64", "aarch64")
     where: Mapping[str, str] = field(default_factory=dict, compare=False)
     machines: tuple[str, ...] = ()
 
@@ -541,7 +542,7 @@ def measure_file(path: Path, rel: str) -> Floors:
 def measure_tree(root: Path) -> Floors:
     """The floors of every executable and shared library under ``root`` (an unpacked
     archive's top directory): the maximum over them, with paths in ``where`` relative to
-    ``root`` ("bin/ember-cli")."""
+    ``root`` ("bin/demo-cli")."""
     floors = Floors()
     for path in sorted(root.rglob("*")):
         floors = floors.merge(measure_file(path, path.relative_to(root).as_posix()))

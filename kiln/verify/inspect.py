@@ -16,20 +16,23 @@ tests feed them fakes. What is checked, per file in bin/ and lib/:
   the build signed with (``ctx.extra["authenticode_cert"]``); the record names it;
 - Linux glibc: the highest GLIBC_x.y symbol version needed is at most the entry's floor;
 - Android (static musl): no program interpreter and no needed library;
-- needed libraries / imported DLLs: ember's own (present in the tree) or on the allow-list in
-  ``recipes/verify.yaml``;
-- CUDA entries: the cubins and PTX embedded in the library (found by their own ELF / PTX
-  headers, ``kiln/build/toolchains/cuda_device.py``) are exactly the entry's ``gpu_targets``, once
-  each; no binary needs a CUDA runtime or toolkit library at link time, and the library names
-  the driver it opens at run time (``libcuda.so.1`` / ``nvcuda.dll``);
+- needed libraries / imported DLLs: the project's own (present in the tree) or on the
+  allow-list in ``recipes/verify.yaml``;
+- CUDA entries: the cubins and PTX of the project's device code (kiln.toml's
+  ``[build.device_code]``, compiled by kiln) embedded in the library (found by their own ELF /
+  PTX headers, ``kiln/build/toolchains/cuda_device.py``) are exactly the entry's
+  ``gpu_targets``, once each; no binary needs a CUDA runtime or toolkit library at link time,
+  and the library names the driver it opens at run time (``libcuda.so.1`` / ``nvcuda.dll``);
 - HIP entries: likewise, the one code-object bundle holds exactly the entry's gfx targets
   and no ROCm library is needed at link time (``libamdhip64`` is opened at run time);
+- OpenCL entries: the embedded kernel source is the project's, byte for byte
+  (``kiln.verify.opencl_checks``);
 - and for every file of the tree: no absolute path of the build host inside.
 
 Before those, the tree must hold every file an archive requires (``check_required``):
-``kiln.package.archive.required_files`` is the one list (ember-cli, ember-bench, ember-server,
-the header, the library, the third-party licences), so an entry that is only inspected fails
-on a missing tool as the run-based ones do, and as packaging would refuse it later.
+``kiln.package.archive.required_files`` is the one list (kiln.toml's ``[package]``: the
+project's tools, header, library, licences), so an entry that is only inspected fails on a
+missing tool as the run-based ones do, and as packaging would refuse it later.
 """
 
 from __future__ import annotations
@@ -42,14 +45,21 @@ from pathlib import Path
 
 from kiln.build.toolchains import cuda_device, hip
 from kiln.build.toolchains.recipe import VerifySpec
-from kiln.errors import IntegrityError
+from kiln.errors import ConfigError, IntegrityError
 from kiln.matrix import Entry
 from kiln.package.archive import required_files
 from kiln.package.authenticode import Signer, cert_sha256, signer_note, verify_pe
 from kiln.package.macho import macho_facts, read_code_signature
 from kiln.run import install_hint
 from kiln.verify import opencl_checks
-from kiln.verify.base import Check, ToolNeed, VerifyContext, VerifyReport, log_line
+from kiln.verify.base import (
+    Check,
+    ToolNeed,
+    VerifyContext,
+    VerifyReport,
+    log_line,
+    project_source,
+)
 
 __all__ = [
     "BinaryFacts",
@@ -62,6 +72,7 @@ __all__ = [
     "check_pe_signature",
     "check_required",
     "compact",
+    "device_code_note",
     "glibc_max",
     "inspect_first",
     "inspect_stage",
@@ -88,7 +99,7 @@ GPU_DRIVER = {("cuda", "linux"): "libcuda.so.1", ("cuda", "windows"): "nvcuda.dl
 class BinaryFacts:
     """What the checks need to know about one binary."""
 
-    path: str                          # relative to the stage, e.g. "bin/ember-cli"
+    path: str                          # relative to the stage, e.g. "bin/demo-cli"
     format: str                        # "ELF" | "PE" | "MachO"
     machine: str                       # "x86_64" | "aarch64" | "s390x" | other names as seen
     big_endian: bool
@@ -293,17 +304,32 @@ def _range(names: Sequence[str]) -> str:
     return f"{names[0]}..{names[-1]} ({len(names)})" if len(names) > 2 else ", ".join(names)
 
 
+def device_code_note(ctx: VerifyContext, backend: str) -> str:
+    """The project's device code of ``backend`` and the option kiln hands it to the build
+    with, for a message: "src/backends/cuda/kernels.cu (DEMO_CUDA_BLOBS unset?)"."""
+    names = ctx.job.names
+    try:
+        rel = names.device_source(backend)
+        option = names.option(f"{backend.upper()}_BLOBS")
+    except ConfigError:
+        return f"the project's {backend} device code ([build.device_code] in kiln.toml)"
+    found = project_source(ctx)
+    label = found[1] if found is not None else ""
+    return f"{label}/{rel} ({option} unset?)" if label else f"{rel} ({option} unset?)"
+
+
 def check_cuda_device_code(scanned: Sequence[tuple[str, cuda_device.DeviceCode]],
-                           entry: Entry, driver_named: Sequence[str] = ()) -> list[Check]:
+                           entry: Entry, driver_named: Sequence[str] = (), *,
+                           device_code: str = "the project's cuda device code") -> list[Check]:
     """The device code found in each binary (``scanned``: (path, what scan_device_code found))
     against the entry's ``gpu_targets``: one binary (the library) carries it, exactly that SM
-    list once each and its PTX; ``driver_named``: the binaries that name the driver."""
+    list once each and its PTX; ``driver_named``: the binaries that name the driver;
+    ``device_code``: what the build should have embedded (``device_code_note``)."""
     carriers = [(rel, dc) for rel, dc in scanned if dc.cubins or dc.ptx]
     if not carriers:
         return [Check(name="cuda device code", ok=False,
                       detail="no cubin and no PTX in any binary of bin/ or lib/: the build did "
-                             "not embed runtime/src/backends/cuda/ember_kernels.cu "
-                             "(EMBER_CUDA_BLOBS unset?)")]
+                             f"not embed {device_code}")]
     out = []
     for rel, dc in carriers:
         problems = cuda_device.check_targets(dc, entry.gpu_targets)
@@ -333,15 +359,15 @@ def _carrier_checks(code_name: str, driver_name: str, carriers: Sequence[str], e
 
 
 def check_hip_device_code(scanned: Sequence[tuple[str, hip.BundleScan]], entry: Entry,
-                          driver_named: Sequence[str] = ()) -> list[Check]:
+                          driver_named: Sequence[str] = (), *,
+                          device_code: str = "the project's hip device code") -> list[Check]:
     """``check_cuda_device_code`` for HIP: the code-object bundle of the library holds
     exactly the entry's gfx targets."""
     carriers = [(rel, sc) for rel, sc in scanned if sc.bundles or sc.compressed]
     if not carriers:
         return [Check(name="hip device code", ok=False,
                       detail="no offload bundle in any binary of bin/ or lib/: the build did "
-                             "not embed runtime/src/backends/hip/ember_kernels.hip "
-                             "(EMBER_HIP_BLOBS unset?)")]
+                             f"not embed {device_code}")]
     out = []
     for rel, sc in carriers:
         problems = hip.check_gfx_targets(sc, entry.gpu_targets)
@@ -431,11 +457,17 @@ def inspect_stage(ctx: VerifyContext) -> list[Check]:
         checks.append(Check(name="binaries", ok=False,
                             detail="no ELF/PE/Mach-O file in bin/ or lib/"))
     elif entry.backend == "cuda":
-        checks.extend(check_cuda_device_code(scanned, entry, driver_named))
+        checks.extend(check_cuda_device_code(scanned, entry, driver_named,
+                                             device_code=device_code_note(ctx, "cuda")))
     elif entry.backend == "hip":
-        checks.extend(check_hip_device_code(bundles, entry, driver_named))
+        checks.extend(check_hip_device_code(bundles, entry, driver_named,
+                                            device_code=device_code_note(ctx, "hip")))
     elif entry.backend == "opencl":
-        checks.extend(opencl_checks.check_opencl(opencl_bins, entry, opencl_checks.source_dir()))
+        sources = opencl_checks.kernel_sources(ctx)
+        if isinstance(sources, Check):
+            checks.append(sources)
+        else:
+            checks.extend(opencl_checks.check_opencl(opencl_bins, entry, sources))
     checks.append(check_host_paths(((p.relative_to(ctx.stage).as_posix(), p.read_bytes())
                                     for p in files), ctx.host_paths))
     return checks
@@ -472,7 +504,7 @@ def summarize(checks: Sequence[Check], entry: Entry) -> Check:
     if entry.backend == "opencl":
         facts += "; " + opencl_checks.summary(checks)
     if entry.backend in GPU_RUNTIME_LIBS:
-        # what the binaries do link, for the record: system libraries and ember's own only
+        # what the binaries do link, for the record: system libraries and the project's own
         linked = sorted({lib for c in checks if c.name.endswith(": libraries")
                          and c.detail.startswith("needs ") and c.detail != "needs nothing"
                          for lib in c.detail.removeprefix("needs ").split(", ")},

@@ -1,11 +1,15 @@
-"""``lavapipe``: run the Vulkan build's ember-cli with ``--backend vulkan`` on Mesa's lavapipe
+"""``lavapipe``: run the Vulkan build's smoke program on its Vulkan backend on Mesa's lavapipe
 (Vulkan on the CPU) and compare its ids with the host build's.
 
-The Vulkan loader is pointed at lavapipe's driver manifest alone (``VK_DRIVER_FILES``, and
+How the program is pointed at a backend is kiln.toml's: ``[smoke.backends.vulkan]`` (extra
+arguments, variables to set and to unset: e.g. ``--backend vulkan`` and a variable that lets
+it use a CPU device, which Vulkan backends tend to skip) and ``[smoke.backends.cpu]`` for the
+second run, on the archive's own CPU path in the same environment; a project without them
+fails the check, naming the table. The Vulkan
+loader is pointed at lavapipe's driver manifest alone (``VK_DRIVER_FILES``, and
 ``VK_ICD_FILENAMES`` for loaders older than 1.3.207), so a GPU on the machine does not take
-over; ``EMBER_VULKAN_DEVICE=cpu`` lets ember use a CPU device (it skips them by default). That
-it computed on lavapipe, and not on ember's CPU path, is checked from the JSON ember-cli prints:
-``backend`` must be ``vulkan`` and ``device`` must name llvmpipe.
+over. That it computed on lavapipe, and not on the program's CPU path, is checked from the JSON
+the program prints: ``backend`` must be ``vulkan`` and ``device`` must name llvmpipe.
 
 Where each build runs:
 
@@ -39,6 +43,7 @@ from kiln.verify.base import (
     cli_args,
     compare_ids,
     log_line,
+    missing_backend,
     model_check,
     parse_cli_json,
     smoke_program,
@@ -63,11 +68,12 @@ def manifest_for(arch: str, icd_dir: Path = ICD_DIR) -> Path:
     return icd_dir / f"lvp_icd.{MANIFEST_ARCH.get(arch, arch)}.json"
 
 
-def device_check(stdout: str) -> Check:
-    """Whether ember-cli's JSON says it computed with the Vulkan backend on lavapipe."""
+def device_check(stdout: str, program: str = "the smoke program") -> Check:
+    """Whether the JSON ``program`` printed says it computed with the Vulkan backend on
+    lavapipe."""
     return backend_device_check(
         stdout, lambda backend, device: backend == "vulkan" and "llvmpipe" in device,
-        "backend vulkan on lavapipe's llvmpipe")
+        "backend vulkan on lavapipe's llvmpipe", program=program)
 
 
 def _how(entry: Entry) -> str:
@@ -126,13 +132,20 @@ class LavapipeVerifier:
     def _run(self, ctx: VerifyContext, model: Path,
              how: str) -> tuple[list[Check], tuple[int, ...] | None]:
         entry = ctx.entry
+        program = ctx.smoke.program
+        vulkan, cpu = ctx.smoke.backend("vulkan"), ctx.smoke.backend("cpu")
+        if vulkan is None:
+            return [missing_backend("vulkan", program, how)], None
+        if cpu is None:
+            return [missing_backend("cpu", program, how)], None
         manifest = manifest_for(entry.arch if entry.os == "linux" else "x86_64")
         if not manifest.is_file():
             hint = ARM64_INSTALL if entry.arch == "aarch64" else LAVAPIPE_INSTALL
             return [Check(name=how, ok=False, detail=f"{manifest} is missing ({hint})")], None
-        env = {k: v for k, v in ctx.env.items() if k != "EMBER_BACKEND"}
-        env.update({"VK_DRIVER_FILES": str(manifest), "VK_ICD_FILENAMES": str(manifest),
-                    "EMBER_VULKAN_DEVICE": "cpu"})
+        # both runs get the loader's settings and the vulkan backend's variables, so that only
+        # the backend differs; the cpu run's own come on top
+        env = vulkan.environment({**ctx.env, "VK_DRIVER_FILES": str(manifest),
+                                  "VK_ICD_FILENAMES": str(manifest)})
         exe = smoke_program(ctx)
         model_arg, prefix, cwd = str(model), [], None
         lock: FileLock | None = None
@@ -157,34 +170,38 @@ class LavapipeVerifier:
             env["QEMU_SET_ENV"] = f"LD_LIBRARY_PATH={ARM64_LIBS}"
         checks: list[Check] = []
         ids: dict[str, tuple[int, ...]] = {}
-        for backend in ("vulkan", "cpu"):
-            argv = [*prefix, str(exe), *cli_args(ctx, model_arg), "--backend", backend]
+        for backend, backend_run in (("vulkan", vulkan), ("cpu", cpu)):
+            argv = [*prefix, str(exe), *cli_args(ctx, model_arg), *backend_run.args]
             what = how if backend == "vulkan" else how.replace("on lavapipe", "on its CPU path")
+            run_env = env if backend == "vulkan" else cpu.environment(env)
+            shown = " ".join(v for v in (f"VK_DRIVER_FILES={manifest}", vulkan.shown(),
+                                         "" if backend == "vulkan" else cpu.shown()) if v)
             if lock is not None:
                 with lock:
-                    done = run(argv, env=env, cwd=cwd, check=False,
+                    done = run(argv, env=run_env, cwd=cwd, check=False,
                                timeout=ctx.spec.run.timeout_s, what=what)
             else:
-                done = run(argv, env=env, cwd=cwd, check=False, timeout=ctx.spec.run.timeout_s,
-                           what=what)
-            log_line(ctx, f"+ VK_DRIVER_FILES={manifest} EMBER_VULKAN_DEVICE=cpu "
-                          + " ".join(done.argv))
+                done = run(argv, env=run_env, cwd=cwd, check=False,
+                           timeout=ctx.spec.run.timeout_s, what=what)
+            log_line(ctx, f"+ {shown} " + " ".join(done.argv))
             log_line(ctx, done.stdout)
             if done.stderr.strip():
                 log_line(ctx, done.stderr)
             if done.returncode != 0:
                 tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
                 checks.append(Check(name=what, ok=False,
-                                    detail=f"ember-cli exited with {done.returncode}: {tail}"))
+                                    detail=f"{program} exited with {done.returncode}: {tail}"))
                 return checks, None
-            ids[backend] = parse_cli_json(done.stdout).generated_ids
+            ids[backend] = parse_cli_json(done.stdout, program).generated_ids
             if backend == "vulkan":
-                checks.append(device_check(done.stdout))
-                checks.append(compare_ids(parse_cli_json(done.stdout), ctx, how=how))
+                checks.append(device_check(done.stdout, program))
+                checks.append(compare_ids(parse_cli_json(done.stdout, program), ctx, how=how))
         # the same archive's CPU path is a second reference, independent of the host build
         same = ids["vulkan"] == ids["cpu"]
+        on_vulkan = " ".join(vulkan.args) or "the vulkan run"
+        on_cpu = " ".join(cpu.args) or "the cpu run"
         checks.append(Check(name="vulkan = cpu", ok=same,
-                            detail="the archive's --backend cpu gives the same ids" if same else
-                                   f"--backend vulkan {list(ids['vulkan'])} but --backend cpu "
+                            detail=f"the archive's {on_cpu} gives the same ids" if same else
+                                   f"{on_vulkan} {list(ids['vulkan'])} but {on_cpu} "
                                    f"{list(ids['cpu'])}"))
         return checks, ids["vulkan"]

@@ -1,57 +1,58 @@
 """OpenCL entries, checked without running them (called by ``inspect``).
 
-The OpenCL backend carries its kernels as OpenCL C source, embedded in the library by CMake
-(``runtime/src/backends/opencl/embed.cmake``) and compiled by the device's driver at run time,
-and it opens the ICD loader itself (``OpenCL.dll`` / ``libOpenCL.so.1``). So for an OpenCL build:
+The project's OpenCL backend carries its kernels as OpenCL C source (kiln.toml's
+``[build.device_code]`` opencl, relative to the project's source), embedded NUL-terminated in
+the library by its build and compiled by the device's driver at run time, and it opens the ICD
+loader itself (``OpenCL.dll`` / ``libOpenCL.so.1``). So for an OpenCL build:
 
 - no binary needs the OpenCL loader at link time (the archive must load, and fall back to the
   CPU, where no OpenCL driver is installed);
 - the binaries that carry the kernels name the loader they open at run time;
-- the embedded kernel source is there, NUL-terminated, with every kernel the host code asks
-  for, and is byte for byte ``runtime/src/backends/opencl/ember_kernels.cl`` of this source tree
-  (when kiln runs from a checkout that has it);
-- Adreno entries (``adreno`` in the id) also carry ``runtime/src/backends/opencl/adreno.cl``,
-  the prefix with the Qualcomm extension guards.
+- the embedded kernel source is there (found by the first line of the project's file),
+  NUL-terminated, with every kernel the project's file defines, and is byte for byte that
+  file of the source tree the build was made from;
+- Adreno entries (``adreno`` in the id) also carry ``adreno.cl`` from the same directory, the
+  prefix with the Qualcomm extension guards, byte for byte.
 
-The functions work on bytes and library lists only, so unit tests feed them fakes.
+The checks work on bytes, library lists and the project's files (``KernelSources``), so unit
+tests feed them fakes.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import hashlib
+import posixpath
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln.errors import ConfigError
 from kiln.matrix import Entry
-from kiln.verify.base import Check
+from kiln.verify.base import Check, VerifyContext, project_source
 
 __all__ = [
-    "ADRENO_HEADER",
-    "KERNEL_HEADER",
-    "REQUIRED_KERNELS",
+    "ADRENO_FILE",
+    "KernelSources",
     "OpenclBinary",
     "check_opencl",
     "embedded_source",
-    "source_dir",
+    "header_of",
+    "kernel_sources",
+    "kernels_in",
     "summary",
 ]
 
-KERNEL_HEADER = b"/* ember_kernels.cl - the device code of ember's OpenCL backend"
-ADRENO_HEADER = b"/* adreno.cl - put in front of ember_kernels.cl"
-# what backend_opencl.c creates with clCreateKernel
-REQUIRED_KERNELS = (
-    "em_quant_q8_0", "em_quant_q8_1", "em_quant_q8_K", "em_quant_f16",
-    "em_mm_q4_0", "em_mm_q4_1", "em_mm_q8_0", "em_mm_f16", "em_mm_f32", "em_mm_q4_K", "em_mm_q6_K",
-    "em_mm_q5_0", "em_mm_q5_1", "em_mm_q5_K",
-    "em_rmsnorm", "em_rope", "em_kv_store", "em_att_scores", "em_att_softmax", "em_att_out",
-    "em_swiglu", "em_add",
-)
+# the Adreno prefix, beside the kernel source in the project's tree
+ADRENO_FILE = "adreno.cl"
+# what the Adreno prefix must use: the Qualcomm extension its guards are about
+ADRENO_EXTENSION = b"cl_qcom_reqd_sub_group_size"
 LOADER = {"windows": "OpenCL.dll", "linux": "libOpenCL.so.1", "android": "libOpenCL.so"}
 LINK_PATTERNS = ("opencl.dll", "libopencl.so*", "libopencl.dylib", "opencl.framework*")
 _KERNEL_RE = re.compile(rb"__kernel\s+(?:\w+\s+)*?void\s+(\w+)\s*\(")
+# a first line shorter than this is not distinctive enough to find the source by
+_MIN_HEADER = 16
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,58 @@ class OpenclBinary:
     libraries: tuple[str, ...]
 
 
-def source_dir() -> Path | None:
-    """``runtime/src/backends/opencl`` of the checkout kiln runs from, or None (installed)."""
-    d = Path(__file__).resolve().parents[2] / "runtime" / "src" / "backends" / "opencl"
-    return d if (d / "ember_kernels.cl").is_file() else None
+@dataclass(frozen=True, kw_only=True)
+class KernelSources:
+    """The project's OpenCL C source in its tree, which the archive's copy must equal."""
+
+    kernels: Path   # [build.device_code] opencl, in the source directory
+    shown: str      # how details name it ("<project.source>/<device_code.opencl>")
+    option: str     # kiln's CMake option that turns the backend on ("<option_prefix>OPENCL")
+
+    @property
+    def adreno(self) -> Path:
+        return self.kernels.parent / ADRENO_FILE
+
+    @property
+    def adreno_shown(self) -> str:
+        return posixpath.join(posixpath.dirname(self.shown), ADRENO_FILE)
+
+
+def kernel_sources(ctx: VerifyContext) -> KernelSources | Check:
+    """The job's project's kernel source, or the failed check that says why it is unknown."""
+    names = ctx.job.names
+    try:
+        rel = names.device_source("opencl")
+        option = names.option("OPENCL")
+    except ConfigError as exc:
+        return Check(name="opencl kernels", ok=False,
+                     detail=exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    found = project_source(ctx)
+    if found is None:
+        return Check(name="opencl kernels", ok=False,
+                     detail=f"the project's source directory is not known, so the archive's "
+                            f"copy of {rel} cannot be checked")
+    root, label = found
+    return KernelSources(kernels=root / rel, shown=posixpath.join(label, rel) if label else rel,
+                         option=option)
+
+
+def header_of(text: bytes) -> bytes:
+    """What finds a source file inside a binary: its first line (or its first 64 bytes when
+    that line is too short to be distinctive)."""
+    first = text.split(b"\n", 1)[0]
+    return first if len(first) >= _MIN_HEADER else text[:64]
+
+
+def kernels_in(text: bytes) -> set[str]:
+    """The names of the ``__kernel`` functions an OpenCL C source defines."""
+    return {m.decode() for m in _KERNEL_RE.findall(text)}
 
 
 def embedded_source(data: bytes, header: bytes) -> bytes | None:
     """The NUL-terminated source that starts with ``header`` in ``data``, or None."""
+    if not header:
+        return None
     start = data.find(header)
     if start < 0:
         return None
@@ -87,58 +132,71 @@ def _links(b: OpenclBinary) -> Check:
                  "(runtime/src/backends/gpu_dl.h), or the archive fails to load without a driver")
 
 
-def _source_check(name: str, rel: str, src: bytes, want: Path | None) -> Check:
+def _source_check(name: str, rel: str, src: bytes, expected: bytes, shown: str) -> Check:
     digest = hashlib.sha256(src).hexdigest()[:12]
-    if want is None:
-        return Check(name=f"{rel}: {name}", ok=True,
-                     detail=f"{len(src)} bytes (sha256 {digest}); no source tree to compare with")
-    expected = want.read_bytes()
     same = expected == src
     return Check(name=f"{rel}: {name}", ok=same,
-                 detail=f"{len(src)} bytes, identical to runtime/src/backends/opencl/{want.name} "
-                        f"(sha256 {digest})" if same else
-                        f"differs from runtime/src/backends/opencl/{want.name} "
-                        f"({len(src)} bytes embedded, "
+                 detail=f"{len(src)} bytes, identical to {shown} (sha256 {digest})" if same else
+                        f"differs from {shown} ({len(src)} bytes embedded, "
                         f"{len(expected)} in the tree): a stale build or a different source")
 
 
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 def check_opencl(binaries: Sequence[OpenclBinary], entry: Entry,
-                 sources: Path | None = None) -> list[Check]:
+                 sources: KernelSources) -> list[Check]:
     """Every OpenCL check on the stage's binaries (see the module docstring)."""
     out = [_links(b) for b in binaries]
+    tree = _read(sources.kernels)
+    if tree is None:
+        out.append(Check(name="opencl kernels", ok=False,
+                         detail=f"{sources.shown} is not in the project's source tree "
+                                "(kiln.toml's [build.device_code] opencl)"))
+        return out
     carriers = [(b, s) for b in binaries
-                if (s := embedded_source(b.data, KERNEL_HEADER)) is not None]
+                if (s := embedded_source(b.data, header_of(tree))) is not None]
     if not carriers:
         out.append(Check(name="opencl kernels", ok=False,
-                         detail="no binary of bin/ or lib/ embeds "
-                                "runtime/src/backends/opencl/ember_kernels.cl: "
-                                "the build was not configured with EMBER_OPENCL=ON"))
+                         detail=f"no binary of bin/ or lib/ embeds {sources.shown}: "
+                                f"the build was not configured with {sources.option}=ON"))
         return out
+    required = sorted(kernels_in(tree))
     loader = LOADER.get(entry.os)
     for b, src in carriers:
-        names = {m.decode() for m in _KERNEL_RE.findall(src)}
-        missing = [k for k in REQUIRED_KERNELS if k not in names]
+        names = kernels_in(src)
+        missing = [k for k in required if k not in names]
         out.append(Check(name=f"{b.path}: opencl kernels", ok=not missing,
-                         detail=f"{len(names)} kernels, every one the host code creates"
+                         detail=f"{len(names)} kernels, every one the tree's source defines"
                          if not missing else f"the embedded source lacks {', '.join(missing)}"))
-        out.append(_source_check("opencl kernel source", b.path, src,
-                                 sources / "ember_kernels.cl" if sources else None))
+        out.append(_source_check("opencl kernel source", b.path, src, tree, sources.shown))
         if "adreno" in entry.id:
-            pre = embedded_source(b.data, ADRENO_HEADER)
-            if pre is None or b"cl_qcom_reqd_sub_group_size" not in pre:
-                out.append(Check(name=f"{b.path}: adreno kernels", ok=False,
-                                 detail="runtime/src/backends/opencl/adreno.cl (the Adreno "
-                                        "prefix with its "
-                                        "cl_qcom guards) is not embedded"))
-            else:
-                out.append(_source_check("adreno kernel prefix", b.path, pre,
-                                         sources / "adreno.cl" if sources else None))
+            out.append(_adreno_check(b, sources))
         if loader is not None:
             named = loader.encode() in b.data
             out.append(Check(name=f"{b.path}: opencl loader", ok=named,
                              detail=f"opens {loader} at run time" if named
                              else f"{loader} is not named: the backend cannot find the loader"))
     return out
+
+
+def _adreno_check(b: OpenclBinary, sources: KernelSources) -> Check:
+    """The Adreno prefix, embedded beside the kernels, byte for byte the tree's."""
+    tree = _read(sources.adreno)
+    if tree is None:
+        return Check(name=f"{b.path}: adreno kernels", ok=False,
+                     detail=f"{sources.adreno_shown} is not in the project's source tree (an "
+                            "Adreno entry carries the prefix with the cl_qcom guards)")
+    pre = embedded_source(b.data, header_of(tree))
+    if pre is None or ADRENO_EXTENSION not in pre:
+        return Check(name=f"{b.path}: adreno kernels", ok=False,
+                     detail=f"{sources.adreno_shown} (the Adreno prefix with its cl_qcom guards) "
+                            "is not embedded")
+    return _source_check("adreno kernel prefix", b.path, pre, tree, sources.adreno_shown)
 
 
 def summary(checks: Sequence[Check]) -> str:

@@ -1,20 +1,22 @@
-"""The server check of the run-based verifiers (native, qemu, wine): the build's ember-server,
-behind the same emulator as its ember-cli run, must start, answer ``GET /health`` and give, for
-the same prompt and token count, the same greedy tokens as ember-cli.
+"""The server check of the run-based verifiers (native, qemu, wine): the build's server
+(kiln.toml's ``[smoke.server]``), behind the same emulator as the smoke program's run, must
+start, answer ``GET /health`` and give, for the same prompt and token count, the same greedy
+tokens as the smoke program.
 
 What one check does (``server_check``):
 
-1. start ``ember-server -m MODEL --host 127.0.0.1 --port 0 -c 512 -t THREADS`` (``--port 0``:
-   the server picks a free port, so parallel verifications never collide) in a session of its
-   own, with stdout and stderr in one pipe;
-2. wait for the line docs/server.md promises, ``ember-server: listening on
-   http://127.0.0.1:PORT (...)``, at most ``start_timeout`` seconds (the run spec's
-   ``timeout_s``: qemu and wine load a model slowly); a server that exits first, or never
-   prints the line, fails the check with its last output lines;
+1. start the server with ``[smoke.server]``'s ``args`` (``{model}``, ``{threads}`` filled in;
+   the args ask for port 0: the server picks a free port, so parallel verifications never
+   collide) in a session of its own, with stdout and stderr in one pipe;
+2. wait for a line that holds ``listening on http://HOST:PORT`` (docs/server.md; llama.cpp's
+   llama-server prints "main: server is listening on http://127.0.0.1:8080 - starting the
+   main loop"), at most ``start_timeout`` seconds (the run spec's ``timeout_s``: qemu and wine
+   load a model slowly); a server that exits first, or never prints the line, fails the check
+   with its last output lines;
 3. ``GET /health`` must answer 200 ``{"status":"ok"}``;
-4. one ``POST /v1/completions`` of ember-cli's prompt with ``max_tokens`` = its ``-n``,
-   ``temperature`` 0 and ``return_tokens``: ``choices[0].tokens`` must equal ember-cli's
-   ``generated_ids`` (the HTTP client is ``kiln.verify.server_api``);
+4. one ``POST /v1/completions`` of the smoke run's prompt with ``max_tokens`` = its token
+   count, ``temperature`` 0 and ``return_tokens``: ``choices[0].tokens`` must equal the smoke
+   program's ``generated_ids`` (the HTTP client is ``kiln.verify.server_api``);
 5. stop it: SIGTERM to its process group, then SIGKILL after ``STOP_GRACE_S``; natively and
    under qemu-user the contract is exit status 0 on SIGTERM, and anything else fails the check.
    Under wine SIGTERM ends the Unix processes without the program seeing a console event, so the
@@ -44,24 +46,23 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from kiln.errors import KilnError, ToolMissing
+from kiln.project import FILE
 from kiln.run import install_hint, run
 from kiln.verify import server_api
 from kiln.verify.base import Check, VerifyContext, log_line
 
 __all__ = [
-    "CTX_SIZE",
     "LISTENING_RE",
     "STOP_GRACE_S",
     "ServerProcess",
     "Spawn",
     "popen_spawn",
-    "server_args",
     "server_check",
 ]
 
-CTX_SIZE = 512
 STOP_GRACE_S = 15.0
-LISTENING_RE = re.compile(r"ember-server: listening on (http://[^\s/]+:(\d+))")
+# the line a server prints once it accepts connections: group 1 its base URL, group 2 the port
+LISTENING_RE = re.compile(r"listening on (http://[^\s/]+:(\d+))")
 TAIL_LINES = 12
 
 
@@ -142,12 +143,6 @@ def popen_spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None) -
     return _PopenServer(argv, env, cwd)
 
 
-def server_args(ctx: VerifyContext, model_arg: str) -> list[str]:
-    """ember-server's arguments for the check (after the executable)."""
-    return ["-m", model_arg, "--host", "127.0.0.1", "--port", "0", "-c", str(CTX_SIZE),
-            "-t", str(ctx.spec.run.threads)]
-
-
 class _Output:
     """Reads the server's output in a thread: every line kept, the listening line signalled."""
 
@@ -186,14 +181,15 @@ class _Output:
             return "\n".join(self.lines)
 
 
-def _wait_listening(proc: ServerProcess, out: _Output, timeout: float) -> tuple[str | None, str]:
+def _wait_listening(proc: ServerProcess, out: _Output, timeout: float,
+                    program: str) -> tuple[str | None, str]:
     """(the base URL, "") once listening; (None, why) when it exits first or time runs out."""
     deadline = time.monotonic() + timeout
     eof = False
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            return None, (f"printed no 'ember-server: listening on' line within {timeout:g}s; "
+            return None, (f"printed no '{program}: listening on' line within {timeout:g}s; "
                           f"its output: {out.tail()}")
         try:
             event = out.events.get(timeout=min(left, 0.25))
@@ -260,25 +256,30 @@ def server_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Pa
                  start_timeout: float | None = None,
                  request_timeout: float | None = None,
                  stop_grace: float = STOP_GRACE_S) -> Check:
-    """Start ember-server behind ``prefix``, ask it, compare with ember-cli, stop it.
+    """Start the server (``[smoke.server]``) behind ``prefix``, ask it, compare with the smoke
+    program, stop it.
 
-    ``cli_ids``: what this entry's ember-cli generated (None when that run failed: the host
+    ``cli_ids``: what this entry's smoke program generated (None when that run failed: the host
     build's ids are used instead, when there are any). ``cleanup``: a command run after the
     server stopped, with ``env`` (wine: ``wineserver -k``). ``exit_zero``: whether SIGTERM must
     end it with status 0 (not under wine). Never raises for a failed server."""
-    name = f"ember-server {how}"
+    server, cli = ctx.smoke.server, ctx.smoke.program
+    if server is None:
+        return Check(name=f"server {how}", ok=False, detail=f"{FILE} has no [smoke.server]")
+    program = server.program
+    name = f"{program} {how}"
     r = ctx.spec.run
     start_timeout = r.timeout_s if start_timeout is None else start_timeout
     request_timeout = r.timeout_s if request_timeout is None else request_timeout
     if not exe.is_file():
         return Check(name=name, ok=False, detail=f"{exe.name} is missing from bin/")
     if cli_ids is not None:
-        expected, against = tuple(cli_ids), "ember-cli's"
+        expected, against = tuple(cli_ids), f"{cli}'s"
     elif ctx.reference_ids is not None:
-        expected, against = ctx.reference_ids, "the host build's (ember-cli failed here)"
+        expected, against = ctx.reference_ids, f"the host build's ({cli} failed here)"
     else:
         expected, against = None, ""
-    argv = [*prefix, str(exe), *server_args(ctx, model_arg)]
+    argv = [*prefix, str(exe), *server.argv(model=model_arg, threads=r.threads)]
     log_line(ctx, "+ " + " ".join(shlex.quote(a) for a in argv))
     try:
         proc = spawn(argv, env, cwd)
@@ -291,7 +292,7 @@ def server_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Pa
     facts: list[str] = []
     started = time.monotonic()
     try:
-        base, why = _wait_listening(proc, out, start_timeout)
+        base, why = _wait_listening(proc, out, start_timeout, program)
         if base is None:
             problem = why
         else:
@@ -302,7 +303,7 @@ def server_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Pa
                           f"{time.monotonic() - started:.1f}s")
             facts.append(f"listening on {address.rsplit(':', 1)[0]}")
             problem = _ask(base, r.prompt, r.n_predict, expected, against, request_timeout,
-                           facts)
+                           facts, cli)
     finally:
         code, killed = _stop(proc, stop_grace)
         cleaned = ""
@@ -320,7 +321,7 @@ def server_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Pa
         stop_note = f"killed (still running {stop_grace:g}s after SIGTERM)"
     else:
         stop_note = f"stopped by SIGTERM (exit {code})"
-    log_line(ctx, f"ember-server: {stop_note}{cleaned}")
+    log_line(ctx, f"{program}: {stop_note}{cleaned}")
     if problem is None and not gone:
         problem = f"{stop_note}{cleaned}, but processes it started were still running"
     if problem is None and exit_zero and (killed or code != 0):
@@ -334,7 +335,7 @@ def server_check(ctx: VerifyContext, *, how: str, prefix: Sequence[str], exe: Pa
 
 
 def _ask(base: str, prompt: str, n: int, expected: Sequence[int] | None, against: str,
-         timeout: float, facts: list[str]) -> str | None:
+         timeout: float, facts: list[str], cli: str) -> str | None:
     """/health, then the completion; None when both are right, else why not."""
     try:
         h = server_api.health(base, timeout=timeout)
@@ -346,7 +347,7 @@ def _ask(base: str, prompt: str, n: int, expected: Sequence[int] | None, against
         return exc.message
     if expected is None:
         return (f"generated {list(got.tokens)}, but there is nothing to compare them with "
-                "(ember-cli failed and there are no host-build ids)")
+                f"({cli} failed and there are no host-build ids)")
     mismatch = _compare(got, expected, against)
     if mismatch is not None:
         return mismatch

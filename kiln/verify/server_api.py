@@ -1,5 +1,6 @@
-"""The HTTP client of the server check: the two requests ``kiln.verify.server`` makes of a
-running ember-server (docs/server.md), ``GET /health`` and one greedy ``POST /v1/completions``.
+"""The HTTP client of the server check: the two requests ``kiln.verify.server`` makes of the
+project's running server (kiln.toml's ``[smoke.server]``; docs/server.md has the contract),
+``GET /health`` and one greedy ``POST /v1/completions``.
 
 It uses requests (already a dependency of kiln's publishers) through a session that ignores
 the environment's proxy settings: the server listens on 127.0.0.1, and an ``HTTP_PROXY`` of the
@@ -82,8 +83,8 @@ def health(base: str, *, timeout: float) -> Health:
 def complete(base: str, prompt: str, max_tokens: int, *, timeout: float) -> Completion:
     """One greedy ``POST base/v1/completions`` of ``prompt`` that returns its token ids.
 
-    ``ignore_eos`` asks the server to go on past an end-of-generation token, as ember-cli
-    ``--ignore-eos`` does in the run the check compares with; docs/server.md does not list it,
+    ``ignore_eos`` asks the server to go on past an end-of-generation token, as the smoke
+    run the check compares with does (``--ignore-eos``); docs/server.md does not list it,
     and unknown fields are ignored, so a server without it may stop early (which the check then
     reports as such)."""
     what = "POST /v1/completions"

@@ -44,7 +44,7 @@ def test_hip_kernels_compile(hipcc: Path, tmp_path: Path) -> None:
                  b"em_rmsnorm", b"em_kv_store", b"em_swiglu", b"em_add"):
         assert data.count(name) >= len(TARGETS), name
     out = tmp_path / "ember_hip_blobs.c"
-    hip.emit_c(data, TARGETS, out, toolchain="hipcc test")
+    hip.emit_c(data, TARGETS, out, toolchain="hipcc test", origin=SOURCE.name)
     assert "em_hip_n_blobs = 1;" in out.read_text()
 
 

@@ -65,6 +65,10 @@ def make_repo(root: Path, env: Mapping[str, str]) -> Path:
     shutil.copy(REPO / "pyproject.toml", repo / "pyproject.toml")
     shutil.copy(REPO / "kiln.toml", repo / "kiln.toml")
     (repo / "runtime" / "src").mkdir(parents=True)
+    # the record of vendored code kiln.toml names (release.third_party): the SBOM lists it
+    (repo / "runtime" / "third_party").mkdir()
+    shutil.copy(REPO / "runtime" / "third_party" / "SOURCES.json",
+                repo / "runtime" / "third_party")
     (repo / "runtime" / "src" / "ember.c").write_text("int ember(void) { return 0; }\n")
     git(repo, env, "init", "-q", "-b", "main")
     git(repo, env, "add", "-A")
@@ -249,7 +253,13 @@ def test_release_is_complete_verifiable_and_tagged(project: Project,
     assert "no separate CUDA runtime download" in notes
     sbom = json.loads((out / "sbom.cdx.json").read_text())
     files = [c["name"] for c in sbom["components"] if c["bom-ref"].startswith("source:")]
-    assert files == ["runtime/src/ember.c", "runtime/src/gguf.c"]
+    assert files == ["runtime/src/ember.c", "runtime/src/gguf.c",
+                     "runtime/third_party/SOURCES.json"]
+    # the vendored code kiln.toml's release.third_party records, and what it is compiled into
+    vendored = {c["name"]: c for c in sbom["components"]
+                if c["bom-ref"].startswith("vendored:")}
+    assert sorted(vendored) == ["cJSON", "civetweb"]
+    assert vendored["civetweb"]["description"].endswith("compiled into ember-server")
     # The annotated tag and the kept notes.
     assert git(project.repo, project.env, "cat-file", "-t", f"b{n}") == "tag"
     assert git(project.repo, project.env, "rev-parse", f"b{n}^{{commit}}") == head

@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from ember_project import EMBER
 from filelock import FileLock
 
 from kiln.errors import CommandFailed
@@ -143,7 +144,7 @@ def make_wheel(entry_id: str, stage: Path, out: Path, *, number: int = 42,
                         build_number=number, commit=commit, source_date_epoch=EPOCH,
                         toolchain=(Tool(name="zig", version="0.17.1"),),
                         verification=Verification(method="native", ok=True, detail="test"),
-                        env=env or _env())
+                        env=env or _env(), project=EMBER)
     assert built is not None
     return built.path
 
@@ -250,7 +251,7 @@ def test_macos_wheel_is_inspected(entry_id: str, tag: str, minos: str, stage_cac
                                   tmp_path: Path) -> None:
     stage = stage_for(entry_id, stage_cache)
     wheel = make_wheel(entry_id, stage, tmp_path)
-    target = wheel_target(MATRIX.get(entry_id))
+    target = wheel_target(MATRIX.get(entry_id), EMBER)
     assert target is not None and wheel.name == f"ember-0.0.42-py3-none-{tag}.whl"
     record = read_record(wheel.with_name(wheel.name + ".json"))
     assert record.verification.method == "inspect" and record.verification.ok

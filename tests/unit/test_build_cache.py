@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_project import NAMES
 
 import kiln.build.cache
 from kiln.build.cache import BuildCache, CacheLayout, default_cache_dir, key_of, source_tree_hash
@@ -109,7 +110,7 @@ def test_recipe_covers_every_buildable_entry(repo_root: Path) -> None:
     spec = load_verify_spec(recipes)
     zig = ZigToolchain()
     for e in cpu:
-        ident = zig.identity(make_job(e, 1), recipe)
+        ident = zig.identity(make_job(e, 1, NAMES), recipe)
         assert ident.mcpu and ident.target == e.zig_target
         if e.verify == "qemu":
             assert spec.qemu_for(e.arch) is not None, e.id

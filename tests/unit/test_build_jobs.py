@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_project import NAMES
 
 import kiln.build.jobs
 import kiln.build.source
@@ -24,7 +25,6 @@ from kiln.errors import CommandFailed, SelectionError
 from kiln.matrix import Entry, Matrix, load_matrix
 from kiln.package.authenticode import CodeSigningKey
 from kiln.package.records import Tool, read_record
-from kiln.package.wheel import THIRD_PARTY_LICENSES
 from kiln.plan import Job, make_job
 from kiln.run import Completed
 from kiln.verify import Check, ToolNeed, VerifyContext, VerifyReport
@@ -83,7 +83,8 @@ class FakePrograms:
             windows = entry_id.startswith("win-")
             exe = ".exe" if windows else ""
             files = [f"bin/ember-cli{exe}", f"bin/ember-bench{exe}", f"bin/ember-server{exe}",
-                     "include/ember.h", *THIRD_PARTY_LICENSES,
+                     "include/ember.h", "share/ember/licenses/civetweb.md",
+                     "share/ember/licenses/cJSON.txt",
                      "bin/ember.dll" if windows else (
                          "lib/libember.dylib" if entry_id.startswith("macos")
                          else "lib/libember.so")]
@@ -186,7 +187,7 @@ def matrix(repo_root: Path) -> Matrix:
 
 
 def jobs_for(matrix: Matrix, *ids: str) -> list[Job]:
-    return [make_job(matrix.get(i), 5) for i in ids]
+    return [make_job(matrix.get(i), 5, NAMES) for i in ids]
 
 
 def go(jobs: Sequence[Job], repo: Path, tmp_path: Path, matrix: Matrix,

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from kiln import project as project_module
 from kiln.errors import ConfigError, MatrixError
 from kiln.install import installer
 from kiln.install.host import Cpu, Host
@@ -150,6 +151,25 @@ def test_wheel_and_conan_variants_come_from_the_catalogue(repo_root: Path) -> No
     assert by_id["ubuntu-sycl-fp16-x64"] == "syclfp16"
     assert by_id["ubuntu-sycl-fp32-x64"] == "sycl"
     assert by_id["ubuntu-x64"] is None
+
+
+def test_variant_options_are_suffixes_after_the_projects_prefix() -> None:
+    """The catalogue names kiln's options by suffix (``SYCL_F16``); an entry's cmake has the
+    project's full names, so a variant option counts after the project's prefix (any prefix
+    kiln.toml allows when the caller does not know the project)."""
+    for b in BACKENDS:
+        assert b.cmake_option is None or catalogue.OPTION_PREFIX_RE.fullmatch(
+            b.cmake_option) is None, b.name  # a suffix, not a prefixed name
+    fp16 = (("DEMO_SYCL_F16", "ON"),)
+    assert wheel_variant("sycl", "2025.3", fp16) == "syclfp16"
+    assert wheel_variant("sycl", "2025.3", fp16, option_prefix="DEMO_") == "syclfp16"
+    assert wheel_variant("sycl", "2025.3", fp16, option_prefix="OTHER_") == "sycl"
+    assert wheel_variant("sycl", "2025.3", (("DEMO_SYCL_F16", "OFF"),)) == "sycl"
+    # not an option prefix kiln.toml allows before the suffix: not the variant's option
+    for key in ("SYCL_F16", "X_DEMO_SYCL_F16", "demo_SYCL_F16", "DEMO_XSYCL_F16"):
+        assert wheel_variant("sycl", "2025.3", ((key, "ON"),)) == "sycl", key
+    # kiln.toml's option_prefix is checked with the same pattern
+    assert catalogue.OPTION_PREFIX_RE.pattern == project_module._OPTION_PREFIX.pattern
 
 
 def test_probe_levels_come_from_the_catalogue() -> None:

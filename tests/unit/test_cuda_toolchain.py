@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_project import EMBER, NAMES
 
 from kiln.build.toolchains import TOOLCHAINS, cuda
 from kiln.build.toolchains.base import ToolchainPaths
@@ -16,6 +17,7 @@ from kiln.build.toolchains.recipe import load_recipe
 from kiln.errors import CommandFailed, ConfigError
 from kiln.matrix import load_matrix
 from kiln.plan import make_job
+from kiln.project import Names
 
 
 def paths(tmp_path: Path) -> ToolchainPaths:
@@ -76,8 +78,87 @@ def test_identity_carries_the_device_compiler_pins(repo_root: Path) -> None:
     m = load_matrix(repo_root / "matrix")
     recipe = load_recipe(repo_root / "recipes", "cuda")
     tc = cuda.CudaToolchain()
-    a = tc.identity(make_job(m.get("ubuntu-cuda-12.4-x64"), 1), recipe)
-    b = tc.identity(make_job(m.get("ubuntu-cuda-13.3-x64"), 1), recipe)
+    a = tc.identity(make_job(m.get("ubuntu-cuda-12.4-x64"), 1, NAMES), recipe)
+    b = tc.identity(make_job(m.get("ubuntu-cuda-13.3-x64"), 1, NAMES), recipe)
     assert a.toolchain == "zig+cuda" and a.target == "x86_64-linux-gnu.2.17"
     assert "nvidia-cuda-nvrtc-cu12==12.4.127" in a.version
     assert "nvidia-cuda-nvcc==13.3.73" in b.version and a.version != b.version
+
+
+# Another project, by hand: kiln.toml's names (kiln/project.py) for a project named demo.
+DEMO = Names(name="demo", archive="{name}-{build}-{id}", option_prefix="DEMO_",
+             device_code=(("cuda", "gpu/kernels.cu"),))
+
+
+def test_device_step_takes_the_projects_names(tmp_path: Path, repo_root: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernels are kiln.toml's [build.device_code] cuda, the generated C file and the
+    intermediate files are named after the project, the option after its prefix."""
+    source = tmp_path / "proj"
+    (source / "gpu").mkdir(parents=True)
+    (source / "gpu" / "kernels.cu").write_text("__global__ void k() {}\n")
+    calls: list[dict[str, Any]] = []
+
+    def compiled(root: Path, version: str, kernels: Path, targets: tuple[str, ...],
+                 out_c: Path, work: Path, **kw: str) -> None:
+        calls.append({"kernels": kernels, "out_c": out_c, "targets": targets, **kw})
+
+    monkeypatch.setattr(cuda, "install_cuda", lambda p, v, env: tmp_path / "cuda")
+    monkeypatch.setattr(cuda, "compile_device_code", compiled)
+    job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-cuda-13.3-x64"), 1, DEMO)
+    assert dict(job.cmake_options)["DEMO_CUDA"] == "ON"
+    check, options = cuda.CudaToolchain().device_step(
+        job, paths=paths(tmp_path), source=source, build=tmp_path / "build",
+        work=tmp_path / "work")
+    blobs = tmp_path / "build" / "demo_cuda_blobs.c"
+    assert check == "cuda-13.3" and options == {"DEMO_CUDA_BLOBS": str(blobs)}
+    assert calls == [{"kernels": source / "gpu" / "kernels.cu", "out_c": blobs,
+                      "targets": tuple(job.entry.gpu_targets), "name": "demo",
+                      "origin": "proj/gpu/kernels.cu"}]
+    # this repository's project: the device code and names its kiln.toml gives
+    assert EMBER.source_dir is not None
+    ember_source = EMBER.root / EMBER.source_dir
+    ember = make_job(load_matrix(repo_root / "matrix").get("ubuntu-cuda-13.3-x64"), 1, NAMES)
+    calls.clear()
+    _, options = cuda.CudaToolchain().device_step(
+        ember, paths=paths(tmp_path), source=ember_source, build=tmp_path / "build",
+        work=tmp_path / "work")
+    assert list(options) == [NAMES.option("CUDA_BLOBS")]
+    assert calls[0]["kernels"] == ember_source / NAMES.device_source("cuda")
+    assert calls[0]["out_c"].name == f"{NAMES.name}_cuda_blobs.c"
+
+
+def test_device_step_without_the_device_code_is_refused_before_installing(
+        tmp_path: Path, repo_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_install(*a: Any, **kw: Any) -> Path:
+        raise AssertionError("installed a device compiler for nothing")
+
+    monkeypatch.setattr(cuda, "install_cuda", must_not_install)
+    entry = load_matrix(repo_root / "matrix").get("ubuntu-cuda-12.4-x64")
+    no_code = make_job(entry, 1, Names(name="demo", archive="{name}-{build}-{id}",
+                                       option_prefix="DEMO_"))
+    with pytest.raises(ConfigError) as info:
+        cuda.CudaToolchain().device_step(no_code, paths=paths(tmp_path), source=tmp_path,
+                                         build=tmp_path / "b", work=tmp_path / "w")
+    assert "names no device code for cuda" in info.value.message
+    assert "[build.device_code]" in (info.value.hint or "")
+    missing = make_job(entry, 1, DEMO)
+    with pytest.raises(ConfigError) as info:
+        cuda.CudaToolchain().device_step(missing, paths=paths(tmp_path), source=tmp_path,
+                                         build=tmp_path / "b", work=tmp_path / "w")
+    assert f"{tmp_path / 'gpu' / 'kernels.cu'} not found" in info.value.message
+
+
+def test_intermediate_files_are_named_after_the_project(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+
+    def fake(argv: Sequence[str], what: str) -> None:
+        out = Path(argv[argv.index("-o") + 1])
+        made.append(out.name)
+        out.write_bytes(b"x")
+
+    monkeypatch.setattr(cuda.cuda_device, "_run", fake)
+    cuda.cuda_device.compile_nvcc(Path("nvcc"), tmp_path / "k.cu", ["sm_80", "compute_90"],
+                                  tmp_path / "obj", name="demo")
+    assert made == ["demo_sm_80.cubin", "demo_compute_90.ptx"]

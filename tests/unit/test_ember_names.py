@@ -16,37 +16,6 @@ KILN = Path(__file__).resolve().parents[2] / "kiln"
 
 # module (relative to kiln/) -> lines that name ember today
 NAMES_EMBER = {
-    "build/toolchains/cuda.py": 7,
-    "build/toolchains/cuda_device.py": 8,
-    "build/toolchains/hip.py": 8,
-    "build/toolchains/hosted.py": 1,
-    "build/toolchains/oneapi.py": 1,
-    "build/toolchains/openvino.py": 6,
-    "build/toolchains/vulkan.py": 5,
-    "cli/install.py": 10,
-    "install/host/facts.py": 1,
-    "install/host/probe.py": 2,
-    "install/installer.py": 14,
-    "matrix/catalogue.py": 10,
-    "matrix/model.py": 2,
-    "matrix/rules.py": 2,
-    "package/conan.py": 2,
-    "package/wheel.py": 36,
-    "plan.py": 2,
-    "project.py": 3,
-    "publish/conan.py": 3,
-    "publish/pypi_index.py": 5,
-    "release/page/render.py": 6,
-    "release/sbom.py": 4,
-    "verify/__init__.py": 6,
-    "verify/base.py": 11,
-    "verify/floors.py": 4,
-    "verify/inspect.py": 8,
-    "verify/lavapipe.py": 8,
-    "verify/opencl_checks.py": 7,
-    "verify/openvino_cpu.py": 10,
-    "verify/server.py": 17,
-    "verify/server_api.py": 2,
 }
 
 

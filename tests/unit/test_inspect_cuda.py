@@ -81,8 +81,10 @@ def test_12_4_keeps_the_old_architectures(repo_root: Path) -> None:
 
 def test_no_device_code_or_twice_or_no_driver_fails(repo_root: Path) -> None:
     e = entry(repo_root, "win-cuda-13.3-x64")
-    none = check_cuda_device_code(scanned(bin__ember_dll=b"\x7fELF" + bytes(60)), e, [])
-    assert [c.ok for c in none] == [False] and "EMBER_CUDA_BLOBS" in none[0].detail
+    none = check_cuda_device_code(scanned(bin__ember_dll=b"\x7fELF" + bytes(60)), e, [],
+                                  device_code="src/k.cu (DEMO_CUDA_BLOBS unset?)")
+    assert [c.ok for c in none] == [False] and none[0].detail.endswith(
+        "the build did not embed src/k.cu (DEMO_CUDA_BLOBS unset?)")
     lib = library(SMS_133, [120])
     twice = check_cuda_device_code(scanned(bin__ember_dll=lib, bin__ember_cli_exe=lib), e,
                                    ["bin/ember_dll", "bin/ember_cli_exe"])

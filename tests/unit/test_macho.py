@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from ember_project import EMBER
 
 from kiln.errors import VerifyError
 from kiln.package.macho import read_macho
@@ -55,7 +56,7 @@ def test_the_wheel_check_sees_an_upward_dylib_outside_macos() -> None:
     from kiln.package.wheel import WheelFile
 
     repo = Path(__file__).resolve().parents[2]
-    target = wheel_target(load_matrix(repo / "matrix").get("macos-x64"))
+    target = wheel_target(load_matrix(repo / "matrix").get("macos-x64"), EMBER)
     assert target is not None
     check = check_macos([WheelFile(name="ember/lib/libember.0.dylib", data=LIB,
                                    executable=True)], target)

@@ -175,6 +175,34 @@ def test_unknown_backend_profile_and_enum_in_defaults(matrix_copy: Path) -> None
     assert any("no profile 'cuda@12.9'" in p for p in problems), problems
 
 
+def test_cmake_options_are_the_projects_not_the_toolchains(matrix_copy: Path) -> None:
+    """An entry's cmake: keys are the project's own upper-case variables, whatever their
+    prefix (the loader does not know the project); CMAKE_* belong to the toolchain (recipes/
+    and the toolchain file), and names that are no CMake variable never reach a -D."""
+    _edit(matrix_copy / "ubuntu.yaml", "  - id: ubuntu-x64\n",
+          '  - id: ubuntu-x64\n    cmake: {GGML_NATIVE: "OFF", LLAMA_CURL: "OFF"}\n')
+    m = load_matrix(matrix_copy)
+    assert dict(m.get("ubuntu-x64").cmake) == {"GGML_NATIVE": "OFF", "LLAMA_CURL": "OFF"}
+    for key, message in (("CMAKE_TOOLCHAIN_FILE", "belongs to the toolchain"),
+                         ("CMAKE_C_FLAGS", "belongs to the toolchain"),
+                         ("ggml_native", "is not an upper-case CMake variable name"),
+                         ("_X", "is not an upper-case CMake variable name"),
+                         ("A B", "is not an upper-case CMake variable name"),
+                         ("A=B", "is not an upper-case CMake variable name")):
+        _edit(matrix_copy / "ubuntu.yaml", "    cmake: {GGML_NATIVE:",
+              f'    cmake: {{"{key}": "ON", GGML_NATIVE:')
+        problems = _problems(matrix_copy)
+        assert any(key in p and message in p for p in problems), (key, problems)
+        _edit(matrix_copy / "ubuntu.yaml", f'    cmake: {{"{key}": "ON", GGML_NATIVE:',
+              "    cmake: {GGML_NATIVE:")
+    jsonschema = pytest.importorskip("jsonschema")
+    pattern = json_schema()["$defs"]["entry"]["properties"]["cmake"]["propertyNames"]
+    for key, ok in (("GGML_NATIVE", True), ("EMBER_SYCL_F16", True), ("CMAKE_C_FLAGS", False),
+                    ("ggml", False)):
+        errors = list(jsonschema.Draft202012Validator(pattern).iter_errors(key))
+        assert (not errors) == ok, key
+
+
 def test_unlisted_family_file(matrix_copy: Path) -> None:
     (matrix_copy / "freebsd.yaml").write_text("entries: []\n")
     problems = _problems(matrix_copy)

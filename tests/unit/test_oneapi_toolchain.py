@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from ember_project import NAMES
 
 from kiln.build.toolchains import TOOLCHAINS, check_buildable, oneapi, refusal
 from kiln.build.toolchains.base import Installed, ToolchainPaths
@@ -149,7 +150,7 @@ def test_recipe_names_the_registered_toolchain(repo_root_module: Path, matrix: M
 def test_configure_writes_the_linux_toolchain_file(tmp_path: Path, repo_root_module: Path,
                                                    matrix: Matrix) -> None:
     recipe = load_recipe(repo_root_module / "recipes", "sycl")
-    job = make_job(matrix.get("ubuntu-sycl-fp16-x64"), 7)
+    job = make_job(matrix.get("ubuntu-sycl-fp16-x64"), 7, NAMES)
     tc = oneapi.OneApiToolchain(host_windows=False)
     installed = Installed(name="oneapi", version="2025.3.0", root=Path("/opt/intel/bin"),
                           executable=Path("/opt/intel/bin/icx"))
@@ -162,19 +163,20 @@ def test_configure_writes_the_linux_toolchain_file(tmp_path: Path, repo_root_mod
     assert 'set(CMAKE_CXX_COMPILER "/opt/intel/bin/icpx")' in text
     assert f"-ffile-prefix-map={src}=ember" in text and "-march=x86-64" in text
     assert "CMAKE_SYSTEM_NAME" not in text, "a native build, not a cross build"
+    assert f"builds {NAMES.name} natively" in text  # the project's name, from kiln.toml
     options = dict(conf.cmake_options)
     assert options["EMBER_SYCL"] == "ON" and options["EMBER_SYCL_F16"] == "ON"
     ident = tc.identity(job, recipe)
     assert ident.toolchain == "oneapi" and ident.version == oneapi.ONEAPI_VERSION
     assert ("EMBER_SYCL_F16", "ON") in ident.cmake_options
-    fp32 = tc.identity(make_job(matrix.get("ubuntu-sycl-fp32-x64"), 7), recipe)
+    fp32 = tc.identity(make_job(matrix.get("ubuntu-sycl-fp32-x64"), 7, NAMES), recipe)
     assert "EMBER_SYCL_F16" not in dict(fp32.cmake_options)
 
 
 def test_configure_on_windows_uses_icx_for_both_and_no_gcc_flags(
         tmp_path: Path, repo_root_module: Path, matrix: Matrix) -> None:
     recipe = load_recipe(repo_root_module / "recipes", "sycl")
-    job = make_job(matrix.get("win-sycl-x64"), 7)
+    job = make_job(matrix.get("win-sycl-x64"), 7, NAMES)
     icx = Path("C:/Program Files (x86)/Intel/oneAPI/compiler/2025.3/bin/icx.exe")
     installed = Installed(name="oneapi", version="2025.3.0", root=icx.parent, executable=icx)
     paths = ToolchainPaths(root=tmp_path / "tc", zig_cache=tmp_path / "zig")
@@ -194,7 +196,7 @@ def test_configure_on_windows_uses_icx_for_both_and_no_gcc_flags(
 def test_configure_refuses_a_compiler_of_another_release(tmp_path: Path, repo_root_module: Path,
                                                          matrix: Matrix) -> None:
     recipe = load_recipe(repo_root_module / "recipes", "sycl")
-    job = make_job(matrix.get("ubuntu-sycl-fp32-x64"), 7)
+    job = make_job(matrix.get("ubuntu-sycl-fp32-x64"), 7, NAMES)
     installed = Installed(name="oneapi", version="2026.0.0", root=Path("/x"),
                           executable=Path("/x/icx"))
     paths = ToolchainPaths(root=tmp_path / "tc", zig_cache=tmp_path / "zig")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_project import NAMES
 
 import kiln.build.jobs
 import kiln.verify
@@ -109,7 +110,7 @@ def test_identity_carries_the_pin_and_both_entries_use_the_recipe() -> None:
     recipe = load_recipe(ROOT / "recipes", "openvino")
     assert recipe.toolchain == "openvino"
     for eid in ("ubuntu-openvino-2026.2-x64", "win-openvino-2026.2-x64"):
-        job = make_job(m.get(eid), 1)
+        job = make_job(m.get(eid), 1, NAMES)
         ident = TOOLCHAINS["openvino"].identity(job, recipe)
         assert ident.toolchain == "zig+openvino"
         assert ident.version.endswith("+openvino-2026.2.1")

@@ -12,19 +12,18 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from ember_project import EMBER_LAYOUT
+from ember_project import EMBER, EMBER_LAYOUT, NAMES
 
 from kiln.errors import BuildError
 from kiln.matrix import load_matrix
 from kiln.package.archive import BuildInfo, package, required_files
-from kiln.package.wheel import THIRD_PARTY_LICENSES
 from kiln.plan import Job, make_job
 
 EPOCH = 1_700_000_000
 
 
 def job_for(repo_root: Path, entry_id: str) -> Job:
-    return make_job(load_matrix(repo_root / "matrix").get(entry_id), 42)
+    return make_job(load_matrix(repo_root / "matrix").get(entry_id), 42, NAMES)
 
 
 def make_stage(root: Path, *, windows: bool = False, macos: bool = False,
@@ -188,9 +187,10 @@ def test_every_archive_requires_the_server_and_the_third_party_licences(
         repo_root: Path, entry_id: str, exe: str) -> None:
     groups = required_files(job_for(repo_root, entry_id), EMBER_LAYOUT)
     assert (f"bin/ember-server{exe}",) in groups
-    assert THIRD_PARTY_LICENSES == ("share/ember/licenses/civetweb.md",
-                                    "share/ember/licenses/cJSON.txt")
-    for rel in THIRD_PARTY_LICENSES:
+    assert EMBER.wheel is not None  # what the wheels ship beside the server
+    assert EMBER.wheel.server_licenses == ("share/ember/licenses/civetweb.md",
+                                           "share/ember/licenses/cJSON.txt")
+    for rel in EMBER.wheel.server_licenses:
         assert (rel,) in groups
 
 

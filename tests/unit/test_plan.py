@@ -3,10 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ember_project import NAMES
 
-from kiln.errors import SelectionError
+from kiln.errors import ConfigError, SelectionError
 from kiln.matrix import Matrix, load_matrix
-from kiln.plan import github_matrix, plan, select
+from kiln.plan import artifact_name, github_matrix, make_job, plan, select
+from kiln.project import Names
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,8 @@ def test_bad_selectors(matrix: Matrix) -> None:
 
 
 def test_jobs(matrix: Matrix) -> None:
-    jobs = {j.entry.id: j for j in plan(matrix, build_number=4242, include_disabled=True)}
+    jobs = {j.entry.id: j for j in plan(matrix, build_number=4242, include_disabled=True,
+                                             names=NAMES)}
     assert len(jobs) == 27
     assert jobs["ubuntu-x64"].artifact == "ember-b4242-bin-ubuntu-x64.tar.gz"
     assert jobs["win-cpu-x64"].artifact == "ember-b4242-bin-win-cpu-x64.zip"
@@ -87,6 +90,40 @@ def test_jobs(matrix: Matrix) -> None:
     assert "icx" in jobs["ubuntu-sycl-fp16-x64"].toolchain
     data = cuda.to_json()
     assert data["build_number"] == 4242 and data["target"] == "x86_64-windows-gnu"
+
+
+# Another project's names, by hand: what kiln.toml would give (kiln/project.py).
+DEMO = Names(name="demo", archive="{name}-{build}-{id}", option_prefix="DEMO_",
+             device_code=(("cuda", "gpu/kernels.cu"),))
+
+
+def test_kilns_options_take_the_projects_prefix(matrix: Matrix) -> None:
+    jobs = {j.entry.id: j for j in plan(matrix, build_number=7, include_disabled=True,
+                                         names=DEMO)}
+    assert dict(jobs["win-cuda-12.4-x64"].cmake_options) == {
+        "DEMO_CUDA": "ON",
+        "DEMO_GPU_TARGETS": "sm_50;sm_52;sm_60;sm_61;sm_70;sm_75;sm_80;sm_86;sm_89;sm_90;"
+                            "compute_90"}
+    assert dict(jobs["ubuntu-rocm-7.2-x64"].cmake_options)["DEMO_HIP"] == "ON"
+    assert dict(jobs["ubuntu-x64"].cmake_options) == {}
+    # the entry's own options are the matrix's, as written
+    assert dict(jobs["ubuntu-sycl-fp16-x64"].cmake_options) == {
+        "DEMO_SYCL": "ON", "EMBER_SYCL_F16": "ON"}
+    assert jobs["ubuntu-x64"].artifact == "demo-7-ubuntu-x64.tar.gz"
+    assert artifact_name(matrix.get("win-cpu-x64"), 7, DEMO) == "demo-7-win-cpu-x64.zip"
+    assert jobs["ubuntu-x64"].names is DEMO
+
+
+def test_a_project_without_a_prefix_builds_cpu_entries_only(matrix: Matrix) -> None:
+    bare = Names(name="bare", archive="{name}-b{build}-bin-{id}")
+    cpu = plan(matrix, ["backend=cpu"], build_number=3, names=bare)
+    assert cpu and all(j.cmake_options == () for j in cpu)
+    with pytest.raises(ConfigError) as info:
+        plan(matrix, ["ubuntu-x64", "ubuntu-cuda-12.4-x64"], build_number=3, names=bare)
+    assert "bare has no [build] option_prefix" in info.value.message
+    assert "CUDA" in info.value.message and "option_prefix" in (info.value.hint or "")
+    with pytest.raises(ConfigError, match="option_prefix"):
+        make_job(matrix.get("ubuntu-vulkan-x64"), 3, bare)
 
 
 def test_github_matrix(matrix: Matrix) -> None:

@@ -324,7 +324,7 @@ def test_the_server_the_smoke_test_also_checks(repo_root: Path, tmp_path: Path) 
     table = '[smoke.server]\nprogram = "demo-serve"\nargs = ["--model", "{model}"]\n'
     got = load_project(_write(tmp_path / "a", ids + table)).smoke.server
     assert got is not None and (got.program, got.args) == ("demo-serve", ("--model", "{model}"))
-    with pytest.raises(ConfigError, match="needs smoke.output"):
+    with pytest.raises(ConfigError, match=r"needs smoke\.output"):
         load_project(_write(tmp_path / "b", GOOD + table))
     with pytest.raises(ConfigError, match="must be a file name"):
         load_project(_write(tmp_path / "c", ids + table.replace("demo-serve", "../x")))
@@ -332,7 +332,7 @@ def test_the_server_the_smoke_test_also_checks(repo_root: Path, tmp_path: Path) 
         load_project(_write(tmp_path / "d", ids.replace("[smoke]", "[smoke]\nserver = \"x\"")))
     with pytest.raises(ConfigError, match="must pass the model"):
         load_project(_write(tmp_path / "e", ids + table.replace('"--model", "{model}"', '"-x"')))
-    with pytest.raises(ConfigError, match="unknown placeholder '{port}'"):
+    with pytest.raises(ConfigError, match=r"unknown placeholder '\{port\}'"):
         load_project(_write(tmp_path / "f", ids + table.replace('"--model"', '"{port}"')))
 
 
@@ -345,7 +345,8 @@ def test_how_the_smoke_program_is_pointed_at_a_backend(repo_root: Path) -> None:
     assert vulkan.args == ("--backend", "vulkan")
     got = openvino.environment({}, runtime="/rt/libopenvino_c.so")
     assert got["EMBER_OPENVINO_LIB"] == "/rt/libopenvino_c.so"
-    assert "EMBER_OPENVINO_LIB=/rt/libopenvino_c.so" in openvino.shown(runtime="/rt/libopenvino_c.so")
+    shown = openvino.shown(runtime="/rt/libopenvino_c.so")
+    assert "EMBER_OPENVINO_LIB=/rt/libopenvino_c.so" in shown
     assert load_project(repo_root / LLAMA).smoke.backends == ()
 
 
@@ -381,3 +382,57 @@ def test_the_options_and_device_code_kiln_passes(repo_root: Path, tmp_path: Path
     ]:
         with pytest.raises(ConfigError, match=message):
             load_project(_write(tmp_path / "p", GOOD + table + "\n"))
+
+WHEEL_GOOD = GOOD + """
+[build]
+binding = "python/demo"
+
+[package]
+required = ["bin/demo-run{exe}"]
+
+[package.library]
+linux = "lib/libdemo.so"
+
+[wheel]
+summary = "demo ({what})"
+readme = "README.md.j2"
+"""
+
+
+def test_the_wheel_table(repo_root: Path, tmp_path: Path) -> None:
+    """[wheel] goes with build.binding; ember's names a readme that exists."""
+    ember = load_project(repo_root)
+    assert ember.wheel is not None and (repo_root / ember.wheel.readme).is_file()
+    assert ember.wheel.summary_for(name="ember", what="CPU build").endswith("(CPU build)")
+    assert load_project(repo_root / LLAMA).wheel is None
+    demo = load_project(_write(tmp_path / "p", WHEEL_GOOD + 'license = "MIT"\n'
+                                                            'cmake = { DEMO_SHARED = "ON" }\n'))
+    assert demo.wheel is not None
+    assert (demo.wheel.readme, demo.wheel.license, demo.wheel.cmake, demo.wheel.classifiers,
+            demo.wheel.server_licenses) == ("README.md.j2", "MIT", (("DEMO_SHARED", "ON"),),
+                                             (), ())
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    (GOOD + '\n[build]\nbinding = "python/demo"\n', "build.binding needs a [wheel] table"),
+    (GOOD + '\n[wheel]\nsummary = "x"\nreadme = "r"\n', "describes the wheels of build.binding"),
+    ('wheel = "x"\n' + WHEEL_GOOD.split("[wheel]")[0], "[wheel] must be a table"),
+    (WHEEL_GOOD + 'summry = "x"\n', "did you mean 'summary'"),
+    (WHEEL_GOOD.replace('readme = "README.md.j2"\n', ""), "'readme' is missing"),
+    (WHEEL_GOOD.replace('"demo ({what})"', '"demo {version}"'), "unknown placeholder '{version}'"),
+    (WHEEL_GOOD.replace('"README.md.j2"', '"../README.md.j2"'), "must be a relative path"),
+    (WHEEL_GOOD.replace('"python/demo"', '"python/demo-py"'), "the name of a Python package"),
+    (WHEEL_GOOD.replace('linux = "lib/libdemo.so"', 'android = "lib/libdemo.a"'),
+     "needs [package.library] to name the shared library"),
+    (WHEEL_GOOD + 'server_licenses = ["share/demo/LICENSE"]\n', "needs [smoke.server]"),
+    (WHEEL_GOOD + 'license = ""\n', "wheel.license: expected a non-empty one-line string"),
+    (WHEEL_GOOD + 'classifiers = "Topic :: X"\n', "wheel.classifiers: expected a list"),
+    (WHEEL_GOOD + 'cmake = ["DEMO_SHARED=ON"]\n', "wheel.cmake must be a table"),
+    (WHEEL_GOOD + 'cmake = { "A B" = "1" }\n', "'A B' is not a CMake variable name"),
+    (WHEEL_GOOD + 'cmake = { CMAKE_BUILD_TYPE = "Debug" }\n', "kiln sets CMAKE_BUILD_TYPE"),
+    (WHEEL_GOOD + 'cmake = { DEMO_SHARED = true }\n', "wheel.cmake.DEMO_SHARED: expected"),
+])
+def test_a_bad_wheel_table_is_refused_by_name(tmp_path: Path, text: str, says: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_project(_write(tmp_path / "p", text))
+    assert says in err.value.render()

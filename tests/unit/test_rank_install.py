@@ -57,21 +57,24 @@ def sign(secret: object, data: bytes, comment: str) -> bytes:
 
 
 def cli_archive(path: Path, *, top: str = "ember-b7-bin-ubuntu-x64", text: str = "v1",
-                extra: tuple[tuple[str, bytes], ...] = ()) -> None:
+                extra: tuple[tuple[str, bytes], ...] = (), project: str = "ember") -> None:
     with tarfile.open(path, "w:gz") as tar:
-        for name, data in ((f"{top}/bin/ember-cli", f"#!/bin/sh\necho {text}\n".encode()),
-                           (f"{top}/lib/libember.so.0", b"\x7fELF"), *extra):
+        for name, data in ((f"{top}/bin/{project}-cli", f"#!/bin/sh\necho {text}\n".encode()),
+                           (f"{top}/lib/lib{project}.so.0", b"\x7fELF"), *extra):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o755
             tar.addfile(info, io.BytesIO(data))
 
 
-def make_release(root: Path, secret: object, *, tag: str = TAG, text: str = "v1") -> Path:
-    """A mirror root: ``latest`` and ``<tag>/`` with one ubuntu-x64 archive."""
+def make_release(root: Path, secret: object, *, tag: str = TAG, text: str = "v1",
+                 project: str = "ember",
+                 extra: tuple[tuple[str, bytes], ...] = ()) -> Path:
+    """A mirror root: ``latest`` and ``<tag>/`` with one ubuntu-x64 archive of ``project``."""
     rel = root / tag
     rel.mkdir(parents=True)
-    name = f"ember-{tag}-bin-ubuntu-x64.tar.gz"
-    cli_archive(rel / name, top=f"ember-{tag}-bin-ubuntu-x64", text=text)
+    name = f"{project}-{tag}-bin-ubuntu-x64.tar.gz"
+    cli_archive(rel / name, top=f"{project}-{tag}-bin-ubuntu-x64", text=text, project=project,
+                extra=tuple((f"{project}-{tag}-bin-ubuntu-x64/{n}", d) for n, d in extra))
     record = AssetRecord(
         name=name, kind="archive", entry_id="ubuntu-x64", os="linux", arch="x86_64",
         backend="cpu", backend_version=None, libc="glibc", libc_floor="2.17", min_os=None,
@@ -81,7 +84,7 @@ def make_release(root: Path, secret: object, *, tag: str = TAG, text: str = "v1"
         unpacked_size=unpacked_size(rel / name),
         toolchain=(Tool(name="zig", version="0.17.1"),),
         verification=Verification(method="native", ok=True, detail="ok"))
-    manifest = ReleaseManifest(project="ember", tag=tag, build_number=int(tag[1:]),
+    manifest = ReleaseManifest(project=project, tag=tag, build_number=int(tag[1:]),
                                commit="a" * 40, date="2026-01-01T00:00:00Z",
                                base_url=str(rel) + "/",
                                assets=(ReleaseAsset(record=record, url=name),), missing=(),
@@ -92,7 +95,7 @@ def make_release(root: Path, secret: object, *, tag: str = TAG, text: str = "v1"
                         "manifest.json": sha256_file(rel / "manifest.json")})
     (rel / "SHA256SUMS").write_text(sums, encoding="utf-8")
     (rel / "SHA256SUMS.minisig").write_bytes(
-        sign(secret, sums.encode(), f"ember {tag} commit {'a' * 40}"))
+        sign(secret, sums.encode(), f"{project} {tag} commit {'a' * 40}"))
     (root / "latest").write_text(tag + "\n", encoding="utf-8")
     return rel
 
@@ -274,7 +277,7 @@ def test_archive_without_cli_is_refused(mirror: tuple[Path, str, object],
                         "manifest.json": sha256_file(rel / "manifest.json")})
     (rel / "SHA256SUMS").write_text(sums, encoding="utf-8")
     (rel / "SHA256SUMS.minisig").write_bytes(sign(secret, sums.encode(), f"ember {TAG}"))
-    with pytest.raises(InstallError, match="holds no ember-cli"):
+    with pytest.raises(InstallError, match=r"holds no programs \(looked for a bin/ directory"):
         do_install(root, pub, tmp_path, tmp_path / "ember")
     assert not (tmp_path / "ember").exists()
 

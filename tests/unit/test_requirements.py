@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from ember_project import NAMES
 
 from kiln.errors import KilnError, ReleaseError
 from kiln.matrix import REQUIREMENT_FIELDS, Entry, Requirements, load_matrix
@@ -105,7 +106,7 @@ def test_every_toolchain_names_its_pinned_programs(entry: Entry) -> None:
         recipe = recipe_for(entry, ROOT / "recipes")
     except KilnError:
         pytest.skip(f"{entry.id}: no recipe in recipes/ (built by a CI runner's own tools)")
-    tools = TOOLCHAINS[recipe.toolchain].tools(make_job(entry, 1))
+    tools = TOOLCHAINS[recipe.toolchain].tools(make_job(entry, 1, NAMES))
     names = {t.name: t.version for t in tools}
     assert tools and all(t.version for t in tools)
     if recipe.toolchain != "oneapi":

@@ -15,7 +15,6 @@ import pytest
 from ember_project import EMBER
 
 from kiln.errors import ReleaseError
-from kiln.package.wheel import THIRD_PARTY_LICENSES
 from kiln.project import ThirdParty
 from kiln.release.sbom import vendored_components
 
@@ -88,7 +87,8 @@ def test_provenance_is_complete(component: dict[str, Any]) -> None:
             assert p["type"] in ("backport", "cherry-pick", "unofficial", "monkey")
     licence = component["license_file"]
     assert licence in {f["path"] for f in component["files"]}
-    assert f"share/ember/licenses/{component['license_ship_as']}" in THIRD_PARTY_LICENSES
+    assert EMBER.wheel is not None  # the wheel ships the licences beside the server
+    assert f"share/ember/licenses/{component['license_ship_as']}" in EMBER.wheel.server_licenses
 
 
 def test_the_debian_security_fixes_are_applied() -> None:

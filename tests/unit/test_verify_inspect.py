@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from ember_project import EMBER, EMBER_LAYOUT
+from ember_project import EMBER, EMBER_LAYOUT, NAMES
 
 from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.errors import VerifyError
@@ -223,18 +223,21 @@ def test_code_signature_flags_and_identifier_are_read() -> None:
 def test_parse_cli_json_ignores_noise_and_crlf() -> None:
     out = ("wine: something\r\n"
            '{"prompt_ids": [1, 2], "generated_ids": [3, 4, 5], "text": "hi"}\r\n')
-    got = parse_cli_json(out)
+    got = parse_cli_json(out, "ember-cli")
     assert got.prompt_ids == (1, 2) and got.generated_ids == (3, 4, 5)
-    with pytest.raises(VerifyError, match="no JSON object"):
-        parse_cli_json("Segmentation fault\n")
-    with pytest.raises(VerifyError, match="lacks"):
-        parse_cli_json('{"ids": []}\n')
+    with pytest.raises(VerifyError, match=r"^ember-cli printed no JSON object"):
+        parse_cli_json("Segmentation fault\n", "ember-cli")
+    with pytest.raises(VerifyError, match=r"^ember-cli's JSON lacks"):
+        parse_cli_json('{"ids": []}\n', "ember-cli")
+    # the messages name the project's program
+    with pytest.raises(VerifyError, match=r"^demo-cli printed invalid JSON"):
+        parse_cli_json("{oops\n", "demo-cli")
 
 
 def ctx_with(repo_root: Path, reference: tuple[int, ...] | None,
              error: str | None = None) -> VerifyContext:
     spec = load_verify_spec(repo_root / "recipes")
-    job = make_job(entry(repo_root, "ubuntu-s390x"), 1)
+    job = make_job(entry(repo_root, "ubuntu-s390x"), 1, NAMES)
     return VerifyContext(job=job, stage=Path("/nonexistent"), spec=spec, env={},
                          layout=EMBER_LAYOUT, smoke=EMBER.smoke,
                          log_file=Path("/nonexistent.log"), model=None,

@@ -8,6 +8,7 @@ requires bin/ember-server through kiln.package.archive.required_files."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from ember_project import EMBER, EMBER_LAYOUT
+from ember_project import EMBER, EMBER_LAYOUT, NAMES
 
 import kiln.verify.inspect
 import kiln.verify.native
@@ -29,11 +30,14 @@ from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.matrix import load_matrix
 from kiln.package.archive import required_files
 from kiln.plan import make_job
+from kiln.project import ServerSmoke
 from kiln.verify import Check, VerifyContext
 from kiln.verify.inspect import check_required
-from kiln.verify.server import LISTENING_RE, server_args, server_check
+from kiln.verify.server import LISTENING_RE, server_check
 
 IDS = (213, 120, 294, 305, 23, 213, 408, 321, 407, 460, 419, 352, 528, 272, 367, 607)
+EMBER_LISTENING = "ember-server: listening on {url} (1 slots, draft: none, template: chatml)"
+LLAMA_LISTENING = "main: server is listening on {url} - starting the main loop"
 
 
 class FakeServer:
@@ -44,7 +48,8 @@ class FakeServer:
     def __init__(self, *, listen: bool = True, exit_before: int | None = None,
                  health: tuple[int, dict[str, Any]] = (200, {"status": "ok"}),
                  tokens: Sequence[int] = IDS, finish_reason: str = "length",
-                 term_status: int | None = 0, completion_status: int = 200) -> None:
+                 term_status: int | None = 0, completion_status: int = 200,
+                 listening: str = EMBER_LISTENING) -> None:
         r, w = os.pipe()
         self._out = os.fdopen(r, "rb")
         self._w: IO[bytes] | None = os.fdopen(w, "wb", buffering=0)
@@ -97,8 +102,7 @@ class FakeServer:
         threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
         port = self._http.server_address[1]
-        self._print(f"ember-server: listening on http://127.0.0.1:{port} (1 slots, draft: none, "
-                    "template: chatml)")
+        self._print(listening.format(url=f"http://127.0.0.1:{port}"))
 
     def _print(self, line: str) -> None:
         assert self._w is not None
@@ -161,7 +165,7 @@ class Spawner:
 @pytest.fixture
 def ctx(repo_root: Path, tmp_path: Path) -> VerifyContext:
     spec = load_verify_spec(repo_root / "recipes")
-    job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1)
+    job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1, NAMES)
     return VerifyContext(job=job, stage=tmp_path / "stage", spec=spec, env={},
                          layout=EMBER_LAYOUT, smoke=EMBER.smoke,
                          log_file=tmp_path / "verify.log", model=tmp_path / "m.gguf",
@@ -292,7 +296,67 @@ def test_the_listening_line_and_the_arguments(ctx: VerifyContext) -> None:
                             "draft: none, template: chatml)\r")
     assert m is not None and m.group(1) == "http://127.0.0.1:40123" and m.group(2) == "40123"
     assert LISTENING_RE.search("ember-server: error: cannot listen on 127.0.0.1:8080") is None
-    assert server_args(ctx, "Z:\\m.gguf")[:2] == ["-m", "Z:\\m.gguf"]
+    # llama.cpp's llama-server
+    m = LISTENING_RE.search("main: server is listening on http://127.0.0.1:8080 - starting the "
+                            "main loop")
+    assert m is not None and m.group(1) == "http://127.0.0.1:8080" and m.group(2) == "8080"
+    assert ctx.smoke.server is not None
+    assert ctx.smoke.server.argv(model="Z:\\m.gguf", threads=2) == [
+        "-m", "Z:\\m.gguf", "--host", "127.0.0.1", "--port", "0", "-c", "512", "-t", "2"]
+
+
+def _other_project(ctx: VerifyContext) -> VerifyContext:
+    """ctx with another project's smoke program and server (other names, other flags)."""
+    server = ServerSmoke(program="demo-server",
+                         args=("--model", "{model}", "--port", "0", "--threads", "{threads}"))
+    smoke = dataclasses.replace(ctx.smoke, program="demo-cli", server=server)
+    return VerifyContext(**{**ctx.__dict__, "smoke": smoke})
+
+
+def test_another_projects_server_is_run_as_its_kiln_toml_says(ctx: VerifyContext,
+                                                              tmp_path: Path) -> None:
+    other = _other_project(ctx)
+    exe = tmp_path / "stage" / "bin" / "demo-server"
+    exe.parent.mkdir(parents=True)
+    exe.write_bytes(b"\x7fELF fake")
+    spawner = Spawner(listening=LLAMA_LISTENING)
+    got = check(other, exe, spawner)
+    assert got.ok, got.detail
+    assert got.name == "demo-server ran natively"
+    assert spawner.argv == [str(exe), "--model", "/models/m.gguf", "--port", "0", "--threads",
+                            str(ctx.spec.run.threads)]
+    assert f"{len(IDS)} greedy tokens identical to demo-cli's" in got.detail
+    assert "ember" not in got.detail
+    assert "demo-server: stopped by SIGTERM (exit 0)" in other.log_file.read_text()
+    got = check(other, exe, Spawner(listening=LLAMA_LISTENING, tokens=IDS[:3]))
+    assert not got.ok and "demo-cli's 16" in got.detail
+    with_ref = VerifyContext(**{**other.__dict__, "reference_ids": IDS})
+    got = check(with_ref, exe, Spawner(listening=LLAMA_LISTENING), cli_ids=None)
+    assert got.ok and "identical to the host build's (demo-cli failed here)" in got.detail
+    got = check(other, exe, Spawner(listen=False), start_timeout=0.3)
+    assert not got.ok and "printed no 'demo-server: listening on' line" in got.detail
+
+
+def test_a_project_without_a_server_fails_the_check(ctx: VerifyContext, exe: Path) -> None:
+    smoke = dataclasses.replace(ctx.smoke, server=None)
+    spawner = Spawner()
+    got = check(VerifyContext(**{**ctx.__dict__, "smoke": smoke}), exe, spawner)
+    assert not got.ok and "kiln.toml has no [smoke.server]" in got.detail
+    assert spawner.server is None
+
+
+def test_the_verifiers_run_the_server_kiln_toml_names(ctx: VerifyContext,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    _stub_runs(monkeypatch, kiln.verify.native, seen)
+    report = kiln.verify.native.NativeVerifier().verify(_other_project(ctx))
+    assert report.ok and seen["exe"] == ctx.stage / "bin" / "demo-server"
+    # no [smoke.server]: no server check
+    seen.clear()
+    smoke = dataclasses.replace(ctx.smoke, server=None)
+    report = kiln.verify.native.NativeVerifier().verify(
+        VerifyContext(**{**ctx.__dict__, "smoke": smoke}))
+    assert report.ok and seen == {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,7 +391,8 @@ def test_qemu_verification_runs_it_under_the_same_qemu(repo_root: Path, ctx: Ver
     seen: dict[str, Any] = {}
     _stub_runs(monkeypatch, kiln.verify.qemu, seen)
     monkeypatch.setattr(kiln.verify.qemu, "require_tool", lambda name, path=None: f"/q/{name}")
-    job = make_job(load_matrix(repo_root / "matrix").get("android-arm64"), 1)  # static: no -L
+    # android-arm64 is a static build: no -L
+    job = make_job(load_matrix(repo_root / "matrix").get("android-arm64"), 1, NAMES)
     report = kiln.verify.qemu.QemuVerifier().verify(VerifyContext(**{**ctx.__dict__,
                                                                      "job": job}))
     assert report.ok
@@ -342,7 +407,7 @@ def test_wine_verification_stops_the_prefix(repo_root: Path, ctx: VerifyContext,
     seen: dict[str, Any] = {}
     _stub_runs(monkeypatch, kiln.verify.wine, seen)
     monkeypatch.setattr(kiln.verify.wine, "require_tool", lambda name, path=None: f"/w/{name}")
-    job = make_job(load_matrix(repo_root / "matrix").get("win-cpu-x64"), 1)
+    job = make_job(load_matrix(repo_root / "matrix").get("win-cpu-x64"), 1, NAMES)
     wctx = VerifyContext(**{**ctx.__dict__, "job": job, "wine_root": tmp_path / "wine"})
     report = kiln.verify.wine.WineVerifier().verify(wctx)
     assert report.ok
@@ -360,9 +425,9 @@ def test_inspection_requires_ember_server(repo_root: Path, tmp_path: Path) -> No
     matrix = load_matrix(repo_root / "matrix")
     for entry_id, exe_suffix in (("ubuntu-x64", ""), ("win-cpu-arm64", ".exe"),
                                  ("macos-arm64", "")):
-        groups = required_files(make_job(matrix.get(entry_id), 1), EMBER_LAYOUT)
+        groups = required_files(make_job(matrix.get(entry_id), 1, NAMES), EMBER_LAYOUT)
         assert (f"bin/ember-server{exe_suffix}",) in groups, entry_id
-    groups = required_files(make_job(matrix.get("ubuntu-x64"), 1), EMBER_LAYOUT)
+    groups = required_files(make_job(matrix.get("ubuntu-x64"), 1, NAMES), EMBER_LAYOUT)
     stage = tmp_path / "stage"
     for g in groups:
         (stage / g[0]).parent.mkdir(parents=True, exist_ok=True)
@@ -383,7 +448,7 @@ def test_inspect_stage_checks_the_required_files(ctx: VerifyContext) -> None:
 
 
 def test_the_inspect_summary_names_the_tools(repo_root: Path, tmp_path: Path) -> None:
-    job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1)
+    job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1, NAMES)
     groups = required_files(job, EMBER_LAYOUT)
     stage = tmp_path / "stage"
     for g in groups:

@@ -8,11 +8,12 @@ main()'s ANSI argv does: every character outside the code page is '?'.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
-from ember_project import EMBER, EMBER_LAYOUT
+from ember_project import EMBER, EMBER_LAYOUT, NAMES
 
 from kiln.build.toolchains.recipe import load_verify_spec
 from kiln.matrix import load_matrix
@@ -51,7 +52,7 @@ def fake_cli(mode: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def ctx(repo_root: Path, tmp_path: Path) -> VerifyContext:
     spec = load_verify_spec(repo_root / "recipes")
-    job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1)
+    job = make_job(load_matrix(repo_root / "matrix").get("ubuntu-x64"), 1, NAMES)
     return VerifyContext(job=job, stage=tmp_path, spec=spec, env={},
                          layout=EMBER_LAYOUT, smoke=EMBER.smoke,
                          log_file=tmp_path / "v.log",
@@ -80,7 +81,56 @@ def test_an_ansi_command_line_fails(ctx: VerifyContext, tmp_path: Path) -> None:
     check = _check(ctx, tmp_path, "ansi")
     assert not check.ok
     assert "non-ASCII prompt and model path" in check.name
+    assert check.detail.startswith(f"-p {UNICODE_PROMPT!r} tokenizes to [")
     assert "the command line lost characters" in check.detail
+
+
+def test_embers_two_runs_are_its_kiln_toml_commands(ctx: VerifyContext, tmp_path: Path) -> None:
+    """The command lines ember-cli got before kiln.toml said them: -p on the command line, -f
+    for the UTF-8 file."""
+    seen: list[list[str]] = []
+    inner = fake_cli("utf8")
+
+    def run(argv, **kw):  # type: ignore[no-untyped-def]
+        seen.append([str(a) for a in argv])
+        return inner(argv, **kw)
+
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base, "run", run)
+        check = unicode_check(ctx, how="ran natively", prefix=[], exe=tmp_path / "cli",
+                              model=model, env={})
+    assert check.ok, check.detail
+    r = ctx.spec.run
+    common = ["-n", str(r.n_predict), "--temp", "0", "--ignore-eos", "-t", str(r.threads),
+              "--json"]
+    by_arg, by_file = seen
+    assert by_arg[:2] == [str(tmp_path / "cli"), "-m"]
+    assert by_arg[2].endswith(f"{base.UNICODE_DIR}/model.gguf")
+    assert by_arg[3:] == ["-p", UNICODE_PROMPT, *common]
+    assert by_file[:4] == [str(tmp_path / "cli"), "-m", str(model), "-f"]
+    assert by_file[4].endswith(f"{base.UNICODE_DIR}/prompt.txt") and by_file[5:] == common
+
+
+def test_another_projects_flags_come_from_kiln_toml(ctx: VerifyContext, tmp_path: Path) -> None:
+    smoke = dataclasses.replace(
+        ctx.smoke, program="demo-cli",
+        args=("-m", "{model}", "-p", "{prompt}", "-n", "{n_predict}"),
+        prompt_file_args=("-m", "{model}", "-f", "{prompt_file}", "-n", "{n_predict}"))
+    other = VerifyContext(**{**ctx.__dict__, "smoke": smoke})
+    assert _check(other, tmp_path, "utf8").ok
+    # without prompt_file_args: skipped, and nothing is run
+    skip = dataclasses.replace(smoke, prompt_file_args=())
+    model = tmp_path / "model.gguf"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(base, "run", None)
+        check = unicode_check(VerifyContext(**{**ctx.__dict__, "smoke": skip}),
+                              how="ran natively", prefix=[], exe=tmp_path / "demo-cli",
+                              model=model, env={})
+    assert check.ok and check.detail.startswith("skipped: kiln.toml has no "
+                                                "smoke.prompt_file_args")
+    assert "demo-cli's non-ASCII command line is not compared" in check.detail
 
 
 def test_an_ansi_model_path_fails(ctx: VerifyContext, tmp_path: Path) -> None:

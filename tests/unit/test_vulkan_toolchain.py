@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ember_project import NAMES
 
 import kiln.build.jobs
 import kiln.verify
@@ -19,6 +20,7 @@ from kiln.build.toolchains.recipe import load_recipe, load_verify_spec
 from kiln.errors import ConfigError, ToolMissing
 from kiln.matrix import load_matrix
 from kiln.plan import make_job
+from kiln.project import Names
 from kiln.run import Completed
 from kiln.verify.lavapipe import LavapipeVerifier, device_check, manifest_for
 
@@ -81,7 +83,7 @@ def test_glslc_must_be_the_pinned_release(monkeypatch: pytest.MonkeyPatch) -> No
 def test_identity_carries_both_pins(entry_id: str) -> None:
     m = load_matrix(ROOT / "matrix")
     recipe = load_recipe(ROOT / "recipes", "vulkan")
-    job = make_job(m.get(entry_id), 1)
+    job = make_job(m.get(entry_id), 1, NAMES)
     ident = TOOLCHAINS["vulkan"].identity(job, recipe)
     assert ident.toolchain == "zig+glslc"
     assert ident.version.endswith("+glslc-2023.2+vulkan-headers-1.3.239")
@@ -89,6 +91,23 @@ def test_identity_carries_both_pins(entry_id: str) -> None:
     assert options["EMBER_VULKAN"] == "ON" and options["EMBER_GLSLC_VERSION"] == "2023.2"
     # nothing about where the tools are: the identity is the cache key on every machine
     assert not any("/" in v for v in options.values())
+
+
+def test_the_options_take_the_projects_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """glslc, its pinned version and the headers reach the project's CMake under its own
+    option prefix (kiln.toml [build] option_prefix)."""
+    demo = Names(name="demo", archive="{name}-{build}-{id}", option_prefix="DEMO_")
+    job = make_job(load_matrix(ROOT / "matrix").get("ubuntu-vulkan-x64"), 1, demo)
+    tc = vulkan.VulkanToolchain(headers=Path("/opt/vk/include"))
+    ident = tc.identity(job, load_recipe(ROOT / "recipes", "vulkan"))
+    options = dict(ident.cmake_options)
+    assert options["DEMO_VULKAN"] == "ON" and options["DEMO_GLSLC_VERSION"] == "2023.2"
+    monkeypatch.setattr(vulkan.VulkanToolchain, "_glslc", lambda self, env: "/opt/glslc")
+    monkeypatch.setattr(vulkan.VulkanToolchain, "_check_headers", lambda self: None)
+    _, step = tc.device_step(job, paths=None, source=Path("/src"),  # type: ignore[arg-type]
+                             build=Path("/b"), work=Path("/w"))
+    assert step == {"DEMO_GLSLC": "/opt/glslc", "DEMO_GLSLC_VERSION": "2023.2",
+                    "DEMO_VULKAN_INCLUDE_DIR": "/opt/vk/include"}
 
 
 def _json(backend: str, device: str) -> str:

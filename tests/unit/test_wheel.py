@@ -8,11 +8,13 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import shutil
 import struct
 import zipfile
 from pathlib import Path
 
 import pytest
+from ember_project import EMBER
 
 from kiln.errors import ConfigError, VerifyError
 from kiln.matrix import Entry, load_matrix
@@ -34,6 +36,7 @@ from kiln.package.wheel import (
     write_cibuildwheel_project,
     write_wheel,
 )
+from kiln.project import Project, load_project
 
 REPO = Path(__file__).resolve().parents[2]
 MATRIX = load_matrix(REPO / "matrix")
@@ -50,8 +53,8 @@ def entry(entry_id: str) -> Entry:
 
 
 def test_the_promised_platform_tags_and_nothing_else() -> None:
-    tags = {wheel_target(e).platform_tags[0] for e in MATRIX.enabled  # type: ignore[union-attr]
-            if wheel_target(e) is not None}
+    tags = {t.platform_tags[0] for e in MATRIX.enabled
+            if (t := wheel_target(e, EMBER)) is not None}
     assert tags == {
         "manylinux_2_17_x86_64", "manylinux_2_17_aarch64", "manylinux_2_17_s390x",
         "macosx_11_0_arm64", "macosx_10_15_x86_64", "win_amd64", "win_arm64",
@@ -61,14 +64,14 @@ def test_the_promised_platform_tags_and_nothing_else() -> None:
 
 def test_every_entry_has_a_wheel_or_a_reason() -> None:
     for e in MATRIX:
-        assert (wheel_target(e) is None) == (no_wheel_reason(e) is not None), e.id
-    assert "static musl" in (no_wheel_reason(entry("android-arm64")) or "")
-    assert "2.17" in (no_wheel_reason(entry("openeuler-x64")) or "")
+        assert (wheel_target(e, EMBER) is None) == (no_wheel_reason(e, EMBER) is not None), e.id
+    assert "static musl" in (no_wheel_reason(entry("android-arm64"), EMBER) or "")
+    assert "2.17" in (no_wheel_reason(entry("openeuler-x64"), EMBER) or "")
 
 
 def test_wheel_file_names_are_unique_and_valid() -> None:
     packaging_utils = pytest.importorskip("packaging.utils")
-    names = [t.filename(4242) for e in MATRIX if (t := wheel_target(e)) is not None]
+    names = [t.filename(4242) for e in MATRIX if (t := wheel_target(e, EMBER)) is not None]
     assert len(names) == len(set(names))
     for name in names:
         dist, version, build, tags = packaging_utils.parse_wheel_filename(name)
@@ -79,7 +82,7 @@ def test_wheel_file_names_are_unique_and_valid() -> None:
 
 
 def test_linux_wheels_carry_the_manylinux2014_alias() -> None:
-    t = wheel_target(entry("ubuntu-s390x"))
+    t = wheel_target(entry("ubuntu-s390x"), EMBER)
     assert t is not None
     assert t.filename(7) == "ember-0.0.7-py3-none-manylinux_2_17_s390x.manylinux2014_s390x.whl"
     assert t.checker == "auditwheel" and t.index == ""
@@ -99,7 +102,7 @@ def test_linux_wheels_carry_the_manylinux2014_alias() -> None:
 ])
 def test_variants(entry_id: str, expected: str | None) -> None:
     assert variant(entry(entry_id)) == expected
-    t = wheel_target(entry(entry_id))
+    t = wheel_target(entry(entry_id), EMBER)
     assert t is not None and t.index == (expected or "")
 
 
@@ -160,7 +163,7 @@ def fake_binding(root: Path) -> Path:
 
 def test_wheel_files_layout_and_record(tmp_path: Path) -> None:
     files = wheel_files(entry("ubuntu-x64"), fake_stage(tmp_path), binding=fake_binding(tmp_path),
-                        build_number=5, commit=COMMIT)
+                        build_number=5, commit=COMMIT, project=EMBER)
     names = [f.name for f in files]
     assert names == ["ember/__init__.py", "ember/lib/libember.so.0",
                      "ember-0.0.5.dist-info/LICENSE", "ember-0.0.5.dist-info/METADATA",
@@ -185,11 +188,13 @@ def test_wheel_files_layout_and_record(tmp_path: Path) -> None:
 
 def test_windows_and_macos_libraries(tmp_path: Path) -> None:
     win = wheel_files(entry("win-cpu-arm64"), fake_stage(tmp_path / "w", "windows"),
-                      binding=fake_binding(tmp_path / "w"), build_number=1, commit=COMMIT)
+                      binding=fake_binding(tmp_path / "w"), build_number=1, commit=COMMIT,
+                      project=EMBER)
     # the DLL beside ember-server.exe (Windows looks for a DLL in the program's folder)
     assert "ember/bin/ember.dll" in [f.name for f in win]
     mac = wheel_files(entry("macos-x64"), fake_stage(tmp_path / "m", "macos"),
-                      binding=fake_binding(tmp_path / "m"), build_number=1, commit=COMMIT)
+                      binding=fake_binding(tmp_path / "m"), build_number=1, commit=COMMIT,
+                      project=EMBER)
     # the install name ember-server is linked against, where @executable_path/../lib finds it
     assert "ember/lib/libember.0.dylib" in [f.name for f in mac]
 
@@ -211,7 +216,7 @@ def test_the_server_its_console_script_and_licences(tmp_path: Path) -> None:
     (binding / "bin").mkdir()
     (binding / "bin" / "ember-server.py").write_text("a developer's leftover\n")
     files = wheel_files(entry("ubuntu-x64"), stage, binding=binding, build_number=5,
-                        commit=COMMIT)
+                        commit=COMMIT, project=EMBER)
     names = [f.name for f in files]
     d = "ember-0.0.5.dist-info"
     assert names == ["ember/__init__.py", "ember/bin/ember-server", "ember/lib/libember.so.0",
@@ -233,13 +238,14 @@ def test_the_windows_server_is_an_exe(tmp_path: Path) -> None:
     add_server(stage, "windows", data=b"MZ fake server")
     names = [f.name for f in wheel_files(entry("win-cpu-x64"), stage,
                                          binding=fake_binding(tmp_path), build_number=1,
-                                         commit=COMMIT)]
+                                         commit=COMMIT, project=EMBER)]
     assert "ember/bin/ember-server.exe" in names and "ember/bin/ember-server" not in names
 
 
 def test_without_a_server_there_is_no_console_script(tmp_path: Path) -> None:
     files = wheel_files(entry("ubuntu-x64"), fake_stage(tmp_path),
-                        binding=fake_binding(tmp_path), build_number=1, commit=COMMIT)
+                        binding=fake_binding(tmp_path), build_number=1, commit=COMMIT,
+                        project=EMBER)
     names = [f.name for f in files]
     assert not any("ember-server" in n or "entry_points" in n or "/licenses/" in n
                    for n in names)
@@ -252,7 +258,7 @@ def test_a_server_without_its_licences_is_a_build_error(tmp_path: Path) -> None:
     add_server(stage, licences=False)
     with pytest.raises(kw.BuildError, match=r"share/ember/licenses/civetweb\.md"):
         wheel_files(entry("ubuntu-x64"), stage, binding=fake_binding(tmp_path), build_number=1,
-                    commit=COMMIT)
+                    commit=COMMIT, project=EMBER)
 
 
 def test_no_shared_library_is_a_build_error(tmp_path: Path) -> None:
@@ -261,18 +267,19 @@ def test_no_shared_library_is_a_build_error(tmp_path: Path) -> None:
         p.unlink()
     with pytest.raises(kw.BuildError, match="no shared library"):
         wheel_files(entry("ubuntu-x64"), stage, binding=fake_binding(tmp_path), build_number=1,
-                    commit=COMMIT)
+                    commit=COMMIT, project=EMBER)
 
 
 def test_an_entry_without_a_wheel_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="android-arm64"):
         wheel_files(entry("android-arm64"), fake_stage(tmp_path), binding=fake_binding(tmp_path),
-                    build_number=1, commit=COMMIT)
+                    build_number=1, commit=COMMIT, project=EMBER)
 
 
 def test_write_wheel_is_reproducible(tmp_path: Path) -> None:
     files = wheel_files(entry("ubuntu-arm64"), fake_stage(tmp_path),
-                        binding=fake_binding(tmp_path), build_number=3, commit=COMMIT)
+                        binding=fake_binding(tmp_path), build_number=3, commit=COMMIT,
+                        project=EMBER)
     a, b = tmp_path / "a.whl", tmp_path / "b.whl"
     write_wheel(files, a, EPOCH)
     write_wheel(list(files), b, EPOCH)
@@ -329,7 +336,7 @@ def _mac_files(data: bytes) -> list[WheelFile]:
 
 
 def test_check_macos() -> None:
-    target = wheel_target(entry("macos-arm64"))
+    target = wheel_target(entry("macos-arm64"), EMBER)
     assert target is not None
     assert check_macos(_mac_files(macho()), target).ok
     too_new = check_macos(_mac_files(macho(minos=(13, 0, 0))), target)
@@ -348,7 +355,7 @@ def test_check_macos() -> None:
 
 
 def test_auditwheel_verdicts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    target = wheel_target(entry("ubuntu-arm64"))
+    target = wheel_target(entry("ubuntu-arm64"), EMBER)
     assert target is not None
     reports = {"ok": {"overall_tag": "manylinux_2_17_aarch64", "external_libs": {}},
                "older": {"overall_tag": "manylinux_2_5_aarch64", "external_libs": {}},
@@ -376,7 +383,7 @@ def test_delvewheel_output() -> None:
 
 
 def test_cibuildwheel_project(tmp_path: Path) -> None:
-    out = write_cibuildwheel_project(tmp_path / "build" / "cibw", repo=tmp_path)
+    out = write_cibuildwheel_project(tmp_path / "build" / "cibw", repo=tmp_path, project=EMBER)
     pyproject = (out / "pyproject.toml").read_text()
     assert 'build-backend = "kiln_wheel_backend"' in pyproject and 'backend-path = ["."]' in \
         pyproject
@@ -386,17 +393,18 @@ def test_cibuildwheel_project(tmp_path: Path) -> None:
 
 
 def test_host_entry() -> None:
-    e = host_entry(MATRIX.entries, {}, system="Linux", machine="x86_64")
+    e = host_entry(MATRIX.entries, {}, system="Linux", machine="x86_64", project=EMBER)
     assert e.id == "ubuntu-x64"
-    assert host_entry(MATRIX.entries, {}, system="Darwin", machine="arm64").id == "macos-arm64"
-    assert host_entry(MATRIX.entries, {}, system="Windows", machine="ARM64").id == \
-        "win-cpu-arm64"
+    assert host_entry(MATRIX.entries, {}, system="Darwin", machine="arm64",
+                      project=EMBER).id == "macos-arm64"
+    assert host_entry(MATRIX.entries, {}, system="Windows", machine="ARM64",
+                      project=EMBER).id == "win-cpu-arm64"
     chosen = host_entry(MATRIX.entries, {"KILN_WHEEL_ENTRY": "ubuntu-s390x"}, system="Linux",
-                        machine="x86_64")
+                        machine="x86_64", project=EMBER)
     assert chosen.id == "ubuntu-s390x"
     with pytest.raises(ConfigError):
         host_entry(MATRIX.entries, {"KILN_WHEEL_ENTRY": "nope"}, system="Linux",
-                   machine="x86_64")
+                   machine="x86_64", project=EMBER)
 
 
 def test_pyproject_cibuildwheel_overrides_name_real_entries() -> None:
@@ -406,7 +414,7 @@ def test_pyproject_cibuildwheel_overrides_name_real_entries() -> None:
     overrides = data["tool"]["cibuildwheel"]["overrides"]
     for o in overrides:
         e = entry(o["environment"]["KILN_WHEEL_ENTRY"])
-        t = wheel_target(e)
+        t = wheel_target(e, EMBER)
         assert t is not None and e.backend == "cpu"
         if "MACOSX_DEPLOYMENT_TARGET" in o["environment"]:
             assert o["environment"]["MACOSX_DEPLOYMENT_TARGET"] == e.min_os
@@ -433,7 +441,7 @@ def test_conan_packages_one_per_settings() -> None:
            "ubuntu-cuda-12.4-x64", "macos-arm64"]
     pairs = [(record(i), entry(i)) for i in ids] + [(record("ubuntu-x64", "wheel"),
                                                      entry("ubuntu-x64"))]
-    packages, skipped = select_packages(pairs)
+    packages, skipped = select_packages(pairs, name="ember")
     got = {(p.os, p.arch, p.backend): p.record.entry_id for p in packages}
     assert got == {("Linux", "x86_64", "cpu"): "ubuntu-x64",
                    ("Linux", "x86_64", "cu124"): "ubuntu-cuda-12.4-x64",
@@ -443,7 +451,7 @@ def test_conan_packages_one_per_settings() -> None:
                for s in skipped)
     assert any(s.startswith("android-arm64") for s in skipped)
     assert conan_version(42) == "0.0.42"
-    pkg = package_for(record("win-cpu-arm64"), entry("win-cpu-arm64"))
+    pkg = package_for(record("win-cpu-arm64"), entry("win-cpu-arm64"), name="ember")
     assert not isinstance(pkg, str)
     assert pkg.settings_args() == ["-s", "os=Windows", "-s", "arch=armv8", "-s",
                                    "build_type=Release", "-o", "ember/*:backend=cpu"]
@@ -464,3 +472,180 @@ def test_recipe_backends_cover_every_entry() -> None:
     assert {backend_option(e) for e in MATRIX} <= backends
     assert set(_recipe_list("CONAN_OS")) >= {"linux", "macos", "windows"}
 
+
+
+# --------------------------------------------------------------------------------------------
+# another project: names, library, server and description all from its kiln.toml
+
+DEMO_TOML = """
+[project]
+name = "demo-rt"
+license = "LICENSE"
+source = "src"
+
+[build]
+binding = "py/demo_rt"
+option_prefix = "DEMO_"
+
+[package]
+required = ["bin/demo-run{exe}"]
+
+[package.library]
+linux = "lib64/libdemo.so"
+windows = "bin/demo.dll"
+
+[smoke]
+program = "demo-run"
+args = ["-m", "{model}"]
+output = "json-ids"
+
+[smoke.server]
+program = "demo-serve"
+args = ["-m", "{model}"]
+
+[wheel]
+summary = "{name}: a demo ({what})"
+readme = "wheel.md.j2"
+server_licenses = ["share/demo/licenses/dep.txt"]
+cmake = { DEMO_SHARED = "ON" }
+"""
+DEMO_README = ("# {{ name }} {{ version }} ({{ entry_id }}, {{ what }}): a {brace} stays\n"
+               "{% if server %}\nrun `{{ server }}` (python -m {{ import_name }}.server)\n"
+               "{% endif %}")
+
+
+def demo_project(root: Path, *, server: bool = True) -> Project:
+    text = DEMO_TOML
+    if not server:
+        text = text.replace('[smoke.server]\nprogram = "demo-serve"\nargs = ["-m", "{model}"]\n',
+                            "").replace('server_licenses = ["share/demo/licenses/dep.txt"]\n', "")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "kiln.toml").write_text(text)
+    (root / "wheel.md.j2").write_text(DEMO_README)
+    pkg = root / "py" / "demo_rt"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("'''demo'''\n")
+    (pkg / "server.py").write_text("def main(): pass\n")
+    return load_project(root)
+
+
+def demo_stage(root: Path) -> Path:
+    stage = root / "stage"
+    (stage / "lib64").mkdir(parents=True)
+    (stage / "bin").mkdir()
+    (stage / "lib64" / "libdemo.so.3.1").write_bytes(b"\x7fELF fake demo library")
+    (stage / "lib64" / "libdemo.so.3").symlink_to("libdemo.so.3.1")
+    (stage / "lib64" / "libdemo.so").symlink_to("libdemo.so.3")
+    (stage / "bin" / "demo-serve").write_bytes(b"\x7fELF fake demo server")
+    (stage / "share" / "demo" / "licenses").mkdir(parents=True)
+    (stage / "share" / "demo" / "licenses" / "dep.txt").write_text("dep: MIT\n")
+    (stage / "LICENSE").write_text("demo licence\n")
+    return stage
+
+
+def test_another_projects_wheel_is_named_and_laid_out_after_it(tmp_path: Path) -> None:
+    demo = demo_project(tmp_path / "demo")
+    target = wheel_target(entry("ubuntu-cuda-12.4-x64"), demo)
+    assert target is not None
+    # PEP 427: the file name spells "-" as "_"; METADATA's Name is the project's
+    assert target.filename(5) == ("demo_rt-0.0.5+cu124-py3-none-manylinux_2_17_x86_64."
+                                  "manylinux2014_x86_64.whl")
+    files = wheel_files(entry("ubuntu-cuda-12.4-x64"), demo_stage(tmp_path),
+                        binding=demo.root / "py" / "demo_rt", build_number=5, commit=COMMIT,
+                        project=demo)
+    d = "demo_rt-0.0.5+cu124.dist-info"
+    assert [f.name for f in files] == [
+        "demo_rt/__init__.py", "demo_rt/bin/demo-serve", "demo_rt/lib64/libdemo.so.3",
+        "demo_rt/server.py", f"{d}/LICENSE", f"{d}/METADATA", f"{d}/WHEEL",
+        f"{d}/entry_points.txt", f"{d}/licenses/dep.txt", f"{d}/RECORD"]
+    by_name = {f.name: f.data for f in files}
+    assert by_name["demo_rt/lib64/libdemo.so.3"] == b"\x7fELF fake demo library"
+    assert by_name[f"{d}/entry_points.txt"] == \
+        b"[console_scripts]\ndemo-serve = demo_rt.server:main\n"
+    assert by_name[f"{d}/LICENSE"] == b"demo licence\n"
+    meta = by_name[f"{d}/METADATA"].decode()
+    assert meta.startswith("Metadata-Version: 2.1\nName: demo-rt\nVersion: 0.0.5+cu124\n"
+                           "Summary: demo-rt: a demo (cuda 12.4 build)\nRequires-Python: ")
+    assert "License:" not in meta  # [wheel] names none
+    assert [line for line in meta.splitlines() if line.startswith("Classifier")] == [
+        "Classifier: Operating System :: POSIX :: Linux",
+        "Classifier: Programming Language :: Python :: 3"]
+    assert meta.endswith("\n\n# demo-rt 0.0.5+cu124 (ubuntu-cuda-12.4-x64, cuda 12.4 build): "
+                         "a {brace} stays\nrun `demo-serve` (python -m demo_rt.server)\n")
+    assert "ember" not in "".join(f.name for f in files) + meta
+    # no macOS library in its kiln.toml: no macOS wheel, and the reason says so
+    assert wheel_target(entry("macos-arm64"), demo) is None
+    assert "[package.library] names no macos library" in (
+        no_wheel_reason(entry("macos-arm64"), demo) or "")
+
+
+def test_another_project_without_a_server_has_no_console_script(tmp_path: Path) -> None:
+    demo = demo_project(tmp_path / "demo", server=False)
+    # the staged tree has a program of the server's name: without [smoke.server] it stays out
+    stage = demo_stage(tmp_path)
+    (stage / "bin" / "demo.dll").write_bytes(b"MZ demo dll")
+    (stage / "bin" / "demo-serve.exe").write_bytes(b"MZ demo server")
+    files = wheel_files(entry("win-cpu-x64"), stage, binding=demo.root / "py" / "demo_rt",
+                        build_number=1, commit=COMMIT, project=demo)
+    names = [f.name for f in files]
+    assert "demo_rt/bin/demo.dll" in names
+    assert not any("demo-serve" in n or "entry_points" in n or "/licenses/" in n
+                   for n in names)
+    meta = next(f for f in files if f.name.endswith("/METADATA")).data.decode()
+    assert "demo-serve" not in meta and meta.endswith("a {brace} stays\n")
+
+
+def test_a_project_without_a_binding_has_no_wheels(repo_root: Path) -> None:
+    llama = load_project(repo_root / "examples" / "llamacpp")
+    assert wheel_target(entry("ubuntu-x64"), llama) is None
+    assert "no Python binding" in (no_wheel_reason(entry("ubuntu-x64"), llama) or "")
+
+
+def test_the_cibuildwheel_build_of_another_project(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generated project and the native build (CMake faked) take the name, the source
+    directory and the CMake options from kiln.toml."""
+    demo = demo_project(tmp_path / "demo")
+    out = write_cibuildwheel_project(demo.root / "build" / "cibw", repo=demo.root)
+    assert 'name = "demo-rt"' in (out / "pyproject.toml").read_text()
+    assert "compiles src/ natively" in (out / "pyproject.toml").read_text()
+    assert "backend of demo-rt's wheel" in (out / "kiln_wheel_backend.py").read_text()
+    shutil.copytree(REPO / "matrix", demo.root / "matrix")
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_kw: object) -> None:
+        calls.append([str(a) for a in argv])
+        if argv[:2] == ["cmake", "--install"]:
+            shutil.copytree(demo_stage(tmp_path / "native"),
+                            Path(argv[argv.index("--prefix") + 1]), symlinks=True)
+
+    monkeypatch.setattr(kw, "run", fake_run)
+    env = {"PATH": "/nonexistent", "KILN_WHEEL_ENTRY": "ubuntu-x64", "KILN_BUILD_NUMBER": "3",
+           "KILN_COMMIT": COMMIT, "SOURCE_DATE_EPOCH": str(EPOCH)}
+    made = kw.native_wheel(tmp_path / "wheelhouse", repo=demo.root, env=env)
+    assert made.name == "demo_rt-0.0.3-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    configure = calls[0]
+    assert configure[:3] == ["cmake", "-S", str(demo.root / "src")]
+    assert {"-DCMAKE_BUILD_TYPE=Release", "-DDEMO_SHARED=ON"} <= set(configure)
+    assert not any("EMBER" in a for a in configure)
+    with zipfile.ZipFile(made) as zf:
+        assert "demo_rt/lib64/libdemo.so.3" in zf.namelist()
+
+
+def test_conan_publishes_a_release_only_under_its_own_projects_name(tmp_path: Path) -> None:
+    """The Conan package is named after kiln.toml's project, which the release must be of."""
+    from kiln.errors import PublishError
+    from kiln.publish.base import LocalRelease
+    from kiln.publish.conan import ConanPublisher, ConanRemote
+    from kiln.release.manifest import ReleaseManifest
+
+    manifest = ReleaseManifest(project="ember", tag="b1", build_number=1, commit=COMMIT,
+                               date="2026-01-02T03:04:05Z", base_url="https://x.invalid/",
+                               assets=(), missing=(), disabled=())
+    release = LocalRelease(directory=tmp_path, manifest=manifest, files={}, notes="")
+    publisher = ConanPublisher(ConanRemote(name="kiln", url="http://127.0.0.1:9"), repo=REPO,
+                               matrix=MATRIX, name="demo-rt", env={})
+    with pytest.raises(PublishError, match=r"of project 'ember'.*packages 'demo-rt'"):
+        publisher.publish(release)
+    pkg = package_for(record("ubuntu-x64"), entry("ubuntu-x64"), name="demo-rt")
+    assert not isinstance(pkg, str) and pkg.settings_args()[-1] == "demo-rt/*:backend=cpu"

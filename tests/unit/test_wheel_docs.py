@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ember_project import EMBER
+
 from kiln.matrix import load_matrix
 from kiln.package.wheel import wheel_target
 
@@ -20,7 +22,7 @@ def test_the_wheel_table_matches_the_matrix() -> None:
     rows = {m.group(1): (m.group(2), m.group(3)) for m in ROW.finditer(DOC)}
     want = {}
     for e in load_matrix(REPO / "matrix").enabled:
-        t = wheel_target(e)
+        t = wheel_target(e, EMBER)
         if t is not None:
             want[e.id] = (".".join(t.platform_tags), f"/{t.index}/simple/".replace("//", "/"))
     assert rows == want
@@ -28,5 +30,5 @@ def test_the_wheel_table_matches_the_matrix() -> None:
 
 def test_entries_without_a_wheel_are_explained() -> None:
     for e in load_matrix(REPO / "matrix").enabled:
-        if wheel_target(e) is None:
+        if wheel_target(e, EMBER) is None:
             assert f"`{e.id}`" in DOC.split("No wheel:", 1)[1].split("###", 1)[0], e.id

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from ember_project import EMBER
 
 from kiln.errors import ConfigError, PublishError
 from kiln.matrix import load_matrix
@@ -98,10 +99,11 @@ def make_release(tmp_path: Path, entries: tuple[str, ...]) -> LocalRelease:
     assets = []
     for entry_id in entries:
         e = MATRIX.get(entry_id)
-        target = wheel_target(e)
+        target = wheel_target(e, EMBER)
         assert target is not None
         path = directory / target.filename(9)
-        write_wheel(wheel_files(e, stage, binding=binding, build_number=9, commit="c" * 40),
+        write_wheel(wheel_files(e, stage, binding=binding, build_number=9, commit="c" * 40,
+                                project=EMBER),
                     path, 1767323045)
         rec = record_for(e, path, kind="wheel", build_number=9, commit="c" * 40,
                          toolchain=(Tool(name="zig", version="0.17.1"),),

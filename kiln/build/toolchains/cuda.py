@@ -1,11 +1,13 @@
 """CUDA entries: zig for the host code (exactly as the cpu backend) + a pinned device compiler.
 
-ember's CUDA backend has no link-time dependency on a toolkit (it opens the driver with
-dlopen / LoadLibrary), so the host side is the zig cross build of ``kiln/build/toolchains/zig.py``
-with ``EMBER_CUDA=ON``. Before CMake runs, ``configure`` compiles
-``runtime/src/backends/cuda/ember_kernels.cu`` for the entry's ``gpu_targets`` (matrix/backends.yaml) into
-cubins + PTX and writes ``<work>/cuda/ember_cuda_blobs.c``, which CMake compiles into the
-library (``-DEMBER_CUDA_BLOBS=...``). Device code is OS-independent: the Linux and Windows
+kiln's CUDA builds assume a backend with no link-time dependency on a toolkit (it opens the
+driver with dlopen / LoadLibrary), so the host side is the zig cross build of
+``kiln/build/toolchains/zig.py`` with the project's CUDA switch (``<option_prefix>CUDA=ON``,
+kiln.toml ``[build]``). Before CMake runs, ``configure`` compiles the project's kernels
+(kiln.toml ``[build.device_code] cuda``, relative to the source) for the entry's
+``gpu_targets`` (matrix/backends.yaml) into cubins + PTX and writes
+``<build>/<name>_cuda_blobs.c``, which CMake compiles into the library
+(``-D<option_prefix>CUDA_BLOBS=...``). Device code is OS-independent: the Linux and Windows
 entries of one CUDA version embed the same bytes.
 
 Device compilers, installed by kiln from PyPI into ``<cache>/toolchains/cuda-<version>``
@@ -32,7 +34,7 @@ from kiln.plan import Job
 from kiln.run import run
 from kiln.build.toolchains import cuda_device
 from kiln.build.toolchains.base import ToolchainPaths
-from kiln.build.toolchains.hosted import DeviceStep, ZigHostedToolchain
+from kiln.build.toolchains.hosted import DeviceStep, ZigHostedToolchain, device_source
 
 __all__ = [
     "CUDA_PINS",
@@ -67,7 +69,6 @@ DEVICE_TOOLS: dict[str, tuple[Tool, ...]] = {
 }
 DEVICE_COMPILER = {v: " + ".join(f"{t.name} {t.version}" for t in tools)
                    for v, tools in DEVICE_TOOLS.items()}
-KERNELS = Path("runtime") / "src" / "backends" / "cuda" / "ember_kernels.cu"
 # Bump when how device code is made or embedded changes: it is part of every CUDA build key.
 EMBED_SCHEME = 2
 
@@ -133,20 +134,22 @@ def install_cuda(paths: ToolchainPaths, version: str, *, env: Mapping[str, str],
 
 
 def compile_device_code(root: Path, version: str, source: Path, targets: tuple[str, ...],
-                        out_c: Path, work: Path) -> None:
+                        out_c: Path, work: Path, *, name: str, origin: str) -> None:
     """Compile ``source`` for ``targets`` with the CUDA ``version`` toolchain at ``root`` and
-    write the C source that embeds the result."""
+    write the C source that embeds the result (``name``: the project's, for the files made in
+    ``work``; ``origin``: ``source`` as the C source's comment names it)."""
     tools = _tools(root, version)
     if version == "13.3":
-        blobs = cuda_device.compile_nvcc(tools["nvcc"], source, targets, work)
+        blobs = cuda_device.compile_nvcc(tools["nvcc"], source, targets, work, name=name)
     else:
-        blobs = cuda_device.compile_nvrtc(tools["nvrtc"], tools["ptxas"], source, targets, work)
+        blobs = cuda_device.compile_nvrtc(tools["nvrtc"], tools["ptxas"], source, targets, work,
+                                          name=name)
     problems = cuda_device.check_targets(
         cuda_device.scan_device_code(b"".join(b.data for b in blobs)), targets)
     if problems:
         raise ConfigError("device code does not match the matrix: " + "; ".join(problems))
     out_c.parent.mkdir(parents=True, exist_ok=True)
-    cuda_device.emit_c(blobs, out_c, toolchain=DEVICE_COMPILER[version])
+    cuda_device.emit_c(blobs, out_c, toolchain=DEVICE_COMPILER[version], origin=origin)
 
 
 class CudaToolchain(ZigHostedToolchain):
@@ -166,12 +169,12 @@ class CudaToolchain(ZigHostedToolchain):
     def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
                     work: Path) -> DeviceStep:
         ver = job.entry.backend_version or ""
+        names = job.names
+        kernels, origin = device_source(names, "cuda", source)
+        option = names.option("CUDA_BLOBS")
         root = install_cuda(paths, ver, env=os.environ)
         # inside the build tree: -ffile-prefix-map={build} keeps its path out of the objects
-        blobs_c = build / "ember_cuda_blobs.c"
-        kernels = source / KERNELS.relative_to("runtime")
-        if not kernels.is_file():  # source may be runtime/ or the repository
-            kernels = source / KERNELS
+        blobs_c = build / f"{names.name}_cuda_blobs.c"
         compile_device_code(root, ver, kernels, tuple(job.entry.gpu_targets), blobs_c,
-                            work / "cuda" / "obj")
-        return f"cuda-{ver}", {"EMBER_CUDA_BLOBS": str(blobs_c)}
+                            work / "cuda" / "obj", name=names.name, origin=origin)
+        return f"cuda-{ver}", {option: str(blobs_c)}

@@ -1,7 +1,7 @@
-"""CUDA device code, compiled ahead of time on the build host and embedded in ember.
+"""CUDA device code, compiled ahead of time on the build host and embedded in the library.
 
-ember's CUDA backend loads its kernels through the driver API (``cuModuleLoadData``) from
-blobs compiled into the library, so an archive needs no CUDA runtime and no toolkit on the
+The CUDA backends kiln builds load their kernels through the driver API (``cuModuleLoadData``)
+from blobs compiled into the library, so an archive needs no CUDA runtime and no toolkit on the
 user's machine. This module makes those blobs and the C source that embeds them:
 
 - CUDA 13.3: the pinned ``nvcc`` wheel, ``nvcc -cubin -arch=sm_XX`` per architecture and
@@ -11,11 +11,14 @@ user's machine. This module makes those blobs and the C source that embeds them:
   ``ptxas`` 12.4 turns it into a cubin per ``sm_XX`` (12.4 is the newest toolkit that still
   targets Maxwell, Pascal and Volta).
 
-``emit_c`` writes ``ember_cuda_blobs.c``: one byte array per blob and the table
-``em_cuda_blobs[]`` of {arch, kind, bytes} that ``runtime/src/backends/cuda/backend_cuda.c`` picks from.
-``scan_device_code`` reads any file (the built ``.so``/``.dll``) back and finds the embedded
-cubins (ELF with machine EM_CUDA) and PTX texts by their own headers, independent of that
-table: ``inspect`` uses it to prove that an archive carries exactly its entry's SM list.
+The kernels are the project's (kiln.toml ``[build.device_code] cuda``); the intermediate files
+are named after the project (``<name>_sm_XX.cubin``, ``<name>_compute_XX.ptx``). ``emit_c``
+writes the C source (``<name>_cuda_blobs.c``, named by the caller): one byte array per blob
+and the table ``em_cuda_blobs[]`` of {arch, kind, bytes} declared by the project's
+``gpu_blobs.h``, which its CUDA backend picks from. ``scan_device_code`` reads any file (the
+built ``.so``/``.dll``) back and finds the embedded cubins (ELF with machine EM_CUDA) and PTX
+texts by their own headers, independent of that table: ``inspect`` uses it to prove that an
+archive carries exactly its entry's SM list.
 """
 
 from __future__ import annotations
@@ -75,19 +78,21 @@ def _run(argv: Sequence[str], what: str) -> None:
     run(argv, env=dict(os.environ), what=what)
 
 
-def compile_nvcc(nvcc: Path, source: Path, targets: Sequence[str], work: Path) -> list[Blob]:
-    """Cubins and PTX with a full nvcc (CUDA 13.3 wheel)."""
+def compile_nvcc(nvcc: Path, source: Path, targets: Sequence[str], work: Path, *,
+                 name: str) -> list[Blob]:
+    """Cubins and PTX with a full nvcc (CUDA 13.3 wheel), made in ``work`` as
+    ``<name>_sm_XX.cubin`` and ``<name>_compute_XX.ptx`` (``name``: the project's)."""
     work.mkdir(parents=True, exist_ok=True)
     sms, ptx = split_targets(targets)
     blobs: list[Blob] = []
     common = ["-O3", "-std=c++17", "--use_fast_math", "-Xptxas", "-O3"]
     for sm in sms:
-        out = work / f"ember_sm_{sm}.cubin"
+        out = work / f"{name}_sm_{sm}.cubin"
         _run([str(nvcc), "-cubin", f"-arch=sm_{sm}", *common, "-o", str(out), str(source)],
              f"nvcc sm_{sm}")
         blobs.append(Blob(arch=f"sm_{sm}", sm=sm, kind=KIND_CUBIN, data=out.read_bytes()))
     for sm in ptx:
-        out = work / f"ember_compute_{sm}.ptx"
+        out = work / f"{name}_compute_{sm}.ptx"
         _run([str(nvcc), "-ptx", f"-arch=compute_{sm}", *common, "-o", str(out), str(source)],
              f"nvcc compute_{sm}")
         blobs.append(Blob(arch=f"compute_{sm}", sm=sm, kind=KIND_PTX,
@@ -122,17 +127,18 @@ def _nvrtc_ptx(lib: ctypes.CDLL, text: bytes, name: str, sm: int) -> bytes:
 
 
 def compile_nvrtc(nvrtc: Path, ptxas: Path, source: Path, targets: Sequence[str],
-                  work: Path) -> list[Blob]:
-    """Cubins and PTX with NVRTC (PTX per compute_XX) + ptxas (cubin per sm_XX): CUDA 12.4."""
+                  work: Path, *, name: str) -> list[Blob]:
+    """Cubins and PTX with NVRTC (PTX per compute_XX) + ptxas (cubin per sm_XX): CUDA 12.4.
+    Files in ``work`` are named as ``compile_nvcc``'s."""
     work.mkdir(parents=True, exist_ok=True)
     sms, ptx = split_targets(targets)
     lib = ctypes.CDLL(str(nvrtc))
     text = source.read_bytes()
     blobs: list[Blob] = []
     for sm in sms:
-        ptx_file = work / f"ember_compute_{sm}.ptx"
+        ptx_file = work / f"{name}_compute_{sm}.ptx"
         ptx_file.write_bytes(_nvrtc_ptx(lib, text, source.name, sm))
-        out = work / f"ember_sm_{sm}.cubin"
+        out = work / f"{name}_sm_{sm}.cubin"
         _run([str(ptxas), f"-arch=sm_{sm}", "-O3", "-o", str(out), str(ptx_file)],
              f"ptxas sm_{sm}")
         blobs.append(Blob(arch=f"sm_{sm}", sm=sm, kind=KIND_CUBIN, data=out.read_bytes()))
@@ -142,10 +148,11 @@ def compile_nvrtc(nvrtc: Path, ptxas: Path, source: Path, targets: Sequence[str]
     return blobs
 
 
-def emit_c(blobs: Sequence[Blob], path: Path, *, toolchain: str) -> None:
-    """Write the C source that embeds ``blobs`` as ``em_cuda_blobs[]`` (see gpu_blobs.h)."""
-    lines = [f"/* generated by kiln from runtime/src/backends/cuda/ember_kernels.cu with {toolchain};",
-             " * do not edit. Table read by runtime/src/backends/cuda/backend_cuda.c. */",
+def emit_c(blobs: Sequence[Blob], path: Path, *, toolchain: str, origin: str) -> None:
+    """Write the C source that embeds ``blobs`` as ``em_cuda_blobs[]`` (see gpu_blobs.h);
+    ``origin``: the kernels they were compiled from, as the comment on top names them."""
+    lines = [f"/* generated by kiln from {origin} with {toolchain};",
+             " * do not edit. Table declared by gpu_blobs.h, read by the CUDA backend. */",
              '#include "gpu_blobs.h"', ""]
     for i, b in enumerate(blobs):
         lines.append(f"/* {b.arch}: {len(b.data)} bytes */")

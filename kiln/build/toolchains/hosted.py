@@ -1,7 +1,7 @@
 """Toolchains whose host code zig builds and which add one device step of their own.
 
-Every GPU toolchain (CUDA, HIP, Vulkan, OpenVINO) compiles ember's C code exactly as the CPU
-entries do, with zig, and differs only in what happens around it: a host tool to check, device
+Every GPU toolchain (CUDA, HIP, Vulkan, OpenVINO) compiles the project's C code exactly as the
+CPU entries do, with zig, and differs only in what happens around it: a host tool to check, device
 code to compile and embed, a runtime to fetch for the verifier. ``ZigHostedToolchain`` holds the
 shared half (install zig, derive the identity and the configured build from zig's) and calls
 three hooks, each a no-op by default:
@@ -10,6 +10,10 @@ three hooks, each a no-op by default:
 - ``identity_extras(job)``: what the device step adds to the job's identity (cache key);
 - ``device_step(job, ...)``: before zig configures the job (compile device code, fetch
   runtimes); returns the ccache compiler-check suffix and extra CMake options.
+
+What the project calls things comes with the job (``job.names``, from kiln.toml): the CMake
+options a hook adds are ``job.names.option(...)``, the device code it compiles is
+``device_source``'s, and the files it generates are named after the project.
 """
 
 from __future__ import annotations
@@ -18,16 +22,34 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from kiln.errors import ConfigError
 from kiln.package.records import Tool
 from kiln.plan import Job
+from kiln.project import FILE as PROJECT_FILE
+from kiln.project import Names
 from kiln.build.toolchains.base import Configured, Identity, Installed, ToolchainPaths
 from kiln.build.toolchains.recipe import Recipe
 from kiln.build.toolchains.zig import ZigToolchain
 
-__all__ = ["DeviceStep", "ZigHostedToolchain"]
+__all__ = ["DeviceStep", "ZigHostedToolchain", "device_source"]
 
 # (compiler-check suffix without the leading ':', extra CMake options)
 DeviceStep = tuple[str, Mapping[str, str]]
+
+
+def device_source(names: Names, backend: str, source: Path) -> tuple[Path, str]:
+    """The project's device code for ``backend`` (kiln.toml ``[build.device_code]``, relative
+    to the source directory ``source``), and how a generated file names it: the source
+    directory's name, then the path (``src/kernels.cu`` of ``proj/``: ``proj/src/kernels.cu``).
+    A ``ConfigError`` when kiln.toml names none or the file is not there."""
+    rel = names.device_source(backend)
+    path = source / rel
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: the {backend} device code of project "
+                          f"{names.name}",
+                          hint=f"[build.device_code] {backend} in {PROJECT_FILE} names it, "
+                               "relative to the project's source directory")
+    return path, (Path(source.name) / rel).as_posix()
 
 
 def _merged(base: tuple[tuple[str, str], ...],

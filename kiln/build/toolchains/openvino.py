@@ -1,24 +1,25 @@
 """OpenVINO entries: zig for the host code (exactly as the cpu backend) + the pinned OpenVINO
 runtime from PyPI for verification.
 
-ember's OpenVINO backend opens the OpenVINO C API (``libopenvino_c.so`` / ``openvino_c.dll``)
-at run time and declares the few entry points it calls itself (runtime/src/backends/openvino/backend_openvino.c),
-so the build needs neither OpenVINO's headers nor its libraries: the host side is the zig cross
-build of ``kiln/build/toolchains/zig.py`` with ``EMBER_OPENVINO=ON``, and the Windows entry
-cross-builds like win-cpu-x64.
+kiln's OpenVINO builds assume a backend that opens the OpenVINO C API (``libopenvino_c.so`` /
+``openvino_c.dll``) at run time and declares the few entry points it calls itself, so the build
+needs neither OpenVINO's headers nor its libraries: the host side is the zig cross build of
+``kiln/build/toolchains/zig.py`` with the project's OpenVINO switch
+(``<option_prefix>OPENVINO=ON``, kiln.toml ``[build]``), and the Windows entry cross-builds
+like win-cpu-x64.
 
 The runtime is still pinned and installed by kiln, because the ``openvino-cpu`` verifier runs
-the archive's ember-cli on OpenVINO's CPU plugin: ``pip download`` fetches the
-``openvino==OPENVINO_PINS[version]`` wheel of the entry's platform (manylinux x86_64 or
-win_amd64) into ``<cache>/toolchains/openvino-<pin>/<os>/`` and kiln unpacks its ``libs/``
-(the runtime, the plugins, TBB) and ``include/openvino/c`` (the C API headers, kept for
-reference) there, under a lock, renamed into place when complete. Nothing goes into the user's
-environment.
+the archive's smoke program on OpenVINO's CPU plugin (kiln.toml ``[smoke.backends.openvino]``
+says how): ``pip download`` fetches the ``openvino==OPENVINO_PINS[version]`` wheel of the
+entry's platform (manylinux x86_64 or win_amd64) into
+``<cache>/toolchains/openvino-<pin>/<os>/`` and kiln unpacks its ``libs/`` (the runtime, the
+plugins, TBB) and ``include/openvino/c`` (the C API headers, kept for reference) there, under a
+lock, renamed into place when complete. Nothing goes into the user's environment.
 
-The archives do not bundle the OpenVINO runtime (about 100 MB of libraries and plugins next to
-a 1 MB ember): it is a documented prerequisite, as the OpenVINO archive or
-``pip install openvino==2026.2.*`` (ember finds it through ``EMBER_OPENVINO_LIB``,
-``INTEL_OPENVINO_DIR`` or the loader's path).
+The archives do not bundle the OpenVINO runtime (about 100 MB of libraries and plugins): it is
+a documented prerequisite, as the OpenVINO archive or ``pip install openvino==2026.2.*``, which
+the project's backend finds as its documentation says (the verifier passes the runtime library
+through ``[smoke.backends.openvino]``'s ``{runtime}``).
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def _unpack(wheel: Path, root: Path) -> None:
 
 
 def runtime_library(root: Path, os_name: str) -> Path:
-    """The C API library inside an unpacked runtime (what ``EMBER_OPENVINO_LIB`` names)."""
+    """The C API library inside an unpacked runtime (``{runtime}`` of kiln.toml's
+    ``[smoke.backends.openvino]``)."""
     found = sorted((root / "libs").glob(C_LIBRARY[os_name]))
     if not found:
         raise ConfigError(f"{root / 'libs'} has no {C_LIBRARY[os_name]}",

@@ -1,12 +1,14 @@
 """Vulkan entries: zig for the host code (exactly as the cpu backend) + glslc for the shaders.
 
-ember's Vulkan backend opens the loader (``libvulkan.so.1`` / ``vulkan-1.dll``) at run time and
-takes every entry point from ``vkGetInstanceProcAddr`` (the headers are used with
-``VK_NO_PROTOTYPES``), so nothing links against Vulkan and every target cross-compiles with
-zig like the CPU build. The device code is GLSL (``runtime/src/backends/vulkan/*.comp``) that CMake compiles
-to SPIR-V with glslc at build time and embeds in the library (``runtime/src/backends/vulkan/shaders.cmake``):
-SPIR-V is the same for every OS and CPU, so one host compiler serves Linux x86_64, Linux
-aarch64 and Windows.
+kiln's Vulkan builds assume a backend that opens the loader (``libvulkan.so.1`` /
+``vulkan-1.dll``) at run time and takes every entry point from ``vkGetInstanceProcAddr`` (the
+headers are used with ``VK_NO_PROTOTYPES``), so nothing links against Vulkan and every target
+cross-compiles with zig like the CPU build. The device code is GLSL that the project's CMake
+compiles to SPIR-V with glslc at build time and embeds in the library: SPIR-V is the same for
+every OS and CPU, so one host compiler serves Linux x86_64, Linux aarch64 and Windows. kiln
+passes the project's CMake (``<option_prefix>`` from kiln.toml ``[build]``) the glslc to use
+(``<option_prefix>GLSLC``), its pinned version (``<option_prefix>GLSLC_VERSION``) and the
+headers' directory (``<option_prefix>VULKAN_INCLUDE_DIR``).
 
 Where the two host tools come from (decided here, once): neither ships in a registry kiln can
 install into its cache (shaderc has no PyPI wheel with the glslc binary, and the Khronos headers
@@ -14,8 +16,8 @@ package on PyPI is not pinned to a loader release), so both are Debian packages 
 host, and kiln pins and checks them instead of installing them:
 
 - ``glslc`` (package ``glslc``) at exactly ``GLSLC_VERSION``; CMake re-checks it
-  (``EMBER_GLSLC_VERSION``) so a build with another glslc fails instead of embedding different
-  SPIR-V;
+  (``<option_prefix>GLSLC_VERSION``) so a build with another glslc fails instead of embedding
+  different SPIR-V;
 - the Vulkan headers (package ``libvulkan-dev``) at ``VULKAN_HEADERS_VERSION`` or newer: only
   ``vulkan/vulkan_core.h`` and ``vk_platform.h`` (+ ``vk_video/``) are used, copied into the
   build tree by CMake so that zig's cross compiles see them without the rest of the host's
@@ -108,12 +110,13 @@ class VulkanToolchain(ZigHostedToolchain):
 
     def identity_extras(self, job: Job) -> tuple[str, Mapping[str, str]]:
         return (f"+glslc-{GLSLC_VERSION}+vulkan-headers-1.3.{VULKAN_HEADERS_VERSION}",
-                {"EMBER_GLSLC_VERSION": GLSLC_VERSION})
+                {job.names.option("GLSLC_VERSION"): GLSLC_VERSION})
 
     def device_step(self, job: Job, *, paths: ToolchainPaths, source: Path, build: Path,
                     work: Path) -> DeviceStep:
+        option = job.names.option
         glslc = self._glslc(os.environ)
         self._check_headers()
         return (f"glslc-{GLSLC_VERSION}:vulkan-headers-{VULKAN_HEADERS_VERSION}",
-                {"EMBER_GLSLC": glslc, "EMBER_GLSLC_VERSION": GLSLC_VERSION,
-                 "EMBER_VULKAN_INCLUDE_DIR": str(self._headers)})
+                {option("GLSLC"): glslc, option("GLSLC_VERSION"): GLSLC_VERSION,
+                 option("VULKAN_INCLUDE_DIR"): str(self._headers)})

@@ -32,7 +32,7 @@ class Gpu:
 class VulkanIcd:
     name: str  # the manifest's file name without .json, or the driver's name
     path: str
-    cpu: bool  # a software rasteriser (lavapipe, SwiftShader): no faster than ember's CPU code
+    cpu: bool  # a software rasteriser (lavapipe, SwiftShader): no faster than a CPU build
 
 
 @dataclass(frozen=True, kw_only=True)

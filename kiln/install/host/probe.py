@@ -83,7 +83,7 @@ def probe(src: Source) -> Host:
                 distro_like=(), kernel=None, arch=arch, process_arch=arch, emulation=None,
                 can_emulate_x86_64=False, libc="none", libc_version=None,
                 cpu=Cpu(vendor=None, model=None, level=None, features=frozenset()),
-                notes=(f"{system} is not a platform ember is built for",))
+                notes=(f"{system} is not a platform kiln builds for",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,7 +469,7 @@ def _vulkan_gpu(src: Source, loader: str, icds: tuple[VulkanIcd, ...],
 
 
 def _linux_openvino(src: Source, libdirs: tuple[str, ...], arch: str) -> str | None:
-    """Where ember's OpenVINO backend would find the runtime, in its order: the archive
+    """Where the project's OpenVINO backend would find the runtime, in its order: the archive
     layout under ``INTEL_OPENVINO_DIR``, the library path, the system directories,
     ``/opt/intel/openvino*``, and a pip install in the active virtual environment. pip's wheel
     ships only the versioned ``libopenvino_c.so.<YYMP>``, so any version counts."""
