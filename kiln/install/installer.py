@@ -1156,7 +1156,6 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
                                    missing_ok=True, now=now)
         if root_index is not None and key is not None and trust is not None:
             trust.check(root_index, key, origin=source, source=_join(source, INDEX_NAME))
-            trust.remember(root_index, key, origin=source)
     url, known_tag = resolve_release_url(source, tag, fetcher, root_index)
     if root_index is not None and known_tag is not None and root_index.release(known_tag) is None:
         raise InstallError(f"release {known_tag} is not in the mirror's signed "
@@ -1229,6 +1228,11 @@ def fetch_release(source: str, tag: str, *, pubkey: str | None, fetcher: Fetcher
                              f"signed {INDEX_NAME} for {manifest.tag}",
                              hint="the mirror is damaged or hostile: do not install from it")
     _check_index_project(index, manifest, root_index, where=_join(url, INDEX_NAME))
+    # Only an index that passed every check raises what this machine has seen of the mirror
+    # (a refused one, e.g. another project's signed with the same key, must not lock the
+    # mirror's real index out as a rollback).
+    if root_index is not None and key is not None and trust is not None:
+        trust.remember(root_index, key, origin=source)
     if root_index is None and "{tag}" not in source and known_tag is not None and tag == "latest":
         notes.append("the mirror has no signed index.json: its 'latest' file cannot be "
                      "checked against a rollback")

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from kiln.errors import PublishError
+from kiln.errors import IntegrityError, PublishError
 from kiln.matrix import ID_RE
 from kiln.release.manifest import (
     INDEX_NAME,
     INDEX_SIGNATURE_NAME,
+    MANIFEST_NAME,
     NOTES_NAME,
     PUBLIC_KEY_NAME,
+    SIGNATURE_MAX_BYTES,
     SIGNATURE_NAME,
     SUMS_NAME,
     TAG_RE,
@@ -115,6 +118,32 @@ def confined(root: Path, *parts: str) -> Path:
     return path
 
 
+def _check_release_index(directory: Path, manifest: ReleaseManifest, *, signed: bool) -> None:
+    """The release's ``index.json`` is its own and of its project: installers take the
+    project's name from it (``~/.<project>``), and a mirror's index is built from it. With its
+    signature checked, the signed comment must name this index too (no expiry check: an old
+    release is published again as it was)."""
+    from kiln.release.check import trusted_comment
+    from kiln.release.index import INDEX_MAX_BYTES, check_fresh, parse_index
+
+    path = directory / INDEX_NAME
+    with path.open("rb") as fh:  # parse_index refuses what is over the cap
+        index = parse_index(fh.read(INDEX_MAX_BYTES + 1), source=str(path))
+    if index.kind != "release" or index.release(manifest.tag) is None:
+        raise IntegrityError(f"{path} is not the index of release {manifest.tag}",
+                             hint="the release directory is damaged: make the release again")
+    if index.project != manifest.project:
+        raise IntegrityError(f"{path} is an index of project {index.project!r}, "
+                             f"{MANIFEST_NAME} is of project {manifest.project!r}",
+                             hint="the release directory mixes two projects' files: do not "
+                                  "publish it")
+    if signed:
+        sig = directory / INDEX_SIGNATURE_NAME
+        comment = trusted_comment(sig.read_bytes()[:SIGNATURE_MAX_BYTES], sig)
+        check_fresh(index, comment, now=datetime.now(UTC), source=str(sig),
+                    check_expiry=False)
+
+
 def load_release(directory: Path, *, env: Mapping[str, str],
                  check_signature: bool = True) -> LocalRelease:
     manifest, files = read_release(directory)
@@ -125,5 +154,8 @@ def load_release(directory: Path, *, env: Mapping[str, str],
             # The index installers choose from is signed on its own: by the same key.
             verify_signature(directory / INDEX_NAME, directory / INDEX_SIGNATURE_NAME,
                              directory / PUBLIC_KEY_NAME, env=env)
+    if (directory / INDEX_NAME).is_file():
+        _check_release_index(directory, manifest, signed=check_signature and (
+            directory / INDEX_SIGNATURE_NAME).is_file())
     notes = (directory / NOTES_NAME).read_text(encoding="utf-8")
     return LocalRelease(directory=directory, manifest=manifest, files=files, notes=notes)

@@ -63,6 +63,7 @@ __all__ = [
     "check_signature",
     "check_sums",
     "public_key_from",
+    "trusted_comment",
     "verify_release",
 ]
 
@@ -292,14 +293,15 @@ def check_manifest(release: ReleaseUnderCheck) -> str:
                            f"{', '.join(absent)}", hint="make the release again with `kiln "
                                                         "release`")
     sig_path = release.path(SIGNATURE_NAME)
-    comment = _comment_of(release.read(SIGNATURE_NAME, SIGNATURE_MAX_BYTES), sig_path)
+    comment = trusted_comment(release.read(SIGNATURE_NAME, SIGNATURE_MAX_BYTES), sig_path)
     check_comment(comment, manifest, source=str(sig_path))
     return (f"{manifest.project} {manifest.tag} of commit {manifest.commit[:12]}: "
             f"{len(manifest.assets)} assets, {len(manifest.missing)} missing, "
             f"{len(manifest.disabled)} disabled")
 
 
-def _comment_of(signature: bytes, path: Path) -> str:
+def trusted_comment(signature: bytes, path: Path) -> str:
+    """The one ``trusted comment:`` line of a minisign signature file's text."""
     found = [ln[len("trusted comment: "):] for ln in _text(signature, path).split("\n")
              if ln.startswith("trusted comment: ")]
     if len(found) != 1:
@@ -366,6 +368,10 @@ def check_index(release: ReleaseUnderCheck) -> str:
     if index.kind != "release" or entry is None or entry.commit != manifest.commit:
         raise IntegrityError(f"{path} is not the index of release {manifest.tag}",
                              hint="the index belongs to another release")
+    if index.project != manifest.project:
+        raise IntegrityError(f"{path} is an index of project {index.project!r}, "
+                             f"{MANIFEST_NAME} is of project {manifest.project!r}",
+                             hint="the index belongs to another project's release")
     if [a.record for a in entry.assets] != [a.record for a in manifest.assets]:
         raise IntegrityError(f"{path} and {MANIFEST_NAME} list different assets",
                              hint="the release is damaged: do not trust it")

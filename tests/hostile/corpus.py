@@ -94,6 +94,10 @@ CONTRACT_CLASSES: Mapping[str, tuple[str, ...]] = {
     "transport-truncated": INSTALLERS, "transport-http-error": INSTALLERS,
     "tag-syntax": RELEASE_CONSUMERS, "asset-name-syntax": RELEASE_CONSUMERS,
     "record-field-syntax": (KILN, *PUBLISHERS),
+    # the project the release's signed index names becomes ~/.<project> and the install
+    # record's name (docs/install.md, "What an installer refuses")
+    "project-other": RELEASE_CONSUMERS,
+    "member-install-record": INSTALLERS, "member-no-programs": INSTALLERS,
     "publish-planted-link": (PUB_FILE,),
     "gguf-hostile": (BINDING, CLI), "binding-value": (BINDING,), "cli-value": (CLI,),
 }
@@ -134,6 +138,10 @@ class ReleaseSpec:
     # the release's index.json: valid this many days after DATE (a small number: expired)
     index_days: int = 36500
     index_signer: str | None = None  # None: the release's signer; "other": an untrusted key
+    project: str = PROJECT  # manifest.json's project and the signed comment's
+    index_project: str | None = None  # index.json's project (None: ``project``)
+    index_comment_project: str | None = None  # the project its signed comment names
+    drop: tuple[str, ...] = ()  # honest members left out, by their name below the top dir
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,7 @@ class MirrorSpec:
     root_index: tuple[int, int, str] | None = None
     # the highest mirror index version the installer has seen before (its trust record)
     trust_seen: int | None = None
+    root_project: str = PROJECT  # the project the mirror root's index.json names
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,11 @@ class Case:
             if c == consumer:
                 return e
         return self.expect
+
+    def installs(self, consumer: str) -> bool:
+        """The documented outcome is an install (exit 0): the consumer disarms the hostile
+        part (an install record the archive carries) instead of refusing the release."""
+        return self.expect_for(consumer).codes == frozenset({0})
 
 
 def expect(codes: int | Sequence[int], message: str) -> Expect:
@@ -307,7 +321,10 @@ class Builder:
         directory.mkdir(parents=True, exist_ok=True)
         tag = spec.tag
         name = spec.asset_name or asset_name(tag)
-        members = [*spec.before, *honest_members(tag), *spec.members]
+        top = top_dir(tag)
+        honest = [m for m in honest_members(tag)
+                  if m.name.removeprefix(f"{top}/").rstrip("/") not in spec.drop]
+        members = [*spec.before, *honest, *spec.members]
         declared = unpacked_of(members)
         if spec.bomb:
             members.append(Member(f"{top_dir(tag)}/lib/padding.bin", data=bytes(spec.bomb)))
@@ -320,7 +337,7 @@ class Builder:
             archive.unlink()  # a name no file can have: only the manifest names it
         manifest_tag = spec.manifest_tag or tag
         manifest = ReleaseManifest(
-            project=PROJECT, tag=manifest_tag, build_number=build_number(manifest_tag),
+            project=spec.project, tag=manifest_tag, build_number=build_number(manifest_tag),
             commit=COMMIT, date=DATE, base_url="https://ember.invalid/releases/",
             assets=(ReleaseAsset(record=record, url=f"https://ember.invalid/releases/{name}"),),
             missing=(), disabled=())
@@ -331,6 +348,8 @@ class Builder:
             manifest_text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
         texts: dict[str, bytes] = {MANIFEST_NAME: manifest_text.encode()}
         index = self.release_index(manifest, spec)
+        if spec.index_project is not None:
+            index = dataclasses.replace(index, project=spec.index_project)
         texts[INDEX_NAME] = index.text().encode()
         if full:
             texts.update(self._publish_files(manifest))
@@ -343,8 +362,10 @@ class Builder:
                 texts[fname] = (directory / fname).read_bytes()
         # The index is signed on its own and, with its signature, listed in SHA256SUMS.
         index_key = self.other_key if (spec.index_signer or spec.signer) == "other" else self.key
+        signed = index if spec.index_comment_project is None else \
+            dataclasses.replace(index, project=spec.index_comment_project)
         self.sign(directory / INDEX_NAME, directory / INDEX_SIGNATURE_NAME,
-                  comment=index.comment(), key=index_key)
+                  comment=signed.comment(), key=index_key)
         texts[INDEX_SIGNATURE_NAME] = (directory / INDEX_SIGNATURE_NAME).read_bytes()
         digests = {fname: hashlib.sha256(data).hexdigest() for fname, data in texts.items()}
         digests[name] = record.sha256
@@ -353,7 +374,7 @@ class Builder:
             sums = spec.sums_edit(sums, name)
         (directory / SUMS_NAME).write_text(sums, encoding="utf-8")
         key = self.other_key if spec.signer == "other" else self.key
-        comment = spec.comment.format(project=PROJECT, tag=tag, commit=COMMIT, date=DATE)
+        comment = spec.comment.format(project=spec.project, tag=tag, commit=COMMIT, date=DATE)
         target = directory / SUMS_NAME
         if spec.sign_other_content:
             target = directory / ".other-content"
@@ -398,7 +419,7 @@ class Builder:
                                  general=frozenset({"ubuntu"}), floors={},
                                  expiry_days=spec.index_days)
         except (ValueError, IndexError):
-            return Index(project=PROJECT, kind="release", version=1, expires=DATE,
+            return Index(project=manifest.project, kind="release", version=1, expires=DATE,
                          releases=())
 
     def root_index(self, d: Path, spec: MirrorSpec) -> None:
@@ -420,8 +441,8 @@ class Builder:
                 releases += [r for r in one.releases if r.tag == newest or r.tag != NEW]
         releases.sort(key=lambda r: r.build_number, reverse=True)
         expires = (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        index = Index(project=PROJECT, kind="mirror", version=version, expires=expires,
-                      releases=tuple(releases))
+        index = Index(project=spec.root_project, kind="mirror", version=version,
+                      expires=expires, releases=tuple(releases))
         (d / INDEX_NAME).write_text(index.text(), encoding="utf-8")
         self.sign(d / INDEX_NAME, d / INDEX_SIGNATURE_NAME, comment=index.comment(),
                   key=self.key)
@@ -844,6 +865,101 @@ def release_cases() -> list[Case]:
     return cases
 
 
+OTHER_PROJECT = "llama"  # a project the release key might sign too
+# An install record as installers write it, telling of another install than the one made.
+LYING_RECORD = json.dumps({"schema": 1, "tag": "b999", "entry_id": ENTRY,
+                           "asset": f"{OTHER_PROJECT}-b999-bin-{ENTRY}.tar.gz",
+                           "sha256": "a" * 64, "url": "https://llama.invalid/b999/",
+                           "signed": True, "installed_by": "kiln install",
+                           "host": "hostile corpus", "files": ["bin/ember-cli"]},
+                          indent=2, sort_keys=True).encode() + b"\n"
+NO_PROGRAMS = rf"{_A} holds no (programs|{PROJECT}-cli)\b"
+
+
+def project_cases() -> list[Case]:
+    """The project's name comes from the release's signed index.json (docs/index.md) and
+    becomes a directory and a file name: the default prefix ``~/.<project>`` and the install
+    record ``.<project>-install.json``. install.sh is rendered for one project (its name
+    baked in): an index of any other project is refused there."""
+    other = rf"(?is)index of project '?{OTHER_PROJECT}'?.*\b{PROJECT}\b"
+    return [
+        Case("project-index-other", "project-other", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(index_project=OTHER_PROJECT),)),
+             release=ReleaseSpec(index_project=OTHER_PROJECT),
+             expect=expect(12, other),
+             why="the signed index names another project than the signed manifest: the "
+                 "name would become ~/.llama and .llama-install.json for ember's files"),
+        Case("project-index-comment-other", "project-other", RELEASE_CONSUMERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(index_comment_project=OTHER_PROJECT),)),
+             release=ReleaseSpec(index_comment_project=OTHER_PROJECT),
+             expect=expect(12, rf"(?is)comment.*\b{OTHER_PROJECT}\b.*\b{PROJECT}\b"),
+             why="the index says ember, but its signature was made for a llama index"),
+        Case("project-mirror-index-other", "project-other", INSTALLERS,
+             mirror=MirrorSpec(root_index=(7, 30, NEW), root_project=OTHER_PROJECT),
+             expect=expect(12, other),
+             why="the mirror root's signed index (which picks latest and counts versions) "
+                 "is another project's"),
+        Case("project-release-other", "project-other", INSTALLERS,
+             mirror=MirrorSpec(releases=(ReleaseSpec(project=OTHER_PROJECT),)),
+             expect=expect(12, other),
+             # kiln install installs whichever project the index names, but never over
+             # another project's install: the prefix holds ember's b9.
+             per_consumer=((KILN, expect(11, r"holds an install of another project "
+                                             rf"\(\.{PROJECT}-install\.json\), not of "
+                                             rf"{OTHER_PROJECT}")),),
+             why="a whole release of another project signed with the same key: ember's "
+                 "install.sh must not put it into ~/.ember as ember"),
+    ]
+
+
+def archive_cases() -> list[Case]:
+    """What an archive holds that only an installer gives meaning to: an install record at
+    the top of its tree (removed, and the installer's own written: exit 0, the prefix then
+    holds one record, which tells the truth; a directory where the record goes is refused),
+    and no program in ``bin/`` (refused, exit 11)."""
+    R, L, D = tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.DIRTYPE
+    top = top_dir(NEW)
+    own, other = f".{PROJECT}-install.json", f".{OTHER_PROJECT}-install.json"
+    installs = expect(0, rf"installed {PROJECT} {NEW} \({ENTRY}\)")
+
+    def case(name: str, klass: str, members: Sequence[Member], want: Expect, *,
+             drop: tuple[str, ...] = (), why: str = "") -> Case:
+        spec = ReleaseSpec(members=tuple(dataclasses.replace(m, name=f"{top}/{m.name}")
+                                         for m in members), drop=drop)
+        return Case(name, klass, INSTALLERS, mirror=MirrorSpec(releases=(spec,)),
+                    expect=want, why=why)
+
+    return [
+        case("member-install-record-other", "member-install-record",
+             [Member(other, R, LYING_RECORD)], installs,
+             why="a record of another project would say llama is installed in ~/.ember"),
+        case("member-install-record-own", "member-install-record",
+             [Member(own, R, LYING_RECORD)], installs,
+             why="the archive's record of its own project names another release"),
+        case("member-install-record-own-link", "member-install-record",
+             [Member(own, L, linkname="lib/libember.bin")], installs,
+             why="writing the record through the link would overwrite the library"),
+        case("member-install-record-both", "member-install-record",
+             [Member(other, L, linkname="bin/ember-cli"), Member(own, R, LYING_RECORD)],
+             installs),
+        case("member-install-record-own-dir", "member-install-record",
+             [Member(f"{own}/", D, mode=0o755), Member(f"{own}/tag", R, b"b999\n")],
+             expect(12, rf"(?i)holds a directory named {re.escape(own)}"),
+             why="no record can be written where the archive put a directory"),
+        case("member-no-bin", "member-no-programs",
+             [Member(f"lib/{PROJECT}-cli", R, CLI_SCRIPT, 0o755)], expect(11, NO_PROGRAMS),
+             drop=("bin", f"bin/{PROJECT}-cli"),
+             why="the program is in the archive, but not in bin/"),
+        case("member-empty-bin", "member-no-programs", [], expect(11, NO_PROGRAMS),
+             drop=(f"bin/{PROJECT}-cli",)),
+        case("member-bin-program-dir", "member-no-programs",
+             [Member(f"bin/{PROJECT}-cli/", D, mode=0o755),
+              Member(f"bin/{PROJECT}-cli/{PROJECT}-cli", R, CLI_SCRIPT, 0o755)],
+             expect(11, NO_PROGRAMS), drop=(f"bin/{PROJECT}-cli",),
+             why="a directory where the program goes is no program"),
+    ]
+
+
 def ember_cases() -> list[Case]:
     cases: list[Case] = []
     add = cases.append
@@ -905,7 +1021,8 @@ def ember_cases() -> list[Case]:
 
 
 def all_cases(sandbox: str = "/nonexistent-hostile-sandbox") -> list[Case]:
-    cases = [*member_cases(sandbox), *release_cases(), *ember_cases()]
+    cases = [*member_cases(sandbox), *release_cases(), *project_cases(), *archive_cases(),
+             *ember_cases()]
     names = [c.name for c in cases]
     assert len(names) == len(set(names)), sorted(n for n, k in Counter(names).items() if k > 1)
     return cases

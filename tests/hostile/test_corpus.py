@@ -20,6 +20,7 @@ from .corpus import (
     all_cases,
     asset_name,
     figures,
+    top_dir,
 )
 
 
@@ -64,5 +65,11 @@ def test_hostile_archives_hold_their_hostile_members(hostile: Hostile) -> None:
         for want in spec.members:
             name = want.name.rstrip("/") if want.kind == tarfile.DIRTYPE else want.name
             assert (name, want.kind, want.mode, want.linkname) in got, (c.name, want, got)
+        # what the case leaves out of the honest tree is not there (unless put back changed)
+        top = top_dir(spec.tag)
+        kept = {m.name.rstrip("/") for m in spec.members}
+        for dropped in spec.drop:
+            name = f"{top}/{dropped}"
+            assert name in kept or not any(m.name == name for m in members), (c.name, name)
     # the climbing members really climb out of any test directory
     assert DEEP.count("..") >= 10

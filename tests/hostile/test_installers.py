@@ -2,10 +2,16 @@
 b9 is installed first; the hostile mirror on 127.0.0.1 offers something else; the installer
 must refuse with the documented exit code and a message naming what is wrong, leave the b9
 install byte for byte as it was, write nothing outside its prefix's staging directory and
-its download cache (whose entries must all be verified), and run no injected command."""
+its download cache (whose entries must all be verified), and run no injected command.
+
+A case whose documented outcome is an install (exit 0: the installer disarms the hostile
+part, an install record the archive carries) must instead leave the release's own tree in
+the prefix with exactly one install record, the installer's, telling the truth."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -38,11 +44,13 @@ from .corpus import (
     INSTALLERS,
     KILN,
     NEW,
+    PROJECT,
     Case,
     Member,
     MirrorSpec,
     ReleaseSpec,
     all_cases,
+    asset_name,
     expect,
     honest_members,
     top_dir,
@@ -158,6 +166,52 @@ def run_installer(consumer: str, case: Case, hostile: Hostile, server: HostileSe
             server.faults.pop(k, None)
 
 
+RECORD = f".{PROJECT}-install.json"
+RECORD_NAME = re.compile(r"\.[^/]+-install\.json")  # any project's install record
+
+
+def installed_problems(consumer: str, case: Case, hostile: Hostile, r: Run,
+                       ws: Workspace) -> list[str]:
+    """A case that installs: exit 0 and the installer's message; the prefix holds the
+    release's own tree (nothing written through a link the archive carried) and exactly one
+    install record, the installer's, naming the release it installed."""
+    problems = outcome_problems(dataclasses.replace(r, err=r.out + r.err),
+                                case.expect_for(consumer))
+    if r.code != 0:
+        return problems
+    honest = {m.name.split("/", 1)[1].rstrip("/"): m for m in honest_members(NEW)}
+    honest.pop("", None)
+    have = tree(ws.prefix)
+    if set(have) != {*honest, RECORD}:
+        problems.append(f"the prefix holds {sorted(set(have) - {*honest, RECORD})} beyond "
+                        f"the release's tree and lacks {sorted({*honest, RECORD} - set(have))}")
+    records = sorted(p.name for p in ws.prefix.iterdir() if RECORD_NAME.fullmatch(p.name))
+    if records != [RECORD]:
+        problems.append(f"the prefix holds the install records {records}, not {RECORD} alone")
+    for rel, m in honest.items():
+        p = ws.prefix / rel
+        if m.name.endswith("/") or p.is_symlink() or not p.is_file():
+            continue
+        if p.read_bytes() != m.data:
+            problems.append(f"{rel} is not the archive's (written through a link?)")
+    path = ws.prefix / RECORD
+    if path.is_symlink() or not path.is_file():
+        problems.append(f"{RECORD} is not a plain file")
+        return problems
+    record = json.loads(path.read_text(encoding="utf-8"))
+    mirror = hostile.builder.mirror(case)
+    want = {"tag": NEW, "asset": asset_name(NEW), "entry_id": ENTRY, "date": DATE,
+            "sha256": hashlib.sha256((mirror / NEW / asset_name(NEW)).read_bytes()).hexdigest(),
+            "signed": True, "installed_by": "kiln install" if consumer == KILN else "install.sh"}
+    wrong = {k: record.get(k) for k, v in want.items() if record.get(k) != v}
+    if wrong:
+        problems.append(f"{RECORD} lies: {wrong}")
+    listed = [f for f in record.get("files", []) if RECORD_NAME.fullmatch(f)]
+    if listed:
+        problems.append(f"{RECORD} lists install records as installed files: {listed}")
+    return problems
+
+
 @pytest.mark.parametrize(("consumer", "name"), PARAMS)
 def test_installer_refuses(consumer: str, name: str, hostile: Hostile,
                            server: HostileServer, install_sh: Path, tmp_path: Path,
@@ -168,10 +222,13 @@ def test_installer_refuses(consumer: str, name: str, hostile: Hostile,
     prefix_before = tree(ws.prefix)
     before = ws.watched()
     r = run_installer(consumer, case, hostile, server, install_sh, ws)
-    problems = outcome_problems(r, case.expect_for(consumer))
-    if tree(ws.prefix) != prefix_before:
-        problems.append("the b9 install changed: " + ", ".join(diff(prefix_before,
-                                                                    tree(ws.prefix))[:8]))
+    if case.installs(consumer):
+        problems = installed_problems(consumer, case, hostile, r, ws)
+    else:
+        problems = outcome_problems(r, case.expect_for(consumer))
+        if tree(ws.prefix) != prefix_before:
+            problems.append("the b9 install changed: " + ", ".join(diff(prefix_before,
+                                                                        tree(ws.prefix))[:8]))
     outside = [d for d in diff(before, ws.watched())
                if d.split(" ")[1] not in ws.lock_files()
                and not d.split(" ")[1].startswith(os.path.relpath(ws.prefix, tmp_path))]

@@ -297,3 +297,37 @@ def test_install_keeps_the_record_format(tmp_path: Path) -> None:
     assert record is not None
     assert sorted(record) == ["asset", "date", "entry_id", "files", "host", "installed_by",
                               "schema", "sha256", "signed", "tag", "url"]
+
+
+def test_a_mirror_index_of_another_project_is_refused_and_not_remembered(
+        tmp_path: Path) -> None:
+    """The mirror's signed index.json of another project (signed with the same key) is
+    refused, and its version is not recorded as seen: otherwise it would lock the mirror's
+    real index out as a rollback."""
+    from datetime import UTC, datetime
+
+    from kiln.install.installer import trust_store
+    from kiln.release.index import mirror_index
+
+    root, pub, secret = mirror_of(tmp_path, "ember")
+    manifest = ReleaseManifest.from_json(
+        json.loads((root / TAG / "manifest.json").read_text()), source="m")
+    release = release_index(manifest, distros={"ubuntu-x64": "ubuntu"},
+                            general=frozenset({"ubuntu"}), floors={}, expiry_days=36500)
+    honest = mirror_index(None, release, now=datetime.now(UTC), expiry_days=30)
+    other = replace(honest, project="llama", version=99)
+    (root / "index.json").write_text(other.text(), encoding="utf-8")
+    (root / "index.json.minisig").write_bytes(sign(secret, other.text().encode(),
+                                                   other.comment()))
+    env = env_of(tmp_path)
+    with pytest.raises(IntegrityError, match=r"the mirror's index\.json is an index of "
+                                             r"project 'llama', the release's of 'ember'"):
+        install_release(str(root), pubkey=pub, host=probe(profile(HOST)), env=env)
+    assert trust_store(env).seen(pub, "mirror", str(root)) is None
+    # the mirror's own index afterwards: accepted, and remembered
+    (root / "index.json").write_text(honest.text(), encoding="utf-8")
+    (root / "index.json.minisig").write_bytes(sign(secret, honest.text().encode(),
+                                                   honest.comment()))
+    assert install_release(str(root), pubkey=pub, host=probe(profile(HOST)),
+                           env=env).result is not None
+    assert trust_store(env).seen(pub, "mirror", str(root)) == honest.version
