@@ -126,6 +126,7 @@ from kiln.release.index import (
     ReleaseIndex,
     TrustStore,
     check_fresh,
+    check_project_of,
     parse_index,
 )
 from kiln.release.manifest import (
@@ -1252,10 +1253,8 @@ def _check_index_project(index: ReleaseIndex, manifest: ReleaseManifest,
     except ConfigError as exc:
         raise IntegrityError(exc.message, hint="the release is damaged or hostile: do not "
                                                "install it") from exc
-    if manifest.project != index.project:
-        raise IntegrityError(f"{where} is an index of project {index.project!r}, but "
-                             f"{MANIFEST_NAME} is of project {manifest.project!r}",
-                             hint="the release is damaged or hostile: do not install it")
+    check_project_of(index, manifest.project, source=where,
+                     hint="the release is damaged or hostile: do not install it")
     if root_index is not None and root_index.project != index.project:
         raise IntegrityError(f"the mirror's {INDEX_NAME} is an index of project "
                              f"{root_index.project!r}, the release's of {index.project!r}",

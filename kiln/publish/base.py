@@ -16,7 +16,6 @@ from kiln.matrix import ID_RE
 from kiln.release.manifest import (
     INDEX_NAME,
     INDEX_SIGNATURE_NAME,
-    MANIFEST_NAME,
     NOTES_NAME,
     PUBLIC_KEY_NAME,
     SIGNATURE_MAX_BYTES,
@@ -124,7 +123,7 @@ def _check_release_index(directory: Path, manifest: ReleaseManifest, *, signed: 
     signature checked, the signed comment must name this index too (no expiry check: an old
     release is published again as it was)."""
     from kiln.release.check import trusted_comment
-    from kiln.release.index import INDEX_MAX_BYTES, check_fresh, parse_index
+    from kiln.release.index import INDEX_MAX_BYTES, check_fresh, check_project_of, parse_index
 
     path = directory / INDEX_NAME
     with path.open("rb") as fh:  # parse_index refuses what is over the cap
@@ -132,11 +131,8 @@ def _check_release_index(directory: Path, manifest: ReleaseManifest, *, signed: 
     if index.kind != "release" or index.release(manifest.tag) is None:
         raise IntegrityError(f"{path} is not the index of release {manifest.tag}",
                              hint="the release directory is damaged: make the release again")
-    if index.project != manifest.project:
-        raise IntegrityError(f"{path} is an index of project {index.project!r}, "
-                             f"{MANIFEST_NAME} is of project {manifest.project!r}",
-                             hint="the release directory mixes two projects' files: do not "
-                                  "publish it")
+    check_project_of(index, manifest.project, source=str(path),
+                     hint="the release directory mixes two projects' files: do not publish it")
     if signed:
         sig = directory / INDEX_SIGNATURE_NAME
         comment = trusted_comment(sig.read_bytes()[:SIGNATURE_MAX_BYTES], sig)

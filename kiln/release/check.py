@@ -29,7 +29,7 @@ from typing import Any
 
 from kiln.errors import ConfigError, IntegrityError, KilnError, ReleaseError
 from kiln.files import sha256_file
-from kiln.release.index import INDEX_MAX_BYTES, check_fresh, parse_index
+from kiln.release.index import INDEX_MAX_BYTES, check_fresh, check_project_of, parse_index
 from kiln.release.manifest import (
     INDEX_NAME,
     INDEX_SIGNATURE_NAME,
@@ -368,10 +368,8 @@ def check_index(release: ReleaseUnderCheck) -> str:
     if index.kind != "release" or entry is None or entry.commit != manifest.commit:
         raise IntegrityError(f"{path} is not the index of release {manifest.tag}",
                              hint="the index belongs to another release")
-    if index.project != manifest.project:
-        raise IntegrityError(f"{path} is an index of project {index.project!r}, "
-                             f"{MANIFEST_NAME} is of project {manifest.project!r}",
-                             hint="the index belongs to another project's release")
+    check_project_of(index, manifest.project, source=str(path),
+                     hint="the index belongs to another project's release")
     if [a.record for a in entry.assets] != [a.record for a in manifest.assets]:
         raise IntegrityError(f"{path} and {MANIFEST_NAME} list different assets",
                              hint="the release is damaged: do not trust it")

@@ -45,6 +45,7 @@ from kiln.release.manifest import (
     DATE_RE,
     INDEX_NAME,
     INDEX_SIGNATURE_NAME,
+    MANIFEST_NAME,
     PROJECT_RE,
     TAG_RE,
     ReleaseManifest,
@@ -64,6 +65,7 @@ __all__ = [
     "TrustStore",
     "asset_properties",
     "check_fresh",
+    "check_project_of",
     "general_distros",
     "index_comment",
     "matrix_index",
@@ -481,6 +483,14 @@ def parse_index(raw: bytes, *, source: str) -> ReleaseIndex:
         raise _bad(source, "releases", "a release's index lists exactly that release")
     return ReleaseIndex(project=project, kind=kind, version=version, expires=expires,
                         releases=releases)
+
+
+def check_project_of(index: ReleaseIndex, project: str, *, source: str, hint: str) -> None:
+    """The index is of ``project``, the project its release's manifest names: installers
+    take the project's name from the index (``~/.<project>``), so the two must agree."""
+    if index.project != project:
+        raise IntegrityError(f"{source} is an index of project {index.project!r}, but "
+                             f"{MANIFEST_NAME} is of project {project!r}", hint=hint)
 
 
 def check_fresh(index: ReleaseIndex, comment: str, *, now: datetime, source: str,

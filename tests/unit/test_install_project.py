@@ -31,7 +31,7 @@ from kiln.install.installer import (
     read_install_record,
     uninstall,
 )
-from kiln.release.index import release_index
+from kiln.release.index import ReleaseIndex, release_index
 from kiln.release.manifest import ReleaseManifest
 
 HOST = "centos7-old-glibc"
@@ -42,6 +42,21 @@ def mirror_of(tmp: Path, project: str, **kw: object) -> tuple[Path, str, object]
     root = tmp / f"mirror-{project}"
     make_release(root, secret, project=project, **kw)  # type: ignore[arg-type]
     return root, pub, secret
+
+
+def release_index_of(rel: Path) -> ReleaseIndex:
+    """The release index ``kiln release`` would write for the release directory ``rel``."""
+    manifest = ReleaseManifest.from_json(json.loads((rel / "manifest.json").read_text()),
+                                         source="m")
+    return release_index(manifest, distros={"ubuntu-x64": "ubuntu"},
+                         general=frozenset({"ubuntu"}), floors={}, expiry_days=36500)
+
+
+def write_signed(directory: Path, index: ReleaseIndex, secret: object) -> None:
+    """``index.json`` and its signature (the release key, the comment naming the index)."""
+    (directory / "index.json").write_text(index.text(), encoding="utf-8")
+    (directory / "index.json.minisig").write_bytes(sign(secret, index.text().encode(),
+                                                        index.comment()))
 
 
 def env_of(tmp: Path) -> dict[str, str]:
@@ -110,15 +125,8 @@ def test_unsafe_project_names_are_refused(name: str) -> None:
 def test_an_unsafe_project_in_a_signed_index_is_refused(tmp_path: Path, name: str) -> None:
     root, pub, secret = mirror_of(tmp_path, "ember")
     rel = root / TAG
-    manifest = ReleaseManifest.from_json(json.loads((rel / "manifest.json").read_text()),
-                                         source="m")
-    index = replace(release_index(manifest, distros={"ubuntu-x64": "ubuntu"},
-                                  general=frozenset({"ubuntu"}), floors={},
-                                  expiry_days=36500), project=name)
     # signed with the release key, its comment naming the same project
-    (rel / "index.json").write_text(index.text(), encoding="utf-8")
-    (rel / "index.json.minisig").write_bytes(sign(secret, index.text().encode(),
-                                                  index.comment()))
+    write_signed(rel, replace(release_index_of(rel), project=name), secret)
     with pytest.raises(IntegrityError) as exc:
         install_from(root, pub, tmp_path)
     assert exc.value.exit_code == 12 and "project" in exc.value.message
@@ -130,14 +138,7 @@ def test_an_unsafe_project_in_a_signed_index_is_refused(tmp_path: Path, name: st
 def test_an_index_of_another_project_than_the_manifest_is_refused(tmp_path: Path) -> None:
     root, pub, secret = mirror_of(tmp_path, "ember")
     rel = root / TAG
-    manifest = ReleaseManifest.from_json(json.loads((rel / "manifest.json").read_text()),
-                                         source="m")
-    index = replace(release_index(manifest, distros={"ubuntu-x64": "ubuntu"},
-                                  general=frozenset({"ubuntu"}), floors={},
-                                  expiry_days=36500), project="llama")
-    (rel / "index.json").write_text(index.text(), encoding="utf-8")
-    (rel / "index.json.minisig").write_bytes(sign(secret, index.text().encode(),
-                                                  index.comment()))
+    write_signed(rel, replace(release_index_of(rel), project="llama"), secret)
     with pytest.raises(IntegrityError, match=r"is an index of project 'llama', but "
                                              r"manifest\.json is of project 'ember'"):
         fetch_release(str(root), "latest", pubkey=pub, fetcher=Fetcher())
@@ -310,24 +311,16 @@ def test_a_mirror_index_of_another_project_is_refused_and_not_remembered(
     from kiln.release.index import mirror_index
 
     root, pub, secret = mirror_of(tmp_path, "ember")
-    manifest = ReleaseManifest.from_json(
-        json.loads((root / TAG / "manifest.json").read_text()), source="m")
-    release = release_index(manifest, distros={"ubuntu-x64": "ubuntu"},
-                            general=frozenset({"ubuntu"}), floors={}, expiry_days=36500)
-    honest = mirror_index(None, release, now=datetime.now(UTC), expiry_days=30)
-    other = replace(honest, project="llama", version=99)
-    (root / "index.json").write_text(other.text(), encoding="utf-8")
-    (root / "index.json.minisig").write_bytes(sign(secret, other.text().encode(),
-                                                   other.comment()))
+    honest = mirror_index(None, release_index_of(root / TAG), now=datetime.now(UTC),
+                          expiry_days=30)
+    write_signed(root, replace(honest, project="llama", version=99), secret)
     env = env_of(tmp_path)
     with pytest.raises(IntegrityError, match=r"the mirror's index\.json is an index of "
                                              r"project 'llama', the release's of 'ember'"):
         install_release(str(root), pubkey=pub, host=probe(profile(HOST)), env=env)
     assert trust_store(env).seen(pub, "mirror", str(root)) is None
     # the mirror's own index afterwards: accepted, and remembered
-    (root / "index.json").write_text(honest.text(), encoding="utf-8")
-    (root / "index.json.minisig").write_bytes(sign(secret, honest.text().encode(),
-                                                   honest.comment()))
+    write_signed(root, honest, secret)
     assert install_release(str(root), pubkey=pub, host=probe(profile(HOST)),
                            env=env).result is not None
     assert trust_store(env).seen(pub, "mirror", str(root)) == honest.version
