@@ -65,8 +65,8 @@ from typing import Any
 from kiln.errors import ConfigError
 from kiln.matrix.catalogue import DEVICE_CODE_BACKENDS
 
-__all__ = ["FILE", "LIBRARY_OSES", "OUTPUTS", "BackendRun", "Layout", "Names", "Project",
-           "Release", "SdistSource", "ServerSmoke", "Smoke", "ThirdParty", "Wheel",
+__all__ = ["FILE", "FILE_NAME_RE", "LIBRARY_OSES", "OUTPUTS", "BackendRun", "Layout", "Names",
+           "Project", "Release", "SdistSource", "ServerSmoke", "Smoke", "ThirdParty", "Wheel",
            "find_root", "load_project"]
 
 FILE = "kiln.toml"
@@ -96,6 +96,8 @@ _BACKEND_RUN_KEYS = ("args", "env", "unset")
 # what a backend run's environment values may name: the backend's runtime library, where the
 # verifier provides one (OpenVINO's C API library for openvino-cpu)
 BACKEND_ENV_PLACEHOLDERS = ("runtime",)
+# A file name in a tree (a program in bin/, a library): no separator, no space.
+FILE_NAME_RE = re.compile(r"[A-Za-z0-9._+-]+")
 _OPTION_PREFIX = re.compile(r"[A-Z][A-Z0-9]*_")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PACKAGE_KEYS = ("required", "library")
@@ -456,9 +458,7 @@ def load_project(root: Path) -> Project:
     if not isinstance(smoke, dict):
         raise ConfigError(f"{where}: [smoke] must be a table")
     _keys(f"{where} [smoke]", smoke, _SMOKE_KEYS, ("program", "args", "output"))
-    program = _text(f"{where} smoke.program", smoke["program"])
-    if not re.fullmatch(r"[A-Za-z0-9._+-]+", program):
-        raise ConfigError(f"{where}: smoke.program '{program}' must be a file name in bin/")
+    program = _file_name(f"{where}: smoke.program", smoke["program"])
     args = _command(f"{where}: smoke.args", smoke["args"], PLACEHOLDERS)
     if not any("{model}" in a for a in args):
         raise ConfigError(f"{where}: smoke.args must pass the model ({{model}})")
@@ -509,7 +509,7 @@ def load_project(root: Path) -> Project:
 
 def _file_name(where: str, value: Any) -> str:
     name = _text(where, value)
-    if not re.fullmatch(r"[A-Za-z0-9._+-]+", name) or name in (".", ".."):
+    if not FILE_NAME_RE.fullmatch(name) or name in (".", ".."):
         raise ConfigError(f"{where} '{name}' must be a file name in bin/")
     return name
 

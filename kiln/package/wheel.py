@@ -85,7 +85,7 @@ from kiln.matrix import Entry
 from kiln.matrix.catalogue import wheel_variant
 from kiln.package.macho import MachOFacts, read_macho
 from kiln.package.records import AssetRecord, Tool, Verification, record_for, write_record
-from kiln.project import Project, Wheel, load_project
+from kiln.project import FILE_NAME_RE, Project, Wheel, load_project
 from kiln.run import require_tool, run
 
 __all__ = [
@@ -147,7 +147,6 @@ OS_CLASSIFIER = {
 }
 # Every wheel is py3-none: kiln adds this classifier to the project's ([wheel] classifiers).
 PYTHON_CLASSIFIER = "Programming Language :: Python :: 3"
-_FILE_NAME = re.compile(r"[A-Za-z0-9._+-]+")
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +446,7 @@ def linked_name(path: Path, os_name: str) -> str:
             return own
     if path.is_symlink():
         link = Path(os.readlink(path))
-        if not link.is_absolute() and link.parent == Path(".") and _FILE_NAME.fullmatch(
+        if not link.is_absolute() and link.parent == Path(".") and FILE_NAME_RE.fullmatch(
                 link.name):
             return link.name
     return path.name
@@ -477,7 +476,7 @@ def _own_name(path: Path, os_name: str) -> str | None:
         soname = None if elf is None else elf.get(lief.ELF.DynamicEntry.TAG.SONAME)
         name = (str(soname.name) if isinstance(soname, lief.ELF.DynamicSharedObject)
                 else None)
-    return name if name and _FILE_NAME.fullmatch(name) and name not in (".", "..") else None
+    return name if name and FILE_NAME_RE.fullmatch(name) and name not in (".", "..") else None
 
 
 def _library(staged: Path, target: WheelTarget) -> tuple[Path, str]:
